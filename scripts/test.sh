@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Install what is missing, then lint and run the test suite (tests marked slow are left out).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+.venv/bin/ruff check src tests benchmarks scripts
+.venv/bin/python -m pytest -q -m "not slow" "$@"

@@ -1,0 +1,70 @@
+"""The ``leaf`` command line: one subcommand per stage.
+
+Each module in :mod:`leaf.commands` is a subcommand. It defines ``NAME``, ``HELP`` (one line),
+``DESCRIPTION`` (what it reads and writes), ``add_arguments(parser)`` and ``run(args) -> int``.
+Command modules import torch and transformers inside ``run`` so that ``leaf --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from leaf import __version__
+from leaf.errors import LeafError
+
+
+def _command_modules():
+    import leaf.commands as pkg
+
+    names = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_"))
+    return [importlib.import_module(f"leaf.commands.{n}") for n in names]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="leaf",
+        description=(
+            "LeaF: distil a teacher LLM into a student while teaching the student to ignore "
+            "confounding tokens. Stages talk through JSONL files: screen -> detect -> prune -> "
+            "distill -> eval."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"leaf {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in _command_modules():
+        p = sub.add_parser(
+            mod.NAME,
+            help=mod.HELP,
+            description=getattr(mod, "DESCRIPTION", mod.HELP),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    if extra and not getattr(args, "accepts_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
+    try:
+        return int(args._run(args) or 0)
+    except LeafError as exc:
+        print(f"leaf {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"leaf {args.command}: interrupted; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of ``leaf``; every public module here is discovered by :mod:`leaf.cli`."""

@@ -1,0 +1,1 @@
+"""Sample schema, JSONL I/O with resume, chat templates and character offsets."""

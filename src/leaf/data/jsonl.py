@@ -1,0 +1,150 @@
+"""JSONL reading with line-precise errors, and resumable atomic output.
+
+Outputs are written to ``OUT.part`` as they are produced and renamed to ``OUT`` only when a
+stage finishes, so a finished file is never half-written. A stage killed mid-way leaves the
+``.part`` file behind; running the same command again keeps every complete group already in it
+and skips those keys (resume). A truncated last line, from a kill in the middle of a write, is
+dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from leaf.errors import LeafInputError
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for each non-blank line; errors name file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise LeafInputError(path, None, None, "file not found")
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise LeafInputError(path, lineno, None, f"not UTF-8 ({exc.reason})") from None
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise LeafInputError(path, lineno, None, f"not valid JSON ({exc.msg})") from None
+            if not isinstance(obj, dict):
+                raise LeafInputError(
+                    path, lineno, None, f"expected a JSON object, got {type(obj).__name__}"
+                )
+            yield lineno, obj
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    return [obj for _, obj in iter_jsonl(path)]
+
+
+def dumps(row: dict[str, Any]) -> str:
+    return json.dumps(row, ensure_ascii=False)
+
+
+def write_jsonl_atomic(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Write all rows to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(dumps(row) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class ResumableWriter:
+    """Append groups of rows to ``OUT.part``; rename to ``OUT`` on :meth:`finish`.
+
+    ``key`` maps a row to the unit of work it belongs to (usually the sample id). All rows of
+    one unit are written with a single ``write`` system call, so a killed process leaves either
+    the whole group or a truncated last line, which is discarded on the next start.
+
+    On start, rows already in ``OUT`` (a finished earlier run) or in ``OUT.part`` (an
+    interrupted one) are kept; :attr:`done` holds their keys.
+    """
+
+    def __init__(self, path: str | Path, key: Callable[[dict[str, Any]], Any]) -> None:
+        self.path = Path(path)
+        self.part = self.path.with_name(self.path.name + ".part")
+        self.key = key
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.rows: list[dict[str, Any]] = []
+        if self.part.exists():
+            self.rows = self._read_part()
+        elif self.path.exists():
+            self.rows = read_jsonl(self.path)
+            write_jsonl_atomic(self.part, self.rows)
+        self.done: set[Any] = {self.key(r) for r in self.rows}
+        self._fd = os.open(self.part, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def _read_part(self) -> list[dict[str, Any]]:
+        data = self.part.read_bytes()
+        good_end = data.rfind(b"\n") + 1
+        rows: list[dict[str, Any]] = []
+        for lineno, raw in enumerate(data[:good_end].splitlines(), start=1):
+            if not raw.strip():
+                continue
+            try:
+                rows.append(json.loads(raw))
+            except json.JSONDecodeError as exc:
+                raise LeafInputError(
+                    self.part, lineno, None, f"corrupt partial output ({exc.msg}); delete it to start over"
+                ) from None
+        if good_end != len(data):  # drop a line cut by a kill
+            with self.part.open("r+b") as fh:
+                fh.truncate(good_end)
+        return rows
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        """Append one unit's rows in a single write and remember its key(s)."""
+        if not rows:
+            return
+        payload = "".join(dumps(r) + "\n" for r in rows).encode("utf-8")
+        view = memoryview(payload)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        self.rows.extend(rows)
+        self.done.update(self.key(r) for r in rows)
+
+    def finish(self) -> Path:
+        """Flush, close and atomically move the output into place."""
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+        os.replace(self.part, self.path)
+        return self.path
+
+    def close(self) -> None:
+        """Close without finishing (the ``.part`` file stays for a later resume)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> ResumableWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None and self._fd >= 0:
+            self.finish()
+        else:
+            self.close()

@@ -1,0 +1,103 @@
+"""The sample contract shared by every stage (DESIGN.md section 4).
+
+A sample is one JSON object: ``id`` (unique string), ``task`` (``math`` | ``code`` | ``qa``),
+``instruction``, ``response`` (gold or teacher answer), and what grading needs: ``answer``
+(math; qa may give a list), ``tests`` and ``entry_point`` (code). Unknown keys pass through.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from leaf.data.jsonl import iter_jsonl
+from leaf.errors import LeafInputError
+
+TASKS = ("math", "code", "qa")
+KINDS = ("original", "counterfactual")
+LEVELS = ("instruction", "response")
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
+
+
+def check_sample(
+    obj: dict[str, Any],
+    path: str | Path,
+    line: int,
+    *,
+    need_response: bool = True,
+    need_grading: bool = False,
+) -> None:
+    """Raise :class:`LeafInputError` naming the first field that breaks the contract."""
+
+    def bad(field: str, message: str) -> LeafInputError:
+        return LeafInputError(path, line, field, message)
+
+    sid = obj.get("id")
+    if not isinstance(sid, str) or not sid:
+        raise bad("id", "missing or not a non-empty string" if sid is None else
+                  f"must be a non-empty string, got {sid!r}")
+    task = obj.get("task")
+    if task not in TASKS:
+        raise bad("task", f"must be one of {', '.join(TASKS)}; got {task!r}")
+    if not isinstance(obj.get("instruction"), str) or not obj["instruction"].strip():
+        raise bad("instruction", "missing or not a non-empty string")
+    if need_response and not isinstance(obj.get("response"), str):
+        raise bad("response", "missing or not a string")
+    if not need_grading:
+        return
+    if task == "math":
+        ans = obj.get("answer")
+        if not isinstance(ans, str | int | float) or isinstance(ans, bool) or str(ans) == "":
+            raise bad("answer", "math samples need a non-empty string or number answer")
+    elif task == "qa":
+        ans = obj.get("answer")
+        if not (isinstance(ans, str) and ans) and not _is_str_list(ans):
+            raise bad("answer", "qa samples need a string or a non-empty list of strings")
+    else:
+        tests = obj.get("tests")
+        if not isinstance(tests, str | list) or not tests:
+            raise bad("tests", "code samples need 'tests': a test program or a list of tests")
+        ep = obj.get("entry_point")
+        if ep is not None and (not isinstance(ep, str) or not ep):
+            raise bad("entry_point", "must be a non-empty string (the function under test)")
+
+
+def read_samples(
+    path: str | Path, *, need_response: bool = True, need_grading: bool = False
+) -> list[dict[str, Any]]:
+    """Read and validate a samples/bench file; ids must be unique."""
+    rows: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for line, obj in iter_jsonl(path):
+        check_sample(obj, path, line, need_response=need_response, need_grading=need_grading)
+        if obj["id"] in seen:
+            raise LeafInputError(
+                path, line, "id", f"duplicate id {obj['id']!r} (first on line {seen[obj['id']]})"
+            )
+        seen[obj["id"]] = line
+        rows.append(obj)
+    if not rows:
+        raise LeafInputError(path, None, None, "no samples in file")
+    return rows
+
+
+def check_training_row(obj: dict[str, Any], path: str | Path, line: int) -> None:
+    """Check a row of a distillation file (originals and counterfactuals, ``kind`` field)."""
+    check_sample(obj, path, line, need_response=obj.get("level") != "response")
+    kind = obj.get("kind", "original")
+    if kind not in KINDS:
+        raise LeafInputError(path, line, "kind", f"must be one of {', '.join(KINDS)}; got {kind!r}")
+    level = obj.get("level", "instruction")
+    if level not in LEVELS:
+        raise LeafInputError(
+            path, line, "level", f"must be one of {', '.join(LEVELS)}; got {level!r}"
+        )
+    if kind == "counterfactual" and level == "response":
+        for field in ("prefix", "target"):
+            if not isinstance(obj.get(field), str):
+                raise LeafInputError(
+                    path, line, field, "response-level counterfactuals need a string here"
+                )
