@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
-.venv/bin/ruff check src tests benchmarks scripts
+.venv/bin/ruff check .
 .venv/bin/python -m pytest -q -m "not slow" "$@"
