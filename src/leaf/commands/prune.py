@@ -135,7 +135,9 @@ def run(args: argparse.Namespace) -> int:
     with ResumableWriter(args.out, key=lambda r: r["origin_id"]) as writer:
         _check_resume(writer.rows, args)
         todo = [s for s in samples if s["id"] not in writer.done]
-        chunk = args.verify_chunk if args.verify and args.verify_chunk else max(len(todo), 1)
+        # without --verify each sample is written as soon as it is built; with it, a chunk of
+        # samples shares one model load
+        chunk = (args.verify_chunk or max(len(todo), 1)) if args.verify else 1
         bar = tqdm(total=len(todo), desc="prune", unit="sample", disable=None)
         for start in range(0, len(todo), chunk):
             groups = [sample_rows(s, scores.get(s["id"], []), opts)
