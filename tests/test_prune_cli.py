@@ -292,3 +292,13 @@ def test_verify_import_failure_is_a_clear_error(files, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "leaf.evaluate.verify", None)  # import raises
     assert prune(data, scores, out, "--verify", "--teacher", "T", "--student", "S") == 2
     assert "--verify needs leaf.evaluate.verify" in capsys.readouterr().err
+
+
+def test_verify_all_at_once(files, monkeypatch):
+    data, scores, out = files
+    calls = []
+    fake_verify_module(monkeypatch, calls)
+    assert prune(data, scores, out, "--verify", "--teacher", "T", "--student", "S",
+                 "--verify-chunk", "0") == 0
+    assert [c[0] for c in calls] == [["s1#i0", "s1#i1", "s1#r1.0", "s2#i0"]]
+    assert [r["verified"] for r in read(out)].count(False) == 1

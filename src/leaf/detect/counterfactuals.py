@@ -12,8 +12,8 @@ For a sample with id ``I``:
 j counts removals from 0 in text order (collective pruning has only j = 0). Counterfactual
 rows also carry ``kind = "counterfactual"``, ``level``, ``pruned`` (the ``[start, end)`` spans
 removed, in the original text of the field), ``verified = None`` until checked, ``masking``,
-``strategy`` and ``threshold`` (the gradient rule's cut-off t for that text, ``null`` when the
-differences had no spread).
+``strategy`` and ``threshold`` (the gradient rule's cut-off t for that text, which also sets
+the unit count of the ``random`` and ``ppl`` baselines).
 """
 
 from __future__ import annotations
