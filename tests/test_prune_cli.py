@@ -191,6 +191,7 @@ def test_resume_after_interrupt_and_new_samples(files, monkeypatch, capsys):
     # resuming with other options is refused rather than mixing rows
     assert prune(data, scores, out, "--masking", "random") == 2
     assert "--masking gradient" in capsys.readouterr().err
+    assert out.exists() and not out.with_name("cf.jsonl.part").exists()  # left as it was
 
 
 BAD_SCORES = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from leaf.detect.baselines import MASKINGS
@@ -132,8 +133,16 @@ def run(args: argparse.Namespace) -> int:
                         quantile=args.quantile, strategy=args.strategy,
                         masking=args.masking, seed=args.seed)
     n_cf = n_ok = 0
+    part = Path(str(args.out) + ".part")
+    had_part = part.exists()
     with ResumableWriter(args.out, key=lambda r: r["origin_id"]) as writer:
-        _check_resume(writer.rows, args)
+        try:
+            _check_resume(writer.rows, args)
+        except LeafError:
+            if not had_part:  # the writer copied a finished output to .part: undo that
+                writer.close()
+                part.unlink(missing_ok=True)
+            raise
         todo = [s for s in samples if s["id"] not in writer.done]
         # without --verify each sample is written as soon as it is built; with it, a chunk of
         # samples shares one model load
