@@ -104,3 +104,8 @@ def test_works_in_worker_threads():
     t.start()
     t.join()
     assert results == {"eq": True, "ne": False}
+
+
+def test_last_number_ignores_dashes_between_digits():
+    assert extract_answer("released on 2023-08-01") == "01"
+    assert extract_answer("so 5-3 = 2 and x = -4") == "-4"
