@@ -166,3 +166,24 @@ def test_model_loading_errors(tmp_path, tiny_llama_dir):
     with pytest.raises(LeafError, match="backend"):
         make_generator(str(tiny_llama_dir), backend="tgi")
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_load_tokenizer_sets_missing_pad_to_eos(tmp_path):
+    tok = build_tokenizer("chatml", vocab_size=400)
+    tok.pad_token = None
+    tok.save_pretrained(tmp_path)
+    loaded = load_tokenizer(tmp_path)
+    assert loaded.pad_token == loaded.eos_token == "<|im_end|>"
+    assert loaded.padding_side == "left"
+
+
+def test_cli_help_imports_no_heavy_modules():
+    import subprocess
+    import sys
+
+    code = ("import sys, leaf.cli; leaf.cli.build_parser(); "
+            "print([m for m in ('torch', 'transformers', 'vllm', 'math_verify') "
+            "if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
