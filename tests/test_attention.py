@@ -83,6 +83,9 @@ def _manual_attention(model, input_ids):
 def test_measure_matches_independent_recomputation(tiny_llama_dir):
     tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, attn_implementation="eager")
+    with torch.no_grad():  # sharpen the random init's near-uniform attention
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(60.0)
     a = INSTRUCTION.index(HINT)
     item = SpanItem("x", INSTRUCTION, RESPONSE, "instruction", [(a, a + len(HINT))])
     result = measure(model, tok, [item])
@@ -112,6 +115,7 @@ def test_measure_matches_independent_recomputation(tiny_llama_dir):
     assert result.per_layer == pytest.approx(expected, abs=1e-6)
     assert result.mean == pytest.approx(np.mean(expected), abs=1e-6)
     assert result.per_item[0]["n_confounder_tokens"] == len(keys)
+    assert abs(result.mean - result.uniform) > 1e-3  # the check is not a uniform tautology
 
 
 def test_span_sources(tmp_path):

@@ -41,11 +41,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from leaf.data.jsonl import iter_jsonl, write_json_atomic
     from leaf.errors import LeafError
-    from leaf.report.attention import format_table, measure, planted_items, pruned_items
+    from leaf.report.attention import compare_models, format_table, planted_items, pruned_items
 
     rows = list(iter_jsonl(args.data))
     if args.spans == "planted":
@@ -63,15 +62,8 @@ def run(args: argparse.Namespace) -> int:
         raise LeafError(f"--labels gives {len(labels)} names for {len(models)} models")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" \
         else args.device
-    results = []
-    for path, label in zip(models, labels):
-        tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=getattr(torch, args.dtype), attn_implementation="eager"
-        ).to(device)
-        results.append(measure(model, tok, items, label=label, name=path, device=device,
-                               progress=True))
-        del model
+    results = compare_models(models, items, labels, device=device, dtype=args.dtype,
+                             progress=True)
     out = {"spans": args.spans, "data": str(args.data), "verified_only": args.verified_only,
            "models": [r.to_json() for r in results]}
     write_json_atomic(args.out, _finite(out))

@@ -243,6 +243,27 @@ def measure(model, tokenizer, items: Sequence[SpanItem], *, label: str = "", nam
                            len(shares), per_item)
 
 
+def compare_models(
+    models: Sequence[str], items: Sequence[SpanItem], labels: Sequence[str] | None = None, *,
+    device: str = "cpu", dtype: str = "float32", progress: bool = False,
+) -> list[AttentionResult]:
+    """Load each model (directory or hub id) with eager attention and :func:`measure` it."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    labels = list(labels) if labels else [str(m).rstrip("/").split("/")[-1] for m in models]
+    results = []
+    for path, label in zip(models, labels, strict=True):
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=getattr(torch, dtype), attn_implementation="eager"
+        ).to(device)
+        results.append(measure(model, tok, items, label=label, name=str(path), device=device,
+                               progress=progress))
+        del model
+    return results
+
+
 def format_table(results: Sequence[AttentionResult]) -> str:
     """A small text table: one row per model, mean and per-layer shares in percent."""
     n_layers = max((len(r.per_layer) for r in results), default=0)
