@@ -124,9 +124,13 @@ def test_span_sources(tmp_path):
             (2, {"id": "b", "instruction": "x", "response": "y"}),
             (3, {"id": "c", "instruction": INSTRUCTION, "response": RESPONSE,
                  "planted": {"response": [[0, 7]]}})]
+    rows.append((4, {"id": "d", "instruction": INSTRUCTION, "response": RESPONSE,
+                     "planted": {"misleading": [[54, 56]], "distractor": [[32, 57]]}}))
     items = planted_items(rows, "p.jsonl")
     assert [(i.id, i.field, i.spans, i.target_start) for i in items] == [
-        ("a", "instruction", [(32, 57)], 0), ("c", "response", [(0, 7)], 7)]
+        ("a", "instruction", [(32, 57)], 0), ("c", "response", [(0, 7)], 7),
+        ("d", "instruction", [(32, 57)], 0)]
+    assert planted_items(rows, "p.jsonl", part="misleading")[-1].spans == [(54, 56)]
 
     orig = {"id": "a", "instruction": INSTRUCTION, "response": RESPONSE, "origin_id": "a",
             "kind": "original", "level": "instruction", "pruned": [], "verified": None}

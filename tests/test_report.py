@@ -136,6 +136,22 @@ def test_threshold_from_rows_or_flags():
                                         "source": "counterfactuals"}
     assert threshold_settings(rows, mode="fixed", tau=0.15)["tau"] == 0.15
     assert threshold_settings([])["source"] == "default"
+    # leaf prune writes the cut-off it used per row: one value reads as a fixed tau ...
+    same = [{"kind": "counterfactual", "threshold": 0.15}] * 2
+    assert threshold_settings(same)["mode"] == "fixed"
+    assert threshold_settings(same)["tau"] == 0.15
+    # ... differing ones are shown per row, and rows without counterfactuals get no cut-off
+    differ = [{"kind": "counterfactual", "origin_id": "a", "level": "instruction",
+               "id": "a#i0", "pruned": [[0, 1]], "threshold": 0.2},
+              {"kind": "counterfactual", "origin_id": "b", "level": "instruction",
+               "id": "b#i0", "pruned": [[0, 1]], "threshold": 0.4}]
+    rows = [{"id": i, "level": "instruction", "segment": 0, "field": "instruction",
+             "units": [[0, 1], [1, 2]], "teacher": [0, 1], "student": [1, 0],
+             "diff": [0.3, 1.0]} for i in ("a", "b", "c")]
+    views = {s["id"]: s["views"][0] for s in build_report_data(rows, differ)["samples"]}
+    assert (views["a"]["cut"], views["a"]["nc"]) == (0.2, 0)
+    assert (views["b"]["cut"], views["b"]["nc"]) == (0.4, 1)
+    assert (views["c"]["cut"], views["c"]["nc"]) == (None, 0)
     scores = [{"id": "a", "level": "instruction", "segment": 0, "field": "instruction",
                "units": [[0, 1], [1, 2], [2, 3], [3, 4]], "teacher": [0, 1, 1, 0],
                "student": [1, 0, 0, 1], "diff": [0.0, 1.0, 0.5, 0.3]}]

@@ -11,8 +11,9 @@ HELP = "measure how much attention response tokens pay to confounder spans, per 
 DESCRIPTION = """\
 Reads a model (and optionally more models to compare, e.g. a KD and a LeaF student) and a JSONL
 file whose samples carry confounder spans:
-  --spans planted  samples with a 'planted' field (testbed): [start, end) spans in the
-                   instruction, or {"instruction": [...], "response": [...]}
+  --spans planted  samples with a 'planted' field (testbed): {"misleading": [...],
+                   "distractor": [...]} (--planted-part picks one), a list of [start, end)
+                   spans in the instruction, or {"instruction": [...], "response": [...]}
   --spans pruned   a counterfactuals.jsonl from `leaf prune`: the 'pruned' spans of each
                    original's counterfactuals, measured on the original text
 For every sample and layer it takes the attention of each response token (eager attention,
@@ -31,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="names for --model and --compare models, in order (default: dir names)")
     p.add_argument("--data", required=True, help="samples with 'planted' or counterfactuals.jsonl")
     p.add_argument("--spans", choices=("planted", "pruned"), default="pruned")
+    p.add_argument("--planted-part", choices=("distractor", "misleading"), default="distractor",
+                   help="with testbed spans: the whole distractor sentence or its misleading part")
     p.add_argument("--verified-only", action="store_true",
                    help="with --spans pruned: only spans of counterfactuals with verified true")
     p.add_argument("--limit", type=int, default=None, help="measure at most this many items")
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     rows = list(iter_jsonl(args.data))
     if args.spans == "planted":
-        items = planted_items(rows, args.data)
+        items = planted_items(rows, args.data, part=args.planted_part)
     else:
         items = pruned_items(rows, args.data, verified_only=args.verified_only)
     if not items:

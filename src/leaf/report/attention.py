@@ -108,14 +108,16 @@ def _span_list(value: Any, path: str, line: int | None, name: str) -> list[tuple
     return spans
 
 
-def planted_items(rows: Iterable[tuple[int, dict]], path: str) -> list[SpanItem]:
+def planted_items(
+    rows: Iterable[tuple[int, dict]], path: str, part: str = "distractor"
+) -> list[SpanItem]:
     """Items from samples with a ``planted`` field (testbed).
 
-    ``planted`` is a list of ``[start, end)`` spans in the instruction, or of objects
-    ``{"start", "end", "field"}``, or an object ``{"instruction": [...], "response": [...]}``.
-    Response spans are measured with the whole response as target (``target_start`` 0 would make
-    the span itself a query), so they use ``planted_target_start`` when given, else the end of
-    the last response span.
+    ``planted`` is the testbed's ``{"misleading": [...], "distractor": [...]}`` (instruction
+    spans; ``part`` picks which), or a list of ``[start, end)`` instruction spans (or objects
+    ``{"start", "end", "field"}``), or ``{"instruction": [...], "response": [...]}``.
+    Response spans are measured with the response after them as target: from
+    ``planted_target_start`` when given, else from the end of the last response span.
     """
     items = []
     for line, row in rows:
@@ -123,7 +125,10 @@ def planted_items(rows: Iterable[tuple[int, dict]], path: str) -> list[SpanItem]
             continue
         planted = row["planted"]
         by_field: dict[str, list] = {"instruction": [], "response": []}
-        if isinstance(planted, dict):
+        if isinstance(planted, dict) and ("misleading" in planted or "distractor" in planted):
+            by_field["instruction"] = _span_list(planted.get(part) or [], path, line,
+                                                 f"planted.{part}")
+        elif isinstance(planted, dict):
             for f in by_field:
                 by_field[f] = _span_list(planted.get(f, []), path, line, f"planted.{f}")
         elif isinstance(planted, list):

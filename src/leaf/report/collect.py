@@ -106,15 +106,30 @@ def threshold_settings(
     cf_rows: Iterable[dict[str, Any]], mode: str | None = None, tau: float | None = None,
     quantile: float | None = None,
 ) -> dict[str, Any]:
-    """The threshold rule to show: flags first, then the counterfactual rows, then defaults."""
+    """The threshold rule to show: flags first, then the counterfactual rows, then defaults.
+
+    From the rows: ``threshold_mode`` / ``tau`` / ``quantile`` when present; otherwise the
+    per-row cut-offs ``threshold`` that ``leaf prune`` writes: one common value is read as a
+    fixed tau, differing values as ``mode: "per-row"`` (each scored row shows its own cut-off).
+    """
     found: dict[str, Any] = {}
+    cuts: set[float] = set()
     for row in cf_rows:
         for key in ("threshold_mode", "tau", "quantile"):
             if key in row and row[key] is not None and key not in found:
                 found[key] = row[key]
-    source = "counterfactuals" if found else "default"
+        if row.get("kind") == "counterfactual" and isinstance(row.get("threshold"), int | float):
+            cuts.add(round(float(row["threshold"]), 9))
     if mode is not None or tau is not None or quantile is not None:
         source = "flags"
+    elif found:
+        source = "counterfactuals"
+    elif len(cuts) == 1:
+        source, found = "counterfactuals (cut-off)", {"threshold_mode": "fixed", "tau": cuts.pop()}
+    elif cuts:
+        source, found = "counterfactuals (per-row cut-offs)", {"threshold_mode": "per-row"}
+    else:
+        source = "default"
     return {
         "mode": mode or found.get("threshold_mode", "fixed"),
         "tau": float(tau if tau is not None else found.get("tau", DEFAULT_TAU)),
@@ -168,7 +183,7 @@ def build_report_data(
                     s[key] = row[src]
             continue
         level, seg = row.get("level", "instruction"), _segment_of(row)
-        if isinstance(row.get("threshold"), int | float):
+        if isinstance(row.get("threshold"), int | float) and np.isfinite(row["threshold"]):
             row_cut[(origin, level, seg)] = float(row["threshold"])
         s["cfs"].append({"id": str(row.get("id")), "level": level, "seg": seg,
                          "pruned": [list(p) for p in row.get("pruned") or []],
@@ -182,20 +197,22 @@ def build_report_data(
         level = row.get("level", "instruction")
         seg = int(row.get("segment") or 0)
         d = row.get("diff") or []
-        cut = row_cut.get((s["id"], level, seg))
-        if cut is None:
+        # the cut-off leaf prune used for this row, else the rule (unknown for "per-row")
+        cut = None if th["source"] == "flags" else row_cut.get((s["id"], level, seg))
+        if cut is None and th["mode"] != "per-row":
             cut = threshold(d, th["mode"], th["tau"], th["quantile"])
-        cut = float(cut) if np.isfinite(cut) else -1.0
-        cuts.append(cut)
+        if cut is not None:
+            cut = float(cut) if np.isfinite(cut) else -1.0
+            cuts.append(cut)
         diffs.setdefault(level, []).extend(float(x) for x in d)
         s["views"].append({
             "level": level, "seg": seg, "field": row.get("field", level),
             "pe": row.get("prefix_end"), "kind": row.get("unit_kind", "token"),
             "u": [int(x) for span in row.get("units") or [] for x in span],
             "t": _milli(row.get("teacher") or []), "s": _milli(row.get("student") or []),
-            "d": _milli(d), "cut": round(cut, 4),
-            "nc": int(sum(1 for x in d if x <= cut)),
-            "runs": candidate_runs(d, cut),
+            "d": _milli(d), "cut": None if cut is None else round(cut, 4),
+            "nc": 0 if cut is None else int(sum(1 for x in d if x <= cut)),
+            "runs": 0 if cut is None else candidate_runs(d, cut),
         })
     ordered = [by_id[i] for i in order]
     for s in ordered:

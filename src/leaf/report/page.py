@@ -157,7 +157,7 @@ function heat(text, v, key, pruned, act) {
       sp.style.backgroundColor = "rgba(" + c[0] + "," + c[1] + "," + c[2] + "," + (0.85 * a2).toFixed(3) + ")";
       sp.title = "teacher " + fmt(v.t[ui] / 1000) + "  student " + fmt(v.s[ui] / 1000) +
                  "  diff " + fmt(v.d[ui] / 1000) + "  [" + u[2 * ui] + "," + u[2 * ui + 1] + ")";
-      if (key === "d" && v.d[ui] / 1000 <= v.cut) cls += " cand";
+      if (key === "d" && v.cut != null && v.d[ui] / 1000 <= v.cut) cls += " cand";
     }
     if (isPr) cls += " pr";
     if (isAct) cls += " act";
@@ -182,10 +182,12 @@ function viewBlock(s, v) {
   const what = v.level === "instruction" ? "instruction" :
     "response prefix before segment " + v.seg + " (chars 0-" + limit + ")";
   const th = D.threshold;
-  const rule = th.mode === "fixed" ? "tau = " + th.tau : th.mode + (th.mode === "quantile" ? " q = " + th.quantile : "");
+  const rule = th.mode === "fixed" ? "tau = " + th.tau : th.mode === "per-row" ? "from leaf prune" :
+    th.mode + (th.mode === "quantile" ? " q = " + th.quantile : "");
+  const cutText = v.cut == null ? "cut-off unknown (no counterfactual from this row)" :
+    "cut-off norm(d) <= " + fmt(v.cut) + " (" + rule + ")";
   const box = el("div", { cls: "view" },
-    el("div", { cls: "vh", text: what + " · " + (v.d.length) + " " + v.kind + "s · cut-off norm(d) <= " +
-      fmt(v.cut) + " (" + rule + ") · " + v.nc + " candidate units, " + v.runs + " runs" }));
+    el("div", { cls: "vh", text: what + " · " + (v.d.length) + " " + v.kind + "s · " + cutText + " · " + v.nc + " candidate units, " + v.runs + " runs" }));
   for (const [key, lab] of [["t", "teacher"], ["s", "student"], ["d", "difference"]]) {
     const h = heat(shown, v, key, pruned, act);
     if (limit < text.length && key === "d") h.append(el("span", { cls: "tgt", text: text.slice(limit) }));
@@ -268,7 +270,7 @@ function summary() {
     stat(m.screened ? m.student_wrong_teacher_right + " / " + m.screened : "n/a", "student wrong, teacher right / screened"),
     stat(m.counterfactuals, "counterfactuals"),
     stat(pct(m.verified_share), "verified share (" + m.verified + " kept, " + m.rejected + " rejected, " + m.unchecked + " not checked)"),
-    stat(th.mode === "fixed" ? "tau " + th.tau : th.mode, "threshold (" + th.source + ")" + (m.threshold_median != null ? ", median cut-off " + fmt(m.threshold_median) : ""))));
+    stat(th.mode === "fixed" ? "tau " + th.tau : th.mode === "quantile" ? "quantile " + th.quantile : th.mode, "threshold (" + th.source + ")" + (m.threshold_median != null ? ", median cut-off " + fmt(m.threshold_median) : ""))));
   const lv = Object.keys(m.levels);
   if (lv.length) {
     const t = el("table", { cls: "t" }, el("tr", null, ...["level", "scored rows", "units", "candidate share", "counterfactuals", "verified", "rejected", "spans/sample (mean)", "max"].map(x => el("th", { text: x }))));

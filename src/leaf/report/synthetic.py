@@ -96,7 +96,7 @@ def make_rows(n: int = 50, seed: int = 0, tau: float = 0.10) -> dict[str, list[d
                 row = {**sample, "origin_id": sid, "kind": "counterfactual", "level": level,
                        "pruned": [span], "verified": pick.choice([True, True, False, None]),
                        "masking": "gradient", "strategy": "span",
-                       "threshold_mode": "fixed", "tau": tau}
+                       "threshold": cut}
                 if level == "instruction":
                     row.update(id=f"{sid}#i{j}",
                                instruction=instruction[:span[0]] + instruction[span[1]:])
