@@ -89,8 +89,13 @@ def find_run_files(run_dir: str | Path) -> RunFiles:
     return files
 
 
-def _milli(values: Sequence[float]) -> list[int]:
-    return [int(round(1000 * float(v))) for v in values]
+def _milli(values: Sequence[float]) -> list[int | None]:
+    """Per mille integers; a value that is not a finite number becomes null (shown blank)."""
+    out: list[int | None] = []
+    for v in values:
+        f = float(v) if isinstance(v, int | float) else float("nan")
+        out.append(int(round(1000 * f)) if np.isfinite(f) else None)
+    return out
 
 
 def _segment_of(row: dict[str, Any]) -> int:
@@ -204,7 +209,7 @@ def build_report_data(
         if cut is not None:
             cut = float(cut) if np.isfinite(cut) else -1.0
             cuts.append(cut)
-        diffs.setdefault(level, []).extend(float(x) for x in d)
+        diffs.setdefault(level, []).extend(float(x) for x in d if np.isfinite(x))
         s["views"].append({
             "level": level, "seg": seg, "field": row.get("field", level),
             "pe": row.get("prefix_end"), "kind": row.get("unit_kind", "token"),

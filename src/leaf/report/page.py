@@ -20,6 +20,7 @@ h2 { font-size: 16px; margin: 18px 0 8px; }
 .stat b { display: block; font-size: 18px; }
 .stat span { color: var(--muted); font-size: 12px; }
 table.t { border-collapse: collapse; margin: 6px 0; font-size: 13px; }
+table.t caption { text-align: left; color: var(--muted); padding: 2px 0; }
 table.t th, table.t td { border: 1px solid var(--line); padding: 3px 8px; text-align: right; }
 table.t th:first-child, table.t td:first-child { text-align: left; }
 .figs { display: flex; flex-wrap: wrap; gap: 10px; }
@@ -99,6 +100,7 @@ function el(tag, attrs, ...kids) {
   return e;
 }
 function fmt(x, d) { return x == null ? "n/a" : (typeof x === "number" ? x.toFixed(d == null ? 3 : d) : String(x)); }
+function milli(x) { return x == null ? "n/a" : (x / 1000).toFixed(3); }
 function pct(x) { return x == null ? "n/a" : (100 * x).toFixed(1) + "%"; }
 
 function matches(s) {
@@ -151,13 +153,13 @@ function heat(text, v, key, pruned, act) {
     if (!inUnit && !isPr && !isAct) { box.append(document.createTextNode(piece)); continue; }
     const sp = el("span", { text: piece });
     let cls = inUnit ? "u" : "";
-    if (inUnit && vals) {
+    if (inUnit && vals && vals[ui] != null) {
       const val = vals[ui] / 1000, c = COL[key];
       const a2 = key === "d" ? (1 - val) * (1 - val) : val;
       sp.style.backgroundColor = "rgba(" + c[0] + "," + c[1] + "," + c[2] + "," + (0.85 * a2).toFixed(3) + ")";
-      sp.title = "teacher " + fmt(v.t[ui] / 1000) + "  student " + fmt(v.s[ui] / 1000) +
-                 "  diff " + fmt(v.d[ui] / 1000) + "  [" + u[2 * ui] + "," + u[2 * ui + 1] + ")";
-      if (key === "d" && v.cut != null && v.d[ui] / 1000 <= v.cut) cls += " cand";
+      sp.title = "teacher " + milli(v.t[ui]) + "  student " + milli(v.s[ui]) +
+                 "  diff " + milli(v.d[ui]) + "  [" + u[2 * ui] + "," + u[2 * ui + 1] + ")";
+      if (key === "d" && v.cut != null && v.d[ui] != null && v.d[ui] / 1000 <= v.cut) cls += " cand";
     }
     if (isPr) cls += " pr";
     if (isAct) cls += " act";
