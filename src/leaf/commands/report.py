@@ -9,8 +9,8 @@ NAME = "report"
 HELP = "write a self-contained HTML report (heatmaps, pruned spans, filters, figures)"
 DESCRIPTION = """\
 Reads a run directory, or the files named by flags, and writes one HTML file (inline CSS, JS,
-data and figures; works offline) plus PNG figures next to it (OUT_diff.png, OUT_spans.png,
-OUT_attention.png).
+data and figures; works offline) plus PNG figures next to it: for --out report.html,
+report_diff.png, report_spans.png and (with attention results) report_attention.png.
 
 In RUN_DIR it uses manifest.json when present (keys: scores, counterfactuals, attention:
 a path or a list; screened or data: one path; relative to RUN_DIR, top level or under "files"),
