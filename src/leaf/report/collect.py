@@ -130,9 +130,9 @@ def threshold_settings(
     elif found:
         source = "counterfactuals"
     elif len(cuts) == 1:
-        source, found = "counterfactuals (cut-off)", {"threshold_mode": "fixed", "tau": cuts.pop()}
+        source, found = "leaf prune cut-offs", {"threshold_mode": "fixed", "tau": cuts.pop()}
     elif cuts:
-        source, found = "counterfactuals (per-row cut-offs)", {"threshold_mode": "per-row"}
+        source, found = "leaf prune per-row cut-offs", {"threshold_mode": "per-row"}
     else:
         source = "default"
     return {

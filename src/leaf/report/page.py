@@ -225,9 +225,15 @@ function card(s) {
   if (s.ins == null) c.append(el("div", { cls: "empty", text: "No text for this sample: pass --data (samples or screened) or a counterfactuals file with original rows." }));
   const vs = st.level === "all" ? s.views : s.views.filter(v => v.level === st.level);
   for (const v of vs) c.append(viewBlock(s, v));
-  if (!vs.length && s.ins != null) {
-    const pr = [].concat(...s.cfs.filter(x => x.level === "instruction").map(x => x.pruned));
-    c.append(el("div", { cls: "view" }, el("div", { cls: "vh", text: "instruction (not scored)" }), heat(s.ins, null, "t", pr, [])));
+  if (!vs.length && s.ins != null) {  // not scored: show the text with what was pruned
+    const a = s.cfs.find(x => x.id === active[s.id]);
+    for (const [lev, text] of [["instruction", s.ins], ["response", s.resp]]) {
+      const mine = s.cfs.filter(x => x.level === lev);
+      if (text == null || (lev === "response" && !mine.length) || (st.level !== "all" && st.level !== lev)) continue;
+      const pr = [].concat(...mine.map(x => x.pruned));
+      c.append(el("div", { cls: "view" }, el("div", { cls: "vh", text: lev + " (not scored)" }),
+        heat(text, null, "t", pr, a && a.level === lev ? a.pruned : [])));
+    }
   }
   const cfs = st.level === "all" ? s.cfs : s.cfs.filter(x => x.level === st.level);
   if (cfs.length) c.append(el("ul", { cls: "cfs" }, ...cfs.map(x => cfItem(s, x))));
