@@ -43,6 +43,14 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def _execution_device(module) -> torch.device:
+    """Where a module runs: its accelerate hook's device when offloaded, else its weight's."""
+    hook_device = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+    if hook_device is not None:
+        return torch.device(hook_device)
+    return module.weight.device
+
+
 @contextmanager
 def _frozen_eval(model):
     """Eval mode and no parameter gradients for the duration; restore both afterwards."""
@@ -74,7 +82,7 @@ def saliency_and_nll(
     inputs go to the embedding layer's device, labels to the logits' device.
     """
     embed = model.get_input_embeddings()
-    device = embed.weight.device
+    device = _execution_device(embed)
     input_ids = input_ids.to(device)
     attention_mask = attention_mask.to(device)
     position_ids = position_ids_from_mask(attention_mask)
@@ -90,9 +98,11 @@ def saliency_and_nll(
         ids = input_ids.to(logits.device)
         real = attention_mask.to(logits.device).bool()
         targets = torch.where(lab != IGNORE_INDEX, lab, ids)[:, 1:]
-        # token t is predicted from the logits at t - 1; fp32 for a stable log-softmax
+        # token t is predicted from the logits at t - 1; at least fp32 for the log-softmax
+        if logits.dtype not in (torch.float32, torch.float64):
+            logits = logits.float()
         ce = F.cross_entropy(
-            logits[:, :-1].float().flatten(0, 1), targets.flatten(), reduction="none"
+            logits[:, :-1].flatten(0, 1), targets.flatten(), reduction="none"
         ).view(targets.shape)
         ce = torch.cat([ce.new_zeros(ce.shape[0], 1), ce], dim=1)
         # a position has a prediction when it and the one before it are real tokens
