@@ -150,6 +150,16 @@ def test_dropout_is_off_during_scoring(tok):
     torch.testing.assert_close(input_saliency(model, *batch), input_saliency(model, *batch))
 
 
+def test_callable_under_no_grad_and_inference_mode(model, tok):
+    batch = pad_batch(*_encoded(tok))
+    ref = input_saliency(model, *batch)
+    with torch.no_grad():
+        torch.testing.assert_close(input_saliency(model, *batch), ref)
+    with torch.inference_mode():
+        inf_batch = pad_batch(*_encoded(tok))
+        torch.testing.assert_close(input_saliency(model, *inf_batch).clone(), ref)
+
+
 def test_no_labels_gives_zero_saliency(model, tok):
     seqs, _ = _encoded(tok)
     ids, mask, lab = pad_batch(seqs[:1], [[IGNORE_INDEX] * len(seqs[0])])

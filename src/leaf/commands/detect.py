@@ -60,7 +60,6 @@ def select_samples(samples: list[dict], score_all: bool) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
     from tqdm import tqdm
 
     from leaf.data.jsonl import ResumableWriter
@@ -85,13 +84,11 @@ def run(args: argparse.Namespace) -> int:
                              load_tokenizer(args.teacher, "teacher"))
             student = Scorer(load_causal_lm(args.student, args.dtype, args.device, "student"),
                              student_tok)
-            bar = tqdm(total=len(todo), desc="detect", unit="sample",
-                       initial=0, disable=None)
-            with torch.inference_mode(False):
-                for _, rows in score_samples(teacher, student, todo, args.level, args.segments,
-                                             args.batch_size):
-                    writer.write(rows)
-                    bar.update(1)
+            bar = tqdm(total=len(todo), desc="detect", unit="sample")
+            for _, rows in score_samples(teacher, student, todo, args.level, args.segments,
+                                         args.batch_size):
+                writer.write(rows)
+                bar.update(1)
             bar.close()
     n_done = len(samples) - len(todo)
     print(f"leaf detect: {len(todo)} scored, {n_done} already done, "

@@ -83,10 +83,12 @@ def saliency_and_nll(
     """
     embed = model.get_input_embeddings()
     device = _execution_device(embed)
-    input_ids = input_ids.to(device)
-    attention_mask = attention_mask.to(device)
-    position_ids = position_ids_from_mask(attention_mask)
-    with _frozen_eval(model), torch.enable_grad():
+    # inference_mode(False) and clone(): also callable from inside torch.inference_mode()
+    with _frozen_eval(model), torch.inference_mode(False), torch.enable_grad():
+        input_ids = input_ids.to(device).clone()
+        attention_mask = attention_mask.to(device).clone()
+        labels = labels.clone()
+        position_ids = position_ids_from_mask(attention_mask)
         embeds = embed(input_ids).detach().requires_grad_(True)
         logits = model(
             inputs_embeds=embeds,
