@@ -43,6 +43,10 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 def _execution_device(module) -> torch.device:
     """Where a module runs: its accelerate hook's device when offloaded, else its weight's."""
     hook_device = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
@@ -99,20 +103,22 @@ def saliency_and_nll(
         lab = labels.to(logits.device)
         ids = input_ids.to(logits.device)
         real = attention_mask.to(logits.device).bool()
+        # token t is predicted from the logits at t - 1, when both positions are real tokens
+        predicted = real[:, 1:] & real[:, :-1]
+        in_loss = (lab[:, 1:] != IGNORE_INDEX) & predicted
         targets = torch.where(lab != IGNORE_INDEX, lab, ids)[:, 1:]
-        # token t is predicted from the logits at t - 1; at least fp32 for the log-softmax
-        if logits.dtype not in (torch.float32, torch.float64):
-            logits = logits.float()
-        ce = F.cross_entropy(
-            logits[:, :-1].flatten(0, 1), targets.flatten(), reduction="none"
-        ).view(targets.shape)
-        ce = torch.cat([ce.new_zeros(ce.shape[0], 1), ce], dim=1)
-        # a position has a prediction when it and the one before it are real tokens
-        predicted = real & torch.cat([real.new_zeros(real.shape[0], 1), real[:, :-1]], dim=1)
-        ce = ce * predicted
-        in_loss = (lab != IGNORE_INDEX) & predicted
+        shifted = logits[:, :-1]
+        # the graph keeps only the response rows of the logits; log-softmax in >= fp32
+        ce = F.cross_entropy(_at_least_fp32(shifted[in_loss]), targets[in_loss], reduction="none")
         counts = in_loss.sum(1)
-        loss = (ce * in_loss).sum(1) / counts.clamp(min=1)
+        rows = in_loss.nonzero()[:, 0]
+        loss = ce.new_zeros(len(counts)).index_add(0, rows, ce) / counts.clamp(min=1)
+        with torch.no_grad():
+            nll = F.cross_entropy(
+                _at_least_fp32(shifted.detach()).flatten(0, 1), targets.flatten(), reduction="none"
+            ).view(targets.shape)
+            nll = torch.cat([nll.new_zeros(nll.shape[0], 1), torch.where(predicted, nll, 0.0)], 1)
+        del logits, shifted
         if counts.any():
             (grad,) = torch.autograd.grad(loss.sum(), embeds)
             saliency = grad.float().norm(dim=-1)
@@ -120,7 +126,7 @@ def saliency_and_nll(
             saliency = embeds.new_zeros(embeds.shape[:2], dtype=torch.float32)
     return SaliencyOutput(
         saliency=saliency * attention_mask.bool(),
-        nll=ce.detach().to(device),
+        nll=nll.float().to(device),
         loss=loss.detach().to(device),
     )
 
