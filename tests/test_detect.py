@@ -88,10 +88,16 @@ def test_same_tokenizer_scores_match_the_formulas(tiny_llama_dir, tiny_llama_big
 
 def test_llama_qwen_pair_compares_words(tiny_llama_dir, tiny_qwen_dir, samples_file, tmp_path):
     out = tmp_path / "scores.jsonl"
-    assert _detect(tiny_qwen_dir, tiny_llama_dir, samples_file, out, "--level", "both",
+    # the Llama-3-style template trims the instruction, ChatML keeps it: spans still agree
+    extra = {"id": "d", "task": "math", "instruction": "  Let x + 3 = 10.\n What is x?  ",
+             "response": "x = 7.\n\nThe answer is 7."}
+    data = write_jsonl(tmp_path / "samples.jsonl",
+                       [*map(json.loads, samples_file.read_text().splitlines()), extra])
+    assert _detect(tiny_qwen_dir, tiny_llama_dir, data, out, "--level", "both",
                    "--segments", "3") == 0
     rows = _rows(out)
-    samples = {s["id"]: s for s in map(json.loads, samples_file.read_text().splitlines())}
+    samples = {s["id"]: s for s in map(json.loads, data.read_text().splitlines())}
+    assert {r["id"] for r in rows} == set("abcd")
     assert {r["level"] for r in rows} == {"instruction", "response"}
     assert max(r["segment"] for r in rows) == 2
     teacher = _load(tiny_qwen_dir)
@@ -101,6 +107,9 @@ def test_llama_qwen_pair_compares_words(tiny_llama_dir, tiny_qwen_dir, samples_f
             : row["prefix_end"]]
         assert row["unit_kind"] == "word"
         assert [text[a:b] for a, b in row["units"]] == text.split()
+        # every word got saliency (and NLL) from both models' tokens
+        assert min(row["teacher_raw"]) > 0 and min(row["student_raw"]) > 0
+        assert min(row["student_nll"]) > 0
         if row["level"] != "instruction":
             continue
         # teacher word norms from per-token norms, by spreading each token's g^2 evenly over
@@ -178,3 +187,15 @@ def test_missing_model_dir_and_bad_flags(tiny_llama_dir, samples_file, tmp_path,
     assert _detect(tiny_llama_dir, tiny_llama_dir, samples_file, tmp_path / "o.jsonl",
                    "--segments", "1") == 2
     assert "--segments" in capsys.readouterr().err
+
+
+def test_levels_plan_the_documented_rows():
+    from leaf.detect.pipeline import plan_jobs
+
+    s = {"id": "a", "instruction": "Q?", "response": "Step 1: a.\nStep 2: b.\nStep 3: c."}
+    assert [(j.level, j.segment, j.prefix_end) for j in plan_jobs(s)] == [("instruction", 0, None)]
+    resp = plan_jobs(s, "response", 3)
+    assert [(j.segment, j.text) for j in resp] == [(1, "Step 1: a.\n"), (2, "Step 1: a.\nStep 2: b.\n")]
+    assert [j.level for j in plan_jobs(s, "both")] == ["instruction", "response"]
+    with pytest.raises(ValueError):
+        plan_jobs(s, "prefix")
