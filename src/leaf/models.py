@@ -3,15 +3,20 @@
 ``device="auto"`` means CUDA when it is available, else CPU. With more than one visible GPU
 and ``device="auto"`` the model is spread over them with ``device_map="auto"`` (accelerate),
 so a teacher larger than one GPU still loads. Models are returned in eval mode.
+
+``device="cuda"`` with several visible GPUs does the same.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from leaf.errors import LeafError
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
+DEVICES = ("auto", "cpu", "cuda")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -37,52 +42,57 @@ def torch_dtype(dtype: str):
         raise LeafError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}") from None
 
 
-def _check_source(path: str | Path, what: str) -> str:
-    """A local directory must exist and hold a config; anything else is tried as a hub id."""
-    text = str(path)
-    p = Path(text).expanduser()
-    looks_local = p.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1
-    if not looks_local:
-        return text
-    if not p.is_dir():
-        raise LeafError(f"{what} directory not found: {text}")
-    if what == "model" and not (p / "config.json").is_file():
-        raise LeafError(f"{text} is not a model directory (no config.json)")
-    return str(p)
+def check_model_path(name: str, what: str = "model") -> None:
+    """Fail early on a local path that does not exist (hub ids are left to transformers)."""
+    p = Path(str(name)).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise LeafError(f"{what} {name!r} is a file; give the model's directory")
+        if not (p / "config.json").is_file():
+            raise LeafError(f"{what} directory {name!r} has no config.json (not a model directory)")
+        return
+    if not _HUB_ID.match(str(name)) or str(name).startswith((".", "~")):
+        raise LeafError(f"{what} directory {name!r} not found")
 
 
-def load_tokenizer(path: str | Path, padding_side: str = "left"):
-    """Load a fast tokenizer; set a pad token (EOS when none) and the padding side."""
+def load_tokenizer(path: str | Path, what: str = "model", padding_side: str | None = None):
+    """Load a fast tokenizer; set a pad token (EOS when none) and, if given, the padding side."""
     from transformers import AutoTokenizer
 
-    src = _check_source(path, "tokenizer")
+    src = str(path)
+    check_model_path(src, what)
     try:
         tok = AutoTokenizer.from_pretrained(src)
     except (OSError, ValueError) as exc:
-        raise LeafError(f"cannot load a tokenizer from {src}: {str(exc).splitlines()[0]}") from None
+        raise LeafError(f"cannot load the {what} tokenizer from {src!r}: {_first_line(exc)}") from None
+    if not getattr(tok, "is_fast", False):
+        raise LeafError(f"the {what} tokenizer at {src!r} is not a fast tokenizer (offsets needed)")
     if tok.pad_token is None:
         if tok.eos_token is None:
-            raise LeafError(f"tokenizer at {src} has neither a pad nor an EOS token")
+            raise LeafError(f"the {what} tokenizer at {src} has neither a pad nor an EOS token")
         tok.pad_token = tok.eos_token
-    tok.padding_side = padding_side
+    if padding_side:
+        tok.padding_side = padding_side
     return tok
 
 
-def load_model(path: str | Path, dtype: str = "float32", device: str = "auto"):
+def load_model(path: str | Path, dtype: str = "float32", device: str = "auto",
+               what: str = "model"):
     """Load a causal LM in eval mode on ``device`` (several GPUs: ``device_map="auto"``)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    src = _check_source(path, "model")
+    src = str(path)
+    check_model_path(src, what)
     resolved = resolve_device(device)
     kwargs: dict = {"dtype": torch_dtype(dtype)}
-    multi_gpu = device == "auto" and resolved == "cuda" and torch.cuda.device_count() > 1
+    multi_gpu = resolved == "cuda" and torch.cuda.device_count() > 1
     if multi_gpu:
         kwargs["device_map"] = "auto"
     try:
         model = AutoModelForCausalLM.from_pretrained(src, **kwargs)
     except (OSError, ValueError) as exc:
-        raise LeafError(f"cannot load a model from {src}: {str(exc).splitlines()[0]}") from None
+        raise LeafError(f"cannot load the {what} from {src!r}: {_first_line(exc)}") from None
     if not multi_gpu:
         model.to(resolved)
     model.eval()
@@ -92,3 +102,8 @@ def load_model(path: str | Path, dtype: str = "float32", device: str = "auto"):
 def input_device(model):
     """The device the model's input embeddings live on (first shard under device_map)."""
     return model.get_input_embeddings().weight.device
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
