@@ -323,12 +323,25 @@ def _run_process(cfg: dict, spool: str, status_fd: int) -> int:
     workdir = os.path.join(spool, "work")
     os.makedirs(os.path.join(workdir, "tmp"))
     shutil.copyfile(os.path.join(spool, "main.py"), os.path.join(workdir, "main.py"))
+    uid = None
+    if os.getuid() == 0 and not any(_blocked(p) for p in cfg["expose"]):
+        # Root without namespaces: still drop to an unused uid when the interpreter is
+        # reachable by others, so file permissions and RLIMIT_NPROC apply.
+        uid = cfg["uid_base"] + os.getpid()
+        cfg["nproc"] = cfg["max_processes"]
+        os.chmod(spool, 0o711)
+        for d in (workdir, os.path.join(workdir, "tmp"), os.path.join(workdir, "main.py")):
+            os.chown(d, uid, uid)
     signal.signal(signal.SIGTERM, lambda *_: (_kill_descendants(), os._exit(1)))
     pid = os.fork()
     if pid == 0:
         try:
             os.setpgid(0, 0)
             _set_limits(cfg)
+            if uid is not None:
+                os.setgroups([])
+                os.setresgid(uid, uid, uid)
+                os.setresuid(uid, uid, uid)
             _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             _prctl(PR_SET_NO_NEW_PRIVS, 1)
             _exec_program(cfg, workdir, ["-c", _PRELUDE])
