@@ -79,12 +79,13 @@ def _unescape(field: str) -> str:
     return "".join(out)
 
 
-def _mounts() -> list[tuple[str, set[str]]]:
+def _mounts() -> list[tuple[str, str, set[str]]]:
+    """(mount point, "major:minor", per-mount options) for each mount, in mount order."""
     rows = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
             parts = line.split()
-            rows.append((_unescape(parts[4]), set(parts[5].split(","))))
+            rows.append((_unescape(parts[4]), parts[2], set(parts[5].split(","))))
     return rows
 
 
@@ -128,16 +129,32 @@ def _expose(paths: list[str]) -> None:
     raise OSError("could not expose the interpreter")
 
 
+def _private_tmpfs(where: str, options: str, expose: list[str]) -> None:
+    """Mount an empty tmpfs on `where`; interpreter paths that lived there are bound back in
+    (a virtual environment under /tmp, say). They become read-only with everything else."""
+    inside = sorted(p for p in expose if p.startswith(where.rstrip("/") + "/") and
+                    os.path.exists(p))
+    keep = [p for p in inside if not any(p.startswith(q + "/") for q in inside if q != p)]
+    fds = [(p, os.open(p, os.O_PATH)) for p in keep]
+    _mount("tmpfs", where, "tmpfs", MS_NOSUID | MS_NODEV, options)
+    for path, fd in fds:
+        is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+        os.makedirs(path if is_dir else os.path.dirname(path), mode=0o755, exist_ok=True)
+        if not is_dir:
+            open(path, "w").close()
+        _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+        os.close(fd)
+
+
 def _lock_filesystem(cfg: dict) -> None:
     """In the new mount namespace: private tmpfs for /tmp and /dev/shm, the rest read-only."""
-    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we do propagates to the host
+    _private_tmpfs("/tmp", f"size={cfg['tmpfs_mb']}m,nr_inodes=4096,mode=1777", cfg["expose"])
+    if os.path.isdir("/dev/shm"):
+        _private_tmpfs("/dev/shm", "size=16m,mode=1777", cfg["expose"])
     _expose(cfg["expose"])
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
-           f"size={cfg['tmpfs_mb']}m,nr_inodes=4096,mode=1777")
-    if os.path.isdir("/dev/shm"):
-        _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=1777")
-    for target, opts in _mounts():
+    for target, dev, opts in _mounts():
         if target in WRITABLE:
             continue
         flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID
@@ -145,19 +162,18 @@ def _lock_filesystem(cfg: dict) -> None:
         try:
             _mount(None, target, None, flags)
         except OSError:
-            if target == "/" or not os.path.exists(target):
-                raise
-            # A mount hidden under another one cannot be reached by path, and is therefore
-            # also unreachable from the program; anything else reachable must become read-only.
-            if _writable_mount(target):
+            # A mount covered by a later one cannot be reached by path, so the program cannot
+            # reach it either; any mount still visible must become read-only or we stop.
+            if target == "/" or _visible_device(target) == dev:
                 raise
 
 
-def _writable_mount(target: str) -> bool:
-    for t, opts in reversed(_mounts()):
-        if t == target:
-            return "rw" in opts
-    return False
+def _visible_device(path: str) -> str:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ""
+    return f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
 
 
 def _set_limits(cfg: dict) -> None:

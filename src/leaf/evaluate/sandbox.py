@@ -151,7 +151,9 @@ def run_python(
 
 def _expose_paths(python: str) -> list[str]:
     real = os.path.realpath(python)
-    paths = {python, real, os.path.dirname(os.path.dirname(real))}
+    # the interpreter, its installation, and the environment it belongs to (bin/python -> env)
+    paths = {python, real, os.path.dirname(os.path.dirname(real)),
+             os.path.dirname(os.path.dirname(os.path.abspath(python)))}
     if python == sys.executable:
         paths |= {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     return sorted({os.path.realpath(p) for p in paths} | paths)

@@ -1,4 +1,4 @@
-"""Hostile programs run through the code grader: each must be contained and reported as failed,
+"""The sandbox. Hostile programs run through the code grader: each must be contained and reported as failed,
 the grader must keep working afterwards, and the host must be left as it was.
 
 Limits are kept small (few processes, little memory, short timeouts) so that a containment bug
@@ -251,3 +251,19 @@ def test_spool_directory_is_removed(mode, monkeypatch, tmp_path):
                              limits=SMALL)
     assert res.ok and res.stdout == "hi\n"
     assert list(tmp_path.iterdir()) == []
+
+
+@needs_namespaces
+def test_interpreter_in_a_virtualenv_under_tmp(tmp_path):
+    """/tmp is replaced by a private tmpfs; an interpreter living there is bound back read-only."""
+    import subprocess
+    import sys
+
+    env = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    src = ("import sys\nprint(sys.prefix)\ntry:\n    open(sys.prefix + '/x', 'w')\n"
+           "except OSError as e:\n    print(type(e).__name__)\n")
+    res = sandbox.run_python(src, python=str(env / "bin" / "python"), limits=SMALL)
+    assert res.ok, res.stderr
+    assert res.stdout.split() == [str(env), "OSError"]
+    assert not (env / "x").exists()
