@@ -267,3 +267,57 @@ def test_interpreter_in_a_virtualenv_under_tmp(tmp_path):
     assert res.ok, res.stderr
     assert res.stdout.split() == [str(env), "OSError"]
     assert not (env / "x").exists()
+
+
+@needs_namespaces
+def test_host_files_and_unix_sockets_are_out_of_reach(token, probe_dirs):
+    """Only system directories and the interpreter exist in the sandbox's root."""
+    with socket.socket(socket.AF_UNIX) as server:
+        sock_path = probe_dirs[-1] / "s.sock"
+        server.bind(str(sock_path))
+        sock_path.chmod(0o777)
+        server.listen(1)
+        server.setblocking(False)
+        paths = [str(d / "probe.txt") for d in probe_dirs] + [__file__]
+        body = (
+            "import os, socket\nseen = []\n"
+            f"for p in {paths!r}:\n"
+            "    try:\n        open(p).read()\n        seen.append(p)\n    except OSError:\n"
+            "        pass\n"
+            "s = socket.socket(socket.AF_UNIX)\n"
+            f"try:\n    s.connect({str(sock_path)!r})\n    seen.append('socket')\n"
+            "except OSError:\n    pass\n"
+            "print(seen, sorted(os.listdir('/')))\n"
+        )
+        res = sandbox.run_python(_marked(token, body), limits=SMALL)
+        with pytest.raises(BlockingIOError):
+            server.accept()
+    assert res.ok, res.stderr
+    assert res.stdout.startswith("[] "), res.stdout
+    sock_path.unlink()
+
+
+def test_killing_the_grader_kills_the_sandbox(mode, token, tmp_path):
+    """If the process that runs the sandbox dies (even by SIGKILL), nothing it started survives."""
+    import signal
+    import subprocess
+    import sys
+
+    src_dir = Path(sandbox.__file__).parents[2]
+    host = (f"import sys; sys.path.insert(0, {str(src_dir)!r})\n"
+            "from leaf.evaluate import sandbox\n"
+            f"sandbox._mode = {mode!r}\n"
+            f"sandbox.run_python({_marked(token, 'import time; time.sleep(60)')!r}, timeout=60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", host])
+    try:
+        deadline = time.monotonic() + 20
+        while not _leftovers(token) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _leftovers(token), "the sandboxed program never started"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 5
+    while _leftovers(token) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _leftovers(token) == []

@@ -37,11 +37,13 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 32, 4096, 8192, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
 
 SANDBOX_DIR = "/tmp/sandbox"  # the program's cwd, HOME and TMPDIR (namespaces mode)
 WRITABLE = ("/tmp", "/dev/shm")  # private tmpfs mounts; everything else becomes read-only
+# What the new root holds besides the interpreter (bound read-only from the host).
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
@@ -79,13 +81,13 @@ def _unescape(field: str) -> str:
     return "".join(out)
 
 
-def _mounts() -> list[tuple[str, str, set[str]]]:
-    """(mount point, "major:minor", per-mount options) for each mount, in mount order."""
+def _mounts() -> list[tuple[str, set[str]]]:
+    """(mount point, per-mount options) for each mount visible from our root, in mount order."""
     rows = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
             parts = line.split()
-            rows.append((_unescape(parts[4]), parts[2], set(parts[5].split(","))))
+            rows.append((_unescape(parts[4]), set(parts[5].split(","))))
     return rows
 
 
@@ -99,81 +101,65 @@ def _blocked(path: str) -> tuple[str, str] | None:
     return None
 
 
-def _expose(paths: list[str]) -> None:
-    """Make `paths` reachable by an unprivileged uid without exposing their siblings.
+def _minimal(paths: list[str]) -> list[str]:
+    """Drop paths that lie inside another path of the list."""
+    paths = sorted(set(paths))
+    return [p for p in paths if not any(p.startswith(q.rstrip("/") + "/") for q in paths)]
 
-    A directory others cannot enter (e.g. /root holding a pyenv Python) is covered by an empty
-    tmpfs into which only the needed child is bind-mounted back.
+
+def _bind(fd: int, target: str) -> None:
+    """Bind-mount the file or directory open as `fd` at `target`, creating the mount point."""
+    is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+    os.makedirs(target if is_dir else os.path.dirname(target), mode=0o755, exist_ok=True)
+    if not is_dir and not os.path.exists(target):
+        open(target, "w").close()
+    _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
+
+
+def _build_root(cfg: dict) -> None:
+    """Switch to a new root holding only the system directories, the interpreter, /dev basics,
+    a fresh /proc and a private /tmp; then make every mount but /tmp and /dev/shm read-only.
+
+    The host's other files (home directories, /work, /run with its sockets, /var) are not in
+    the new root at all, so the program can neither read nor reach them.
     """
-    for _ in range(16):
-        need: dict[str, set[str]] = {}
-        for p in paths:
-            hit = _blocked(p)
-            if hit:
-                need.setdefault(hit[0], set()).add(hit[1])
-        if not need:
-            return
-        for parent, children in need.items():
-            if parent == "/":
-                raise OSError(f"cannot expose {sorted(children)} under /")
-            fds = {c: os.open(os.path.join(parent, c), os.O_PATH) for c in children}
-            _mount("tmpfs", parent, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
-            for child, fd in fds.items():
-                target = os.path.join(parent, child)
-                if stat.S_ISDIR(os.fstat(fd).st_mode):
-                    os.mkdir(target)
-                else:
-                    open(target, "w").close()
-                _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
-                os.close(fd)
-    raise OSError("could not expose the interpreter")
-
-
-def _private_tmpfs(where: str, options: str, expose: list[str]) -> None:
-    """Mount an empty tmpfs on `where`; interpreter paths that lived there are bound back in
-    (a virtual environment under /tmp, say). They become read-only with everything else."""
-    inside = sorted(p for p in expose if p.startswith(where.rstrip("/") + "/") and
-                    os.path.exists(p))
-    keep = [p for p in inside if not any(p.startswith(q + "/") for q in inside if q != p)]
-    fds = [(p, os.open(p, os.O_PATH)) for p in keep]
-    _mount("tmpfs", where, "tmpfs", MS_NOSUID | MS_NODEV, options)
-    for path, fd in fds:
-        is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
-        os.makedirs(path if is_dir else os.path.dirname(path), mode=0o755, exist_ok=True)
-        if not is_dir:
-            open(path, "w").close()
-        _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
-        os.close(fd)
-
-
-def _lock_filesystem(cfg: dict) -> None:
-    """In the new mount namespace: private tmpfs for /tmp and /dev/shm, the rest read-only."""
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we do propagates to the host
-    _private_tmpfs("/tmp", f"size={cfg['tmpfs_mb']}m,nr_inodes=4096,mode=1777", cfg["expose"])
-    if os.path.isdir("/dev/shm"):
-        _private_tmpfs("/dev/shm", "size=16m,mode=1777", cfg["expose"])
-    _expose(cfg["expose"])
-    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    for target, dev, opts in _mounts():
+    links = [p for p in SYSTEM_DIRS if os.path.islink(p)]
+    wanted = [p for p in SYSTEM_DIRS if os.path.isdir(p) and p not in links]
+    wanted += [p for p in cfg["expose"] if os.path.exists(p)]
+    fds = [(p, os.open(p, os.O_PATH)) for p in _minimal(wanted)]  # before anything is covered
+    new = "/tmp"  # any directory works as the mount point of the new root
+    _mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+    os.mkdir(new + "/dev", 0o755)
+    _mount("tmpfs", new + "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755")
+    for name in ("null", "zero", "full", "random", "urandom"):
+        fd = os.open(f"/dev/{name}", os.O_PATH)
+        _bind(fd, f"{new}/dev/{name}")
+        os.close(fd)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"{new}/dev/{name}")
+    for path, options in (("/dev/shm", "size=16m,mode=1777"),
+                          ("/tmp", f"size={cfg['tmpfs_mb']}m,nr_inodes=4096,mode=1777")):
+        os.mkdir(new + path)
+        _mount("tmpfs", new + path, "tmpfs", MS_NOSUID | MS_NODEV, options)
+    os.mkdir(new + "/proc")
+    _mount("proc", new + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for path, fd in fds:  # after /tmp: an interpreter living under /tmp goes on top of it
+        _bind(fd, new + path)
+        os.close(fd)
+    for path in links:  # merged-/usr systems: /bin -> usr/bin and so on
+        os.symlink(os.readlink(path), new + path)
+    os.chdir(new)
+    _mount(new, "/", None, MS_MOVE)  # cover the old root ...
+    os.chroot(".")  # ... and enter the new one (an unprivileged program cannot chroot out)
+    os.chdir("/")
+    for target, opts in _mounts():
         if target in WRITABLE:
             continue
         flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID
         flags |= (MS_NODEV if "nodev" in opts else 0) | (MS_NOEXEC if "noexec" in opts else 0)
-        try:
-            _mount(None, target, None, flags)
-        except OSError:
-            # A mount covered by a later one cannot be reached by path, so the program cannot
-            # reach it either; any mount still visible must become read-only or we stop.
-            if target == "/" or _visible_device(target) == dev:
-                raise
-
-
-def _visible_device(path: str) -> str:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return ""
-    return f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+        _mount(None, target, None, flags)
 
 
 def _set_limits(cfg: dict) -> None:
@@ -222,7 +208,7 @@ def _init(cfg: dict, program: bytes, status_fd: int) -> int:
     """PID 1 of the new PID namespace. Returns when the program has exited."""
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     try:
-        _lock_filesystem(cfg)
+        _build_root(cfg)
         _libc.sethostname(b"sandbox", 7)
         uid = cfg["uid"]
         _copy_program(program, SANDBOX_DIR, uid)
