@@ -7,12 +7,14 @@ Usage: ``python -I -S _jail.py SPOOL_DIR STATUS_FD``. It reads ``SPOOL_DIR/confi
 Two modes, chosen by the host (config ``mode``):
 
 * ``namespaces`` (needs root, i.e. CAP_SYS_ADMIN): the launcher unshares mount, PID, network,
-  IPC and UTS namespaces and forks an *init* process, PID 1 of the new PID namespace. Init makes
-  every mount read-only, mounts private tmpfs on /tmp and /dev/shm, copies the program into
-  /tmp/sandbox, and forks the program, which drops to a uid used by nobody else, sets its rlimits
-  and execs Python. When the program exits, init exits, and the kernel kills every process left in
-  the namespace (daemons, setsid escapees). When the launcher dies, init dies (PDEATHSIG), so a
-  SIGKILL of the launcher's process group tears everything down.
+  IPC and UTS namespaces and forks an *init* process, PID 1 of the new PID namespace. Init builds
+  a new root holding only the system directories (/usr, /lib..., /etc) and the interpreter, all
+  read-only, plus /dev/null & co, a fresh /proc and private tmpfs mounts on /tmp and /dev/shm;
+  it enters that root, copies the program into /tmp/sandbox and forks the program, which drops
+  to a uid used by nobody else, sets its rlimits and execs Python. When the program exits, init
+  exits, and the kernel kills every process left in the namespace (daemons, setsid escapees).
+  When the launcher dies, init dies (PDEATHSIG), so a SIGKILL of the launcher's process group
+  tears everything down.
 * ``process`` (fallback, no privileges needed): the launcher becomes a child subreaper, runs the
   program in a temporary directory under rlimits with a prelude that disables sockets, and on exit
   or SIGTERM kills every descendant it can find in /proc. Weaker: see docs/sandbox.md.
@@ -126,7 +128,7 @@ def _build_root(cfg: dict) -> None:
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we do propagates to the host
     links = [p for p in SYSTEM_DIRS if os.path.islink(p)]
     wanted = [p for p in SYSTEM_DIRS if os.path.isdir(p) and p not in links]
-    wanted += [p for p in cfg["expose"] if os.path.exists(p)]
+    wanted += [p for p in cfg["expose"] if p != "/" and os.path.exists(p)]
     fds = [(p, os.open(p, os.O_PATH)) for p in _minimal(wanted)]  # before anything is covered
     new = "/tmp"  # any directory works as the mount point of the new root
     _mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
