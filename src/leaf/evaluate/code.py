@@ -19,6 +19,7 @@ Every program runs through `leaf.evaluate.sandbox.run_python`; nothing here exec
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import re
@@ -137,16 +138,56 @@ def _failure(res: SandboxResult, failed_marker: str) -> CodeResult:
 
 # ----------------------------------------------------------------- LeetCode / LiveCodeBench
 
+_STDIO_HARNESS = """
+import json, subprocess, sys
+from decimal import Decimal, InvalidOperation
+import math
+
+{match_src}
+
+with open("solution.py", "w") as f:
+    f.write({program!r})
+results = []
+for case in json.loads({cases!r}):
+    try:
+        run = subprocess.run([sys.executable, "-I", "-B", "solution.py"], capture_output=True,
+                             input=case["input"].encode(), timeout={timeout})
+    except subprocess.TimeoutExpired:
+        results.append({{"status": "timeout"}})
+        break
+    out = run.stdout.decode("utf-8", "replace")
+    ok = run.returncode == 0 and outputs_match(out, case["output"])
+    results.append({{"status": "passed" if ok else "failed" if run.returncode == 0 else "error",
+                     "stdout": out[:300], "stderr": run.stderr.decode("utf-8", "replace")[-1000:],
+                     "returncode": run.returncode}})
+    if not ok:
+        break
+print({nonce!r} + json.dumps(results))
+"""
+
+
 def _run_stdio(program: str, cases: list[dict], timeout: float, limits: Limits) -> CodeResult:
-    for i, case in enumerate(cases):
-        res = run_python(program, stdin=case["input"], limits=limits, timeout=timeout)
-        if not res.ok:
-            r = _failure(res, "\0")  # any exception is an error, not a wrong answer
-            return CodeResult(False, r.status, f"case {i}: {r.detail}")
-        if not outputs_match(res.stdout, case["output"]):
-            return CodeResult(False, "failed", f"case {i}: expected {case['output'][:200]!r}, "
-                                                f"got {res.stdout[:200]!r}")
-    return CodeResult(True, "passed", f"{len(cases)} cases")
+    """All cases in one sandbox run: a harness inside it runs the program once per case (a
+    fresh process each time, `timeout` seconds each) and stops at the first failing case."""
+    nonce = secrets.token_hex(16)
+    harness = _STDIO_HARNESS.format(
+        match_src=inspect.getsource(outputs_match) + "\n" + inspect.getsource(_same_number),
+        program=program, cases=json.dumps(cases), timeout=float(timeout), nonce=nonce)
+    res = run_python(harness, limits=limits, timeout=timeout * len(cases) + 5)
+    line = next((ln for ln in reversed(res.stdout.splitlines()) if ln.startswith(nonce)), None)
+    if line is None:
+        return _failure(res, "\0") if not res.ok else CodeResult(False, "error", res.stderr[-1500:])
+    results = json.loads(line[len(nonce):])
+    if len(results) == len(cases) and all(r["status"] == "passed" for r in results):
+        return CodeResult(True, "passed", f"{len(cases)} cases")
+    i, last = len(results) - 1, results[-1]
+    if last["status"] == "timeout":
+        return CodeResult(False, "timeout", f"case {i}: over {timeout:g}s")
+    if last["status"] == "error":
+        return CodeResult(False, "error", f"case {i}: exit code {last['returncode']}. "
+                                          f"{last['stderr'].strip()}")
+    return CodeResult(False, "failed", f"case {i}: expected {cases[i]['output'][:200]!r}, "
+                                       f"got {last['stdout'][:200]!r}")
 
 
 _CALL_HARNESS = """
