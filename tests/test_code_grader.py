@@ -209,3 +209,14 @@ def test_pass_at_k_matches_the_combinatorial_formula():
     for bad in [(5, 6, 1), (5, 2, 0), (5, 2, 6), (3, -1, 1)]:
         with pytest.raises(ValueError):
             pass_at_k(*bad)
+
+
+def test_full_function_keeps_the_prompts_helpers():
+    p = next(q for q in PROBLEMS if q["id"] == "HumanEval/38")  # decode_cyclic uses encode_cyclic
+    full = "def decode_cyclic(s: str):\n    return encode_cyclic(encode_cyclic(s))\n"
+    assert "def encode_cyclic" in p["prompt"]
+    assert run_tests(full, p).passed
+    # a prompt that is not Python (an instruction) is never glued to a full program
+    text_prompt = dict(p, prompt="Write decode_cyclic, the inverse of encode_cyclic.")
+    helper = p["prompt"].split("def decode_cyclic")[0]
+    assert run_tests(helper + full, text_prompt).passed

@@ -5,11 +5,13 @@ Two kinds of sample are understood (field `tests`, or `test` as in the HumanEval
 * **HumanEval / EvalPlus**: `tests` is Python source defining ``check(candidate)``, and
   `entry_point` names the function under test. A completion that does not define `entry_point`
   is taken as a continuation of the sample's `prompt` (the HumanEval convention) and appended
-  to it.
+  to it; a completion that does is placed after the prompt (when the prompt is Python), so the
+  prompt's imports and helper functions stay available.
 * **LeetCode / LiveCodeBench**: `tests` is a list of ``{"input": str, "output": str}`` cases
   (or a JSON string of one, or ``{"inputs": [...], "outputs": [...]}``). Without `fn_name` each
   case feeds `input` on stdin and compares stdout with `output` (whitespace-normalised, numbers
-  compared by value). With `fn_name` (in the sample or the tests dict) the cases are call-based:
+  compared by value); one sandbox run holds a harness that starts the program afresh for each
+  case and stops at the first failure. With `fn_name` (in the sample or the tests dict) the cases are call-based:
   each line of `input` is a JSON argument of ``Solution().fn_name`` (or a top-level function of
   that name), and `output` is the JSON of the expected return value.
 
@@ -18,6 +20,7 @@ Every program runs through `leaf.evaluate.sandbox.run_python`; nothing here exec
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import inspect
 import json
@@ -64,6 +67,14 @@ def extract_code(text: str, entry_point: str | None = None) -> str:
     return max(chosen, key=len)
 
 
+def _parses(source: str) -> bool:
+    try:
+        ast.parse(source)
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
 def _defines(program: str, name: str) -> bool:
     return re.search(rf"^\s*(?:async\s+)?def\s+{re.escape(name)}\s*\(", program, re.M) is not None
 
@@ -105,13 +116,12 @@ def _run_check_function(program: str, sample: dict, tests: str, timeout: float,
     if not entry:
         raise ValueError(f"sample {sample.get('id')!r}: a `check` test program needs `entry_point`")
     prompt = sample.get("prompt") or ""
-    if not _defines(program, entry) and prompt:
-        program = prompt + program
-    elif prompt:
-        # A full function often drops the prompt's imports (typing.List ...): restore them.
-        imports = [ln for ln in prompt.splitlines()
-                   if re.match(r"(import|from)\s+\w", ln) and ln not in program]
-        program = "\n".join(imports + [program])
+    if prompt and not _defines(program, entry):
+        program = prompt + program  # a body continuing the prompt's signature
+    elif prompt and _parses(prompt):
+        # A full function: keep the prompt's imports and helpers (typing.List, encode_cyclic
+        # ...); the completion's definition comes later and replaces the prompt's stub.
+        program = prompt + "\n\n" + program
     nonce = secrets.token_hex(16)  # the tests ran to the end only if this is printed
     source = f"{program}\n\n{tests}\n\ncheck({entry})\nprint({nonce!r})\n"
     res = run_python(source, limits=limits, timeout=timeout)
