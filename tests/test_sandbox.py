@@ -13,6 +13,7 @@ import socket
 import tempfile
 import time
 from pathlib import Path
+from shutil import which as shutil_which
 
 import pytest
 
@@ -321,3 +322,58 @@ def test_killing_the_grader_kills_the_sandbox(mode, token, tmp_path):
     while _leftovers(token) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _leftovers(token) == []
+
+
+_UNPRIVILEGED_CHECKS = r'''
+import json, os, socket, sys, time
+sys.path.insert(0, SRC)
+from leaf.evaluate import sandbox
+out = {"mode": sandbox.isolation_mode()}
+r = sandbox.run_python(
+    "import os, sys\nn = 0\ntry:\n    for _ in range(30):\n        if os.fork() == 0:\n"
+    "            import time; time.sleep(3); os._exit(0)\n        n += 1\n"
+    "except OSError:\n    pass\nprint(n)\nsys.exit(1)\n", max_processes=8, timeout=10)
+out["forks"] = r.stdout.strip()
+r = sandbox.run_python(
+    "import os\nhits = []\nfor p in [SECRET, '/tmp/' + TOKEN]:\n    try:\n"
+    "        open(p, 'a').write('x')\n        hits.append(p)\n    except OSError:\n        pass\n"
+    "print(hits, sorted(os.listdir('/')))\n".replace("SECRET", repr(SECRET)).replace(
+        "TOKEN", repr(TOKEN)))
+out["writes"] = r.stdout.strip()
+r = sandbox.run_python("import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=1)")
+out["net"] = r.stderr.strip().splitlines()[-1]
+r = sandbox.run_python("while True:\n    pass\n", timeout=1)
+out["loop"] = r.status
+print(json.dumps(out))
+'''
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/python3").exists()
+                    or not shutil_which("setpriv"), reason="needs root, setpriv, /usr/bin/python3")
+def test_unprivileged_user_gets_user_namespace_isolation(probe_dirs, token):
+    """Run the sandbox as uid 65534 (nobody) with the system Python: "userns" mode when the
+    kernel allows unprivileged user namespaces, with the same guarantees as root mode."""
+    import json
+    import subprocess
+
+    src_dir = str(Path(sandbox.__file__).parents[2])
+    secret = probe_dirs[-1] / "probe.txt"  # world-writable, in a world-writable directory
+    script = (f"SRC = {src_dir!r}\nSECRET = {str(secret)!r}\nTOKEN = {token!r}\n"
+              + _UNPRIVILEGED_CHECKS)
+    run = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3",
+         "-c", script], capture_output=True, text=True, timeout=120, cwd="/")
+    if "not running as root" in run.stderr and "userns" not in run.stdout:
+        pytest.skip("unprivileged user namespaces are not allowed here")
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    if out["mode"] != "userns":
+        pytest.skip(f"sandbox fell back to {out['mode']}")
+    assert out["forks"] == "7"  # 8 processes including the program itself
+    hits, _, listing = out["writes"].partition("] ")
+    assert str(secret) not in hits and f"/tmp/{token}" in hits  # its own /tmp only
+    assert "'work'" not in listing and "'root'" not in listing
+    assert "Network is unreachable" in out["net"]
+    assert out["loop"] == "timeout"
+    assert secret.read_text() == "intact"
+    assert not Path("/tmp", token).exists()
