@@ -377,3 +377,21 @@ def test_unprivileged_user_gets_user_namespace_isolation(probe_dirs, token):
     assert out["loop"] == "timeout"
     assert secret.read_text() == "intact"
     assert not Path("/tmp", token).exists()
+
+
+@needs_namespaces
+def test_nested_namespaces_cannot_make_the_root_writable(token):
+    """A program that makes its own user + mount namespace still cannot write the system dirs."""
+    body = (
+        "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "libc.unshare(0x10000000 | 0x00020000)\n"
+        "for name, text in (('setgroups', 'deny'), ('uid_map', f'0 {os.getuid()} 1')):\n"
+        "    try:\n        open(f'/proc/self/{name}', 'w').write(text)\n"
+        "    except OSError:\n        pass\n"
+        "for target in (b'/usr', b'/'):\n"
+        "    libc.mount(None, target, None, ctypes.c_ulong(32 | 4096), None)  # remount rw\n"
+        f"open('/usr/{token}', 'w').write('x')\n"
+    )
+    res = sandbox.run_python(_marked(token, body), limits=SMALL)
+    assert not res.ok and "Read-only file system" in res.stderr
+    assert not Path("/usr", token).exists()
