@@ -171,8 +171,8 @@ def _run(source: str, stdin: bytes, limits: Limits, python: str | None,
         "host_pid": os.getpid(), "uid_base": _UID_BASE, "cpu_seconds": max(1, math.ceil(cpu)),
         "memory_mb": int(limits.memory_mb), "file_mb": int(limits.file_mb),
         # the program itself lives on that tmpfs too (a harness may embed large test data)
-        "tmpfs_mb": int(limits.tmpfs_mb) + math.ceil(len(source.encode()) / 2**20), "max_processes": int(limits.max_processes),
-        "max_open_files": int(limits.max_open_files),
+        "tmpfs_mb": int(limits.tmpfs_mb) + math.ceil(len(source.encode()) / 2**20),
+        "max_processes": int(limits.max_processes), "max_open_files": int(limits.max_open_files),
     }
     spool = tempfile.mkdtemp(prefix="leaf-sandbox-")
     proc = None
