@@ -6,9 +6,9 @@ import logging
 
 import pytest
 import torch
+
 from conftest import write_jsonl
 from distill_rows import training_rows
-
 from leaf.distill.data import DistillCollator, DistillDataset
 from leaf.errors import LeafInputError
 

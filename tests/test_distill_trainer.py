@@ -4,19 +4,22 @@ gradient accumulation, resume after a crash, saving, and the `leaf distill` comm
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import write_jsonl
-from distill_rows import training_rows
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, TrainerCallback
 
+from conftest import write_jsonl
+from distill_rows import training_rows
 from leaf.cli import main
 from leaf.distill.config import DistillArguments
 from leaf.distill.recipe import build_trainer, train
+
+TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml"
 
 
 @pytest.fixture
@@ -160,7 +163,7 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path, tiny_llama_dir,
 
 
 def test_cli_yaml_with_overrides(tmp_path, tiny_llama_dir, tiny_llama_big_dir, train_file):
-    config = yaml.safe_load(open("configs/tiny-cpu.yaml"))
+    config = yaml.safe_load(TINY_CONFIG.read_text())
     config.update(teacher_model=str(tiny_llama_big_dir), student_model=str(tiny_llama_dir),
                   train_file=str(train_file), output_dir=str(tmp_path / "from-yaml"))
     path = tmp_path / "run.yaml"
