@@ -188,3 +188,21 @@ def test_cli_yaml_with_overrides(tmp_path, tiny_llama_dir, tiny_llama_big_dir, t
 
     path.write_text(yaml.safe_dump({**config, "hybrid_lamda": 0.5}))
     assert main(["distill", "--config", str(path)]) == 2
+
+
+def test_lora_with_gradient_checkpointing_saves_a_merged_model(tmp_path, tiny_llama_dir,
+                                                               tiny_llama_big_dir, train_file):
+    lora = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    trainer = train(make_args(tmp_path, tiny_llama_dir, tiny_llama_big_dir, train_file, "lora",
+                              lora=json.dumps(lora), activation_checkpointing=True,
+                              max_steps=2, learning_rate=1e-2))
+    assert trainer.state.global_step == 2
+    out = tmp_path / "lora"
+    assert (out / "lora_adapter" / "adapter_config.json").is_file()
+    merged = AutoModelForCausalLM.from_pretrained(out)  # a plain model, adapters merged in
+    start = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.allclose(merged.state_dict()[q], start.state_dict()[q])
+    for name, weight in start.state_dict().items():  # only the LoRA targets changed
+        if "q_proj" not in name and "v_proj" not in name:
+            assert torch.equal(merged.state_dict()[name], weight), name
