@@ -70,18 +70,24 @@ def batch_of(trainer, kinds):
     return trainer.data_collator(picks)
 
 
+@pytest.fixture(scope="module")
+def hybrid_trainer(tmp_path_factory, tiny_llama_dir, tiny_llama_big_dir):
+    tmp = tmp_path_factory.mktemp("hybrid")
+    path = write_jsonl(tmp / "cf.jsonl", training_rows(4, unverified=False))
+    trainer = build_trainer(make_args(tmp, tiny_llama_dir, tiny_llama_big_dir, path,
+                                      hybrid_lambda=0.3, temperature=2.0))
+    trainer.model.eval()
+    return trainer
+
+
 @pytest.mark.parametrize("kinds", [(0, 1, 1, 0), (0, 0), (1, 1, 1)],
                          ids=["mixed", "originals-only", "counterfactuals-only"])
-def test_hybrid_loss_matches_formula(tmp_path, tiny_llama_dir, tiny_llama_big_dir, train_file,
-                                     kinds):
-    args = make_args(tmp_path, tiny_llama_dir, tiny_llama_big_dir, train_file,
-                     hybrid_lambda=0.3, temperature=2.0)
-    trainer = build_trainer(args)
-    trainer.model.eval()
-    batch = batch_of(trainer, kinds)
+def test_hybrid_loss_matches_formula(hybrid_trainer, kinds):
+    batch = batch_of(hybrid_trainer, kinds)
     assert batch["is_counterfactual"].tolist() == list(kinds)
-    got = trainer.compute_loss(trainer.model, batch)
-    want = reference_loss(trainer.model, trainer.teacher, batch, 0.3, temperature=2.0)
+    got = hybrid_trainer.compute_loss(hybrid_trainer.model, batch)
+    want = reference_loss(hybrid_trainer.model, hybrid_trainer.teacher, batch, 0.3,
+                          temperature=2.0)
     assert abs(got.item() - float(want)) < 1e-6 * max(1.0, float(want))
 
 
@@ -165,7 +171,8 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path, tiny_llama_dir,
 def test_cli_yaml_with_overrides(tmp_path, tiny_llama_dir, tiny_llama_big_dir, train_file):
     config = yaml.safe_load(TINY_CONFIG.read_text())
     config.update(teacher_model=str(tiny_llama_big_dir), student_model=str(tiny_llama_dir),
-                  train_file=str(train_file), output_dir=str(tmp_path / "from-yaml"))
+                  train_file=str(train_file), output_dir=str(tmp_path / "from-yaml"),
+                  eval_file=str(train_file), eval_strategy="steps", eval_steps=2)
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
     out = tmp_path / "cli-out"
@@ -176,6 +183,7 @@ def test_cli_yaml_with_overrides(tmp_path, tiny_llama_dir, tiny_llama_big_dir, t
     assert state["global_step"] == 2
     logged = [h for h in state["log_history"] if "loss" in h]
     assert len(logged) == 2 and all("loss_kd" in h or "loss_cd" in h for h in logged)
+    assert [h["step"] for h in state["log_history"] if "eval_loss" in h] == [2]
     for h in logged:  # the logged loss is lambda * loss_kd + (1 - lambda) * loss_cd
         want = 0.7 * h.get("loss_kd", 0.0) + 0.3 * h.get("loss_cd", 0.0)
         assert h["loss"] == pytest.approx(want, rel=1e-4)
