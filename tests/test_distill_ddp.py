@@ -1,5 +1,6 @@
-"""Multi-process runs: two-process DDP on CPU (gloo, via torch.distributed.run) equals one process with the same
-global batch: the hybrid loss is normalised over the global batch, not per process."""
+"""Multi-process runs. Two-process DDP on CPU (gloo, via torch.distributed.run) equals one
+process with the same global batch (the hybrid loss is normalised over the global batch, not
+per process); a killed `leaf distill` process resumes to the uninterrupted weights (slow)."""
 
 from __future__ import annotations
 
