@@ -18,6 +18,7 @@ from distill_rows import training_rows
 from leaf.cli import main
 from leaf.distill.config import DistillArguments
 from leaf.distill.recipe import build_trainer, train
+from leaf.errors import LeafError
 
 TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml"
 
@@ -229,3 +230,16 @@ def test_paper_configs_parse_with_paper_defaults(path):
     assert args.divergence == "forward_kl" and args.report_to == []
     assert args.hybrid_lambda == (1.0 if "kd-wo-mask" in path.stem else 0.5)
     assert args.use_counterfactuals == ("kd-wo-mask" not in path.stem)
+
+
+def test_teacher_with_another_vocabulary_is_refused(tmp_path, tiny_llama_dir, tiny_qwen_dir,
+                                                    train_file):
+    out = tmp_path / "refused"
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "teacher_model": str(tiny_qwen_dir), "student_model": str(tiny_llama_dir),
+        "train_file": str(train_file), "output_dir": str(out), "use_cpu": True}))
+    with pytest.raises(LeafError, match="teacher"):
+        build_trainer(make_args(tmp_path, tiny_llama_dir, tiny_qwen_dir, train_file))
+    assert main(["distill", "--config", str(config)]) == 2  # one clear line, exit 2
+    assert not out.exists() or not any(out.iterdir())
