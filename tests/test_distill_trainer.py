@@ -92,6 +92,20 @@ def test_hybrid_loss_matches_formula(hybrid_trainer, kinds):
     assert abs(got.item() - float(want)) < 1e-6 * max(1.0, float(want))
 
 
+def test_cross_entropy_term_is_added_over_all_target_tokens(hybrid_trainer):
+    batch = batch_of(hybrid_trainer, (0, 1, 1))
+    want = reference_loss(hybrid_trainer.model, hybrid_trainer.teacher, batch, 0.3, 2.0)
+    with torch.no_grad():
+        logits = hybrid_trainer.model(input_ids=batch["input_ids"]).logits[:, :-1]
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1))
+    hybrid_trainer.args.ce_weight = 0.25
+    try:
+        got = hybrid_trainer.compute_loss(hybrid_trainer.model, batch)
+    finally:
+        hybrid_trainer.args.ce_weight = 0.0
+    assert got.item() == pytest.approx(float(want) + 0.25 * ce.item(), rel=1e-6)
+
+
 def test_lambda_one_without_counterfactuals_is_plain_kd(tmp_path, tiny_llama_dir,
                                                         tiny_llama_big_dir, train_file):
     args = make_args(tmp_path, tiny_llama_dir, tiny_llama_big_dir, train_file,
