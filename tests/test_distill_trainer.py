@@ -132,7 +132,7 @@ def _weights(model):
 def test_gradient_accumulation_matches_one_big_batch(tmp_path, tiny_llama_dir,
                                                      tiny_llama_big_dir, train_file):
     """The loss is normalised over the whole optimisation batch, so 2 x 2 == 1 x 4 (SGD)."""
-    common = dict(optim="sgd", learning_rate=5.0, warmup_steps=0, max_steps=2,
+    common = dict(optim="sgd", learning_rate=5.0, warmup_steps=0, max_steps=1,
                   lr_scheduler_type="constant")
     big = train(make_args(tmp_path, tiny_llama_dir, tiny_llama_big_dir, train_file, "big",
                           per_device_train_batch_size=4, **common))
