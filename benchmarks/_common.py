@@ -13,6 +13,9 @@ Peak memory is measured in a fresh child process per (side, repetition):
   ``echo 5 > /proc/self/clear_refs`` (Linux >= 4.0). A fresh process has freed no big blocks
   yet, so allocator caching cannot hide allocations; a tiny warm-up call first pays the
   one-off lazy initialisations (kernels, thread pools) so they are not charged to the step.
+  The child runs with ``MALLOC_MMAP_THRESHOLD_=131072``: glibc then maps every block of
+  128 KiB or more on its own and returns it when freed (its threshold no longer grows), so
+  the resident size follows the live tensors instead of the heap's high-water mark.
   Where ``clear_refs`` is refused, ``ru_maxrss`` is used instead and the row says so.
 """
 
@@ -213,6 +216,9 @@ def run_child(script: str, args: list[str], timeout: float = 1200) -> dict:
     cmd = [sys.executable, str(script), *args]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    # glibc: serve every block >= 128 KiB with mmap and unmap it when freed (no dynamic
+    # threshold), so the resident size follows the live tensors
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("CHILD "):
