@@ -34,8 +34,11 @@ import _common as C
 # students (Llama-3.2-1B: 1.2B parameters vs 500 x 128k = 64M logits): 4-5x here.
 QUICK = dict(vocab=32000, hidden=512, layers=2, heads=8, intermediate=1024, samples=2,
              batch_size=2, reps=3, inst=(100, 150), resp=(150, 200))
-FULL = dict(vocab=32000, hidden=768, layers=4, heads=12, intermediate=2048, samples=8,
+FULL = dict(vocab=32000, hidden=640, layers=3, heads=10, intermediate=1728, samples=8,
             batch_size=4, reps=3, inst=(150, 250), resp=(200, 400))
+# for a GPU: the shape of Llama-3.2-1B-Instruct (the paper's smallest student), random weights
+LLAMA_1B = dict(vocab=128256, hidden=2048, layers=16, heads=32, intermediate=8192, samples=32,
+                batch_size=8, reps=5, inst=(150, 250), resp=(200, 400))
 
 
 def make_data(cfg: dict, seed: int = 1):
@@ -117,7 +120,7 @@ def plain_forward(model, batches):
 def child(args, cfg) -> None:
     torch, device = C.setup_torch(args.threads, args.device)
     model = C.llama(cfg["vocab"], cfg["hidden"], cfg["layers"], cfg["heads"],
-                    cfg["intermediate"]).to(device)
+                    cfg["intermediate"]).to(device, getattr(torch, args.dtype))
     rows = make_data(cfg)
     tiny = [(r[0][:8], [-100] * 4 + r[0][4:8]) for r in rows[:1]]
     side = args.child
@@ -145,6 +148,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small settings, under a minute on 2 cores")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="model dtype for all sides (the authors ran float16 on GPUs)")
+    p.add_argument("--llama-1b", action="store_true",
+                   help="a model shaped like Llama-3.2-1B (for a GPU; overrides --quick)")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for both sides")
     p.add_argument("--reps", type=int, help="timed repetitions per side")
     p.add_argument("--batch-size", type=int, help="leaf's batch size (leaf detect's default: 4)")
@@ -153,7 +160,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    cfg = dict(QUICK if args.quick else FULL)
+    cfg = dict(LLAMA_1B if args.llama_1b else QUICK if args.quick else FULL)
     for key in ("reps", "batch_size", "samples"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
@@ -163,7 +170,7 @@ def main(argv=None) -> int:
 
     torch, device = C.setup_torch(args.threads, args.device)
     model = C.llama(cfg["vocab"], cfg["hidden"], cfg["layers"], cfg["heads"],
-                    cfg["intermediate"]).to(device)
+                    cfg["intermediate"]).to(device, getattr(torch, args.dtype))
     rows = make_data(cfg)
     n_tokens = sum(len(r[0]) for r in rows)
     batches = leaf_batches(rows, cfg["batch_size"], device)
@@ -176,7 +183,8 @@ def main(argv=None) -> int:
         ours = leaf_saliency(model, bat, len(rows))
         worst = max([worst] + [float(((a - b).abs() / (a.abs().max() + 1e-30)).max())
                                for a, b in zip(ref, ours)])
-    assert worst < 1e-3, f"saliencies differ: worst relative error {worst:.2e}"
+    limit = 1e-3 if args.dtype == "float32" else 5e-2
+    assert worst < limit, f"saliencies differ: worst relative error {worst:.2e}"
     assert all(p.grad is None for p in model.parameters()), "leaf left parameter gradients"
 
     times = C.interleaved(
@@ -196,8 +204,9 @@ def main(argv=None) -> int:
     mem: dict[str, list[float]] = {"reference": [], "leaf_b1": [], "leaf_batch": []}
     method = ""
     here = Path(__file__).resolve()
-    base = ["--device", args.device, "--threads", str(args.threads)]
+    base = ["--device", args.device, "--threads", str(args.threads), "--dtype", args.dtype]
     base += ["--quick"] if args.quick else []
+    base += ["--llama-1b"] if args.llama_1b else []
     base += ["--batch-size", str(cfg["batch_size"]), "--samples", str(cfg["samples"])]
     for r in range(mem_reps):
         sides = list(mem) if r % 2 == 0 else list(mem)[::-1]
@@ -212,8 +221,10 @@ def main(argv=None) -> int:
         "name": "detect",
         "machine": C.machine_info(args.device, args.threads),
         "command": "python benchmarks/bench_detect.py" + (" --quick" if args.quick else "")
-        + (f" --device {args.device}" if args.device != "cpu" else ""),
-        "config": {**cfg, "params": C.n_params(model), "tokens": n_tokens},
+        + (" --llama-1b" if args.llama_1b else "")
+        + (f" --device {args.device}" if args.device != "cpu" else "")
+        + (f" --dtype {args.dtype}" if args.dtype != "float32" else ""),
+        "config": {**cfg, "params": C.n_params(model), "tokens": n_tokens, "dtype": args.dtype},
         "max_rel_err": worst,
         "time_s": {k: C.summary(v) for k, v in times.items()},
         "samples_per_s": {k: C.summary([len(rows) / t for t in v]) for k, v in times.items()},

@@ -122,13 +122,14 @@ def main(argv=None) -> int:
             max_err = max(max_err, float((student.grad - ref_grad).abs().max()))
         del ref_grad
 
-        def run(fn):
+        def run(fn, s, t, g):
             def call():
-                student.grad = None
-                fn(student, teacher, groups)
+                s.grad = None
+                fn(s, t, g)
             return call
 
-        times = C.interleaved({k: run(f) for k, f in SIDES.items()}, cfg["reps"], device, warmup=0)
+        times = C.interleaved({k: run(f, student, teacher, groups) for k, f in SIDES.items()},
+                              cfg["reps"], device, warmup=0)
         student.grad = None
         del student, teacher, groups
         mem: dict[str, list[float]] = {k: [] for k in SIDES}
