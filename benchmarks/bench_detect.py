@@ -36,6 +36,9 @@ QUICK = dict(vocab=32000, hidden=512, layers=2, heads=8, intermediate=1024, samp
              batch_size=2, reps=3, inst=(100, 150), resp=(150, 200))
 FULL = dict(vocab=32000, hidden=640, layers=3, heads=10, intermediate=1728, samples=8,
             batch_size=4, reps=3, inst=(150, 250), resp=(200, 400))
+# memory only (full mode): parameters 10x one sample's logits, nearer a real student's 20x
+DEEP = dict(vocab=32000, hidden=1024, layers=8, heads=16, intermediate=2816, samples=2,
+            batch_size=1, reps=0, inst=(150, 250), resp=(200, 400))
 # for a GPU: the shape of Llama-3.2-1B-Instruct (the paper's smallest student), random weights
 LLAMA_1B = dict(vocab=128256, hidden=2048, layers=16, heads=32, intermediate=8192, samples=32,
                 batch_size=8, reps=5, inst=(150, 250), resp=(200, 400))
@@ -119,6 +122,8 @@ def plain_forward(model, batches):
 
 def child(args, cfg) -> None:
     torch, device = C.setup_torch(args.threads, args.device)
+    if args.deep:
+        cfg = dict(DEEP)
     model = C.llama(cfg["vocab"], cfg["hidden"], cfg["layers"], cfg["heads"],
                     cfg["intermediate"]).to(device, getattr(torch, args.dtype))
     rows = make_data(cfg)
@@ -138,7 +143,8 @@ def child(args, cfg) -> None:
         biggest = [max(batches, key=lambda b: b[1].numel())]
         with C.PeakMemory(device) as peak:
             leaf_saliency(model, biggest, len(rows))
-    C.child_report(peak, side=side)
+    C.child_report(peak, side=side, params=C.n_params(model), tokens=len(longest[0]),
+                   vocab=cfg["vocab"])
 
 
 # ---------------------------------------------------------------- parent
@@ -159,6 +165,7 @@ def main(argv=None) -> int:
     p.add_argument("--mem-reps", type=int, default=None, help="child processes per side for memory")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--deep", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     cfg = dict(LLAMA_1B if args.llama_1b else QUICK if args.quick else FULL)
     for key in ("reps", "batch_size", "samples"):
@@ -216,6 +223,14 @@ def main(argv=None) -> int:
             method = res["method"]
     mem_b1 = C.ratios(mem["leaf_b1"], mem["reference"])
     mem_bb = C.ratios(mem["leaf_batch"], mem["reference"])
+    deep: dict[str, list[float]] = {"reference": [], "leaf_b1": []}
+    deep_info = {}
+    if not (args.quick or args.llama_1b):
+        for r in range(2):
+            for side in (list(deep) if r % 2 == 0 else list(deep)[::-1]):
+                res = C.run_child(here, ["--child", side, "--deep", *base])
+                deep[side].append(res["peak_bytes"])
+                deep_info = {**DEEP, "params": res["params"], "tokens": res["tokens"]}
 
     result = {
         "name": "detect",
@@ -237,6 +252,12 @@ def main(argv=None) -> int:
         "mem_ratio_batch": C.summary(mem_bb),
         "mem_method": method,
     }
+    if deep_info:
+        result["deep"] = {
+            "config": deep_info,
+            "peak_mib": {k: C.summary([C.mib(x) for x in v]) for k, v in deep.items()},
+            "mem_ratio_b1": C.summary(C.ratios(deep["leaf_b1"], deep["reference"])),
+        }
     print(json.dumps(result["config"]))
     print(f"params {result['config']['params'] / 1e6:.1f}M, {len(rows)} samples, {n_tokens} tokens, "
           f"max relative saliency difference {worst:.1e}")
@@ -246,6 +267,12 @@ def main(argv=None) -> int:
     for k in mem:
         print(f"{k:10s} peak {C.fmt(result['peak_mib'][k], 1)} MiB")
     print(f"memory method: {method}")
+    if deep_info:
+        d = result["deep"]
+        print(f"deeper model ({deep_info['params'] / 1e6:.0f}M parameters, one sample of "
+              f"{deep_info['tokens']} tokens): peak MiB reference "
+              f"{C.fmt(d['peak_mib']['reference'], 0)}, leaf {C.fmt(d['peak_mib']['leaf_b1'], 0)}"
+              f" -> ratio {C.fmt(d['mem_ratio_b1'])}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     b = cfg["batch_size"]
