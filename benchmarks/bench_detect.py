@@ -194,6 +194,8 @@ def main(argv=None) -> int:
     assert worst < limit, f"saliencies differ: worst relative error {worst:.2e}"
     assert all(p.grad is None for p in model.parameters()), "leaf left parameter gradients"
 
+    plain_forward(model, singles)  # warm-up of the forward sides
+    plain_forward(model, batches)
     times = C.interleaved(
         {"reference": lambda: reference_saliency(model, rows, device),
          "leaf_b1": lambda: leaf_saliency(model, singles, len(rows)),

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import _common as C
 
-QUICK = dict(sizes=[(512, 32000), (2048, 32000)], reps=3, mem_reps=1)
+QUICK = dict(sizes=[(256, 32000), (2048, 16000)], reps=3, mem_reps=1)
 # sequence length grows at V = 32000, then the vocabulary at T = 2048; the last two rows hold
 # 1 GiB per float32 logits tensor (the obvious loss then peaks near 8 GiB on a 23 GiB machine)
 FULL = dict(sizes=[(512, 32000), (2048, 32000), (4096, 32000), (2048, 64000), (2048, 128256),
