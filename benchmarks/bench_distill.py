@@ -38,8 +38,8 @@ from pathlib import Path
 
 import _common as C
 
-QUICK = dict(vocab=8192, student=(64, 2, 4, 128), teacher=(128, 2, 4, 256), originals=24,
-             median_len=160, sigma=0.55, min_len=48, cap=640, batch_size=4, steps=4, reps=3)
+QUICK = dict(vocab=12000, student=(64, 2, 4, 192), teacher=(128, 2, 4, 384), originals=24,
+             median_len=240, sigma=0.55, min_len=48, cap=900, batch_size=4, steps=4, reps=3)
 FULL = dict(vocab=32000, student=(128, 2, 4, 344), teacher=(256, 4, 4, 688), originals=64,
             median_len=320, sigma=0.55, min_len=64, cap=1536, batch_size=4, steps=8, reps=3)
 

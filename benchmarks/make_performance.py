@@ -15,6 +15,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import _common as C
@@ -32,6 +33,19 @@ def run(name: str, extra: list[str]) -> None:
     print("running", " ".join(cmd), flush=True)
     with open(RESULTS / f"{name}.log", "w") as log:
         subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True)
+
+
+def run_quick(name: str, extra: list[str]) -> dict:
+    """Run ``--quick``; return its wall time and last line (the RATIO line)."""
+    cmd = [sys.executable, str(HERE / f"bench_{name}.py"), "--quick", *extra]
+    print("running", " ".join(cmd), flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - t0
+    (RESULTS / f"{name}_quick.log").write_text(proc.stdout + proc.stderr)
+    last = proc.stdout.strip().splitlines()[-1]
+    return {"command": f"python benchmarks/bench_{name}.py --quick " + " ".join(extra),
+            "wall_s": wall, "last_line": last}
 
 
 def verdict(value: float, target: float, higher_is_better: bool) -> str:
@@ -358,12 +372,18 @@ def main(argv=None) -> int:
     p.add_argument("--render-only", action="store_true", help="only rewrite the page")
     p.add_argument("--only", choices=NAMES, action="append", help="run only these benchmarks")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--quick", action="store_true", help="run the quick variants (for a trial)")
+    p.add_argument("--quick-only", action="store_true",
+                   help="run only the quick variants (their table), keep the full results")
     args = p.parse_args(argv)
+    quick_file = RESULTS / "quick.json"
+    quick = json.loads(quick_file.read_text()) if quick_file.exists() else {}
     if not args.render_only:
-        extra = ["--device", args.device] + (["--quick"] if args.quick else [])
+        extra = ["--device", args.device]
         for name in args.only or NAMES:
-            run(name, extra)
+            if not args.quick_only:
+                run(name, extra)
+            quick[name] = {**run_quick(name, extra), "machine": C.machine_info(args.device, 1)}
+        quick_file.write_text(json.dumps(quick, indent=1))
     results = {n: json.loads((RESULTS / f"{n}.json").read_text())
                for n in NAMES if (RESULTS / f"{n}.json").exists()}
     lines = [INTRO]
@@ -374,6 +394,18 @@ def main(argv=None) -> int:
         else:
             lines += [f"## {name}", "", "(no results yet: run `python benchmarks/make_performance.py "
                       f"--only {name}`)", ""]
+    if quick:
+        lines += ["## Quick mode (for checking a rerun)", "",
+                  "Each script's `--quick` variant: smaller shapes, so its ratios are not the full "
+                  "ones above, but a rerun should land near these. Wall time on the machine "
+                  "described above (the load average at the end of each run is shown).", "",
+                  "| command | wall time (s) | load average | last line |", "|---|---|---|---|"]
+        for name in NAMES:
+            if name in quick:
+                q = quick[name]
+                lines.append(f"| `{q['command'].strip()}` | {q['wall_s']:.0f} "
+                             f"| {q['machine']['load_average']} | `{q['last_line']}` |")
+        lines.append("")
     lines += [FAITHFUL, *findings(results), GPU]
     PAGE.parent.mkdir(exist_ok=True)
     PAGE.write_text("\n".join(lines))
