@@ -322,9 +322,9 @@ def findings(res: dict) -> list[str]:
             "not made: run the decoder once (`model.get_decoder()`), then apply the output layer "
             "and the loss over chunks of positions (the NLL under `no_grad`, the response rows "
             "with the gradient taken per chunk, as the KL loss now does), and take "
-            "`autograd.grad(hidden, embeds, grad_hidden)`. No `[tokens, V]` tensor would be kept, "
-            "leaf's peak would be set by the decoder's activations, and its time would approach "
-            "2x a forward pass. It needs a fallback for models whose logits are not "
+            "`autograd.grad(hidden, embeds, grad_hidden)`. No `[tokens, V]` tensor would then be "
+            "kept, so leaf's peak should be set by the decoder's activations and its time move "
+            "towards 2x a forward pass (expected, not measured). It needs a fallback for models whose logits are not "
             "`lm_head(hidden)` (Gemma-2 soft-capping, Cohere's logit scale).",
             "",
         ]
