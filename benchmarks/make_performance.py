@@ -217,8 +217,8 @@ same work, on the same model, data, dtype and thread count, in one process. Ever
 warms up first, then alternates the sides (A B, B A, ...) over several repetitions so that load
 from other processes falls on all of them, and reports the median with the [min-max] range over
 repetitions. Ratios, not absolute figures, are what these CPU runs can tell: **the machine was
-a 2-core virtual machine shared with five other busy processes (load average 6-10)**, so
-absolute times are slow and noisy.
+a 2-core virtual machine shared with other busy processes (load average between about 1 and
+10 during these runs; each table prints it)**, so absolute times are slow and noisy.
 
 Reproduce any table with the command printed beside it; `--quick` runs a smaller version
 (about a minute of CPU time; longer in wall time on a loaded machine) and prints its headline
@@ -291,6 +291,8 @@ def findings(res: dict) -> list[str]:
     det = res.get("detect")
     if det:
         b = det["config"]["batch_size"]
+        dc = det["config"]
+        shape_ratio = dc["params"] / (dc["tokens"] / dc["samples"] * dc["vocab"])
         deep = det.get("deep")
         deep_txt = ""
         if deep:
@@ -311,7 +313,7 @@ def findings(res: dict) -> list[str]:
             f"about 1.5x is the ceiling; measured {det['speedup_b1']['median']:.2f}x at batch 1 "
             f"and {det['speedup']['median']:.2f}x at batch {b}. Batching buys nothing on a CPU "
             "(one 500-token sequence already fills the matrix kernels) and costs padding and "
-            f"page faults on {b}x larger tensors, so **on a CPU `leaf detect --batch-size 1` is "
+            f"memory traffic on {b}x larger tensors, so **on a CPU `leaf detect --batch-size 1` is "
             f"the faster setting** (the default is 4). The >= 3x target assumes a GPU, where a "
             "batch of one leaves most of the device idle; the GPU command below measures it.",
             "",
@@ -319,7 +321,8 @@ def findings(res: dict) -> list[str]:
             "is set by the logits (tokens x vocabulary: the logits, the response rows' "
             "log-softmax, the no-grad log-softmax for the per-token NLL, and in backward the "
             "full-size zero-filled gradients of the row selection and of the `[:, :-1]` shift). "
-            "The benchmark's model has only about 5x more parameters than one sample has logits; "
+            f"The benchmark's model has only {shape_ratio:.1f}x more parameters than an average "
+            "sample has logits; "
             "Llama-3.2-1B has about 20x (1.2B parameters vs 500 x 128k logits), so the measured "
             f"batch-1 ratio ({det['mem_ratio_b1']['median']:.2f}) understates leaf's advantage on "
             f"real students.{deep_txt} `--llama-1b --device cuda` measures the real shape.",
@@ -376,7 +379,10 @@ def render_explore(e: dict) -> list[str]:
         f"| peak memory / reference | {r['leaf_mem_over_reference']:.2f} "
         f"| {r['proto_mem_over_reference']:.2f} | 1 |",
         "",
-        "So the chunked output layer mainly buys memory; the time it saves is small on a CPU.",
+        f"The chunked output layer takes peak memory from {r['leaf_mem_over_reference']:.2f}x "
+        f"to {r['proto_mem_over_reference']:.2f}x the reference's and time from "
+        f"{r['leaf_over_forward']:.2f}x to {r['proto_over_forward']:.2f}x a plain forward pass "
+        f"({r['proto_over_leaf_time']:.2f}x leaf's time).",
         "",
     ]
 
