@@ -15,9 +15,11 @@ same strings.
 
 :func:`token_divergence` is the obvious implementation over ``[N, V]`` tensors.
 :func:`chunked_divergence` computes the same sums over a ``[B, T, V]`` batch in chunks of
-positions under activation checkpointing: only one chunk's float32 softmax tensors exist at a
-time, in the forward pass and again in the backward pass, so the extra memory is
-``chunk_size x V`` rather than ``tokens x V``.
+positions: each chunk's float32 softmax tensors exist only while that chunk is computed, and
+its gradient with respect to the student logits is computed at the same time and written into
+one ``tokens x V`` buffer (the student's gradient, which backward scales by the incoming
+per-group gradient in place), so the extra memory is that gradient plus ``chunk_size x V``
+temporaries rather than several ``tokens x V`` tensors, and nothing is recomputed.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 
@@ -72,19 +73,78 @@ def token_divergence(
     return div * temperature**2
 
 
-def _chunk_sums(
-    student: torch.Tensor,
-    teacher: torch.Tensor,
-    keep: torch.Tensor,
-    groups: torch.Tensor,
-    num_groups: int,
-    divergence: str,
-    temperature: float,
-    beta: float,
-) -> torch.Tensor:
-    # indexing happens inside the checkpointed function so that only views are saved
-    div = token_divergence(student[keep], teacher[keep], divergence, temperature, beta)
-    return torch.zeros(num_groups, dtype=div.dtype, device=div.device).index_add(0, groups, div)
+class _ChunkedRowSums(torch.autograd.Function):
+    """Per-group sums of per-position values, the gradient computed chunk by chunk in forward.
+
+    ``row_values(rows, lo, keep, done)`` returns the float32 values ``[n]`` of the ``n`` kept
+    positions of the chunk starting at ``lo``: ``keep`` indexes them inside the chunk, or is
+    ``None`` when the whole chunk is kept (then ``rows`` is a view, not a copy); ``done`` counts
+    the kept positions before this chunk. Each value depends on its own row only, so one
+    ``autograd.grad`` of their sum gives every row's gradient. Backward scales the stored
+    gradient rows by ``grad_output[group]`` in place, so the graph can be walked once only.
+    """
+
+    @staticmethod
+    def forward(ctx, student, groups, num_groups, chunk_size, row_values):
+        total = torch.zeros(num_groups, dtype=torch.float32, device=student.device)
+        needs_grad = ctx.needs_input_grad[0]
+        grad = torch.empty_like(student) if needs_grad else None
+        done = 0
+        for lo in range(0, student.shape[0], chunk_size):
+            g = groups[lo : lo + chunk_size]
+            keep = (g >= 0).nonzero(as_tuple=True)[0]
+            n = keep.numel()
+            whole = n == g.shape[0]
+            if needs_grad and not whole:
+                grad[lo : lo + chunk_size].zero_()
+            if n == 0:
+                continue
+            chunk = student[lo : lo + chunk_size]
+            rows = chunk.detach() if whole else chunk.index_select(0, keep)
+            sel = None if whole else keep
+            if needs_grad:
+                with torch.enable_grad():
+                    rows.requires_grad_(True)
+                    values = row_values(rows, lo, sel, done)
+                    (g_rows,) = torch.autograd.grad(values.sum(), rows)
+                if whole:
+                    grad[lo : lo + chunk_size].copy_(g_rows)
+                else:
+                    grad[lo : lo + chunk_size].index_copy_(0, keep, g_rows.to(grad.dtype))
+                del g_rows
+                values = values.detach()
+            else:
+                values = row_values(rows, lo, sel, done)
+            total.index_add_(0, g if whole else g[keep], values.float())
+            done += n
+        ctx.save_for_backward(grad, groups)
+        ctx.used = False
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        if ctx.used:
+            raise RuntimeError("chunked losses can be differentiated once (no retain_graph)")
+        ctx.used = True
+        grad, groups = ctx.saved_tensors
+        scale = torch.where(groups >= 0, grad_total[groups.clamp(min=0)], 0.0)
+        grad.mul_(scale.unsqueeze(-1).to(grad.dtype))
+        return grad, None, None, None, None
+
+
+def _row_sums(student, groups, num_groups, chunk_size, row_values) -> torch.Tensor:
+    if torch.is_grad_enabled() and student.requires_grad:
+        return _ChunkedRowSums.apply(student, groups, num_groups, chunk_size, row_values)
+    with torch.no_grad():
+        return _ChunkedRowSums.forward(_NoCtx(), student, groups, num_groups, chunk_size,
+                                       row_values)
+
+
+class _NoCtx:
+    needs_input_grad = (False,)
+
+    def save_for_backward(self, *tensors) -> None:
+        pass
 
 
 def chunked_divergence(
@@ -113,20 +173,13 @@ def chunked_divergence(
     if teacher.shape[0] != student.shape[0] or groups.shape[0] != student.shape[0]:
         raise ValueError("student logits, teacher logits and groups must cover the same positions")
     teacher = teacher.to(student.device)
-    total = torch.zeros(num_groups, dtype=torch.float32, device=student.device)
-    needs_grad = torch.is_grad_enabled() and student.requires_grad
-    for lo in range(0, student.shape[0], chunk_size):
-        g = groups[lo : lo + chunk_size]
-        keep = (g >= 0).nonzero(as_tuple=True)[0]
-        if keep.numel() == 0:
-            continue
-        s, t = student[lo : lo + chunk_size], teacher[lo : lo + chunk_size]
-        args = (s, t, keep, g[keep], num_groups, divergence, temperature, beta)
-        if needs_grad:  # keep only the chunk's inputs; recompute its softmaxes in backward
-            total = total + checkpoint(_chunk_sums, *args, use_reentrant=False)
-        else:
-            total = total + _chunk_sums(*args)
-    return total
+
+    def row_values(rows, lo, keep, done):
+        t = teacher[lo : lo + chunk_size]
+        t = t if keep is None else t.index_select(0, keep)
+        return token_divergence(rows, t, divergence, temperature, beta)
+
+    return _row_sums(student, groups, num_groups, chunk_size, row_values)
 
 
 def chunked_cross_entropy(
@@ -139,34 +192,26 @@ def chunked_cross_entropy(
     vocab = student_logits.shape[-1]
     logits = student_logits.reshape(-1, vocab)
     labels = labels.reshape(-1).to(logits.device)
-    total = torch.zeros((), dtype=torch.float32, device=logits.device)
-    needs_grad = torch.is_grad_enabled() and logits.requires_grad
+    groups = torch.where(labels != -100, 0, -1)
+    targets = labels.clamp(min=0)
 
-    def ce(chunk: torch.Tensor, keep: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(chunk[keep].float(), target, reduction="sum")
+    def row_values(rows, lo, keep, done):
+        y = targets[lo : lo + chunk_size]
+        y = y if keep is None else y.index_select(0, keep)
+        return F.cross_entropy(rows.float(), y, reduction="none")
 
-    for lo in range(0, logits.shape[0], chunk_size):
-        y = labels[lo : lo + chunk_size]
-        keep = (y != -100).nonzero(as_tuple=True)[0]
-        if keep.numel() == 0:
-            continue
-        args = (logits[lo : lo + chunk_size], keep, y[keep])
-        total = total + (checkpoint(ce, *args, use_reentrant=False) if needs_grad else ce(*args))
-    return total
+    return _row_sums(logits, groups, 1, chunk_size, row_values)[0]
 
 
-def _sparse_chunk_sums(
-    student: torch.Tensor,
-    keep: torch.Tensor,
+def _sparse_values(
+    rows: torch.Tensor,
     top_idx: torch.Tensor,
     top_logits: torch.Tensor,
-    groups: torch.Tensor,
-    num_groups: int,
     divergence: str,
     temperature: float,
     beta: float,
 ) -> torch.Tensor:
-    log_s = F.log_softmax(student[keep].float() / temperature, dim=-1)  # [n, V]
+    log_s = F.log_softmax(rows.float() / temperature, dim=-1)  # [n, V]
     log_s_top = log_s.gather(-1, top_idx.long())  # [n, K]
     log_q = F.log_softmax(top_logits.float() / temperature, dim=-1)  # renormalised top-k
     if divergence == "forward_kl":
@@ -181,8 +226,7 @@ def _sparse_chunk_sums(
             div = beta * _kl(log_q, log_m) + (1.0 - beta) * (inside + outside)
     else:
         raise ValueError(f"{divergence} needs the full teacher distribution, not a top-k cache")
-    div = div * temperature**2
-    return torch.zeros(num_groups, dtype=div.dtype, device=div.device).index_add(0, groups, div)
+    return div * temperature**2
 
 
 def chunked_sparse_divergence(
@@ -214,20 +258,10 @@ def chunked_sparse_divergence(
     if top_indices.numel() and int(top_indices.max()) >= vocab:
         raise ValueError(f"cached teacher ids reach {int(top_indices.max())}, beyond the "
                          f"student's {vocab} logits; rebuild the cache with --student")
-    total = torch.zeros(num_groups, dtype=torch.float32, device=student.device)
-    needs_grad = torch.is_grad_enabled() and student.requires_grad
-    done = 0
-    for lo in range(0, student.shape[0], chunk_size):
-        g = groups[lo : lo + chunk_size]
-        keep = (g >= 0).nonzero(as_tuple=True)[0]
-        n = keep.numel()
-        if n == 0:
-            continue
-        args = (student[lo : lo + chunk_size], keep, top_indices[done : done + n],
-                top_logits[done : done + n], g[keep], num_groups, divergence, temperature, beta)
-        done += n
-        if needs_grad:
-            total = total + checkpoint(_sparse_chunk_sums, *args, use_reentrant=False)
-        else:
-            total = total + _sparse_chunk_sums(*args)
-    return total
+
+    def row_values(rows, lo, keep, done):
+        n = rows.shape[0]
+        return _sparse_values(rows, top_indices[done : done + n], top_logits[done : done + n],
+                              divergence, temperature, beta)
+
+    return _row_sums(student, groups, num_groups, chunk_size, row_values)
