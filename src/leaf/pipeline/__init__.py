@@ -1,0 +1,52 @@
+"""``leaf run``: the whole LeaF pipeline from one config, resumable stage by stage.
+
+:func:`run_pipeline` loads a config (:mod:`leaf.pipeline.config`), builds the stage list
+(:mod:`leaf.pipeline.plan`) and runs it in a run directory whose ``manifest.json``
+(:mod:`leaf.pipeline.manifest`) records every stage; finished stages are skipped and killed
+ones resume (:mod:`leaf.pipeline.runner`). ``results.json`` and the tables come from
+:mod:`leaf.pipeline.results` and :mod:`leaf.pipeline.tables`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from leaf.pipeline.config import load_config
+from leaf.pipeline.manifest import Manifest, utc_now
+from leaf.pipeline.runner import RunLock, run_stages
+
+
+def run_pipeline(
+    config: str | Path | dict,
+    run_dir: str | Path,
+    *,
+    quick: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Run (or resume) every stage of ``config`` in ``run_dir``; return ``results.json``."""
+    from leaf.pipeline.plan import build_stages
+
+    cfg = config if isinstance(config, dict) else load_config(config, quick=quick)
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    with RunLock(run):
+        manifest = Manifest(run)
+        snapshot = run / "config.json"
+        tmp = snapshot.with_name(snapshot.name + ".tmp")
+        tmp.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.replace(snapshot)
+        manifest.update_run(name=cfg["name"], config=cfg.get("config_path"), quick=cfg["quick"],
+                            started_at=utc_now(), finished_at=None, status="running")
+        t0 = time.monotonic()
+        try:
+            outcome = run_stages(manifest, build_stages(cfg, run), log=log)
+        except BaseException:
+            manifest.update_run(status="failed")
+            raise
+        manifest.update_run(status="done", finished_at=utc_now(),
+                            seconds=round(time.monotonic() - t0, 1),
+                            ran=sorted(k for k, v in outcome.items() if v == "ran"))
+    return json.loads((run / "results.json").read_text(encoding="utf-8"))

@@ -1,0 +1,254 @@
+"""The LeaF pipeline as a list of stages, built from a run config.
+
+Run directory layout::
+
+    manifest.json  config.json  results.json
+    data/train.jsonl  data/<split>.jsonl          testbed splits (or copies of the given files)
+    screen/screened.jsonl                         leaf screen
+    detect/<level>.jsonl                          leaf detect, one per level
+    prune/<set>.jsonl                             leaf prune, one per counterfactual set
+    train/<variant>.jsonl                         originals + the variant's verified counterfactuals
+    distill/<variant>/seed<k>/                    leaf distill (config.yaml, model, trainer state)
+    eval/<model>/<split>/                         leaf eval (predictions, metrics.json)
+    detection/<rule>.json                         pruned spans against the planted spans
+
+Stage commands run in this process through :func:`leaf.cli.main`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from leaf.data.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
+from leaf.errors import LeafError
+from leaf.pipeline.runner import Stage
+
+
+def call_leaf(argv: list[str]) -> None:
+    """Run one ``leaf`` subcommand in this process; raise if it fails."""
+    from leaf.cli import main
+
+    rc = main([str(a) for a in argv])
+    if rc != 0:
+        raise LeafError(f"`leaf {' '.join(str(a) for a in argv)}` exited with status {rc}")
+
+
+def _opt(flag: str, value: Any) -> list[str]:
+    return [] if value is None else [flag, str(value)]
+
+
+def model_keys(cfg: dict) -> list[str]:
+    """Every model a run evaluates: teacher, student (pre-KD), then ``variant-s<seed>``."""
+    keys = ["teacher", "student"]
+    for variant in cfg["distill"]["variants"]:
+        keys += [f"{variant}-s{seed}" for seed in cfg["distill"]["seeds"]]
+    return keys
+
+
+def test_splits(cfg: dict) -> list[str]:
+    data = cfg["data"]
+    if data.get("testbed"):
+        sizes = data.get("sizes") or {}
+        from leaf.testbed.tasks import DEFAULT_SIZES
+
+        merged = {**DEFAULT_SIZES, **sizes}
+        return [s for s in merged if s != "train" and merged[s]]
+    return list(data["tests"])
+
+
+def build_stages(cfg: dict, run_dir: str | Path) -> list[Stage]:
+    """All stages of one run, in the order they must run."""
+    run = Path(run_dir)
+    common = ["--device", cfg["device"], "--dtype", cfg["dtype"]]
+    teacher, student = cfg["teacher"], cfg["student"]
+    stages: list[Stage] = []
+
+    # -- data
+    splits = test_splits(cfg)
+    data_out = {"train": run / "data" / "train.jsonl"}
+    data_out.update({s: run / "data" / f"{s}.jsonl" for s in splits})
+    stages.append(_data_stage(cfg, data_out))
+    train = data_out["train"]
+
+    # -- screen
+    screened = run / "screen" / "screened.jsonl"
+    sc = cfg["screen"]
+    argv = ["screen", "--teacher", teacher, "--student", student, "--data", train,
+            "--out", screened, *_opt("--batch-size", sc.get("batch_size")),
+            *_opt("--max-new-tokens", sc.get("max_new_tokens")), *common]
+    stages.append(Stage("screen", lambda a=argv: call_leaf(a), {"screened": screened},
+                        {"teacher": teacher, "student": student, "data": train}, {"argv": argv}))
+
+    # -- detect, one stage per level
+    det = cfg["detect"]
+    scores: dict[str, Path] = {}
+    for level in det["levels"]:
+        out = run / "detect" / f"{level}.jsonl"
+        argv = ["detect", "--teacher", teacher, "--student", student, "--data", screened,
+                "--out", out, "--level", level, *_opt("--batch-size", det.get("batch_size")),
+                *common]
+        if level == "response":
+            argv += _opt("--segments", det.get("segments"))
+        if det.get("all"):
+            argv.append("--all")
+        scores[level] = out
+        stages.append(Stage(f"detect_{level}", lambda a=argv: call_leaf(a), {"scores": out},
+                            {"teacher": teacher, "student": student, "data": screened},
+                            {"argv": argv}))
+
+    # -- prune, one stage per counterfactual set
+    sets: dict[str, Path] = {}
+    for name, spec in cfg["counterfactuals"].items():
+        p = {**cfg["prune"], **spec}
+        out = run / "prune" / f"{name}.jsonl"
+        argv = ["prune", "--data", train, "--scores", scores[p.get("level", "instruction")],
+                "--out", out, "--threshold-mode", p["threshold_mode"], "--tau", p["tau"],
+                "--quantile", p["quantile"], "--strategy", p.get("strategy", "span"),
+                "--masking", p.get("masking", "gradient"), "--seed", p["seed"]]
+        inputs: dict[str, Path | str] = {"data": train, "scores": scores[p.get("level", "instruction")]}
+        if p.get("verify"):
+            argv += ["--verify", "--teacher", teacher, "--student", student,
+                     *_opt("--max-new-tokens", cfg["screen"].get("max_new_tokens")),
+                     *_opt("--batch-size", cfg["screen"].get("batch_size")), *common]
+            inputs.update(teacher=teacher, student=student)
+        sets[name] = out
+        stages.append(Stage(f"prune_{name}", lambda a=argv: call_leaf(a),
+                            {"counterfactuals": out}, inputs, {"argv": argv}))
+
+    # -- distil every variant for every seed
+    dcfg = cfg["distill"]
+    models: dict[str, Path | str] = {"teacher": teacher, "student": student}
+    for variant, set_names in dcfg["variants"].items():
+        train_file = run / "train" / f"{variant}.jsonl"
+        src = {n: sets[n] for n in set_names or []}
+        stages.append(Stage(
+            f"trainset_{variant}",
+            lambda t=train, s=src, o=train_file: build_train_file(t, s, o),
+            {"train": train_file}, {"data": train, **src}, {"sets": sorted(src)},
+        ))
+        for seed in dcfg["seeds"]:
+            out_dir = run / "distill" / variant / f"seed{seed}"
+            dconf = {
+                **dcfg.get("args", {}),
+                "teacher_model": teacher, "student_model": student,
+                "train_file": str(train_file), "hybrid_lambda": dcfg["hybrid_lambda"],
+                "output_dir": str(out_dir / "model"), "seed": seed,
+            }
+            key = f"{variant}-s{seed}"
+            stages.append(Stage(
+                f"distill_{key}", lambda c=dconf, d=out_dir: run_distill(c, d),
+                {"model": out_dir / "model"},
+                {"teacher": teacher, "student": student, "train": train_file},
+                {"config": dconf},
+            ))
+            models[key] = out_dir / "model"
+
+    # -- evaluate every model on every test split
+    ev = cfg["evaluate"]
+    metrics: dict[str, Path] = {}
+    for key, model in models.items():
+        for split in splits:
+            out = run / "eval" / key / split
+            argv = ["eval", "--model", model, "--bench", data_out[split], "--out", out,
+                    *_opt("--batch-size", ev.get("batch_size")),
+                    *_opt("--max-new-tokens", ev.get("max_new_tokens")), *common]
+            metrics[f"{key}/{split}"] = out / "metrics.json"
+            stages.append(Stage(f"eval_{key}_{split}", lambda a=argv: call_leaf(a),
+                                {"dir": out, "metrics": out / "metrics.json"},
+                                {"model": model, "bench": data_out[split]}, {"argv": argv}))
+
+    # -- detection quality against planted spans (testbed data carries `planted`)
+    detection: dict[str, Path] = {}
+    for rule, set_name in cfg["detection"]["rules"].items():
+        out = run / "detection" / f"{rule}.json"
+        detection[rule] = out
+        stages.append(Stage(f"detection_{rule}",
+                            lambda s=sets[set_name], o=out: detection_metrics(s, o),
+                            {"metrics": out}, {"counterfactuals": sets[set_name]},
+                            {"rule": rule, "set": set_name}))
+
+    # -- one results file for tables and reports
+    from leaf.pipeline.results import collect_results
+
+    results = run / "results.json"
+    inputs = {"screened": screened, **{f"set:{k}": v for k, v in sets.items()},
+              **{f"metrics:{k}": v for k, v in metrics.items()},
+              **{f"detection:{k}": v for k, v in detection.items()}}
+    stages.append(Stage("results", lambda: collect_results(cfg, run), {"results": results},
+                        inputs, {"splits": splits, "models": list(models)}))
+    return stages
+
+
+def _data_stage(cfg: dict, outs: dict[str, Path]) -> Stage:
+    data = cfg["data"]
+    if data.get("testbed"):
+        sizes = data.get("sizes")
+        params = {"testbed": data["testbed"], "seed": data["seed"], "bias": data["bias"],
+                  "sizes": sizes}
+
+        def make() -> None:
+            from leaf.testbed.tasks import write_splits
+
+            write_splits(outs["train"].parent, data["testbed"], seed=data["seed"],
+                         bias=data["bias"], sizes=sizes)
+
+        return Stage("data", make, outs, {}, params)
+
+    src = {"train": data["train"], **data["tests"]}
+
+    def copy() -> None:
+        from leaf.data.schema import read_samples
+
+        for k, path in src.items():
+            read_samples(path, need_response=(k == "train"), need_grading=True)
+            outs[k].parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, outs[k].with_name(outs[k].name + ".tmp"))
+            outs[k].with_name(outs[k].name + ".tmp").replace(outs[k])
+
+    return Stage("data", copy, outs, dict(src), {"files": sorted(src)})
+
+
+def build_train_file(train: Path, sets: dict[str, Path], out: Path) -> None:
+    """Originals of every training sample plus the sets' kept counterfactuals, atomically.
+
+    A counterfactual is kept when it was verified (``verified`` true) or not checked (null);
+    rows that failed verification are dropped. Originals come from ``train`` so that a variant
+    with no counterfactual sets (plain KD) trains on exactly the same originals.
+    """
+    rows = [
+        {**s, "origin_id": s["id"], "kind": "original", "level": "instruction", "pruned": [],
+         "verified": None}
+        for s in read_jsonl(train)
+    ]
+    seen: set[str] = set()
+    for name, path in sets.items():
+        for r in read_jsonl(path):
+            if r.get("kind") != "counterfactual" or r.get("verified") is False:
+                continue
+            if r["id"] in seen:
+                raise LeafError(f"{path}: counterfactual id {r['id']!r} also appears in another "
+                                f"set of this variant ({name})")
+            seen.add(r["id"])
+            rows.append(r)
+    write_jsonl_atomic(out, rows)
+
+
+def run_distill(dconf: dict, out_dir: Path) -> None:
+    """Write the variant's distill config and run ``leaf distill`` (resumes from checkpoints)."""
+    import yaml
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "config.yaml"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(dconf, sort_keys=True), encoding="utf-8")
+    tmp.replace(path)
+    call_leaf(["distill", "--config", path])
+
+
+def detection_metrics(counterfactuals: Path, out: Path) -> None:
+    """Score the set's pruned spans against the planted spans recorded in each sample."""
+    from leaf.testbed.metrics import detection_report
+
+    write_json_atomic(out, detection_report(read_jsonl(counterfactuals)))

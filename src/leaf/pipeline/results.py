@@ -1,0 +1,171 @@
+"""Collect a run's metrics into ``results.json`` and summarise them with confidence intervals.
+
+``results.json``::
+
+    {"name": ..., "quick": false, "splits": ["test_id", ...], "seeds": [0, 1, 2],
+     "models": {"teacher": {"test_id": {"accuracy": 1.0, "n": 200}, ...}, "kd-s0": {...}},
+     "rows": [{"key": "kd", "label": "KD w/o mask", "seeds": [0, 1, 2],
+               "cells": {"test_id": {"mean": .9, "lo": .85, "hi": .95, "values": [...],
+                                     "interval": "t over seeds" | "Wilson over samples"}}}],
+     "counts": {"train": 1000, "screened": 1000, "detected": 41,
+                "sets": {"instruction_span": {"samples": 41, "counterfactuals": 60,
+                                              "verified": 14, "rejected": 46}}},
+     "detection": {"gradient": {...}, "ppl": {...}},
+     "timings": {"stage": seconds, ...}, "total_seconds": 123.4}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from leaf.data.jsonl import iter_jsonl, write_json_atomic
+
+LABELS = {
+    "teacher": "Teacher",
+    "student": "Student (Pre-KD)",
+    "kd": "KD w/o mask",
+    "leaf_instr": "LeaF (instruction)",
+    "leaf_instr_resp": "LeaF (instruction + response)",
+    "leaf_collective": "LeaF (instruction, collective pruning)",
+}
+# two-sided 95% Student-t quantiles t_{0.975, df}, df = 1..30
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+         2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def t_interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and 95% Student-t interval ``mean +- t_{0.975,n-1} s / sqrt(n)`` (n >= 2)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, mean, mean
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    t = _T975[n - 2] if n - 1 <= len(_T975) else 1.96
+    half = t * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson 95% interval of a proportion ``p`` observed on ``n`` samples."""
+    if n <= 0:
+        return 0.0, 1.0
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def score_of(metrics: dict) -> float:
+    """The headline score of a ``leaf eval`` metrics object (accuracy, pass@1 or EM)."""
+    for key in ("accuracy", "pass@1", "em"):
+        if key in metrics:
+            return float(metrics[key])
+    raise KeyError(f"no accuracy, pass@1 or em in metrics {sorted(metrics)}")
+
+
+def summarise(models: dict[str, dict], variants: list[str], seeds: list[int],
+              splits: list[str]) -> list[dict]:
+    """One table row per model group: fixed models alone, variants over their seeds."""
+    rows = []
+    for key in ["teacher", "student", *variants]:
+        members = [key] if key in ("teacher", "student") else [f"{key}-s{s}" for s in seeds]
+        members = [m for m in members if m in models]
+        if not members:
+            continue
+        cells = {}
+        for split in splits:
+            got = [models[m][split] for m in members if split in models[m]]
+            if not got:
+                continue
+            values = [g["accuracy"] for g in got]
+            if len(values) >= 2:
+                mean, lo, hi = t_interval(values)
+                kind = "t over seeds"
+            else:
+                mean = values[0]
+                lo, hi = wilson_interval(mean, got[0]["n"])
+                kind = "Wilson over samples"
+            cells[split] = {"mean": mean, "lo": lo, "hi": hi, "values": values,
+                            "n": got[0]["n"], "interval": kind}
+        rows.append({"key": key, "label": LABELS.get(key, key),
+                     "seeds": [] if key in ("teacher", "student") else
+                     [s for s in seeds if f"{key}-s{s}" in models], "cells": cells})
+    return rows
+
+
+def _count_rows(path: Path) -> int:
+    return sum(1 for _ in iter_jsonl(path)) if path.exists() else 0
+
+
+def set_counts(path: Path) -> dict[str, int]:
+    """How many samples got counterfactuals, how many were made, verified and rejected."""
+    made = verified = rejected = 0
+    origins: set[str] = set()
+    for _, r in iter_jsonl(path):
+        if r.get("kind") != "counterfactual":
+            continue
+        made += 1
+        origins.add(r.get("origin_id"))
+        verified += r.get("verified") is True
+        rejected += r.get("verified") is False
+    return {"samples": len(origins), "counterfactuals": made, "verified": verified,
+            "rejected": rejected}
+
+
+def collect_results(cfg: dict, run_dir: str | Path) -> dict[str, Any]:
+    """Read every metrics file of a finished run and write ``results.json``."""
+    from leaf.pipeline.manifest import Manifest
+    from leaf.pipeline.plan import model_keys, test_splits
+
+    run = Path(run_dir)
+    splits = test_splits(cfg)
+    models: dict[str, dict] = {}
+    for key in model_keys(cfg):
+        for split in splits:
+            path = run / "eval" / key / split / "metrics.json"
+            if path.exists():
+                m = json.loads(path.read_text(encoding="utf-8"))
+                models.setdefault(key, {})[split] = {"accuracy": score_of(m), "n": int(m["n"])}
+    screened = run / "screen" / "screened.jsonl"
+    detected = 0
+    if screened.exists():
+        detected = sum(1 for _, r in iter_jsonl(screened)
+                       if r.get("teacher_correct") and not r.get("student_correct"))
+    counts = {
+        "train": _count_rows(run / "data" / "train.jsonl"),
+        "screened": _count_rows(screened),
+        "detected": detected,
+        "sets": {name: set_counts(run / "prune" / f"{name}.jsonl")
+                 for name in cfg["counterfactuals"]},
+    }
+    detection = {}
+    for rule in cfg["detection"]["rules"]:
+        path = run / "detection" / f"{rule}.json"
+        if path.exists():
+            detection[rule] = json.loads(path.read_text(encoding="utf-8"))
+    stages = Manifest(run).stages
+    timings = {k: v.get("seconds_total", v.get("seconds")) for k, v in stages.items()}
+    results = {
+        "name": cfg["name"],
+        "quick": cfg.get("quick", False),
+        "config_path": cfg.get("config_path"),
+        "data": cfg["data"],
+        "teacher": cfg["teacher"],
+        "student": cfg["student"],
+        "splits": splits,
+        "seeds": cfg["distill"]["seeds"],
+        "variants": {k: list(v or []) for k, v in cfg["distill"]["variants"].items()},
+        "models": models,
+        "rows": summarise(models, list(cfg["distill"]["variants"]), cfg["distill"]["seeds"],
+                          splits),
+        "counts": counts,
+        "detection": detection,
+        "timings": timings,
+        "total_seconds": round(sum(t or 0 for t in timings.values()), 1),
+    }
+    write_json_atomic(run / "results.json", results)
+    return results
