@@ -180,6 +180,9 @@ def _check_and_resolve(cfg: dict, path: Path) -> None:
     for rule, cset in cfg["detection"]["rules"].items():
         if cset not in cfg["counterfactuals"]:
             raise bad(f"detection.rules.{rule}: unknown counterfactual set {cset!r}")
+        if cfg["counterfactuals"][cset].get("level", "instruction") != "instruction":
+            raise bad(f"detection.rules.{rule}: planted spans are in the instruction; "
+                      f"set {cset!r} must be instruction level")
     seeds = cfg["distill"]["seeds"]
     if not seeds or not all(isinstance(s, int) for s in seeds):
         raise bad(f"distill.seeds: a non-empty list of integers, got {seeds}")

@@ -75,6 +75,20 @@ def hash_config(obj: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def portable(obj: Any, root: Path) -> Any:
+    """``obj`` with every path inside ``root`` made relative to it (JSON-ready, movable)."""
+    if isinstance(obj, dict):
+        return {str(k): portable(v, root) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [portable(v, root) for v in obj]
+    if isinstance(obj, Path):
+        try:
+            return obj.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            return str(obj)
+    return obj
+
+
 class Manifest:
     """Read and atomically update ``RUN_DIR/manifest.json``."""
 

@@ -133,8 +133,8 @@ def build_stages(cfg: dict, run_dir: str | Path) -> list[Stage]:
             dconf = {
                 **dcfg.get("args", {}),
                 "teacher_model": teacher, "student_model": student,
-                "train_file": str(train_file), "hybrid_lambda": dcfg["hybrid_lambda"],
-                "output_dir": str(out_dir / "model"), "seed": seed,
+                "train_file": train_file, "hybrid_lambda": dcfg["hybrid_lambda"],
+                "output_dir": out_dir / "model", "seed": seed,
             }
             key = f"{variant}-s{seed}"
             stages.append(Stage(
@@ -163,10 +163,11 @@ def build_stages(cfg: dict, run_dir: str | Path) -> list[Stage]:
     detection: dict[str, Path] = {}
     for rule, set_name in cfg["detection"]["rules"].items():
         out = run / "detection" / f"{rule}.json"
+        sc = scores[cfg["counterfactuals"][set_name].get("level", "instruction")]
         detection[rule] = out
         stages.append(Stage(f"detection_{rule}",
-                            lambda s=sets[set_name], o=out: detection_metrics(s, o),
-                            {"metrics": out}, {"counterfactuals": sets[set_name]},
+                            lambda s=sets[set_name], c=sc, o=out: detection_metrics(s, c, o),
+                            {"metrics": out}, {"counterfactuals": sets[set_name], "scores": sc},
                             {"rule": rule, "set": set_name}))
 
     # -- one results file for tables and reports
@@ -242,13 +243,26 @@ def run_distill(dconf: dict, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "config.yaml"
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(dconf, sort_keys=True), encoding="utf-8")
+    plain = {k: str(v) if isinstance(v, Path) else v for k, v in dconf.items()}
+    tmp.write_text(yaml.safe_dump(plain, sort_keys=True), encoding="utf-8")
     tmp.replace(path)
     call_leaf(["distill", "--config", path])
 
 
-def detection_metrics(counterfactuals: Path, out: Path) -> None:
-    """Score the set's pruned spans against the planted spans recorded in each sample."""
-    from leaf.testbed.metrics import detection_report
+def detection_metrics(counterfactuals: Path, scores: Path, out: Path) -> None:
+    """Score a set's pruned instruction spans against each sample's planted spans.
 
-    write_json_atomic(out, detection_report(read_jsonl(counterfactuals)))
+    Only samples that ``leaf detect`` scored count (a scored sample with nothing pruned is a
+    miss); samples never scored (the student was right) are left out.
+    """
+    from leaf.testbed.metrics import detection_quality, flagged_from_counterfactuals
+
+    scored = {r["id"] for r in read_jsonl(scores) if r.get("level") == "instruction"}
+    rows = read_jsonl(counterfactuals)
+    flagged = {k: v for k, v in flagged_from_counterfactuals(rows).items() if k in scored}
+    samples = [r for r in rows if r.get("kind") == "original"]
+    missing = [r["id"] for r in samples if r["id"] in flagged and "planted" not in r]
+    if missing:
+        raise LeafError(f"{counterfactuals}: sample {missing[0]!r} has no `planted` spans; "
+                        "detection metrics need testbed data (drop `detection:` otherwise)")
+    write_json_atomic(out, detection_quality(samples, flagged))

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from leaf.errors import LeafError
-from leaf.pipeline.manifest import Manifest, digest_path, hash_config, utc_now
+from leaf.pipeline.manifest import Manifest, digest_path, hash_config, portable, utc_now
 
 
 @dataclass
@@ -94,8 +94,9 @@ def run_stages(
     outcome: dict[str, str] = {}
     for i, stage in enumerate(stages, start=1):
         input_digests = {k: _input_digest(v, produced) for k, v in sorted(stage.inputs.items())}
+        params = portable(stage.params, manifest.run_dir)
         chash = hash_config({
-            "params": stage.params,
+            "params": params,
             "inputs": input_digests,
             "outputs": {k: manifest.rel(v) for k, v in sorted(stage.outputs.items())},
         })
@@ -110,7 +111,7 @@ def run_stages(
             if not resuming:
                 _remove_outputs(manifest.run_dir, stage.outputs)
             log(f"{tag}: {'resuming' if resuming else 'running'}")
-            _run_one(manifest, stage, chash, input_digests, rec)
+            _run_one(manifest, stage, params, chash, input_digests, rec)
             outcome[stage.name] = "ran"
         digests = manifest.stage(stage.name).get("output_digests", {})
         for k, p in stage.outputs.items():
@@ -129,7 +130,8 @@ def _input_digest(value: Path | str, produced: dict[str, str]) -> str:
 
 
 def _run_one(
-    manifest: Manifest, stage: Stage, chash: str, input_digests: dict[str, str], rec: dict
+    manifest: Manifest, stage: Stage, params: Any, chash: str, input_digests: dict[str, str],
+    rec: dict,
 ) -> None:
     attempts = int(rec.get("attempts", 0)) + 1
     prior = float(rec.get("seconds_total", 0.0)) if rec.get("config_hash") == chash else 0.0
@@ -137,7 +139,7 @@ def _run_one(
         stage.name,
         status="running",
         config_hash=chash,
-        params=stage.params,
+        params=params,
         inputs={k: manifest.rel(v) for k, v in stage.inputs.items()},
         input_digests=input_digests,
         outputs={k: manifest.rel(v) for k, v in stage.outputs.items()},

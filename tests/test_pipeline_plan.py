@@ -1,0 +1,192 @@
+"""The LeaF plan wired with fake stage commands: argv, train files, results, re-runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+import leaf.pipeline.plan as plan
+from leaf.data.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
+from leaf.errors import LeafError
+from leaf.pipeline import run_pipeline
+from leaf.pipeline.config import load_config
+from leaf.pipeline.tables import render
+
+
+def _sample(i: int, split: str) -> dict:
+    return {"id": f"{split}-{i}", "task": "math", "instruction": f"a = {i} ; rumor : 9 ; query a ?",
+            "response": f"{i}. The answer is {i}.", "answer": str(i),
+            "planted": {"misleading": [[17, 18]], "distractor": [[9, 20]]}}
+
+
+class FakeLeaf:
+    """Stands in for `leaf.cli.main`: writes each command's outputs in the agreed formats."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def __call__(self, argv: list[str]) -> None:
+        argv = [str(a) for a in argv]
+        self.calls.append(argv)
+        opt = {argv[i]: argv[i + 1] for i in range(1, len(argv) - 1) if argv[i].startswith("--")}
+        cmd = argv[0]
+        if cmd == "screen":
+            rows = [{**r, "teacher_correct": True, "student_correct": k % 2 == 0}
+                    for k, r in enumerate(read_jsonl(opt["--data"]))]
+            write_jsonl_atomic(opt["--out"], rows)
+        elif cmd == "detect":
+            rows = [{"id": r["id"], "level": opt["--level"], "units": [[0, 1]], "diff": [0.0]}
+                    for r in read_jsonl(opt["--data"]) if not r["student_correct"]]
+            write_jsonl_atomic(opt["--out"], rows)
+        elif cmd == "prune":
+            scored = {r["id"]: r["level"] for r in read_jsonl(opt["--scores"])}
+            out = []
+            for k, s in enumerate(read_jsonl(opt["--data"])):
+                out.append({**s, "origin_id": s["id"], "kind": "original", "pruned": [],
+                            "level": "instruction", "verified": None})
+                if s["id"] in scored:
+                    level = scored[s["id"]]
+                    tag = "i" if level == "instruction" else "r1."
+                    out.append({**s, "id": f"{s['id']}#{tag}0", "origin_id": s["id"],
+                                "kind": "counterfactual", "level": level, "pruned": [[17, 18]],
+                                "masking": opt["--masking"], "strategy": opt["--strategy"],
+                                "verified": (k % 3 != 0) if "--verify" in argv else None})
+            write_jsonl_atomic(opt["--out"], out)
+        elif cmd == "distill":
+            conf = yaml.safe_load(Path(opt["--config"]).read_text())
+            n = len(read_jsonl(conf["train_file"]))
+            write_json_atomic(Path(conf["output_dir"]) / "config.json",
+                              {"n": n, "seed": conf["seed"], "lr": conf["learning_rate"]})
+        elif cmd == "eval":
+            model, n = opt["--model"], len(read_jsonl(opt["--bench"]))
+            acc = {"teacher": 1.0, "student": 0.5}.get(Path(model).name)
+            if acc is None:
+                seed = json.loads((Path(model) / "config.json").read_text())["seed"]
+                acc = 0.6 + 0.1 * seed
+            write_json_atomic(Path(opt["--out"]) / "metrics.json",
+                              {"task": "math", "n": n, "accuracy": acc})
+        else:
+            raise AssertionError(argv)
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    f = FakeLeaf()
+    monkeypatch.setattr(plan, "call_leaf", f)
+    monkeypatch.setattr(plan, "detection_metrics", lambda cf, sc, out: write_json_atomic(
+        out, {"span_recall": 1.0, "token_precision": 0.5, "n_samples": 3}))
+    return f
+
+
+@pytest.fixture
+def config(tmp_path) -> Path:
+    files = {}
+    for split, n in (("train", 6), ("test_id", 4), ("test_anti", 4), ("test_clean", 4)):
+        files[split] = write_jsonl_path(tmp_path / f"{split}.jsonl",
+                                        [_sample(i, split) for i in range(n)])
+    for role in ("teacher", "student"):
+        (tmp_path / role).mkdir()
+        (tmp_path / role / "config.json").write_text("{}")
+    cfg = {
+        "name": "fake",
+        "data": {"train": "train.jsonl",
+                 "tests": {s: f"{s}.jsonl" for s in ("test_id", "test_anti", "test_clean")}},
+        "teacher": "teacher", "student": "student",
+        "counterfactuals": {
+            "instruction_span": {"level": "instruction", "verify": True},
+            "response_span": {"level": "response", "verify": True},
+            "instruction_random": {"level": "instruction", "masking": "random"},
+        },
+        "distill": {"seeds": [0, 1], "args": {"learning_rate": 0.001, "max_steps": 3},
+                    "variants": {"kd": [], "leaf_instr": ["instruction_span"],
+                                 "leaf_instr_resp": ["instruction_span", "response_span"]}},
+        "detection": {"rules": {"gradient": "instruction_span", "random": "instruction_random"}},
+        "quick": {"distill": {"seeds": [0]}},
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def write_jsonl_path(path: Path, rows: list[dict]) -> Path:
+    write_jsonl_atomic(path, rows)
+    return path
+
+
+def test_plan_runs_every_stage_and_collects_results(fake, config, tmp_path):
+    run = tmp_path / "run"
+    results = run_pipeline(load_config(config), run, log=lambda s: None)
+    cmds = [c[0] for c in fake.calls]
+    assert cmds[:3] == ["screen", "detect", "detect"]
+    assert cmds.count("prune") == 3 and cmds.count("distill") == 6
+    assert cmds.count("eval") == (2 + 6) * 3
+    # verification only where the set asks for it, with both models
+    verify = {Path(c[c.index("--out") + 1]).stem: "--verify" in c
+              for c in fake.calls if c[0] == "prune"}
+    assert verify == {"instruction_span": True, "response_span": True,
+                      "instruction_random": False}
+    # train files: plain KD has only originals; LeaF adds the verified counterfactuals
+    kd = read_jsonl(run / "train" / "kd.jsonl")
+    assert len(kd) == 6 and {r["kind"] for r in kd} == {"original"}
+    instr = read_jsonl(run / "train" / "leaf_instr.jsonl")
+    both = read_jsonl(run / "train" / "leaf_instr_resp.jsonl")
+    cf_instr = [r for r in instr if r["kind"] == "counterfactual"]
+    assert cf_instr and all(r["verified"] is True for r in cf_instr)
+    assert {r["level"] for r in both if r["kind"] == "counterfactual"} == {"instruction", "response"}
+    dconf = yaml.safe_load((run / "distill" / "kd" / "seed1" / "config.yaml").read_text())
+    assert dconf["seed"] == 1 and dconf["learning_rate"] == 0.001 and dconf["max_steps"] == 3
+    assert dconf["train_file"].endswith("train/kd.jsonl") and dconf["hybrid_lambda"] == 0.5
+    # results: fixed models with a Wilson interval, variants with a t interval over seeds
+    rows = {r["key"]: r for r in results["rows"]}
+    assert list(rows) == ["teacher", "student", "kd", "leaf_instr", "leaf_instr_resp"]
+    kd_id = rows["kd"]["cells"]["test_id"]
+    assert kd_id["values"] == [0.6, 0.7] and kd_id["lo"] < 0.65 < kd_id["hi"]
+    assert rows["teacher"]["cells"]["test_anti"]["interval"].startswith("Wilson")
+    assert results["counts"]["sets"]["instruction_span"]["counterfactuals"] == 3
+    assert results["detection"]["gradient"]["span_recall"] == 1.0
+    text = render(results)
+    for label in ("Teacher", "Student (Pre-KD)", "KD w/o mask", "LeaF (instruction + response)",
+                  "anti-correlated", "span_recall", "gradient"):
+        assert label in text
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["run"]["status"] == "done"
+    assert all(s["status"] == "done" for s in manifest["stages"].values())
+
+
+def test_rerun_skips_everything_and_a_changed_setting_reruns_only_what_it_affects(
+        fake, config, tmp_path):
+    run = tmp_path / "run"
+    run_pipeline(load_config(config), run, log=lambda s: None)
+    fake.calls.clear()
+    run_pipeline(load_config(config), run, log=lambda s: None)
+    assert fake.calls == []
+    over = {"distill": {"args": {"learning_rate": 0.002, "max_steps": 3}}}
+    run_pipeline(load_config(config, overrides=over), run, log=lambda s: None)
+    cmds = [c[0] for c in fake.calls]
+    assert cmds.count("distill") == 6 and cmds.count("eval") == 6 * 3
+    assert not {"screen", "detect", "prune"} & set(cmds)
+    assert all("teacher" not in c and "student" not in Path(c[c.index("--model") + 1]).name
+               for c in fake.calls if c[0] == "eval")
+
+
+def test_quick_section_is_merged(config):
+    assert load_config(config)["distill"]["seeds"] == [0, 1]
+    assert load_config(config, quick=True)["distill"]["seeds"] == [0]
+
+
+@pytest.mark.parametrize("patch, message", [
+    ({"bogus": 1}, "unknown key"),
+    ({"distill": {"variants": {"x": ["nope"]}}}, "unknown counterfactual set"),
+    ({"detection": {"rules": {"g": "response_span"}}}, "must be instruction level"),
+    ({"data": {"train": None, "tests": None}}, "give either"),
+])
+def test_bad_config_names_the_problem(config, patch, message):
+    raw = yaml.safe_load(config.read_text())
+    for k, v in patch.items():
+        raw[k] = {**raw[k], **v} if isinstance(v, dict) and isinstance(raw.get(k), dict) else v
+    config.write_text(yaml.safe_dump(raw))
+    with pytest.raises(LeafError, match=message):
+        load_config(config)
