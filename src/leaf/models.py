@@ -1,4 +1,13 @@
-"""Loading causal LMs and their tokenizers with clear errors, dtype and device placement."""
+"""Loading models and tokenizers from a directory or a hub id, with clear errors.
+
+``device="auto"`` means CUDA when it is available, else CPU. With more than one visible GPU
+and ``device="auto"`` the model is spread over them with ``device_map="auto"`` (accelerate),
+so a teacher larger than one GPU still loads. Models are returned in eval mode.
+
+(Integration merge of the `saliency` and `evaluate` branches' versions: ``load_tokenizer``
+takes both ``what`` (for messages) and ``padding_side``; ``load_causal_lm`` is kept for
+``leaf detect``.)
+"""
 
 from __future__ import annotations
 
@@ -7,35 +16,89 @@ from pathlib import Path
 
 from leaf.errors import LeafError
 
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16", "auto")
 DEVICES = ("auto", "cpu", "cuda")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; other values pass through."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise LeafError(f"--device {device} asked for, but no CUDA device is available")
+    return device
+
+
+def torch_dtype(dtype: str):
+    import torch
+
+    if dtype == "auto":
+        return "auto"
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16,
+                "float16": torch.float16}[dtype]
+    except KeyError:
+        raise LeafError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}") from None
+
+
 def check_model_path(name: str, what: str = "model") -> None:
     """Fail early on a local path that does not exist (hub ids are left to transformers)."""
-    p = Path(name).expanduser()
+    p = Path(str(name)).expanduser()
     if p.exists():
         if not p.is_dir():
             raise LeafError(f"{what} {name!r} is a file; give the model's directory")
         if not (p / "config.json").is_file():
             raise LeafError(f"{what} directory {name!r} has no config.json (not a model directory)")
         return
-    if not _HUB_ID.match(name) or name.startswith((".", "~")):
+    if not _HUB_ID.match(str(name)) or str(name).startswith((".", "~")):
         raise LeafError(f"{what} directory {name!r} not found")
 
 
-def load_tokenizer(name: str, what: str = "model"):
+def load_tokenizer(path: str | Path, what: str = "model", padding_side: str | None = None):
+    """Load a fast tokenizer; set a pad token (EOS when none) and, if given, the padding side."""
     from transformers import AutoTokenizer
 
-    check_model_path(name, what)
+    src = str(path)
+    check_model_path(src, what)
     try:
-        tok = AutoTokenizer.from_pretrained(name)
+        tok = AutoTokenizer.from_pretrained(src)
     except (OSError, ValueError) as exc:
-        raise LeafError(f"cannot load the {what} tokenizer from {name!r}: {_first_line(exc)}") from None
+        raise LeafError(f"cannot load the {what} tokenizer from {src!r}: {_first_line(exc)}") from None
     if not getattr(tok, "is_fast", False):
-        raise LeafError(f"the {what} tokenizer at {name!r} is not a fast tokenizer (offsets needed)")
+        raise LeafError(f"the {what} tokenizer at {src!r} is not a fast tokenizer (offsets needed)")
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise LeafError(f"the {what} tokenizer at {src} has neither a pad nor an EOS token")
+        tok.pad_token = tok.eos_token
+    if padding_side:
+        tok.padding_side = padding_side
     return tok
+
+
+def load_model(path: str | Path, dtype: str = "float32", device: str = "auto",
+               what: str = "model"):
+    """Load a causal LM in eval mode on ``device`` (several GPUs: ``device_map="auto"``)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    src = str(path)
+    check_model_path(src, what)
+    resolved = resolve_device(device)
+    kwargs: dict = {"dtype": torch_dtype(dtype)}
+    multi_gpu = device == "auto" and resolved == "cuda" and torch.cuda.device_count() > 1
+    if multi_gpu:
+        kwargs["device_map"] = "auto"
+    try:
+        model = AutoModelForCausalLM.from_pretrained(src, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise LeafError(f"cannot load the {what} from {src!r}: {_first_line(exc)}") from None
+    if not multi_gpu:
+        model.to(resolved)
+    model.eval()
+    return model
 
 
 def load_causal_lm(name: str, dtype: str = "float32", device: str = "auto", what: str = "model"):
@@ -47,8 +110,8 @@ def load_causal_lm(name: str, dtype: str = "float32", device: str = "auto", what
     import torch
     from transformers import AutoModelForCausalLM
 
-    if dtype not in DTYPES:
-        raise LeafError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype not in DTYPES[:3]:
+        raise LeafError(f"dtype must be one of {', '.join(DTYPES[:3])}, got {dtype!r}")
     if device not in DEVICES:
         raise LeafError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
@@ -63,6 +126,11 @@ def load_causal_lm(name: str, dtype: str = "float32", device: str = "auto", what
         raise LeafError(f"cannot load the {what} from {name!r}: {_first_line(exc)}") from None
     model.eval()
     return model
+
+
+def input_device(model):
+    """The device the model's input embeddings live on (first shard under device_map)."""
+    return model.get_input_embeddings().weight.device
 
 
 def _first_line(exc: Exception) -> str:

@@ -1,0 +1,48 @@
+"""Grade one response to one sample, whatever its task.
+
+- ``math``: :mod:`leaf.evaluate.math_grader` against ``answer``;
+  result ``{"correct", "extracted"}``.
+- ``qa``: :mod:`leaf.evaluate.qa_grader` against ``answer`` (a string or a list);
+  result ``{"correct", "extracted", "em", "f1", "subem"}``; ``correct`` is exact match.
+- ``code``: the program is taken from the response by ``leaf.evaluate.code.extract_code`` and
+  run against the sample's ``tests`` in the sandbox (``leaf.evaluate.code.run_tests``);
+  result ``{"correct", "status", "detail"}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from leaf.errors import LeafError
+
+CODE_TIMEOUT = 10.0
+
+
+def grade(sample: dict[str, Any], response_text: str, *,
+          code_timeout: float = CODE_TIMEOUT) -> dict[str, Any]:
+    """Grade ``response_text`` as an answer to ``sample``; always has ``correct`` (bool)."""
+    task = sample.get("task")
+    if task == "math":
+        from leaf.evaluate.math_grader import grade_math
+
+        return grade_math(response_text, _answer(sample))
+    if task == "qa":
+        from leaf.evaluate.qa_grader import grade_qa
+
+        return grade_qa(response_text, _answer(sample))
+    if task == "code":
+        from leaf.evaluate.code import extract_code, run_tests
+
+        if not sample.get("tests"):
+            raise LeafError(f"sample {sample.get('id')!r}: code samples need 'tests' to be graded")
+        result = run_tests(extract_code(response_text), sample, timeout=code_timeout)
+        return {"correct": bool(result.passed), "status": result.status, "detail": result.detail}
+    raise LeafError(f"sample {sample.get('id')!r}: cannot grade task {task!r}")
+
+
+def _answer(sample: dict[str, Any]):
+    answer = sample.get("answer")
+    if answer is None or answer == "" or answer == []:
+        raise LeafError(f"sample {sample.get('id')!r}: {sample.get('task')} samples need an "
+                        "'answer' to be graded")
+    return answer

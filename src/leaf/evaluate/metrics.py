@@ -1,0 +1,143 @@
+"""Grade a predictions file against a benchmark file and aggregate the metrics.
+
+Predictions (JSONL): ``id`` and either ``response`` (one answer) or ``responses`` (a list, for
+pass@k). Every bench id needs a prediction and every prediction a bench id.
+
+Metrics (JSON): ``task``, ``n`` (problems) and
+- math: ``accuracy`` (mean over all responses), ``correct`` (problems whose first response is right);
+- qa: ``em``, ``f1``, ``subem`` (means; a problem with several responses counts their mean);
+- code: ``pass@k`` for k = 1 and every requested k not above the responses per problem
+  (unbiased estimator of Chen et al. 2021, :func:`leaf.evaluate.code.pass_at_k`).
+A bench mixing tasks gets ``task: "mixed"`` and one such block per task under ``by_task``.
+
+Per-sample rows: ``id``, ``task``, ``correct`` and the grader's fields for one response; with
+several responses ``n_responses``, ``n_correct`` and ``results`` (one grader dict each).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from leaf.data.jsonl import iter_jsonl
+from leaf.errors import LeafError, LeafInputError
+from leaf.evaluate.grading import CODE_TIMEOUT, grade
+
+
+def read_predictions(path: str | Path) -> dict[str, list[str]]:
+    """``id -> responses`` from a predictions file; errors name the line and field."""
+    out: dict[str, list[str]] = {}
+    for line, row in iter_jsonl(path):
+        pid = row.get("id")
+        if not isinstance(pid, str) or not pid:
+            raise LeafInputError(path, line, "id", "missing or not a non-empty string")
+        if "responses" in row:
+            responses = row["responses"]
+            if (not isinstance(responses, list) or not responses
+                    or not all(isinstance(r, str) for r in responses)):
+                raise LeafInputError(path, line, "responses", "must be a non-empty list of strings")
+        elif isinstance(row.get("response"), str):
+            responses = [row["response"]]
+        else:
+            raise LeafInputError(path, line, "response", "missing or not a string")
+        if pid in out:
+            raise LeafInputError(path, line, "id", f"duplicate prediction for {pid!r}")
+        out[pid] = responses
+    return out
+
+
+def _name_ids(ids: Sequence[str], limit: int = 10) -> str:
+    shown = ", ".join(repr(i) for i in ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def match_predictions(bench: Sequence[dict], predictions: dict[str, list[str]],
+                      predictions_path: str | Path) -> None:
+    """Raise when a bench id has no prediction or a prediction names no bench id."""
+    bench_ids = {s["id"] for s in bench}
+    missing = [s["id"] for s in bench if s["id"] not in predictions]
+    if missing:
+        raise LeafError(f"{predictions_path}: no prediction for {len(missing)} bench id(s): "
+                        f"{_name_ids(missing)}")
+    unknown = [p for p in predictions if p not in bench_ids]
+    if unknown:
+        raise LeafError(f"{predictions_path}: {len(unknown)} prediction id(s) not in the bench: "
+                        f"{_name_ids(unknown)}")
+
+
+def grade_all(bench: Sequence[dict], predictions: dict[str, list[str]], *,
+              workers: int = 4, code_timeout: float = CODE_TIMEOUT,
+              progress: bool = True) -> list[dict[str, Any]]:
+    """One per-sample row per bench sample, in bench order."""
+    from tqdm.auto import tqdm
+
+    jobs = [(i, j) for i, s in enumerate(bench) for j in range(len(predictions[s["id"]]))]
+    results: dict[tuple[int, int], dict] = {}
+
+    def run(job: tuple[int, int]) -> dict:
+        i, j = job
+        return grade(bench[i], predictions[bench[i]["id"]][j], code_timeout=code_timeout)
+
+    code_jobs = [jb for jb in jobs if bench[jb[0]]["task"] == "code"]
+    other_jobs = [jb for jb in jobs if bench[jb[0]]["task"] != "code"]
+    bar = tqdm(total=len(jobs), desc="grade", unit="answer", disable=not progress)
+    # math_verify's timeouts need the main thread; code runs in subprocesses, so threads help
+    for jb in other_jobs:
+        results[jb] = run(jb)
+        bar.update()
+    if code_jobs:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for jb, res in zip(code_jobs, pool.map(run, code_jobs), strict=True):
+                results[jb] = res
+                bar.update()
+    bar.close()
+
+    rows = []
+    for i, sample in enumerate(bench):
+        per = [results[(i, j)] for j in range(len(predictions[sample["id"]]))]
+        row: dict[str, Any] = {"id": sample["id"], "task": sample["task"]}
+        if len(per) == 1:
+            row.update(per[0])
+        else:
+            row.update(correct=bool(per[0]["correct"]), n_responses=len(per),
+                       n_correct=sum(bool(r["correct"]) for r in per), results=per)
+        rows.append(row)
+    return rows
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def _per_response(row: dict) -> list[dict]:
+    return row.get("results") or [row]
+
+
+def aggregate(rows: Sequence[dict[str, Any]], ks: Sequence[int] = (1,)) -> dict[str, Any]:
+    """Metrics over per-sample rows (see the module docstring)."""
+    tasks = sorted({r["task"] for r in rows})
+    if len(tasks) > 1:
+        by_task = {t: aggregate([r for r in rows if r["task"] == t], ks) for t in tasks}
+        return {"task": "mixed", "n": len(rows), "by_task": by_task}
+    task = tasks[0] if tasks else None
+    out: dict[str, Any] = {"task": task, "n": len(rows)}
+    if task == "math":
+        out["accuracy"] = _mean([_mean([float(r["correct"]) for r in _per_response(row)])
+                                 for row in rows])
+        out["correct"] = sum(bool(r["correct"]) for r in rows)
+    elif task == "qa":
+        for key in ("em", "f1", "subem"):
+            out[key] = _mean([_mean([r[key] for r in _per_response(row)]) for row in rows])
+    elif task == "code":
+        from leaf.evaluate.code import pass_at_k
+
+        counts = [(len(_per_response(r)), sum(bool(x["correct"]) for x in _per_response(r)))
+                  for r in rows]
+        least = min(n for n, _ in counts) if counts else 1
+        for k in sorted({1, *ks}):
+            if k <= least:
+                out[f"pass@{k}"] = _mean([pass_at_k(n, c, k) for n, c in counts])
+        out["samples_per_problem"] = least
+    return out
