@@ -1,0 +1,77 @@
+"""Masking rules: the gradient rule and the paper's two baselines (paper section 6.2.1).
+
+- ``gradient``: LeaF's rule, ``norm(d_i) <= t`` (:func:`leaf.detect.spans.gradient_candidates`).
+- ``random``: as many units as the gradient rule flags for that scored text, drawn uniformly
+  from its non-blank units. The generator is seeded from ``(seed, id, level, segment)`` with a
+  hash, so a draw does not depend on file order or on which other samples are processed.
+- ``ppl``: as many units as the gradient rule flags, taking those with the highest student
+  negative log-likelihood (``student_nll``: the most surprising to the student); ties go to
+  the earlier unit.
+
+Whatever the rule, the flagged units then go through the same span and pruning logic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from leaf.detect.scoring import DEFAULT_QUANTILE, DEFAULT_TAU
+from leaf.detect.spans import gradient_candidates
+
+MASKINGS = ("gradient", "random", "ppl")
+
+
+def unit_rng(seed: int, *key: object) -> np.random.Generator:
+    """A generator that depends only on ``seed`` and ``key`` (stable across runs and processes)."""
+    digest = hashlib.sha256(repr((int(seed), *map(str, key))).encode("utf-8")).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def random_mask(blank: Sequence[bool], n: int, rng: np.random.Generator) -> list[bool]:
+    """Flag ``n`` units chosen uniformly among the non-blank ones (fewer if there are fewer)."""
+    pool = [i for i, b in enumerate(blank) if not b]
+    chosen = rng.choice(len(pool), size=min(n, len(pool)), replace=False) if pool else []
+    flags = [False] * len(blank)
+    for j in chosen:
+        flags[pool[int(j)]] = True
+    return flags
+
+
+def ppl_mask(nll: Sequence[float], blank: Sequence[bool], n: int) -> list[bool]:
+    """Flag the ``n`` non-blank units with the highest student NLL (earlier unit wins a tie)."""
+    pool = [i for i, b in enumerate(blank) if not b]
+    pool.sort(key=lambda i: (-float(nll[i]), i))
+    flags = [False] * len(blank)
+    for i in pool[:n]:
+        flags[i] = True
+    return flags
+
+
+def select_units(
+    row: dict,
+    blank: Sequence[bool],
+    *,
+    masking: str = "gradient",
+    mode: str = "fixed",
+    tau: float = DEFAULT_TAU,
+    quantile: float = DEFAULT_QUANTILE,
+    seed: int = 0,
+) -> tuple[list[bool], float]:
+    """Flags for one scores row under ``masking``, and the gradient rule's threshold t.
+
+    ``row`` needs ``diff`` (and ``student_nll`` for ``ppl``; ``id``, ``level``, ``segment``
+    seed ``random``).
+    """
+    flags, t = gradient_candidates(row["diff"], blank, mode=mode, tau=tau, quantile=quantile)
+    n = sum(flags)
+    if masking == "gradient":
+        return flags, t
+    if masking == "random":
+        rng = unit_rng(seed, row["id"], row["level"], row.get("segment", 0))
+        return random_mask(blank, n, rng), t
+    if masking == "ppl":
+        return ppl_mask(row["student_nll"], blank, n), t
+    raise ValueError(f"masking must be one of {MASKINGS}, got {masking!r}")
