@@ -1,0 +1,81 @@
+"""``leaf distill``: causal attention distillation of a student from a teacher."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from leaf.errors import LeafError
+
+NAME = "distill"
+HELP = "distil the teacher into the student on original and counterfactual rows"
+DESCRIPTION = """\
+Train the student with L = lambda * KL(teacher || student | X) + (1 - lambda) * KL(... | X \\ A)
+on counterfactuals.jsonl (original and counterfactual rows, written by `leaf prune`).
+
+Reads  FILE.yaml: leaf's fields (teacher_model, student_model, train_file, hybrid_lambda,
+       divergence, temperature, ce_weight, teacher_cache, lora, max_length, ...) and any
+       transformers.TrainingArguments field (output_dir, learning_rate, ...).
+Writes output_dir/: the final model and tokenizer (Hugging Face format, safetensors),
+       trainer_state.json (log_history with loss, loss_kd, loss_cd), checkpoint-N/ folders.
+
+Any field can be overridden after the config, with TrainingArguments' own names:
+  leaf distill --config run.yaml --learning_rate 2e-5 --max_steps 100 --output_dir out/
+A run resumes from the last checkpoint-N in output_dir automatically; pass
+--resume_from_checkpoint DIR to choose one. Multi-GPU: accelerate launch -m leaf.cli distill ...
+(see docs/distillation.md)."""
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--config", required=True, metavar="FILE.yaml",
+                        help="YAML file with the run's settings")
+    parser.set_defaults(accepts_extra=True)
+
+
+def parse_config(config: dict[str, Any], overrides: list[str]):
+    """Merge a config mapping and command-line overrides into ``DistillArguments``."""
+    import dataclasses
+
+    from transformers import HfArgumentParser
+
+    from leaf.distill.config import DistillArguments
+
+    known = {f.name for f in dataclasses.fields(DistillArguments) if f.init}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise LeafError(f"unknown config field(s): {', '.join(unknown)}")
+    parser = HfArgumentParser(DistillArguments)
+    parser.set_defaults(**config)
+    try:
+        args, rest = parser.parse_args_into_dataclasses(
+            args=overrides, return_remaining_strings=True
+        )
+    except (ValueError, TypeError) as exc:
+        raise LeafError(f"invalid setting: {exc}") from None
+    if rest:
+        raise LeafError(f"unrecognized arguments: {' '.join(rest)}")
+    return args
+
+
+def run(args) -> int:
+    import yaml
+
+    path = Path(args.config)
+    if not path.is_file():
+        raise LeafError(f"{path}: config file not found")
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise LeafError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(config, dict):
+        raise LeafError(f"{path}: expected a mapping of field: value")
+    dargs = parse_config(config, list(args.extra or []))
+    if not dargs.output_dir:
+        raise LeafError("set output_dir in the config or with --output_dir")
+
+    from leaf.distill.recipe import train
+
+    trainer = train(dargs)
+    if trainer.is_world_process_zero():
+        print(f"saved the distilled student to {dargs.output_dir}")
+    return 0

@@ -1,0 +1,128 @@
+"""``DistillArguments``: LeaF's distillation knobs beside ``transformers.TrainingArguments``.
+
+Every ``TrainingArguments`` field is accepted unchanged; the training defaults below are the
+paper's (AdamW, cosine schedule, max learning rate 1e-5, 5 warm-up steps, 3 epochs) and logging
+goes nowhere unless ``report_to`` asks for it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+from transformers.trainer_utils import SchedulerType
+from transformers.training_args import OptimizerNames
+
+from leaf.distill.losses import DIVERGENCES
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclass
+class DistillArguments(TrainingArguments):
+    """TrainingArguments plus the LeaF distillation settings (see docs/distillation.md)."""
+
+    # --- models and data ---
+    teacher_model: str | None = field(
+        default=None, metadata=_help("Teacher model directory or hub id (frozen, never trained).")
+    )
+    student_model: str | None = field(
+        default=None, metadata=_help("Student model directory or hub id (the model trained).")
+    )
+    train_file: str | None = field(
+        default=None,
+        metadata=_help("counterfactuals.jsonl from `leaf prune`: original and counterfactual rows."),
+    )
+    eval_file: str | None = field(
+        default=None, metadata=_help("Optional held-out file in the same format, for eval loss.")
+    )
+    use_counterfactuals: bool = field(
+        default=True,
+        metadata=_help("Train on counterfactual rows; false gives plain KD ('KD w/o mask')."),
+    )
+    max_length: int = field(
+        default=4096, metadata=_help("Longest sequence in tokens; longer rows are truncated.")
+    )
+    system_prompt: str | None = field(
+        default=None, metadata=_help("Optional system message rendered before each instruction.")
+    )
+    # --- the loss ---
+    hybrid_lambda: float = field(
+        default=0.5,
+        metadata=_help("lambda: weight of the standard-distillation term (1 - lambda: counterfactual)."),
+    )
+    divergence: str = field(
+        default="forward_kl",
+        metadata={"help": "Token-level divergence: forward_kl (paper), reverse_kl or jsd.",
+                  "choices": list(DIVERGENCES)},
+    )
+    jsd_beta: float = field(
+        default=0.5, metadata=_help("beta of JSD: m = beta * p_T + (1 - beta) * p_S.")
+    )
+    temperature: float = field(
+        default=1.0, metadata=_help("Softmax temperature t of both models; the loss is scaled by t^2.")
+    )
+    ce_weight: float = field(
+        default=0.0, metadata=_help("Weight of an added cross-entropy on the gold response tokens.")
+    )
+    kd_chunk_size: int = field(
+        default=1024, metadata=_help("Positions per chunk when computing the divergence.")
+    )
+    # --- teacher ---
+    teacher_cache: str | None = field(
+        default=None,
+        metadata=_help("Directory from `leaf teacher-cache`: top-k teacher logits used instead "
+                       "of running the teacher."),
+    )
+    teacher_dtype: str = field(
+        default="auto",
+        metadata=_help("dtype of the teacher weights: auto, bfloat16, float16 or float32."),
+    )
+    teacher_device_map: str | None = field(
+        default=None,
+        metadata=_help("device_map for the teacher (e.g. 'auto' to shard it over the GPUs); "
+                       "null puts it on the training device."),
+    )
+    # --- student ---
+    student_dtype: str = field(
+        default="float32",
+        metadata=_help("dtype the student is loaded in (use bf16=true for mixed precision)."),
+    )
+    lora: dict | str | None = field(
+        default=None,
+        metadata=_help("peft LoRA settings, e.g. {r: 16, lora_alpha: 32, target_modules: "
+                       "all-linear}; null trains every parameter."),
+    )
+    # --- paper training defaults (TrainingArguments fields) ---
+    learning_rate: float = field(default=1e-5, metadata=_help("Peak learning rate (paper: 1e-5)."))
+    lr_scheduler_type: SchedulerType | str = field(
+        default="cosine", metadata=_help("Learning-rate schedule (paper: cosine).")
+    )
+    warmup_steps: float = field(default=5, metadata=_help("Linear warm-up steps (paper: 5)."))
+    num_train_epochs: float = field(default=3.0, metadata=_help("Epochs (paper: 3)."))
+    optim: OptimizerNames | str = field(default="adamw_torch", metadata=_help("Optimizer (paper: AdamW)."))
+    report_to: None | str | list[str] = field(
+        default="none",
+        metadata=_help("Where to log: none (default), tensorboard, wandb, ... (only when asked)."),
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata=_help("Kept false: the collator's extra columns drive the loss.")
+    )
+    prediction_loss_only: bool = field(
+        default=True, metadata=_help("Evaluation reports the loss only (no logits gathered).")
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.lora, str):
+            text = self.lora.strip()
+            self.lora = None if text.lower() in ("", "null", "none") else json.loads(text)
+        if self.divergence not in DIVERGENCES:
+            raise ValueError(f"divergence must be one of {DIVERGENCES}, got {self.divergence!r}")
+        if not 0.0 <= self.hybrid_lambda <= 1.0:
+            raise ValueError(f"hybrid_lambda must be in [0, 1], got {self.hybrid_lambda}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        super().__post_init__()

@@ -1,0 +1,131 @@
+"""The distillation recipe: load models and data from ``DistillArguments``, train, save.
+
+Features: online teacher (frozen, own dtype and device_map) or an offline top-k cache;
+vocabulary check between teacher and student; full-parameter or LoRA (peft) training;
+gradient checkpointing, mixed precision and multi-GPU through the stock ``Trainer`` and
+``accelerate launch``; automatic resume from the last checkpoint in ``output_dir``; the final
+model and tokenizer saved in Hugging Face format (safetensors) at ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.trainer_utils import get_last_checkpoint
+
+from leaf.distill.config import DistillArguments
+from leaf.distill.data import DistillCollator, DistillDataset
+from leaf.distill.trainer import DistillTrainer
+from leaf.distill.vocab import check_shared_vocab
+from leaf.errors import LeafError
+
+logger = logging.getLogger(__name__)
+
+
+def _dtype(name: str):
+    if name == "auto":
+        return "auto"
+    try:
+        return {"bfloat16": torch.bfloat16, "float16": torch.float16,
+                "float32": torch.float32}[name]
+    except KeyError:
+        raise LeafError(f"unknown dtype {name!r}: use auto, bfloat16, float16 or float32") from None
+
+
+def load_student(args: DistillArguments):
+    """The student model (LoRA-wrapped when ``args.lora``) and its tokenizer."""
+    tokenizer = AutoTokenizer.from_pretrained(args.student_model)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(args.student_model, dtype=_dtype(args.student_dtype))
+    if args.lora:
+        from peft import LoraConfig, get_peft_model
+
+        settings = {"task_type": "CAUSAL_LM", **args.lora}
+        model = get_peft_model(model, LoraConfig(**settings))
+    return model, tokenizer
+
+
+def load_teacher(args: DistillArguments, student, student_tokenizer):
+    """The frozen teacher on the training device (or spread by ``teacher_device_map``)."""
+    teacher_tokenizer = AutoTokenizer.from_pretrained(args.teacher_model)
+    kwargs = {"dtype": _dtype(args.teacher_dtype)}
+    if args.teacher_device_map:
+        kwargs["device_map"] = args.teacher_device_map
+    teacher = AutoModelForCausalLM.from_pretrained(args.teacher_model, **kwargs)
+    check_shared_vocab(
+        student_tokenizer, teacher_tokenizer,
+        student.get_output_embeddings().weight.shape[0],
+        teacher.get_output_embeddings().weight.shape[0],
+    )
+    if not args.teacher_device_map:
+        teacher.to(args.device)
+    teacher.eval().requires_grad_(False)
+    return teacher
+
+
+def build_trainer(args: DistillArguments) -> DistillTrainer:
+    """Load everything ``args`` names and return a ready :class:`DistillTrainer`."""
+    for name in ("student_model", "train_file"):
+        if not getattr(args, name):
+            raise LeafError(f"the config must set {name}")
+    if not args.teacher_model and not args.teacher_cache:
+        raise LeafError("the config must set teacher_model (online) or teacher_cache (offline)")
+    model, tokenizer = load_student(args)
+
+    def dataset(path: str) -> DistillDataset:
+        return DistillDataset(path, tokenizer, args.max_length, args.system_prompt,
+                              include_counterfactuals=args.use_counterfactuals)
+
+    train = dataset(args.train_file)
+    evaluation = dataset(args.eval_file) if args.eval_file else None
+    logger.info("training rows: %s", dict(train.stats))
+    teacher = cache = None
+    if args.teacher_cache:
+        from leaf.distill.cache import TeacherCache
+
+        cache = TeacherCache(args.teacher_cache)
+        cache.check_compatible(tokenizer, args)
+        for d in (train, evaluation):
+            if d is not None:
+                cache.attach(d)
+    else:
+        teacher = load_teacher(args, model, tokenizer)
+    return DistillTrainer(
+        model=model, args=args, train_dataset=train, eval_dataset=evaluation,
+        data_collator=DistillCollator(tokenizer.pad_token_id), processing_class=tokenizer,
+        teacher=teacher, teacher_cache=cache,
+    )
+
+
+def resume_point(args: DistillArguments) -> str | bool | None:
+    """``resume_from_checkpoint`` if given, else the last ``checkpoint-*`` in ``output_dir``."""
+    if args.resume_from_checkpoint:
+        return args.resume_from_checkpoint
+    if args.output_dir and Path(args.output_dir).is_dir():
+        return get_last_checkpoint(args.output_dir)
+    return None
+
+
+def train(args: DistillArguments) -> DistillTrainer:
+    """Train, then save the final model, tokenizer and ``trainer_state.json`` at ``output_dir``."""
+    trainer = build_trainer(args)
+    checkpoint = resume_point(args)
+    if checkpoint:
+        logger.info("resuming from %s", checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    model = trainer.model
+    if args.lora and trainer.is_world_process_zero():  # save the adapter, then the merged model
+        trainer.save_model(str(Path(args.output_dir) / "lora_adapter"))
+    if args.lora:
+        model = trainer.accelerator.unwrap_model(model).merge_and_unload()
+        if trainer.is_world_process_zero():
+            model.save_pretrained(args.output_dir)
+            trainer.processing_class.save_pretrained(args.output_dir)
+    else:
+        trainer.save_model(args.output_dir)
+    trainer.save_state()
+    return trainer
