@@ -7,7 +7,8 @@
      "rows": [{"key": "kd", "label": "KD w/o mask", "seeds": [0, 1, 2],
                "cells": {"test_id": {"mean": .9, "lo": .85, "hi": .95, "values": [...],
                                      "interval": "t over seeds" | "Wilson over samples"}}}],
-     "counts": {"train": 1000, "screened": 1000, "detected": 41,
+     "counts": {"train": 1000, "screened": 1000, "teacher_right_student_wrong": 41,
+                "scored": 41,
                 "sets": {"instruction_span": {"samples": 41, "counterfactuals": 60,
                                               "verified": 14, "rejected": 46}}},
      "detection": {"gradient": {...}, "ppl": {...}},
@@ -131,14 +132,18 @@ def collect_results(cfg: dict, run_dir: str | Path) -> dict[str, Any]:
                 m = json.loads(path.read_text(encoding="utf-8"))
                 models.setdefault(key, {})[split] = {"accuracy": score_of(m), "n": int(m["n"])}
     screened = run / "screen" / "screened.jsonl"
-    detected = 0
+    target = scored = 0
     if screened.exists():
-        detected = sum(1 for _, r in iter_jsonl(screened)
-                       if r.get("teacher_correct") and not r.get("student_correct"))
+        target = sum(1 for _, r in iter_jsonl(screened)
+                     if r.get("teacher_correct") and not r.get("student_correct"))
+    level = cfg["detect"]["levels"][0]
+    if (run / "detect" / f"{level}.jsonl").exists():
+        scored = len({r["id"] for _, r in iter_jsonl(run / "detect" / f"{level}.jsonl")})
     counts = {
         "train": _count_rows(run / "data" / "train.jsonl"),
         "screened": _count_rows(screened),
-        "detected": detected,
+        "teacher_right_student_wrong": target,
+        "scored": scored,
         "sets": {name: set_counts(run / "prune" / f"{name}.jsonl")
                  for name in cfg["counterfactuals"]},
     }

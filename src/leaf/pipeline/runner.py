@@ -16,6 +16,7 @@ On each run, per stage:
 from __future__ import annotations
 
 import fcntl
+import glob
 import os
 import shutil
 import time
@@ -40,7 +41,8 @@ class Stage:
 
 
 def _scratch_siblings(path: Path) -> list[Path]:
-    return [path, path.with_name(path.name + ".part"), path.with_name(path.name + ".tmp")]
+    """The output and every ``OUT.*`` beside it (``.part``, ``.tmp``, ``.teacher.part``...)."""
+    return [path, *sorted(path.parent.glob(glob.escape(path.name) + ".*"))]
 
 
 def _remove_outputs(run_dir: Path, outputs: dict[str, Path]) -> None:

@@ -59,8 +59,9 @@ def counts_table(results: dict) -> str:
     c = results["counts"]
     rows = [[name, str(s["samples"]), str(s["counterfactuals"]), str(s["verified"]),
              str(s["rejected"])] for name, s in c["sets"].items()]
-    head = (f"training samples {c['train']}, screened {c['screened']}, "
-            f"student wrong and teacher right (scored by detect) {c['detected']}")
+    head = (f"training samples {c['train']}; screened {c['screened']}, of which teacher right "
+            f"and student wrong {c['teacher_right_student_wrong']}; scored by detect "
+            f"{c['scored']}")
     return head + "\n\n" + _table(
         ["counterfactual set", "samples", "counterfactuals", "verified", "rejected"], rows)
 
