@@ -190,3 +190,32 @@ def test_bad_config_names_the_problem(config, patch, message):
     config.write_text(yaml.safe_dump(raw))
     with pytest.raises(LeafError, match=message):
         load_config(config)
+
+
+def test_set_overrides_merge_into_the_config(config):
+    from leaf.commands.run import parse_sets
+
+    sets = parse_sets(["distill.args.max_steps=9", "distill.seeds=[3, 4]", "name=x"])
+    assert sets == {"distill": {"args": {"max_steps": 9}, "seeds": [3, 4]}, "name": "x"}
+    cfg = load_config(config, overrides=sets)
+    assert cfg["distill"]["args"] == {"learning_rate": 0.001, "max_steps": 9}
+    assert cfg["distill"]["seeds"] == [3, 4] and cfg["name"] == "x"
+    with pytest.raises(LeafError, match="KEY=VALUE"):
+        parse_sets(["nokey"])
+
+
+def test_make_results_writes_tables_and_reading(fake, config, tmp_path):
+    import subprocess
+    import sys
+
+    demo = tmp_path / "demo"
+    run_pipeline(load_config(config), demo / "fake", log=lambda s: None)
+    out = tmp_path / "RESULTS.md"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "make_results.py"
+    subprocess.run([sys.executable, str(script), str(demo), "--out", str(out)], check=True,
+                   capture_output=True)
+    text = out.read_text()
+    for needle in ("## Commands", "## Machine", "torch", "KD w/o mask", "What the numbers show",
+                   "LeaF (instruction + response) minus KD w/o mask",
+                   "do not show"):
+        assert needle in text, needle

@@ -23,7 +23,29 @@ def add_arguments(parser) -> None:
                         help="run directory (default: runs/<config name>[-quick])")
     parser.add_argument("--quick", action="store_true",
                         help="apply the config's `quick:` section (fewer samples and seeds)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, dotted, value in YAML: "
+                             "--set data.bias=0.8 --set distill.seeds=[0,1] (repeatable)")
     parser.add_argument("--no-tables", action="store_true", help="do not print the tables")
+
+
+def parse_sets(items: list[str]) -> dict:
+    """``["a.b=1", "c=[0, 1]"]`` -> ``{"a": {"b": 1}, "c": [0, 1]}`` (values parsed as YAML)."""
+    import yaml
+
+    from leaf.errors import LeafError
+
+    out: dict = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise LeafError(f"--set {item!r}: expected KEY=VALUE")
+        node = out
+        *parents, last = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = yaml.safe_load(value)
+    return out
 
 
 def run(args) -> int:
@@ -31,7 +53,7 @@ def run(args) -> int:
     from leaf.pipeline.config import load_config
     from leaf.pipeline.tables import render
 
-    cfg = load_config(args.config, quick=args.quick)
+    cfg = load_config(args.config, quick=args.quick, overrides=parse_sets(args.set))
     run_dir = Path(args.run_dir or Path("runs") / (cfg["name"] + ("-quick" if args.quick else "")))
     results = run_pipeline(cfg, run_dir)
     if not args.no_tables:

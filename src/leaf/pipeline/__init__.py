@@ -30,6 +30,10 @@ def run_pipeline(
     from leaf.pipeline.plan import build_stages
 
     cfg = config if isinstance(config, dict) else load_config(config, quick=quick)
+    if cfg.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(cfg["threads"]))
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     with RunLock(run):

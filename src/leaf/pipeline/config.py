@@ -14,6 +14,7 @@ Keys (defaults in :data:`DEFAULTS`; anything not given takes its default)::
     student: testbed:digit_sum/student
     device: cpu               # passed to every stage
     dtype: float32
+    threads: null             # torch CPU threads for the whole run (1 is fastest for tiny models)
     screen:  {batch_size: 64, max_new_tokens: 32}
     detect:  {levels: [instruction, response], segments: 2, batch_size: 16, all: false}
     prune:   {threshold_mode: fixed, tau: 0.10, quantile: 0.05, seed: 0}
@@ -58,6 +59,7 @@ DEFAULTS: dict[str, Any] = {
     "student": None,
     "device": "cpu",
     "dtype": "float32",
+    "threads": None,
     "screen": {"batch_size": 64, "max_new_tokens": 32},
     "detect": {"levels": ["instruction", "response"], "segments": 2, "batch_size": 16,
                "all": False},
@@ -131,8 +133,8 @@ def load_config(path: str | Path, *, quick: bool = False, overrides: dict | None
     cfg = deep_merge(DEFAULTS, {k: v for k, v in raw.items() if k != "quick"}, _REPLACE)
     if quick and raw.get("quick"):
         cfg = deep_merge(cfg, raw["quick"], _REPLACE)
-    if overrides:
-        cfg = deep_merge(cfg, overrides, _REPLACE)
+    if overrides:  # dotted --set values: merge key by key, replace only what is named
+        cfg = deep_merge(cfg, overrides)
     cfg["quick"] = bool(quick)
     cfg["config_path"] = str(path.resolve())
     _check_and_resolve(cfg, path)

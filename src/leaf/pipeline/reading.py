@@ -1,0 +1,80 @@
+"""Plain-English statements read off ``results.json``: what differs, and by how much.
+
+Every sentence is computed from the numbers, so it stays true when the numbers change. Two
+groups are called different only when their 95% intervals do not overlap (a conservative
+reading; with three seeds the Student-t intervals are wide).
+"""
+
+from __future__ import annotations
+
+import math
+
+from leaf.pipeline.config import SPLIT_LABELS
+
+
+def _rows(results: dict) -> dict[str, dict]:
+    return {r["key"]: r for r in results["rows"]}
+
+
+def compare(a: dict, b: dict) -> str:
+    """``a`` vs ``b`` (two cells): the difference and whether the intervals separate it."""
+    d = a["mean"] - b["mean"]
+    if a["lo"] > b["hi"]:
+        verdict = "higher, intervals do not overlap"
+    elif a["hi"] < b["lo"]:
+        verdict = "lower, intervals do not overlap"
+    else:
+        verdict = "intervals overlap: no difference shown"
+    return f"{d:+.3f} ({verdict})"
+
+
+def statements(results: dict) -> list[str]:
+    """Bullet points: teacher and student calibration, KD vs LeaF, detection, pruning."""
+    rows = _rows(results)
+    splits = results["splits"]
+    out: list[str] = []
+    label = lambda s: SPLIT_LABELS.get(s, s)  # noqa: E731
+    if "teacher" in rows:
+        cells = rows["teacher"]["cells"]
+        worst = min(cells.values(), key=lambda c: c["mean"]) if cells else None
+        if worst is not None:
+            out.append(f"Teacher: lowest split accuracy {worst['mean']:.3f} "
+                       f"({'meets' if worst['mean'] >= 0.9 else 'does NOT meet'} the 0.90 bar).")
+    if "student" in rows and {"test_id", "test_anti"} <= set(rows["student"]["cells"]):
+        c = rows["student"]["cells"]
+        out.append(f"Pre-KD student: {c['test_id']['mean']:.3f} in distribution vs "
+                   f"{c['test_anti']['mean']:.3f} when the distractor points to a wrong answer "
+                   "(the gap is its reliance on the planted confounder).")
+    if "kd" in rows:
+        for key in ("leaf_instr", "leaf_instr_resp", "leaf_collective"):
+            if key not in rows:
+                continue
+            parts = [f"{label(s)} {compare(rows[key]['cells'][s], rows['kd']['cells'][s])}"
+                     for s in splits if s in rows[key]["cells"] and s in rows["kd"]["cells"]]
+            out.append(f"{rows[key]['label']} minus KD w/o mask: " + "; ".join(parts) + ".")
+    if "student" in rows and "kd" in rows:
+        parts = [f"{label(s)} {compare(rows['kd']['cells'][s], rows['student']['cells'][s])}"
+                 for s in splits if s in rows["kd"]["cells"] and s in rows["student"]["cells"]]
+        out.append("KD w/o mask minus Pre-KD student: " + "; ".join(parts) + ".")
+    det = results.get("detection") or {}
+    if det:
+        parts = []
+        for rule, d in det.items():
+            r, p = d.get("span_recall"), d.get("token_precision")
+            if r is None or p is None:
+                continue
+            fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"  # noqa: E731
+            parts.append(f"{rule} span recall {fmt(r)}, token precision {fmt(p)}")
+        if parts:
+            n = next(iter(det.values())).get("n_samples")
+            out.append(f"Detection on the {n} scored training samples: " + "; ".join(parts) + ".")
+    sets = results["counts"]["sets"]
+    kept = [f"{name} {s['verified']}/{s['counterfactuals']}" for name, s in sets.items()
+            if s["verified"] or s["rejected"]]
+    if kept:
+        out.append("Counterfactuals kept by verification (kept/made): " + ", ".join(kept) + ".")
+    seeds = results.get("seeds") or []
+    if len(seeds) < 2:
+        out.append("One seed only: the intervals of distilled models are Wilson intervals over "
+                   "test samples and say nothing about seed-to-seed variation.")
+    return out
