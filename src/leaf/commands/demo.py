@@ -25,6 +25,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default="leaf-demo", help="output directory (default leaf-demo)")
     parser.add_argument("--family", action="append", default=None, metavar="NAME",
                         help="run only this config/family (repeatable; default: all bundled)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show every stage's own output (default: RUN_DIR/stages.log)")
 
 
 def demo_configs(families: list[str] | None = None) -> list[Path]:
@@ -44,7 +46,13 @@ def demo_configs(families: list[str] | None = None) -> list[Path]:
 
 
 def run(args) -> int:
+    import os
     import time
+
+    if not args.verbose:  # before tqdm and transformers are imported
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
     from leaf.pipeline import run_pipeline
     from leaf.pipeline.config import load_config
@@ -57,7 +65,7 @@ def run(args) -> int:
         cfg = load_config(path, quick=args.quick)
         run_dir = out / (cfg["name"] + ("-quick" if args.quick else ""))
         print(f"== leaf run {path.name}{' --quick' if args.quick else ''} -> {run_dir}", flush=True)
-        results = run_pipeline(cfg, run_dir)
+        results = run_pipeline(cfg, run_dir, quiet=not args.verbose)
         texts.append(render(results))
     text = "\n".join(texts)
     out.mkdir(parents=True, exist_ok=True)

@@ -25,8 +25,13 @@ def run_pipeline(
     *,
     quick: bool = False,
     log: Callable[[str], None] = print,
+    quiet: bool = False,
 ) -> dict:
-    """Run (or resume) every stage of ``config`` in ``run_dir``; return ``results.json``."""
+    """Run (or resume) every stage of ``config`` in ``run_dir``; return ``results.json``.
+
+    ``quiet``: the stages' own output (progress bars, summaries) goes to ``RUN_DIR/stages.log``
+    instead of the terminal; only one line per stage is shown.
+    """
     from leaf.pipeline.plan import build_stages
 
     cfg = config if isinstance(config, dict) else load_config(config, quick=quick)
@@ -46,7 +51,11 @@ def run_pipeline(
                             started_at=utc_now(), finished_at=None, status="running")
         t0 = time.monotonic()
         try:
-            outcome = run_stages(manifest, build_stages(cfg, run), log=log)
+            stages = build_stages(cfg, run)
+            if quiet:
+                for st in stages:
+                    st.fn = _logged(st.fn, st.name, run / "stages.log")
+            outcome = run_stages(manifest, stages, log=log)
         except BaseException:
             manifest.update_run(status="failed")
             raise
@@ -54,3 +63,16 @@ def run_pipeline(
                             seconds=round(time.monotonic() - t0, 1),
                             ran=sorted(k for k, v in outcome.items() if v == "ran"))
     return json.loads((run / "results.json").read_text(encoding="utf-8"))
+
+
+def _logged(fn: Callable[[], object], name: str, path: Path) -> Callable[[], object]:
+    """``fn`` with stdout and stderr appended to ``path``."""
+    import contextlib
+
+    def call() -> object:
+        with path.open("a", encoding="utf-8") as fh, contextlib.redirect_stdout(fh), \
+                contextlib.redirect_stderr(fh):
+            print(f"== {utc_now()} {name}", flush=True)
+            return fn()
+
+    return call

@@ -131,8 +131,8 @@ def load_config(path: str | Path, *, quick: bool = False, overrides: dict | None
     if unknown:
         raise LeafError(f"{path}: unknown key(s) {sorted(unknown)}; known: {sorted(TOP_KEYS)}")
     cfg = deep_merge(DEFAULTS, {k: v for k, v in raw.items() if k != "quick"}, _REPLACE)
-    if quick and raw.get("quick"):
-        cfg = deep_merge(cfg, raw["quick"], _REPLACE)
+    if quick and raw.get("quick"):  # like --set: only the keys it names change
+        cfg = deep_merge(cfg, raw["quick"])
     if overrides:  # dotted --set values: merge key by key, replace only what is named
         cfg = deep_merge(cfg, overrides)
     cfg["quick"] = bool(quick)

@@ -38,7 +38,7 @@ def _fmt(v) -> str:
     return "-" if v is None else str(v)
 
 
-DETECTION_COLUMNS = ["samples", "span_recall", "token_precision", "flagged_tokens"]
+DETECTION_COLUMNS = ["n_samples", "span_recall", "token_precision", "n_planted", "n_flagged_chars"]
 
 
 def detection_table(results: dict) -> str:
