@@ -1,0 +1,57 @@
+"""Where the shipped testbed checkpoints live, and how to load them.
+
+Layout (regenerate with ``scripts/train_testbed.py``)::
+
+    src/leaf/testbed/assets/<family>/teacher/   # safetensors + tokenizer files
+    src/leaf/testbed/assets/<family>/student/
+    src/leaf/testbed/assets/<family>/calibration.json
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from leaf.errors import LeafError
+
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+ROLES = ("teacher", "student")
+
+
+def families_shipped() -> list[str]:
+    """Families with both checkpoints present."""
+    if not ASSETS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in ASSETS_DIR.iterdir()
+                  if all((p / r / "config.json").is_file() for r in ROLES))
+
+
+def model_dir(family: str, role: str) -> Path:
+    """Directory of the shipped ``role`` ("teacher" | "student") checkpoint of ``family``."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    path = ASSETS_DIR / family / role
+    if not (path / "config.json").is_file():
+        raise LeafError(
+            f"no shipped {role} checkpoint for testbed family {family!r} at {path}; "
+            f"shipped: {families_shipped() or 'none'} (regenerate with scripts/train_testbed.py)"
+        )
+    return path
+
+
+def calibration(family: str) -> dict:
+    """The ``calibration.json`` written when the family's checkpoints were trained."""
+    path = ASSETS_DIR / family / "calibration.json"
+    if not path.is_file():
+        raise LeafError(f"no calibration.json for testbed family {family!r} at {path}")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load(family: str, role: str, dtype: str = "float32"):
+    """``(model, tokenizer)`` of a shipped checkpoint, in eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = model_dir(family, role)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    return model.eval(), AutoTokenizer.from_pretrained(path)

@@ -1,0 +1,168 @@
+"""Detection quality against the planted spans, and seed statistics.
+
+A sample's planted confounder has a *misleading* part (the decoy number) and a *distractor*
+sentence around it (``sample["planted"]``). Given the character spans a detector flagged in the
+instruction (units with ``norm(d_i) <= tau``, or the spans ``leaf prune`` removed):
+
+- **span recall**: the share of planted misleading spans that overlap at least one flagged
+  span. Finding the number is what matters: removing it is what frees the student.
+- **token precision**: the share of flagged characters that fall inside a distractor sentence.
+  Whitespace is not counted (a byte-level token such as ``" rumor"`` carries its leading space),
+  so flagging exactly the sentence's words gives 1.0. Flags in samples without a distractor
+  count as outside.
+
+Both are micro-averaged over samples. ``mean_ci`` gives the mean and a two-sided 95% Student-t
+interval over seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+Span = Sequence[int]  # [start, end) in characters
+
+
+def merge_spans(spans: Iterable[Span]) -> list[tuple[int, int]]:
+    """Sorted union of ``[start, end)`` spans (touching spans are joined; empty ones dropped)."""
+    out: list[list[int]] = []
+    for s, e in sorted((int(s), int(e)) for s, e in spans if e > s):
+        if out and s <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return [(s, e) for s, e in out]
+
+
+def overlaps(a: Span, b: Span) -> bool:
+    """True when ``[a0, a1)`` and ``[b0, b1)`` share at least one character."""
+    return max(a[0], b[0]) < min(a[1], b[1])
+
+
+def _content_chars(text: str, spans: Iterable[Span]) -> set[int]:
+    return {i for s, e in merge_spans(spans) for i in range(s, min(e, len(text)))
+            if not text[i].isspace()}
+
+
+def sample_counts(text: str, planted: Mapping, flagged: Iterable[Span]) -> dict[str, int]:
+    """Counts for one sample: misleading spans planted/found, flagged chars inside/total."""
+    flagged = merge_spans(flagged)
+    misleading = planted.get("misleading", [])
+    found = sum(any(overlaps(m, f) for f in flagged) for m in misleading)
+    flagged_chars = _content_chars(text, flagged)
+    inside = flagged_chars & _content_chars(text, planted.get("distractor", []))
+    return {"planted": len(misleading), "found": found,
+            "flagged_chars": len(flagged_chars), "inside_chars": len(inside)}
+
+
+def detection_quality(
+    samples: Iterable[Mapping], flagged_by_id: Mapping[str, Iterable[Span]]
+) -> dict[str, float | int]:
+    """Span recall and token precision over the samples that have an entry in ``flagged_by_id``.
+
+    ``flagged_by_id`` maps a sample id to the instruction spans flagged for it; give an empty
+    list for a scored sample where nothing was flagged (it counts as a miss). Samples without
+    an entry were not scored and are left out. A rate with an empty denominator is NaN.
+    """
+    total = {"planted": 0, "found": 0, "flagged_chars": 0, "inside_chars": 0, "samples": 0}
+    for sample in samples:
+        if sample["id"] not in flagged_by_id:
+            continue
+        counts = sample_counts(sample["instruction"], sample.get("planted", {}),
+                               flagged_by_id[sample["id"]])
+        for key, value in counts.items():
+            total[key] += value
+        total["samples"] += 1
+    return {
+        "span_recall": _rate(total["found"], total["planted"]),
+        "token_precision": _rate(total["inside_chars"], total["flagged_chars"]),
+        "n_samples": total["samples"],
+        "n_planted": total["planted"],
+        "n_flagged_chars": total["flagged_chars"],
+    }
+
+
+def _rate(num: int, den: int) -> float:
+    return num / den if den else math.nan
+
+
+def flagged_from_scores(
+    rows: Iterable[Mapping], mode: str = "fixed", tau: float = 0.10, quantile: float = 0.05
+) -> dict[str, list[list[int]]]:
+    """Instruction-level ``scores.jsonl`` rows -> flagged unit spans per sample id.
+
+    A unit is flagged when its ``diff`` is at or below the threshold of
+    ``leaf.detect.scoring.threshold`` (the paper's ``norm(d_i) <= tau`` by default).
+    """
+    from leaf.detect.scoring import threshold
+
+    out: dict[str, list[list[int]]] = {}
+    for row in rows:
+        if row.get("level", "instruction") != "instruction":
+            continue
+        cut = threshold(row["diff"], mode, tau, quantile)
+        flagged = [list(u) for u, d in zip(row["units"], row["diff"]) if d <= cut]
+        out.setdefault(row["id"], []).extend(flagged)
+    return out
+
+
+def flagged_from_counterfactuals(
+    rows: Iterable[Mapping], verified_only: bool = False
+) -> dict[str, list[list[int]]]:
+    """Instruction-level ``counterfactuals.jsonl`` rows -> pruned spans per original id.
+
+    Every ``original`` row gives its id an entry (empty when nothing was pruned), so samples
+    that produced no counterfactual count as misses.
+    """
+    out: dict[str, list[list[int]]] = {}
+    for row in rows:
+        origin = row.get("origin_id", row["id"])
+        out.setdefault(origin, [])
+        if row.get("kind") != "counterfactual" or row.get("level") != "instruction":
+            continue
+        if verified_only and row.get("verified") is not True:
+            continue
+        out[origin].extend(list(s) for s in row.get("pruned", []))
+    return out
+
+
+# Two-sided 95% quantiles t_{0.975, df} of Student's t distribution.
+_T975 = {
+    1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+    9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120,
+    17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064,
+    25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000,
+    120: 1.980,
+}
+
+
+def t_quantile_975(df: int) -> float:
+    """``t_{0.975, df}``: exact table to 30 degrees of freedom, then linear in ``1/df``."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
+    if df in _T975:
+        return _T975[df]
+    knots = [(k, v) for k, v in sorted(_T975.items()) if k >= 30] + [(math.inf, 1.960)]
+    for (d0, t0), (d1, t1) in zip(knots, knots[1:]):
+        if d0 < df < d1:
+            x, x0, x1 = 1 / df, 1 / d0, 1 / d1 if d1 != math.inf else 0.0
+            return t0 + (t1 - t0) * (x - x0) / (x1 - x0)
+    raise AssertionError("unreachable")
+
+
+def mean_ci(values: Sequence[float]) -> dict[str, float | int]:
+    """Mean and 95% t-interval ``mean +- t_{0.975, n-1} * s / sqrt(n)`` (NaN bounds if n < 2).
+
+    ``s`` is the sample standard deviation (n - 1 in the denominator). NaN values are dropped.
+    """
+    xs = [float(v) for v in values if not math.isnan(float(v))]
+    n = len(xs)
+    if n == 0:
+        return {"mean": math.nan, "low": math.nan, "high": math.nan, "half_width": math.nan,
+                "n": 0}
+    mean = sum(xs) / n
+    if n < 2:
+        return {"mean": mean, "low": math.nan, "high": math.nan, "half_width": math.nan, "n": 1}
+    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+    half = t_quantile_975(n - 1) * sd / math.sqrt(n)
+    return {"mean": mean, "low": mean - half, "high": mean + half, "half_width": half, "n": n}

@@ -1,0 +1,127 @@
+"""Testbed task families: determinism, planted spans, split properties, the sample contract."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from leaf.data.schema import read_samples
+from leaf.testbed.evaluate import final_answer
+from leaf.testbed.tasks import (
+    FAMILIES,
+    SPLITS,
+    make_split,
+    make_splits,
+    pretraining_mix,
+    write_splits,
+)
+
+SIZES = {"train": 200, "test_id": 60, "test_anti": 60, "test_clean": 40}
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def splits(request):
+    return request.param, make_splits(request.param, seed=3, bias=0.8, sizes=SIZES)
+
+
+def test_generation_is_deterministic_and_seeded(splits):
+    family, rows = splits
+    assert make_splits(family, seed=3, bias=0.8, sizes=SIZES) == rows
+    other = make_splits(family, seed=4, bias=0.8, sizes=SIZES)
+    assert [r["instruction"] for r in other["train"]] != [r["instruction"] for r in rows["train"]]
+    # A split does not depend on which other splits are made, or their sizes.
+    assert make_split(family, "test_anti", 60, seed=3, bias=0.8) == rows["test_anti"]
+
+
+def test_sample_contract_and_ids(splits, tmp_path):
+    family, rows = splits
+    paths = write_splits(tmp_path, family, seed=3, bias=0.8, sizes=SIZES)
+    assert sorted(paths) == sorted(SPLITS)
+    ids = set()
+    for split, path in paths.items():
+        samples = read_samples(path, need_grading=True)  # the contract every stage reads
+        assert samples == rows[split]
+        for s in samples:
+            assert s["task"] == "math" and s["split"] == split and s["family"] == family
+            ids.add(s["id"])
+    assert len(ids) == sum(SIZES.values())
+
+
+def test_responses_are_correct_chains_of_thought(splits):
+    _, rows = splits
+    for s in (r for split in rows.values() for r in split):
+        assert s["response"].endswith(f"The answer is {s['answer']}.")
+        assert final_answer(s["response"]) == s["answer"]
+        lhs, rhs = s["response"].split(". The answer")[0].split(" = ")
+        assert eval(lhs) == int(rhs) == int(s["answer"])  # noqa: S307 (digits and +/- only)
+        # The operands in the chain of thought are read from the instruction, not invented.
+        numbers = re.findall(r"\d+", s["instruction"])
+        for operand in re.findall(r"\d+", lhs):
+            assert operand in numbers
+
+
+def test_planted_spans_point_at_the_decoy(splits):
+    _, rows = splits
+    for s in (r for split in rows.values() for r in split if r["variant"] != "clean"):
+        text, planted = s["instruction"], s["planted"]
+        [(ms, me)] = planted["misleading"]
+        [(ds, de)] = planted["distractor"]
+        assert text[ms:me] == str(s["distractor_value"])
+        assert ds < ms and me < de  # the number sits inside its sentence
+        sentence = text[ds:de]
+        assert sentence == sentence.strip() and sentence[-1] in ";."
+        # Cutting the sentence out leaves no trace of the distractor.
+        without = text[:ds] + text[de:]
+        assert "rumor" not in without and without.count(" has ") <= 1
+
+
+def test_split_properties(splits):
+    _, rows = splits
+    train = rows["train"]
+    assert sum(r["distractor_agrees"] for r in train) == round(0.8 * len(train))
+    assert {r["variant"] for r in train} == {"agree", "disagree"}
+    for r in rows["test_anti"]:
+        assert r["distractor_value"] != int(r["answer"]) and r["distractor_agrees"] is False
+    for r in rows["test_clean"]:
+        assert r["planted"] == {"misleading": [], "distractor": []}
+        assert r["distractor_value"] is None and r["distractor_agrees"] is None
+        assert "rumor" not in r["instruction"] and r["instruction"].count(" has ") <= 1
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_numberless_variant_is_what_pruning_the_number_leaves(family):
+    fam = FAMILIES[family]
+    problem = fam.draw(random.Random(5))
+    full = fam.render(problem, 12, numberless=False)
+    pruned = fam.render(problem, None, numberless=True)
+    (ms, me), = full.misleading
+    assert pruned.instruction == full.instruction[:ms] + full.instruction[me:]
+    clean = fam.render(problem, None, numberless=False)
+    (ds, de), = full.distractor
+    assert clean.instruction == full.instruction[:ds] + full.instruction[de + 1:]
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_pretraining_mix_has_clean_and_pruned_looking_inputs(family):
+    rows = pretraining_mix(family, 2000, seed=0, distractor="random")
+    share = {v: sum(r["variant"] == v for r in rows) / len(rows)
+             for v in ("clean", "numberless", "random")}
+    assert abs(share["clean"] - 0.30) < 0.04 and abs(share["numberless"] - 0.15) < 0.03
+    assert abs(share["random"] - 0.55) < 0.04
+    # An uninformative distractor rarely equals the answer; a biased one mostly does.
+    with_value = [r for r in rows if r["distractor_value"] is not None]
+    assert sum(r["distractor_agrees"] for r in with_value) / len(with_value) < 0.2
+    biased = [r for r in pretraining_mix(family, 2000, 0, "biased", bias=0.95)
+              if r["distractor_value"] is not None]
+    assert sum(r["distractor_agrees"] for r in biased) / len(biased) > 0.9
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="unknown testbed family"):
+        make_split("nope", "train", 1)
+    with pytest.raises(ValueError, match="split must be"):
+        make_split("digit_sum", "dev", 1)
+    with pytest.raises(ValueError, match="bias"):
+        make_split("digit_sum", "train", 4, bias=1.5)
