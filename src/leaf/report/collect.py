@@ -1,0 +1,295 @@
+"""Gather a run's files into the one JSON object the HTML report embeds.
+
+Inputs (any may be missing except one of scores / counterfactuals):
+- scores rows (``leaf detect``): ``id``, ``level``, ``segment``, ``field``, ``prefix_end``,
+  ``units``, ``teacher``, ``student``, ``diff`` (see ``interfaces``);
+- counterfactual rows (``leaf prune``): ``origin_id``, ``kind``, ``level``, ``pruned``,
+  ``verified``, ``masking``, ``strategy``; optional ``threshold_mode``, ``tau``, ``quantile``
+  (how the spans were chosen) and ``threshold`` (the cut-off actually used for that row);
+- sample rows (``samples.jsonl`` or ``screened.jsonl``): the text, and ``teacher_correct`` /
+  ``student_correct`` when screened;
+- ``leaf attention`` outputs.
+
+Values are stored as integers in per mille to keep a 10,000-sample report a few MB.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from leaf.detect.scoring import DEFAULT_QUANTILE, DEFAULT_TAU, threshold
+from leaf.errors import LeafError, LeafInputError
+
+_RESPONSE_ID = re.compile(r"#r(\d+)\.\d+$")
+
+
+@dataclass
+class RunFiles:
+    """The files a report is built from (see :func:`find_run_files` for the names)."""
+
+    scores: list[Path] = field(default_factory=list)
+    counterfactuals: list[Path] = field(default_factory=list)
+    data: Path | None = None
+    attention: list[Path] = field(default_factory=list)
+
+
+def _as_paths(base: Path, value: Any) -> list[Path]:
+    if value is None:
+        return []
+    values = value if isinstance(value, list) else [value]
+    return [p if p.is_absolute() else base / p for p in map(Path, values)]
+
+
+def find_run_files(run_dir: str | Path) -> RunFiles:
+    """Locate report inputs in ``run_dir``.
+
+    ``manifest.json`` (optional), top level or under ``"files"``: keys ``scores``,
+    ``counterfactuals``, ``attention`` (a path or a list, relative to ``run_dir``), and
+    ``screened`` or ``data`` / ``samples``. Whatever the manifest does not name is looked up by
+    name: ``scores*.jsonl``, ``counterfactuals*.jsonl``, ``screened.jsonl`` (else
+    ``samples.jsonl``) and ``attention*.json``, in ``run_dir`` and its direct subfolders.
+    """
+    base = Path(run_dir)
+    if not base.is_dir():
+        raise LeafError(f"{base}: not a directory")
+    manifest: dict[str, Any] = {}
+    mpath = base / "manifest.json"
+    if mpath.is_file():
+        try:
+            manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise LeafInputError(mpath, exc.lineno, None, f"not valid JSON ({exc.msg})") from None
+        manifest = manifest.get("files", manifest) if isinstance(manifest, dict) else {}
+
+    def glob(pattern: str) -> list[Path]:
+        found = sorted(base.glob(pattern)) + sorted(base.glob(f"*/{pattern}"))
+        return [p for p in found if p.is_file()]
+
+    files = RunFiles()
+    files.scores = _as_paths(base, manifest.get("scores")) or glob("scores*.jsonl")
+    files.counterfactuals = (_as_paths(base, manifest.get("counterfactuals"))
+                             or glob("counterfactuals*.jsonl"))
+    files.attention = _as_paths(base, manifest.get("attention")) or glob("attention*.json")
+    data = [p for k in ("screened", "data", "samples") for p in _as_paths(base, manifest.get(k))]
+    data = data or glob("screened.jsonl") or glob("samples.jsonl")
+    files.data = data[0] if data else None
+    for p in [*files.scores, *files.counterfactuals, *files.attention,
+              *([files.data] if files.data else [])]:
+        if not p.is_file():
+            raise LeafError(f"{mpath}: names {p}, which does not exist")
+    if not files.scores and not files.counterfactuals:
+        raise LeafError(f"{base}: found no scores*.jsonl or counterfactuals*.jsonl")
+    return files
+
+
+def _milli(values: Sequence[float]) -> list[int | None]:
+    """Per mille integers; a value that is not a finite number becomes null (shown blank)."""
+    out: list[int | None] = []
+    for v in values:
+        f = float(v) if isinstance(v, int | float) else float("nan")
+        out.append(int(round(1000 * f)) if np.isfinite(f) else None)
+    return out
+
+
+def _segment_of(row: dict[str, Any]) -> int:
+    if row.get("level") != "response":
+        return 0
+    if isinstance(row.get("segment"), int):
+        return row["segment"]
+    m = _RESPONSE_ID.search(str(row.get("id", "")))
+    return int(m.group(1)) if m else 1
+
+
+def threshold_settings(
+    cf_rows: Iterable[dict[str, Any]], mode: str | None = None, tau: float | None = None,
+    quantile: float | None = None,
+) -> dict[str, Any]:
+    """The threshold rule to show: flags first, then the counterfactual rows, then defaults.
+
+    From the rows: ``threshold_mode`` / ``tau`` / ``quantile`` when present; otherwise the
+    per-row cut-offs ``threshold`` that ``leaf prune`` writes: one common value is read as a
+    fixed tau, differing values as ``mode: "per-row"`` (each scored row shows its own cut-off).
+    """
+    found: dict[str, Any] = {}
+    cuts: set[float] = set()
+    for row in cf_rows:
+        for key in ("threshold_mode", "tau", "quantile"):
+            if key in row and row[key] is not None and key not in found:
+                found[key] = row[key]
+        if row.get("kind") == "counterfactual" and isinstance(row.get("threshold"), int | float):
+            cuts.add(round(float(row["threshold"]), 9))
+    if mode is not None or tau is not None or quantile is not None:
+        source = "flags"
+    elif found:
+        source = "counterfactuals"
+    elif len(cuts) == 1:
+        source, found = "leaf prune cut-offs", {"threshold_mode": "fixed", "tau": cuts.pop()}
+    elif cuts:
+        source, found = "leaf prune per-row cut-offs", {"threshold_mode": "per-row"}
+    else:
+        source = "default"
+    return {
+        "mode": mode or found.get("threshold_mode", "fixed"),
+        "tau": float(tau if tau is not None else found.get("tau", DEFAULT_TAU)),
+        "quantile": float(quantile if quantile is not None
+                          else found.get("quantile", DEFAULT_QUANTILE)),
+        "source": source,
+    }
+
+
+def candidate_runs(diff: Sequence[float], cut: float) -> int:
+    """Number of maximal runs of consecutive units with ``diff <= cut`` (confounder spans)."""
+    flags = np.asarray(diff, dtype=float) <= cut
+    return int(np.sum(flags[1:] & ~flags[:-1]) + (flags[0] if flags.size else 0))
+
+
+def build_report_data(
+    scores: Sequence[dict[str, Any]],
+    counterfactuals: Sequence[dict[str, Any]] = (),
+    samples: Sequence[dict[str, Any]] = (),
+    attention: Sequence[dict[str, Any]] = (),
+    *,
+    threshold_mode: str | None = None,
+    tau: float | None = None,
+    quantile: float | None = None,
+    title: str = "LeaF report",
+) -> dict[str, Any]:
+    """The object embedded in the report: samples with their views, counterfactuals, summary."""
+    th = threshold_settings(counterfactuals, threshold_mode, tau, quantile)
+    by_id: dict[str, dict[str, Any]] = {}
+    order: list[str] = []
+
+    def sample(sid: str) -> dict[str, Any]:
+        if sid not in by_id:
+            by_id[sid] = {"id": sid, "task": None, "ins": None, "resp": None, "tc": None,
+                          "sc": None, "views": [], "cfs": []}
+            order.append(sid)
+        return by_id[sid]
+
+    for row in samples:
+        s = sample(str(row["id"]))
+        s.update(task=row.get("task"), ins=row.get("instruction"), resp=row.get("response"),
+                 tc=row.get("teacher_correct"), sc=row.get("student_correct"))
+    row_cut: dict[tuple[str, str, int], float] = {}
+    for row in counterfactuals:
+        origin = str(row.get("origin_id", row.get("id")))
+        s = sample(origin)
+        if row.get("kind") == "original":
+            for key, src in (("task", "task"), ("ins", "instruction"), ("resp", "response"),
+                             ("tc", "teacher_correct"), ("sc", "student_correct")):
+                if s[key] is None and row.get(src) is not None:
+                    s[key] = row[src]
+            continue
+        level, seg = row.get("level", "instruction"), _segment_of(row)
+        if isinstance(row.get("threshold"), int | float) and np.isfinite(row["threshold"]):
+            row_cut[(origin, level, seg)] = float(row["threshold"])
+        s["cfs"].append({"id": str(row.get("id")), "level": level, "seg": seg,
+                         "pruned": [list(p) for p in row.get("pruned") or []],
+                         "verified": row.get("verified"), "masking": row.get("masking"),
+                         "strategy": row.get("strategy")})
+
+    diffs: dict[str, list[float]] = {"instruction": [], "response": []}
+    cuts: list[float] = []
+    for row in scores:
+        s = sample(str(row["id"]))
+        level = row.get("level", "instruction")
+        seg = int(row.get("segment") or 0)
+        d = row.get("diff") or []
+        # the cut-off leaf prune used for this row, else the rule (unknown for "per-row")
+        cut = None if th["source"] == "flags" else row_cut.get((s["id"], level, seg))
+        if cut is None and th["mode"] != "per-row":
+            cut = threshold(d, th["mode"], th["tau"], th["quantile"])
+        if cut is not None:
+            cut = float(cut) if np.isfinite(cut) else -1.0
+            cuts.append(cut)
+        diffs.setdefault(level, []).extend(float(x) for x in d if np.isfinite(x))
+        s["views"].append({
+            "level": level, "seg": seg, "field": row.get("field", level),
+            "pe": row.get("prefix_end"), "kind": row.get("unit_kind", "token"),
+            "u": [int(x) for span in row.get("units") or [] for x in span],
+            "t": _milli(row.get("teacher") or []), "s": _milli(row.get("student") or []),
+            "d": _milli(d), "cut": None if cut is None else round(cut, 4),
+            "nc": 0 if cut is None else int(sum(1 for x in d if x <= cut)),
+            "runs": 0 if cut is None else candidate_runs(d, cut),
+        })
+    ordered = [by_id[i] for i in order]
+    for s in ordered:
+        s["views"].sort(key=lambda v: (v["level"] != "instruction", v["seg"]))
+    return {
+        "title": title,
+        "threshold": th,
+        "summary": summarise(ordered, diffs, cuts, th),
+        "samples": ordered,
+        "attention": list(attention),
+        "_diffs": diffs,  # for the plots; dropped before embedding
+    }
+
+
+def spans_per_sample(samples: Sequence[dict[str, Any]]) -> dict[str, list[int]]:
+    """Per level, the number of distinct confounder spans of each scored (or pruned) sample.
+
+    Counted from the counterfactuals' ``pruned`` spans when the sample has counterfactual rows
+    for that level; otherwise from the candidate runs in its scores.
+    """
+    out: dict[str, list[int]] = {}
+    for s in samples:
+        levels = {v["level"] for v in s["views"]} | {c["level"] for c in s["cfs"]}
+        for level in sorted(levels):
+            cfs = [c for c in s["cfs"] if c["level"] == level]
+            if cfs:
+                n = len({(c["seg"], *p) for c in cfs for p in c["pruned"]})
+            else:
+                n = sum(v["runs"] for v in s["views"] if v["level"] == level)
+            out.setdefault(level, []).append(n)
+    return out
+
+
+def summarise(samples: Sequence[dict[str, Any]], diffs: dict[str, list[float]],
+              cuts: Sequence[float], th: dict[str, Any]) -> dict[str, Any]:
+    """Counts and shares shown at the top of the report."""
+    cfs = [c for s in samples for c in s["cfs"]]
+    verified = sum(c["verified"] is True for c in cfs)
+    rejected = sum(c["verified"] is False for c in cfs)
+    screened = [s for s in samples if s["tc"] is not None and s["sc"] is not None]
+    views = [v for s in samples for v in s["views"]]
+    spans = spans_per_sample(samples)
+    per_level = {}
+    for level in sorted({v["level"] for v in views} | {c["level"] for c in cfs}):
+        lv = [v for v in views if v["level"] == level]
+        lc = [c for c in cfs if c["level"] == level]
+        units = sum(len(v["d"]) for v in lv)
+        per_level[level] = {
+            "scored_rows": len(lv),
+            "units": units,
+            "candidate_share": (sum(v["nc"] for v in lv) / units) if units else None,
+            "counterfactuals": len(lc),
+            "verified": sum(c["verified"] is True for c in lc),
+            "rejected": sum(c["verified"] is False for c in lc),
+            "spans_per_sample_mean": float(np.mean(spans[level])) if spans.get(level) else None,
+            "spans_per_sample_max": max(spans[level]) if spans.get(level) else None,
+        }
+    return {
+        "samples": len(samples),
+        "scored_samples": sum(bool(s["views"]) for s in samples),
+        "without_text": sum(s["ins"] is None for s in samples),
+        "screened": len(screened),
+        "student_wrong_teacher_right": sum(s["tc"] is True and s["sc"] is False
+                                           for s in screened),
+        "counterfactuals": len(cfs),
+        "verified": verified,
+        "rejected": rejected,
+        "unchecked": len(cfs) - verified - rejected,
+        "verified_share": verified / (verified + rejected) if verified + rejected else None,
+        "threshold_median": float(np.median(cuts)) if cuts else None,
+        "levels": per_level,
+        "masking": sorted({str(c["masking"]) for c in cfs if c["masking"]}),
+        "strategy": sorted({str(c["strategy"]) for c in cfs if c["strategy"]}),
+        "threshold": th,
+    }
