@@ -58,6 +58,13 @@ EQUIVALENT = [
     ("\\text{(A)}", "A"),
     ("\\infty", "\\infty"),
     ("East", "east"),
+    ("4\\frac{2}{3}", "\\frac{14}{3}"),  # mixed number
+    ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}"),
+    ("\\pm 2", "2, -2"),
+    ("(-\\infty, -3) \\cup (3, \\infty)", "(-\\infty,-3)\\cup(3,\\infty)"),
+    ("2^{10}", "1024"),
+    ("6{,}000", "6000"),
+    ("y = 2x + 3", "2x+3"),
 ]
 NOT_EQUIVALENT = [
     ("3", "2"),
@@ -69,6 +76,10 @@ NOT_EQUIVALENT = [
     ("7", "17"),
     ("\\sqrt{2}", "2"),
     ("", "1"),
+    ("4\\frac{2}{3}", "\\frac{8}{3}"),
+    ("(-\\infty, 2)", "(-\\infty, 2]"),
+    ("1, 3", "1, 3, 5"),
+    ("\\text{Monday}", "Tuesday"),
 ]
 
 
@@ -104,3 +115,8 @@ def test_works_in_worker_threads():
     t.start()
     t.join()
     assert results == {"eq": True, "ne": False}
+
+
+def test_last_number_ignores_dashes_between_digits():
+    assert extract_answer("released on 2023-08-01") == "01"
+    assert extract_answer("so 5-3 = 2 and x = -4") == "-4"

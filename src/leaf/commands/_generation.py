@@ -32,3 +32,9 @@ def settings_from(args: argparse.Namespace) -> GenerationSettings:
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
         temperature=args.temperature, top_p=args.top_p, seed=args.seed, progress=False,
     )
+
+
+def chunk_size(args: argparse.Namespace) -> int:
+    """Problems generated between two resume points: one batch for hf; vLLM schedules its own
+    batches and is only fast when it sees many prompts at once."""
+    return args.batch_size if args.backend == "hf" else max(args.batch_size, 256)

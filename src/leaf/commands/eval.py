@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from leaf.commands._generation import add_generation_arguments, settings_from
+from leaf.commands._generation import add_generation_arguments, chunk_size, settings_from
 from leaf.commands.grade import add_grading_arguments
 
 NAME = "eval"
@@ -53,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
             generator = make_generator(args.model, backend=args.backend, dtype=args.dtype,
                                        device=args.device, settings=settings)
             with tqdm(total=len(todo), desc="eval (generate)", unit="problem") as bar:
-                for lo in range(0, len(todo), settings.batch_size):
-                    chunk = todo[lo:lo + settings.batch_size]
+                for lo in range(0, len(todo), chunk_size(args)):
+                    chunk = todo[lo:lo + chunk_size(args)]
                     answers = generator.generate_n([s["instruction"] for s in chunk], n=n)
                     writer.write([{"id": s["id"], "response": a[0]} if n == 1 else
                                   {"id": s["id"], "responses": a}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from leaf.commands._generation import add_generation_arguments, settings_from
+from leaf.commands._generation import add_generation_arguments, chunk_size, settings_from
 
 NAME = "screen"
 HELP = "let teacher and student answer every sample and grade both (stage 1, step 1)"
@@ -39,7 +39,7 @@ def _answer_all(model: str, todo: list[dict], on_chunk, label: str, args) -> Non
     settings = settings_from(args)
     generator = make_generator(model, backend=args.backend, dtype=args.dtype,
                                device=args.device, settings=settings)
-    step = settings.batch_size
+    step = chunk_size(args)
     with tqdm(total=len(todo), desc=f"screen ({label})", unit="sample") as bar:
         for lo in range(0, len(todo), step):
             chunk = todo[lo:lo + step]

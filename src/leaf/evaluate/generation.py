@@ -75,6 +75,21 @@ def stop_token_ids(tokenizer, generation_config=None) -> list[int]:
     return ids
 
 
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int):
+    """``(input_ids, attention_mask)`` with every prompt ending at the last column, so the
+    first generated token of every row follows its own prompt directly."""
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        if seq:
+            ids[row, width - len(seq):] = torch.tensor(list(seq), dtype=torch.long)
+            mask[row, width - len(seq):] = 1
+    return ids, mask
+
+
 class HFGenerator:
     """Batched generation with a loaded ``transformers`` model and tokenizer."""
 
@@ -112,13 +127,8 @@ class HFGenerator:
         batches = [order[i:i + s.batch_size] for i in range(0, len(order), s.batch_size)]
         for batch in tqdm(batches, desc="generate", unit="batch", disable=not s.progress,
                           leave=False):
-            width = max(len(encoded[i]) for i in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):  # left padding: the prompt ends at the last column
-                seq = encoded[i]
-                ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
-                mask[row, width - len(seq):] = 1
+            ids, mask = left_pad([encoded[i] for i in batch], pad)
+            width = ids.shape[1]
             kwargs = dict(max_new_tokens=s.max_new_tokens, eos_token_id=self.stop_ids,
                           pad_token_id=pad, num_return_sequences=n)
             if s.temperature > 0:
