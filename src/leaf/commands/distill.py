@@ -23,12 +23,13 @@ Any field can be overridden after the config, with TrainingArguments' own names:
   leaf distill --config run.yaml --learning_rate 2e-5 --max_steps 100 --output_dir out/
 A run resumes from the last checkpoint-N in output_dir automatically; pass
 --resume_from_checkpoint DIR to choose one. Multi-GPU: accelerate launch -m leaf.cli distill ...
-(see docs/distillation.md)."""
+(see docs/distillation.md). `leaf distill --show-fields` lists every field."""
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--config", required=True, metavar="FILE.yaml",
-                        help="YAML file with the run's settings")
+    parser.add_argument("--config", metavar="FILE.yaml", help="YAML file with the run's settings")
+    parser.add_argument("--show-fields", action="store_true",
+                        help="list every config field (leaf's and TrainingArguments') and exit")
     parser.set_defaults(accepts_extra=True)
 
 
@@ -60,6 +61,15 @@ def parse_config(config: dict[str, Any], overrides: list[str]):
 def run(args) -> int:
     import yaml
 
+    if args.show_fields:
+        from transformers import HfArgumentParser
+
+        from leaf.distill.config import DistillArguments
+
+        HfArgumentParser(DistillArguments, prog="leaf distill --config FILE.yaml").print_help()
+        return 0
+    if not args.config:
+        raise LeafError("--config FILE.yaml is required")
     path = Path(args.config)
     if not path.is_file():
         raise LeafError(f"{path}: config file not found")

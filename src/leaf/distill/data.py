@@ -45,7 +45,8 @@ def encode_row(tokenizer, row: dict[str, Any], system: str | None = None) -> tup
 
 
 class DistillDataset(torch.utils.data.Dataset):
-    """Encoded rows: ``input_ids``, ``labels``, ``is_counterfactual`` and ``row_index``.
+    """Encoded rows: ``input_ids``, ``labels`` and ``is_counterfactual`` (and ``cache_row``
+    once a teacher cache is attached).
 
     ``ids[i]`` is the row's ``id``; ``stats`` counts kept, dropped and truncated rows.
     """
@@ -86,8 +87,7 @@ class DistillDataset(torch.utils.data.Dataset):
                 continue
             self.stats["counterfactual" if is_cf else "original"] += 1
             self.items.append(
-                {"input_ids": input_ids, "labels": labels, "is_counterfactual": int(is_cf),
-                 "row_index": len(self.items)}
+                {"input_ids": input_ids, "labels": labels, "is_counterfactual": int(is_cf)}
             )
             self.ids.append(row["id"])
         if self.stats["truncated"]:
@@ -111,7 +111,7 @@ class DistillCollator:
     """Pad a list of rows to the longest row of the batch (never to ``max_length``).
 
     Returns ``input_ids``, ``attention_mask``, ``labels`` (``-100`` on padding),
-    ``is_counterfactual`` ``[B]`` and ``row_index`` ``[B]``. Padding is on the right, which
+    ``is_counterfactual`` ``[B]`` and, with a teacher cache, ``cache_row`` ``[B]``. Padding is on the right, which
     keeps positions identical to the unpadded sequence.
     """
 
@@ -132,10 +132,12 @@ class DistillCollator:
             ids[i, :n] = torch.tensor(r["input_ids"])
             labels[i, :n] = torch.tensor(r["labels"])
             mask[i, :n] = 1
-        return {
+        batch = {
             "input_ids": ids,
             "attention_mask": mask,
             "labels": labels,
             "is_counterfactual": torch.tensor([r["is_counterfactual"] for r in rows]),
-            "row_index": torch.tensor([r["row_index"] for r in rows]),
         }
+        if "cache_row" in rows[0]:
+            batch["cache_row"] = torch.tensor([r["cache_row"] for r in rows])
+        return batch

@@ -34,7 +34,8 @@ DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 def _kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     """``KL(p || q)`` over the last dimension from log-probabilities (0 log 0 = 0)."""
     p = log_p.exp()
-    return torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p)).sum(-1)
+    # mask before multiplying, so that a zero p never meets an infinite log in backward
+    return (p * torch.where(p > 0, log_p - log_q, torch.zeros_like(p))).sum(-1)
 
 
 def token_divergence(
@@ -151,4 +152,82 @@ def chunked_cross_entropy(
             continue
         args = (logits[lo : lo + chunk_size], keep, y[keep])
         total = total + (checkpoint(ce, *args, use_reentrant=False) if needs_grad else ce(*args))
+    return total
+
+
+def _sparse_chunk_sums(
+    student: torch.Tensor,
+    keep: torch.Tensor,
+    top_idx: torch.Tensor,
+    top_logits: torch.Tensor,
+    groups: torch.Tensor,
+    num_groups: int,
+    divergence: str,
+    temperature: float,
+    beta: float,
+) -> torch.Tensor:
+    log_s = F.log_softmax(student[keep].float() / temperature, dim=-1)  # [n, V]
+    log_s_top = log_s.gather(-1, top_idx.long())  # [n, K]
+    log_q = F.log_softmax(top_logits.float() / temperature, dim=-1)  # renormalised top-k
+    if divergence == "forward_kl":
+        div = _kl(log_q, log_s_top)
+    elif divergence == "jsd":
+        if beta <= 0.0 or beta >= 1.0:
+            div = torch.zeros(log_q.shape[0], device=log_q.device)
+        else:
+            log_m = torch.logaddexp(log_q + math.log(beta), log_s_top + math.log(1.0 - beta))
+            inside = _kl(log_s_top, log_m)  # student mass on the teacher's top-k
+            outside = (1.0 - log_s_top.exp().sum(-1)).clamp(min=0) * -math.log(1.0 - beta)
+            div = beta * _kl(log_q, log_m) + (1.0 - beta) * (inside + outside)
+    else:
+        raise ValueError(f"{divergence} needs the full teacher distribution, not a top-k cache")
+    div = div * temperature**2
+    return torch.zeros(num_groups, dtype=div.dtype, device=div.device).index_add(0, groups, div)
+
+
+def chunked_sparse_divergence(
+    student_logits: torch.Tensor,
+    groups: torch.Tensor,
+    top_indices: torch.Tensor,
+    top_logits: torch.Tensor,
+    *,
+    num_groups: int = 1,
+    divergence: str = "forward_kl",
+    temperature: float = 1.0,
+    beta: float = 0.5,
+    chunk_size: int = 1024,
+) -> torch.Tensor:
+    """Like :func:`chunked_divergence`, with the teacher given as its top-k logits.
+
+    ``top_indices`` / ``top_logits`` ``[M, K]`` hold the teacher's K largest logits for the
+    ``M`` counted positions (``groups >= 0``) in flattened order. The teacher distribution is
+    approximated by the softmax of those K logits (renormalised top-k, zero elsewhere); the
+    student keeps its full-vocabulary softmax. ``forward_kl`` and ``jsd`` are exact for that
+    approximated teacher; ``reverse_kl`` is undefined (the teacher is zero off its top-k).
+    """
+    vocab = student_logits.shape[-1]
+    student = student_logits.reshape(-1, vocab)
+    groups = groups.reshape(-1).to(student.device)
+    top_indices, top_logits = top_indices.to(student.device), top_logits.to(student.device)
+    if int((groups >= 0).sum()) != top_indices.shape[0]:
+        raise ValueError("the cached teacher positions do not match the counted positions")
+    if top_indices.numel() and int(top_indices.max()) >= vocab:
+        raise ValueError(f"cached teacher ids reach {int(top_indices.max())}, beyond the "
+                         f"student's {vocab} logits; rebuild the cache with --student")
+    total = torch.zeros(num_groups, dtype=torch.float32, device=student.device)
+    needs_grad = torch.is_grad_enabled() and student.requires_grad
+    done = 0
+    for lo in range(0, student.shape[0], chunk_size):
+        g = groups[lo : lo + chunk_size]
+        keep = (g >= 0).nonzero(as_tuple=True)[0]
+        n = keep.numel()
+        if n == 0:
+            continue
+        args = (student[lo : lo + chunk_size], keep, top_indices[done : done + n],
+                top_logits[done : done + n], g[keep], num_groups, divergence, temperature, beta)
+        done += n
+        if needs_grad:
+            total = total + checkpoint(_sparse_chunk_sums, *args, use_reentrant=False)
+        else:
+            total = total + _sparse_chunk_sums(*args)
     return total

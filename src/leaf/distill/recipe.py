@@ -49,20 +49,20 @@ def load_student(args: DistillArguments):
     return model, tokenizer
 
 
-def load_teacher(args: DistillArguments, student, student_tokenizer):
-    """The frozen teacher on the training device (or spread by ``teacher_device_map``)."""
-    teacher_tokenizer = AutoTokenizer.from_pretrained(args.teacher_model)
-    kwargs = {"dtype": _dtype(args.teacher_dtype)}
-    if args.teacher_device_map:
-        kwargs["device_map"] = args.teacher_device_map
-    teacher = AutoModelForCausalLM.from_pretrained(args.teacher_model, **kwargs)
-    check_shared_vocab(
-        student_tokenizer, teacher_tokenizer,
-        student.get_output_embeddings().weight.shape[0],
-        teacher.get_output_embeddings().weight.shape[0],
-    )
-    if not args.teacher_device_map:
-        teacher.to(args.device)
+def load_teacher(
+    path: str, student_tokenizer, student_vocab: int, dtype: str = "auto",
+    device_map: str | None = None, device=None,
+):
+    """The frozen teacher on ``device`` (or spread by ``device_map``), vocabulary checked."""
+    teacher_tokenizer = AutoTokenizer.from_pretrained(path)
+    kwargs = {"dtype": _dtype(dtype)}
+    if device_map:
+        kwargs["device_map"] = device_map
+    teacher = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    check_shared_vocab(student_tokenizer, teacher_tokenizer, student_vocab,
+                       teacher.get_output_embeddings().weight.shape[0])
+    if not device_map and device is not None:
+        teacher.to(device)
     teacher.eval().requires_grad_(False)
     return teacher
 
@@ -75,6 +75,7 @@ def build_trainer(args: DistillArguments) -> DistillTrainer:
     if not args.teacher_model and not args.teacher_cache:
         raise LeafError("the config must set teacher_model (online) or teacher_cache (offline)")
     model, tokenizer = load_student(args)
+    student_vocab = model.get_output_embeddings().weight.shape[0]
 
     def dataset(path: str) -> DistillDataset:
         return DistillDataset(path, tokenizer, args.max_length, args.system_prompt,
@@ -88,12 +89,13 @@ def build_trainer(args: DistillArguments) -> DistillTrainer:
         from leaf.distill.cache import TeacherCache
 
         cache = TeacherCache(args.teacher_cache)
-        cache.check_compatible(tokenizer, args)
+        cache.check_compatible(args.divergence, student_vocab)
         for d in (train, evaluation):
             if d is not None:
                 cache.attach(d)
     else:
-        teacher = load_teacher(args, model, tokenizer)
+        teacher = load_teacher(args.teacher_model, tokenizer, student_vocab, args.teacher_dtype,
+                               args.teacher_device_map, args.device)
     return DistillTrainer(
         model=model, args=args, train_dataset=train, eval_dataset=evaluation,
         data_collator=DistillCollator(tokenizer.pad_token_id), processing_class=tokenizer,

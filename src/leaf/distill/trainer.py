@@ -105,7 +105,7 @@ class DistillTrainer(Trainer):
         inputs = dict(inputs)
         labels = inputs.pop("labels")
         is_cf = inputs.pop("is_counterfactual")
-        row_index = inputs.pop("row_index", None)
+        cache_row = inputs.pop("cache_row", None)
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         logits = outputs.logits
         groups = target_groups(labels, is_cf)
@@ -117,9 +117,7 @@ class DistillTrainer(Trainer):
                 chunk_size=args.kd_chunk_size,
             )
         else:
-            sums = self.teacher_cache.divergence_sums(
-                logits, groups, row_index, inputs["input_ids"], args
-            )
+            sums = self.teacher_cache.divergence_sums(logits, groups, cache_row, args)
         training = model.training and self._step_counts is not None
         if training:  # counts of the whole step, over accumulation and processes
             counts, scale = self._step_counts, float(self.accelerator.num_processes)

@@ -1,0 +1,231 @@
+"""DistillTrainer on tiny real models: the hybrid loss against an independent recomputation,
+gradient accumulation, resume after a crash, saving, and the `leaf distill` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, TrainerCallback
+
+from conftest import write_jsonl
+from distill_rows import training_rows
+from leaf.cli import main
+from leaf.distill.config import DistillArguments
+from leaf.distill.recipe import build_trainer, train
+
+TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml"
+
+
+@pytest.fixture
+def train_file(tmp_path):
+    return write_jsonl(tmp_path / "cf.jsonl", training_rows(4, unverified=False))
+
+
+def make_args(tmp_path, student, teacher, train_file, name="out", **kw) -> DistillArguments:
+    settings = dict(
+        output_dir=str(tmp_path / name), teacher_model=str(teacher), student_model=str(student),
+        train_file=str(train_file), use_cpu=True, per_device_train_batch_size=2,
+        learning_rate=1e-3, warmup_steps=1, max_steps=3, logging_steps=1, save_strategy="no",
+        seed=0, report_to="none", disable_tqdm=True, max_length=256, dataloader_num_workers=0,
+    )
+    settings.update(kw)
+    return DistillArguments(**settings)
+
+
+def reference_loss(student, teacher, batch, lam, temperature=1.0):
+    """L = lam * L_kd + (1 - lam) * L_cd written out from DESIGN.md section 4, row by row."""
+    with torch.no_grad():
+        s_logits = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        t_logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    per_kind = {0: [], 1: []}
+    for r in range(batch["input_ids"].shape[0]):
+        for i in range(batch["input_ids"].shape[1] - 1):
+            if batch["labels"][r, i + 1] == -100:
+                continue
+            log_p_t = F.log_softmax(t_logits[r, i] / temperature, -1)
+            log_p_s = F.log_softmax(s_logits[r, i] / temperature, -1)
+            kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum() * temperature**2
+            per_kind[int(batch["is_counterfactual"][r])].append(kl)
+    loss = 0.0
+    if per_kind[0]:
+        loss += lam * torch.stack(per_kind[0]).mean()
+    if per_kind[1]:
+        loss += (1 - lam) * torch.stack(per_kind[1]).mean()
+    return loss
+
+
+def batch_of(trainer, kinds):
+    ds = trainer.train_dataset
+    picks, want = [], list(kinds)
+    for item in ds.items:
+        if want and item["is_counterfactual"] == want[0]:
+            picks.append(item)
+            want.pop(0)
+    return trainer.data_collator(picks)
+
+
+@pytest.fixture(scope="module")
+def hybrid_trainer(tmp_path_factory, tiny_llama_dir, tiny_llama_big_dir):
+    tmp = tmp_path_factory.mktemp("hybrid")
+    path = write_jsonl(tmp / "cf.jsonl", training_rows(4, unverified=False))
+    trainer = build_trainer(make_args(tmp, tiny_llama_dir, tiny_llama_big_dir, path,
+                                      hybrid_lambda=0.3, temperature=2.0))
+    trainer.model.eval()
+    return trainer
+
+
+@pytest.mark.parametrize("kinds", [(0, 1, 1, 0), (0, 0), (1, 1, 1)],
+                         ids=["mixed", "originals-only", "counterfactuals-only"])
+def test_hybrid_loss_matches_formula(hybrid_trainer, kinds):
+    batch = batch_of(hybrid_trainer, kinds)
+    assert batch["is_counterfactual"].tolist() == list(kinds)
+    got = hybrid_trainer.compute_loss(hybrid_trainer.model, batch)
+    want = reference_loss(hybrid_trainer.model, hybrid_trainer.teacher, batch, 0.3,
+                          temperature=2.0)
+    assert abs(got.item() - float(want)) < 1e-6 * max(1.0, float(want))
+
+
+def test_lambda_one_without_counterfactuals_is_plain_kd(tmp_path, tiny_llama_dir,
+                                                        tiny_llama_big_dir, train_file):
+    args = make_args(tmp_path, tiny_llama_dir, tiny_llama_big_dir, train_file,
+                     hybrid_lambda=1.0, use_counterfactuals=False)
+    trainer = build_trainer(args)
+    assert len(trainer.train_dataset) == 4  # only the originals
+    trainer.model.eval()
+    batch = trainer.data_collator(trainer.train_dataset.items)
+    got = trainer.compute_loss(trainer.model, batch)
+    # plain token-level KD: mean forward KL over every response token of the batch
+    with torch.no_grad():
+        s = trainer.model(input_ids=batch["input_ids"]).logits[:, :-1]
+        t = trainer.teacher(input_ids=batch["input_ids"]).logits[:, :-1]
+    mask = batch["labels"][:, 1:] != -100
+    kd = F.kl_div(F.log_softmax(s[mask], -1), F.log_softmax(t[mask], -1), log_target=True,
+                  reduction="batchmean")
+    assert abs(got.item() - kd.item()) < 1e-6
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path, tiny_llama_dir,
+                                                     tiny_llama_big_dir, train_file):
+    """The loss is normalised over the whole optimisation batch, so 2 x 2 == 1 x 4 (SGD)."""
+    common = dict(optim="sgd", learning_rate=5.0, warmup_steps=0, max_steps=2,
+                  lr_scheduler_type="constant")
+    big = train(make_args(tmp_path, tiny_llama_dir, tiny_llama_big_dir, train_file, "big",
+                          per_device_train_batch_size=4, **common))
+    acc = train(make_args(tmp_path, tiny_llama_dir, tiny_llama_big_dir, train_file, "acc",
+                          per_device_train_batch_size=2, gradient_accumulation_steps=2, **common))
+    start = load_file(tiny_llama_dir / "model.safetensors")
+    w_big, w_acc = _weights(big.model), _weights(acc.model)
+    moved = max((w_big[k] - start[k]).abs().max().item() for k in start)
+    assert moved > 1e-3
+    for k in w_big:
+        assert torch.allclose(w_big[k], w_acc[k], atol=1e-6, rtol=1e-5), k
+    logs = [h for h in big.state.log_history if "loss" in h]
+    logs_acc = [h for h in acc.state.log_history if "loss" in h]
+    for a, b in zip(logs, logs_acc):
+        assert a.keys() == b.keys()
+        for key in ("loss", "loss_kd", "loss_cd"):
+            if key in a:
+                assert a[key] == pytest.approx(b[key], rel=1e-4)
+
+
+class _Crash(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 3:
+            raise KeyboardInterrupt("simulated kill after checkpoint-2")
+
+
+def test_resume_after_crash_matches_uninterrupted_run(tmp_path, tiny_llama_dir,
+                                                      tiny_llama_big_dir, train_file):
+    common = dict(max_steps=4, save_strategy="steps", save_steps=2)
+    full = train(make_args(tmp_path, tiny_llama_dir, tiny_llama_big_dir, train_file, "full",
+                           **common))
+    args = make_args(tmp_path, tiny_llama_dir, tiny_llama_big_dir, train_file, "crash", **common)
+    crashing = build_trainer(args)
+    crashing.add_callback(_Crash())
+    with pytest.raises(KeyboardInterrupt):
+        crashing.train()
+    assert (tmp_path / "crash" / "checkpoint-2").is_dir()
+    assert not (tmp_path / "crash" / "checkpoint-4").exists()
+    resumed = train(args)  # finds checkpoint-2 in output_dir by itself
+    assert resumed.state.global_step == 4
+    w_full, w_res = _weights(full.model), _weights(resumed.model)
+    for k in w_full:  # tolerance: 1e-6 absolute (float32 on CPU; observed exact)
+        assert torch.allclose(w_full[k], w_res[k], atol=1e-6, rtol=0), k
+    # the saved final model and the checkpoint load with from_pretrained
+    for path in (tmp_path / "crash", tmp_path / "crash" / "checkpoint-4"):
+        model = AutoModelForCausalLM.from_pretrained(path)
+        assert torch.allclose(model.state_dict()["lm_head.weight"], w_res["lm_head.weight"]) \
+            or path.name == "checkpoint-4"
+
+
+def test_cli_yaml_with_overrides(tmp_path, tiny_llama_dir, tiny_llama_big_dir, train_file):
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    config.update(teacher_model=str(tiny_llama_big_dir), student_model=str(tiny_llama_dir),
+                  train_file=str(train_file), output_dir=str(tmp_path / "from-yaml"),
+                  eval_file=str(train_file), eval_strategy="steps", eval_steps=2)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "cli-out"
+    rc = main(["distill", "--config", str(path), "--output_dir", str(out), "--max_steps", "2",
+               "--learning-rate", "2e-3", "--hybrid_lambda", "0.7", "--save_strategy", "no"])
+    assert rc == 0
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    logged = [h for h in state["log_history"] if "loss" in h]
+    assert len(logged) == 2 and all("loss_kd" in h or "loss_cd" in h for h in logged)
+    assert [h["step"] for h in state["log_history"] if "eval_loss" in h] == [2]
+    for h in logged:  # the logged loss is lambda * loss_kd + (1 - lambda) * loss_cd
+        want = 0.7 * h.get("loss_kd", 0.0) + 0.3 * h.get("loss_cd", 0.0)
+        assert h["loss"] == pytest.approx(want, rel=1e-4)
+    args = torch.load(out / "training_args.bin", weights_only=False)
+    assert args.learning_rate == 2e-3 and args.hybrid_lambda == 0.7 and args.max_length == 256
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    assert model.config.vocab_size == AutoModelForCausalLM.from_pretrained(tiny_llama_dir).config.vocab_size
+    assert not (tmp_path / "from-yaml").exists()
+
+    path.write_text(yaml.safe_dump({**config, "hybrid_lamda": 0.5}))
+    assert main(["distill", "--config", str(path)]) == 2
+
+
+def test_lora_with_gradient_checkpointing_saves_a_merged_model(tmp_path, tiny_llama_dir,
+                                                               tiny_llama_big_dir, train_file):
+    lora = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    trainer = train(make_args(tmp_path, tiny_llama_dir, tiny_llama_big_dir, train_file, "lora",
+                              lora=json.dumps(lora), activation_checkpointing=True,
+                              max_steps=2, learning_rate=1e-2))
+    assert trainer.state.global_step == 2
+    out = tmp_path / "lora"
+    assert (out / "lora_adapter" / "adapter_config.json").is_file()
+    merged = AutoModelForCausalLM.from_pretrained(out)  # a plain model, adapters merged in
+    start = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.allclose(merged.state_dict()[q], start.state_dict()[q])
+    for name, weight in start.state_dict().items():  # only the LoRA targets changed
+        if "q_proj" not in name and "v_proj" not in name:
+            assert torch.equal(merged.state_dict()[name], weight), name
+
+
+@pytest.mark.parametrize("path", sorted(TINY_CONFIG.parent.glob("*_*.yaml")), ids=lambda p: p.stem)
+def test_paper_configs_parse_with_paper_defaults(path):
+    from leaf.commands.distill import parse_config
+
+    config = yaml.safe_load(path.read_text())
+    assert config["bf16"] is True
+    # bf16 needs a GPU: switched off here, where only parsing is tested
+    args = parse_config(config, ["--output_dir", "/tmp/unused", "--bf16", "false"])
+    assert args.learning_rate == 1e-5 and args.warmup_steps == 5 and args.num_train_epochs == 3
+    assert args.lr_scheduler_type == "cosine" and args.optim == "adamw_torch"
+    assert args.divergence == "forward_kl" and args.report_to == []
+    assert args.hybrid_lambda == (1.0 if "kd-wo-mask" in path.stem else 0.5)
+    assert args.use_counterfactuals == ("kd-wo-mask" not in path.stem)
