@@ -27,16 +27,21 @@ an interruption and finished samples are skipped.
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--teacher", required=True, help="teacher model directory (or hub id)")
-    p.add_argument("--student", required=True, help="student model directory (or hub id)")
-    p.add_argument("--data", required=True, help="samples JSONL (or screened.jsonl)")
-    p.add_argument("--out", required=True, help="scores JSONL to write")
+    p.add_argument("--teacher", required=True, metavar="DIR",
+                   help="teacher model directory (or hub id)")
+    p.add_argument("--student", required=True, metavar="DIR",
+                   help="student model directory (or hub id)")
+    p.add_argument("--data", required=True, metavar="FILE",
+                   help="samples JSONL (or screened.jsonl)")
+    p.add_argument("--out", required=True, metavar="FILE", help="scores JSONL to write")
     p.add_argument("--level", choices=("instruction", "response", "both"), default="instruction",
                    help="what to score (default: instruction)")
-    p.add_argument("--segments", type=int, default=2,
-                   help="response segments K for --level response/both (paper: 2 or 3)")
-    p.add_argument("--batch-size", type=int, default=4, help="sequences per forward pass")
-    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    p.add_argument("--segments", type=int, default=2, metavar="K",
+                   help="response segments K for --level response/both (default 2; paper: 2, 3)")
+    p.add_argument("--batch-size", type=int, default=4, metavar="N",
+                   help="sequences per forward/backward pass (default 4)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                   help="weights' dtype (default float32; gradients are normed in float32)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto: GPUs when visible (device_map=auto), else CPU")
     p.add_argument("--all", action="store_true",
@@ -55,18 +60,19 @@ def select_samples(samples: list[dict], score_all: bool) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
     from tqdm import tqdm
 
     from leaf.data.jsonl import ResumableWriter
     from leaf.data.schema import read_samples
     from leaf.detect.pipeline import Scorer, score_samples
-    from leaf.models import load_causal_lm, load_tokenizer
+    from leaf.models import check_model_path, load_causal_lm, load_tokenizer
 
     if args.segments < 2:
         raise LeafError(f"--segments must be at least 2, got {args.segments}")
     if args.batch_size < 1:
         raise LeafError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_model_path(args.teacher, "teacher")
+    check_model_path(args.student, "student")
     samples = select_samples(read_samples(args.data), args.all)
 
     student_tok = load_tokenizer(args.student, "student")
@@ -78,13 +84,11 @@ def run(args: argparse.Namespace) -> int:
                              load_tokenizer(args.teacher, "teacher"))
             student = Scorer(load_causal_lm(args.student, args.dtype, args.device, "student"),
                              student_tok)
-            bar = tqdm(total=len(todo), desc="detect", unit="sample",
-                       initial=0, disable=None)
-            with torch.inference_mode(False):
-                for _, rows in score_samples(teacher, student, todo, args.level, args.segments,
-                                             args.batch_size):
-                    writer.write(rows)
-                    bar.update(1)
+            bar = tqdm(total=len(todo), desc="detect", unit="sample")
+            for _, rows in score_samples(teacher, student, todo, args.level, args.segments,
+                                         args.batch_size):
+                writer.write(rows)
+                bar.update(1)
             bar.close()
     n_done = len(samples) - len(todo)
     print(f"leaf detect: {len(todo)} scored, {n_done} already done, "

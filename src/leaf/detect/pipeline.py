@@ -6,7 +6,8 @@ For every sample and every scored text (a *job*):
   cross-entropy of the whole gold response given the prompt;
 - level ``response`` (segments k = 1 .. K-1): the response prefix ``response[:b_k]`` is scored,
   the loss is the mean cross-entropy of the rest ``response[b_k:]`` (and the end-of-turn marker)
-  given the prompt and the prefix; ``b_k`` comes from :func:`leaf.detect.segments.segment_boundaries`.
+  given the prompt and the prefix; ``b_k`` comes from :func:`leaf.detect.segments.segment_boundaries`
+  (its token-count fallback uses the student's tokenizer), so both models see the same cut.
 
 Each model renders the job with its own chat template and tokenizer, computes the saliency
 ``g`` and the per-token NLL of every token in one forward/backward pass

@@ -43,6 +43,18 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def _execution_device(module) -> torch.device:
+    """Where a module runs: its accelerate hook's device when offloaded, else its weight's."""
+    hook_device = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+    if hook_device is not None:
+        return torch.device(hook_device)
+    return module.weight.device
+
+
 @contextmanager
 def _frozen_eval(model):
     """Eval mode and no parameter gradients for the duration; restore both afterwards."""
@@ -74,11 +86,13 @@ def saliency_and_nll(
     inputs go to the embedding layer's device, labels to the logits' device.
     """
     embed = model.get_input_embeddings()
-    device = embed.weight.device
-    input_ids = input_ids.to(device)
-    attention_mask = attention_mask.to(device)
-    position_ids = position_ids_from_mask(attention_mask)
-    with _frozen_eval(model), torch.enable_grad():
+    device = _execution_device(embed)
+    # inference_mode(False) and clone(): also callable from inside torch.inference_mode()
+    with _frozen_eval(model), torch.inference_mode(False), torch.enable_grad():
+        input_ids = input_ids.to(device).clone()
+        attention_mask = attention_mask.to(device).clone()
+        labels = labels.clone()
+        position_ids = position_ids_from_mask(attention_mask)
         embeds = embed(input_ids).detach().requires_grad_(True)
         logits = model(
             inputs_embeds=embeds,
@@ -89,18 +103,22 @@ def saliency_and_nll(
         lab = labels.to(logits.device)
         ids = input_ids.to(logits.device)
         real = attention_mask.to(logits.device).bool()
+        # token t is predicted from the logits at t - 1, when both positions are real tokens
+        predicted = real[:, 1:] & real[:, :-1]
+        in_loss = (lab[:, 1:] != IGNORE_INDEX) & predicted
         targets = torch.where(lab != IGNORE_INDEX, lab, ids)[:, 1:]
-        # token t is predicted from the logits at t - 1; fp32 for a stable log-softmax
-        ce = F.cross_entropy(
-            logits[:, :-1].float().flatten(0, 1), targets.flatten(), reduction="none"
-        ).view(targets.shape)
-        ce = torch.cat([ce.new_zeros(ce.shape[0], 1), ce], dim=1)
-        # a position has a prediction when it and the one before it are real tokens
-        predicted = real & torch.cat([real.new_zeros(real.shape[0], 1), real[:, :-1]], dim=1)
-        ce = ce * predicted
-        in_loss = (lab != IGNORE_INDEX) & predicted
+        shifted = logits[:, :-1]
+        # the graph keeps only the response rows of the logits; log-softmax in >= fp32
+        ce = F.cross_entropy(_at_least_fp32(shifted[in_loss]), targets[in_loss], reduction="none")
         counts = in_loss.sum(1)
-        loss = (ce * in_loss).sum(1) / counts.clamp(min=1)
+        rows = in_loss.nonzero()[:, 0]
+        loss = ce.new_zeros(len(counts)).index_add(0, rows, ce) / counts.clamp(min=1)
+        with torch.no_grad():
+            nll = F.cross_entropy(
+                _at_least_fp32(shifted.detach()).flatten(0, 1), targets.flatten(), reduction="none"
+            ).view(targets.shape)
+            nll = torch.cat([nll.new_zeros(nll.shape[0], 1), torch.where(predicted, nll, 0.0)], 1)
+        del logits, shifted
         if counts.any():
             (grad,) = torch.autograd.grad(loss.sum(), embeds)
             saliency = grad.float().norm(dim=-1)
@@ -108,7 +126,7 @@ def saliency_and_nll(
             saliency = embeds.new_zeros(embeds.shape[:2], dtype=torch.float32)
     return SaliencyOutput(
         saliency=saliency * attention_mask.bool(),
-        nll=ce.detach().to(device),
+        nll=nll.float().to(device),
         loss=loss.detach().to(device),
     )
 

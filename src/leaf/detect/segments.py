@@ -13,9 +13,12 @@ The rule, in order of preference (the first kind that offers at least K - 1 usab
 4. **tokens** (fallback): equal token counts, cutting at the start of a token (with the student's
    tokenizer when one is given, otherwise at whitespace-separated words).
 
-A cut is usable when both sides contain non-whitespace text. Among the usable cuts of the chosen
-kind, boundary k is the one nearest (in characters) to ``k * len(y) / K``, taken left to right so
-that boundaries increase. A response too short to split yields fewer boundaries (possibly none).
+Every cut is then moved forward over whitespace to the next visible character, so whitespace
+at a boundary always stays at the end of the prefix and the target starts with visible text; two
+cuts separated only by whitespace become one. A cut is usable when text remains on both sides.
+Among the usable cuts of the chosen kind, boundary k is the one nearest (in characters) to
+``k * len(y) / K``, taken left to right so that boundaries increase and every segment holds
+visible text. A response too short to split yields fewer boundaries (possibly none).
 """
 
 from __future__ import annotations
@@ -28,8 +31,17 @@ _PARAGRAPH = re.compile(r"\n[ \t]*\n\s*")
 _LINE = re.compile(r"\n")
 
 
-def _usable(text: str, cut: int) -> bool:
-    return 0 < cut < len(text) and bool(text[:cut].strip()) and bool(text[cut:].strip())
+_VISIBLE = re.compile(r"\S")
+
+
+def _snap(text: str, cuts: list[int]) -> list[int]:
+    """Cuts moved to the next visible character, deduplicated, with text on both sides."""
+    out = set()
+    for c in cuts:
+        m = _VISIBLE.search(text, c)
+        if m and text[: m.start()].strip():
+            out.add(m.start())
+    return sorted(out)
 
 
 def _step_cuts(text: str) -> list[int]:
@@ -59,7 +71,6 @@ def _token_cuts(text: str, k: int, tokenizer=None) -> list[int]:
 
 def _pick(cuts: list[int], text: str, k: int) -> list[int]:
     """K - 1 increasing cuts nearest to the equal-length targets."""
-    cuts = sorted({c for c in cuts if _usable(text, c)})
     chosen: list[int] = []
     lo = 0
     for j in range(1, k):
@@ -81,7 +92,7 @@ def segment_boundaries(
     if k < 2:
         raise ValueError(f"the number of segments must be at least 2, got {k}")
     for finder in (_step_cuts, _paragraph_cuts, _line_cuts):
-        usable = [c for c in finder(response) if _usable(response, c)]
-        if len(set(usable)) >= k - 1:
+        usable = _snap(response, finder(response))
+        if len(usable) >= k - 1:
             return _pick(usable, response, k)
-    return _pick(_token_cuts(response, k, tokenizer), response, k)
+    return _pick(_snap(response, _token_cuts(response, k, tokenizer)), response, k)
