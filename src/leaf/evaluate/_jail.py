@@ -7,12 +7,14 @@ Usage: ``python -I -S _jail.py SPOOL_DIR STATUS_FD``. It reads ``SPOOL_DIR/confi
 Two modes, chosen by the host (config ``mode``):
 
 * ``namespaces`` (needs root, i.e. CAP_SYS_ADMIN): the launcher unshares mount, PID, network,
-  IPC and UTS namespaces and forks an *init* process, PID 1 of the new PID namespace. Init makes
-  every mount read-only, mounts private tmpfs on /tmp and /dev/shm, copies the program into
-  /tmp/sandbox, and forks the program, which drops to a uid used by nobody else, sets its rlimits
-  and execs Python. When the program exits, init exits, and the kernel kills every process left in
-  the namespace (daemons, setsid escapees). When the launcher dies, init dies (PDEATHSIG), so a
-  SIGKILL of the launcher's process group tears everything down.
+  IPC and UTS namespaces and forks an *init* process, PID 1 of the new PID namespace. Init builds
+  a new root holding only the system directories (/usr, /lib..., /etc) and the interpreter, all
+  read-only, plus /dev/null & co, a fresh /proc and private tmpfs mounts on /tmp and /dev/shm;
+  it enters that root, copies the program into /tmp/sandbox and forks the program, which drops
+  to a uid used by nobody else, sets its rlimits and execs Python. When the program exits, init
+  exits, and the kernel kills every process left in the namespace (daemons, setsid escapees).
+  When the launcher dies, init dies (PDEATHSIG), so a SIGKILL of the launcher's process group
+  tears everything down.
 * ``process`` (fallback, no privileges needed): the launcher becomes a child subreaper, runs the
   program in a temporary directory under rlimits with a prelude that disables sockets, and on exit
   or SIGTERM kills every descendant it can find in /proc. Weaker: see docs/sandbox.md.
@@ -37,11 +39,13 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 32, 4096, 8192, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
 
 SANDBOX_DIR = "/tmp/sandbox"  # the program's cwd, HOME and TMPDIR (namespaces mode)
 WRITABLE = ("/tmp", "/dev/shm")  # private tmpfs mounts; everything else becomes read-only
+# What the new root holds besides the interpreter (bound read-only from the host).
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
@@ -80,6 +84,7 @@ def _unescape(field: str) -> str:
 
 
 def _mounts() -> list[tuple[str, set[str]]]:
+    """(mount point, per-mount options) for each mount visible from our root, in mount order."""
     rows = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
@@ -98,66 +103,65 @@ def _blocked(path: str) -> tuple[str, str] | None:
     return None
 
 
-def _expose(paths: list[str]) -> None:
-    """Make `paths` reachable by an unprivileged uid without exposing their siblings.
+def _minimal(paths: list[str]) -> list[str]:
+    """Drop paths that lie inside another path of the list."""
+    paths = sorted(set(paths))
+    return [p for p in paths if not any(p.startswith(q.rstrip("/") + "/") for q in paths)]
 
-    A directory others cannot enter (e.g. /root holding a pyenv Python) is covered by an empty
-    tmpfs into which only the needed child is bind-mounted back.
+
+def _bind(fd: int, target: str) -> None:
+    """Bind-mount the file or directory open as `fd` at `target`, creating the mount point."""
+    is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+    os.makedirs(target if is_dir else os.path.dirname(target), mode=0o755, exist_ok=True)
+    if not is_dir and not os.path.exists(target):
+        open(target, "w").close()
+    _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
+
+
+def _build_root(cfg: dict) -> None:
+    """Switch to a new root holding only the system directories, the interpreter, /dev basics,
+    a fresh /proc and a private /tmp; then make every mount but /tmp and /dev/shm read-only.
+
+    The host's other files (home directories, /work, /run with its sockets, /var) are not in
+    the new root at all, so the program can neither read nor reach them.
     """
-    for _ in range(16):
-        need: dict[str, set[str]] = {}
-        for p in paths:
-            hit = _blocked(p)
-            if hit:
-                need.setdefault(hit[0], set()).add(hit[1])
-        if not need:
-            return
-        for parent, children in need.items():
-            if parent == "/":
-                raise OSError(f"cannot expose {sorted(children)} under /")
-            fds = {c: os.open(os.path.join(parent, c), os.O_PATH) for c in children}
-            _mount("tmpfs", parent, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
-            for child, fd in fds.items():
-                target = os.path.join(parent, child)
-                if stat.S_ISDIR(os.fstat(fd).st_mode):
-                    os.mkdir(target)
-                else:
-                    open(target, "w").close()
-                _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
-                os.close(fd)
-    raise OSError("could not expose the interpreter")
-
-
-def _lock_filesystem(cfg: dict) -> None:
-    """In the new mount namespace: private tmpfs for /tmp and /dev/shm, the rest read-only."""
-    _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    _expose(cfg["expose"])
-    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
-           f"size={cfg['tmpfs_mb']}m,nr_inodes=4096,mode=1777")
-    if os.path.isdir("/dev/shm"):
-        _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=1777")
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we do propagates to the host
+    links = [p for p in SYSTEM_DIRS if os.path.islink(p)]
+    wanted = [p for p in SYSTEM_DIRS if os.path.isdir(p) and p not in links]
+    wanted += [p for p in cfg["expose"] if p != "/" and os.path.exists(p)]
+    fds = [(p, os.open(p, os.O_PATH)) for p in _minimal(wanted)]  # before anything is covered
+    new = "/tmp"  # any directory works as the mount point of the new root
+    _mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+    os.mkdir(new + "/dev", 0o755)
+    _mount("tmpfs", new + "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755")
+    for name in ("null", "zero", "full", "random", "urandom"):
+        fd = os.open(f"/dev/{name}", os.O_PATH)
+        _bind(fd, f"{new}/dev/{name}")
+        os.close(fd)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"{new}/dev/{name}")
+    for path, options in (("/dev/shm", "size=16m,mode=1777"),
+                          ("/tmp", f"size={cfg['tmpfs_mb']}m,nr_inodes=4096,mode=1777")):
+        os.mkdir(new + path)
+        _mount("tmpfs", new + path, "tmpfs", MS_NOSUID | MS_NODEV, options)
+    os.mkdir(new + "/proc")
+    _mount("proc", new + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for path, fd in fds:  # after /tmp: an interpreter living under /tmp goes on top of it
+        _bind(fd, new + path)
+        os.close(fd)
+    for path in links:  # merged-/usr systems: /bin -> usr/bin and so on
+        os.symlink(os.readlink(path), new + path)
+    os.chdir(new)
+    _mount(new, "/", None, MS_MOVE)  # cover the old root ...
+    os.chroot(".")  # ... and enter the new one (an unprivileged program cannot chroot out)
+    os.chdir("/")
     for target, opts in _mounts():
         if target in WRITABLE:
             continue
         flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID
         flags |= (MS_NODEV if "nodev" in opts else 0) | (MS_NOEXEC if "noexec" in opts else 0)
-        try:
-            _mount(None, target, None, flags)
-        except OSError:
-            if target == "/" or not os.path.exists(target):
-                raise
-            # A mount hidden under another one cannot be reached by path, and is therefore
-            # also unreachable from the program; anything else reachable must become read-only.
-            if _writable_mount(target):
-                raise
-
-
-def _writable_mount(target: str) -> bool:
-    for t, opts in reversed(_mounts()):
-        if t == target:
-            return "rw" in opts
-    return False
+        _mount(None, target, None, flags)
 
 
 def _set_limits(cfg: dict) -> None:
@@ -206,7 +210,7 @@ def _init(cfg: dict, program: bytes, status_fd: int) -> int:
     """PID 1 of the new PID namespace. Returns when the program has exited."""
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     try:
-        _lock_filesystem(cfg)
+        _build_root(cfg)
         _libc.sethostname(b"sandbox", 7)
         uid = cfg["uid"]
         _copy_program(program, SANDBOX_DIR, uid)
@@ -323,12 +327,25 @@ def _run_process(cfg: dict, spool: str, status_fd: int) -> int:
     workdir = os.path.join(spool, "work")
     os.makedirs(os.path.join(workdir, "tmp"))
     shutil.copyfile(os.path.join(spool, "main.py"), os.path.join(workdir, "main.py"))
+    uid = None
+    if os.getuid() == 0 and not any(_blocked(p) for p in cfg["expose"]):
+        # Root without namespaces: still drop to an unused uid when the interpreter is
+        # reachable by others, so file permissions and RLIMIT_NPROC apply.
+        uid = cfg["uid_base"] + os.getpid()
+        cfg["nproc"] = cfg["max_processes"]
+        os.chmod(spool, 0o711)
+        for d in (workdir, os.path.join(workdir, "tmp"), os.path.join(workdir, "main.py")):
+            os.chown(d, uid, uid)
     signal.signal(signal.SIGTERM, lambda *_: (_kill_descendants(), os._exit(1)))
     pid = os.fork()
     if pid == 0:
         try:
             os.setpgid(0, 0)
             _set_limits(cfg)
+            if uid is not None:
+                os.setgroups([])
+                os.setresgid(uid, uid, uid)
+                os.setresuid(uid, uid, uid)
             _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             _prctl(PR_SET_NO_NEW_PRIVS, 1)
             _exec_program(cfg, workdir, ["-c", _PRELUDE])

@@ -55,7 +55,7 @@ class Limits:
     timeout: float = 10.0  # wall clock, whole run
     cpu_seconds: float | None = None  # per process; default: the wall timeout + 1
     memory_mb: int = 1024  # address space per process (RLIMIT_AS)
-    max_processes: int = 16  # processes + threads of the sandbox uid (RLIMIT_NPROC)
+    max_processes: int = 8  # processes + threads of the sandbox uid (RLIMIT_NPROC)
     file_mb: int = 16  # largest file the program may write (RLIMIT_FSIZE)
     tmpfs_mb: int = 64  # total size of its private /tmp (namespaces mode)
     max_output: int = 1 << 20  # bytes kept per stream; more kills the program
@@ -151,10 +151,13 @@ def run_python(
 
 def _expose_paths(python: str) -> list[str]:
     real = os.path.realpath(python)
-    paths = {python, real, os.path.dirname(os.path.dirname(real))}
+    # the interpreter, its installation, and the environment it belongs to (bin/python -> env)
+    paths = {python, real, os.path.dirname(os.path.dirname(real)),
+             os.path.dirname(os.path.dirname(os.path.abspath(python)))}
     if python == sys.executable:
         paths |= {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    return sorted({os.path.realpath(p) for p in paths} | paths)
+    paths |= {os.path.realpath(p) for p in paths}
+    return sorted(p for p in paths if p != "/")  # never the whole host filesystem
 
 
 def _run(source: str, stdin: bytes, limits: Limits, python: str | None,
@@ -165,7 +168,8 @@ def _run(source: str, stdin: bytes, limits: Limits, python: str | None,
         "mode": mode, "python": python, "args": list(args), "expose": _expose_paths(python),
         "host_pid": os.getpid(), "uid_base": _UID_BASE, "cpu_seconds": max(1, math.ceil(cpu)),
         "memory_mb": int(limits.memory_mb), "file_mb": int(limits.file_mb),
-        "tmpfs_mb": int(limits.tmpfs_mb), "max_processes": int(limits.max_processes),
+        # the program itself lives on that tmpfs too (a harness may embed large test data)
+        "tmpfs_mb": int(limits.tmpfs_mb) + math.ceil(len(source.encode()) / 2**20), "max_processes": int(limits.max_processes),
         "max_open_files": int(limits.max_open_files),
     }
     spool = tempfile.mkdtemp(prefix="leaf-sandbox-")
