@@ -32,22 +32,14 @@ LABELS = {
     "leaf_instr_resp": "LeaF (instruction + response)",
     "leaf_collective": "LeaF (instruction, collective pruning)",
 }
-# two-sided 95% Student-t quantiles t_{0.975, df}, df = 1..30
-_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-         2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
 
 
 def t_interval(values: list[float]) -> tuple[float, float, float]:
-    """Mean and 95% Student-t interval ``mean +- t_{0.975,n-1} s / sqrt(n)`` (n >= 2)."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, mean, mean
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    t = _T975[n - 2] if n - 1 <= len(_T975) else 1.96
-    half = t * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
+    """Mean and 95% Student-t interval over seeds (``leaf.testbed.metrics.mean_ci``)."""
+    from leaf.testbed.metrics import mean_ci
+
+    ci = mean_ci(values)
+    return ci["mean"], ci["low"], ci["high"]
 
 
 def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
