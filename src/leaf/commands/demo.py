@@ -8,7 +8,7 @@ NAME = "demo"
 HELP = "run LeaF end to end on the planted-confounder testbed and print the result tables"
 DESCRIPTION = """\
 Runs `leaf run` on the testbed configs bundled with leaf (leaf/configs/testbed/*.yaml, one per
-task family with shipped checkpoints): generate the splits, screen, detect (instruction and
+task family with shipped checkpoints; by default those marked `demo: true`): generate the splits, screen, detect (instruction and
 response level), prune with verification, distil KD w/o mask and the LeaF variants for each
 seed, evaluate every model on the in-distribution, anti-correlated and clean test splits.
 Prints accuracy (mean and 95% interval), detection against the planted spans (gradient, PPL
@@ -24,21 +24,27 @@ def add_arguments(parser) -> None:
                         help="one seed, fewer samples (each config's `quick:` section)")
     parser.add_argument("--out", default="leaf-demo", help="output directory (default leaf-demo)")
     parser.add_argument("--family", action="append", default=None, metavar="NAME",
-                        help="run only this config/family (repeatable; default: all bundled)")
+                        help="run this bundled config (repeatable; default: those marked "
+                             "`demo: true`); --family all runs every bundled config")
     parser.add_argument("--verbose", action="store_true",
                         help="show every stage's own output (default: RUN_DIR/stages.log)")
 
 
 def demo_configs(families: list[str] | None = None) -> list[Path]:
-    """The bundled testbed configs, optionally only the named ones."""
+    """The bundled testbed configs: those marked ``demo: true``, or the named ones."""
+    import yaml
+
     from leaf.errors import LeafError
     from leaf.pipeline.config import PACKAGE_DIR
 
     found = {p.stem: p for p in sorted((PACKAGE_DIR / "configs" / "testbed").glob("*.yaml"))}
     if not found:
         raise LeafError(f"no bundled testbed configs under {PACKAGE_DIR / 'configs' / 'testbed'}")
-    if not families:
+    if families == ["all"]:
         return list(found.values())
+    if not families:
+        return [p for p in found.values()
+                if (yaml.safe_load(p.read_text(encoding="utf-8")) or {}).get("demo")]
     unknown = [f for f in families if f not in found]
     if unknown:
         raise LeafError(f"unknown demo config(s) {unknown}; bundled: {sorted(found)}")

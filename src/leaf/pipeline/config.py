@@ -31,6 +31,7 @@ Keys (defaults in :data:`DEFAULTS`; anything not given takes its default)::
     detection:                # score pruned spans against the testbed's planted spans
       rules: {gradient: instruction_span}
     quick: {...}              # merged over everything above by --quick
+    demo: true                # `leaf demo` runs this bundled config by default
 
 Paths are relative to the config file; ``leaf:REL`` is relative to the installed ``leaf``
 package (its bundled configs and testbed assets).
@@ -74,7 +75,7 @@ DEFAULTS: dict[str, Any] = {
     "detection": {"rules": {}},
 }
 _REPLACE = {"counterfactuals", "variants", "rules", "tests", "sizes", "args", "levels", "seeds"}
-TOP_KEYS = set(DEFAULTS) | {"quick", "description"}
+TOP_KEYS = set(DEFAULTS) | {"quick", "description", "demo"}
 SET_KEYS = {"level", "masking", "strategy", "verify", "tau", "threshold_mode", "quantile", "seed"}
 
 
