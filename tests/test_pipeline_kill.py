@@ -50,7 +50,8 @@ def tiny_config(tmp_path_factory) -> Path:
         "detect": {"all": True, "batch_size": 2},
         "counterfactuals": {"instruction_span": {"level": "instruction", "verify": True},
                             "response_span": {"level": "response", "verify": True}},
-        "distill": {"seeds": [0], "variants": {"kd": [], "leaf_instr_resp":
+        "seeds": [0],
+        "distill": {"variants": {"kd": [], "leaf_instr_resp":
                                                 ["instruction_span", "response_span"]},
                     "args": {"max_steps": 6, "save_steps": 2, "per_device_train_batch_size": 2,
                              "max_length": 128, "use_cpu": True, "logging_steps": 1,

@@ -100,11 +100,12 @@ def config(tmp_path) -> Path:
             "response_span": {"level": "response", "verify": True},
             "instruction_random": {"level": "instruction", "masking": "random"},
         },
-        "distill": {"seeds": [0, 1], "args": {"learning_rate": 0.001, "max_steps": 3},
+        "seeds": [0, 1],
+        "distill": {"args": {"learning_rate": 0.001, "max_steps": 3},
                     "variants": {"kd": [], "leaf_instr": ["instruction_span"],
                                  "leaf_instr_resp": ["instruction_span", "response_span"]}},
         "detection": {"rules": {"gradient": "instruction_span", "random": "instruction_random"}},
-        "quick": {"distill": {"seeds": [0]}},
+        "quick": {"seeds": [0]},
     }
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -129,10 +130,10 @@ def test_plan_runs_every_stage_and_collects_results(fake, config, tmp_path):
     assert verify == {"instruction_span": True, "response_span": True,
                       "instruction_random": False}
     # train files: plain KD has only originals; LeaF adds the verified counterfactuals
-    kd = read_jsonl(run / "train" / "kd.jsonl")
+    kd = read_jsonl(run / "data" / "train" / "kd.jsonl")
     assert len(kd) == 6 and {r["kind"] for r in kd} == {"original"}
-    instr = read_jsonl(run / "train" / "leaf_instr.jsonl")
-    both = read_jsonl(run / "train" / "leaf_instr_resp.jsonl")
+    instr = read_jsonl(run / "data" / "train" / "leaf_instr.jsonl")
+    both = read_jsonl(run / "data" / "train" / "leaf_instr_resp.jsonl")
     cf_instr = [r for r in instr if r["kind"] == "counterfactual"]
     assert cf_instr and all(r["verified"] is True for r in cf_instr)
     assert {r["level"] for r in both if r["kind"] == "counterfactual"} == {"instruction", "response"}
@@ -145,11 +146,11 @@ def test_plan_runs_every_stage_and_collects_results(fake, config, tmp_path):
     kd_id = rows["kd"]["cells"]["test_id"]
     assert kd_id["values"] == [0.6, 0.7] and kd_id["lo"] < 0.65 < kd_id["hi"]
     assert rows["teacher"]["cells"]["test_anti"]["interval"].startswith("Wilson")
-    assert results["counts"]["sets"]["instruction_span"]["counterfactuals"] == 3
-    assert results["detection"]["gradient"]["span_recall"] == 1.0
+    assert results["counts"]["data"]["sets"]["instruction_span"]["counterfactuals"] == 3
+    assert results["detection"]["gradient"]["span_recall"]["mean"] == 1.0
     text = render(results)
     for label in ("Teacher", "Student (Pre-KD)", "KD w/o mask", "LeaF (instruction + response)",
-                  "anti-correlated", "span_recall", "gradient"):
+                  "anti-correlated", "span recall", "gradient"):
         assert label in text
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["run"]["status"] == "done"
@@ -173,8 +174,8 @@ def test_rerun_skips_everything_and_a_changed_setting_reruns_only_what_it_affect
 
 
 def test_quick_section_is_merged(config):
-    assert load_config(config)["distill"]["seeds"] == [0, 1]
-    assert load_config(config, quick=True)["distill"]["seeds"] == [0]
+    assert load_config(config)["seeds"] == [0, 1]
+    assert load_config(config, quick=True)["seeds"] == [0]
 
 
 @pytest.mark.parametrize("patch, message", [
@@ -195,11 +196,11 @@ def test_bad_config_names_the_problem(config, patch, message):
 def test_set_overrides_merge_into_the_config(config):
     from leaf.commands.run import parse_sets
 
-    sets = parse_sets(["distill.args.max_steps=9", "distill.seeds=[3, 4]", "name=x"])
-    assert sets == {"distill": {"args": {"max_steps": 9}, "seeds": [3, 4]}, "name": "x"}
+    sets = parse_sets(["distill.args.max_steps=9", "seeds=[3, 4]", "name=x"])
+    assert sets == {"distill": {"args": {"max_steps": 9}}, "seeds": [3, 4], "name": "x"}
     cfg = load_config(config, overrides=sets)
     assert cfg["distill"]["args"] == {"learning_rate": 0.001, "max_steps": 9}
-    assert cfg["distill"]["seeds"] == [3, 4] and cfg["name"] == "x"
+    assert cfg["seeds"] == [3, 4] and cfg["name"] == "x"
     with pytest.raises(LeafError, match="KEY=VALUE"):
         parse_sets(["nokey"])
 
@@ -219,3 +220,28 @@ def test_make_results_writes_tables_and_reading(fake, config, tmp_path):
                    "LeaF (instruction + response) minus KD w/o mask",
                    "do not show"):
         assert needle in text, needle
+
+
+def test_testbed_data_is_drawn_per_seed_and_shared_by_the_variants(tmp_path):
+    from leaf.pipeline.plan import build_stages, model_keys
+
+    for role in ("teacher", "student"):
+        (tmp_path / role).mkdir()
+    path = tmp_path / "tb.yaml"
+    path.write_text(yaml.safe_dump({
+        "data": {"testbed": "digit_sum", "seed": 10, "sizes": {"train": 5, "test_id": 2,
+                                                               "test_anti": 2, "test_clean": 0}},
+        "teacher": str(tmp_path / "teacher"), "student": str(tmp_path / "student"),
+        "seeds": [0, 1], "distill": {"variants": {"kd": [], "leaf_instr": ["instruction_span"]}},
+    }))
+    cfg = load_config(path)
+    stages = {s.name: s for s in build_stages(cfg, tmp_path / "run")}
+    assert stages["data_data0"].params["seed"] == 10 and stages["data_data1"].params["seed"] == 11
+    assert {"screen_data0", "screen_data1", "trainset_data1_kd", "distill_kd-s1"} <= set(stages)
+    assert stages["distill_kd-s1"].inputs["train"] == tmp_path / "run/data1/train/kd.jsonl"
+    assert stages["distill_kd-s1"].params["config"]["seed"] == 1
+    prune = stages["prune_data1_instruction_span"].fn.__defaults__[0]
+    assert prune[prune.index("--seed") + 1] == 1  # random-masking seed follows the run
+    # teacher and student are evaluated on every replicate's splits; test_clean (size 0) is skipped
+    assert ("teacher", "data1") in model_keys(cfg) and ("kd-s1", "data1") in model_keys(cfg)
+    assert "eval_student_data1_test_anti" in stages and "eval_student_data1_test_clean" not in stages

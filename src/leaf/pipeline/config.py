@@ -10,6 +10,8 @@ Keys (defaults in :data:`DEFAULTS`; anything not given takes its default)::
       seed: 0                 # testbed only: generation seed, distillation-data bias, sizes
       bias: 0.95
       sizes: {train: 1000, test_id: 200, test_anti: 200, test_clean: 200}
+    seeds: [0, 1, 2]          # replicates: testbed splits (data.seed + seed), random masking
+                              # and distillation are seeded per replicate; files are shared
     teacher: testbed:digit_sum/teacher   # a model dir, a hub id, or testbed:FAMILY/ROLE
     student: testbed:digit_sum/student
     device: cpu               # passed to every stage
@@ -21,7 +23,6 @@ Keys (defaults in :data:`DEFAULTS`; anything not given takes its default)::
     counterfactuals:          # named sets, each one `leaf prune` run on one level's scores
       instruction_span: {level: instruction, masking: gradient, strategy: span, verify: true}
     distill:
-      seeds: [0, 1, 2]
       hybrid_lambda: 0.5
       args: {max_steps: 400, learning_rate: 1.0e-3}   # any leaf distill / TrainingArguments key
       variants:               # name -> counterfactual sets added to the original samples
@@ -56,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "name": "run",
     "data": {"testbed": None, "train": None, "tests": None, "seed": 0, "bias": 0.95,
              "sizes": None},
+    "seeds": [0],
     "teacher": None,
     "student": None,
     "device": "cpu",
@@ -69,7 +71,7 @@ DEFAULTS: dict[str, Any] = {
         "instruction_span": {"level": "instruction", "masking": "gradient", "strategy": "span",
                              "verify": True},
     },
-    "distill": {"seeds": [0], "hybrid_lambda": 0.5, "args": {},
+    "distill": {"hybrid_lambda": 0.5, "args": {},
                 "variants": {"kd": [], "leaf_instr": ["instruction_span"]}},
     "evaluate": {"batch_size": 64, "max_new_tokens": 32},
     "detection": {"rules": {}},
@@ -102,10 +104,9 @@ def resolve_path(value: str | None, base: Path, *, is_file: bool = False) -> str
     if value.startswith("leaf:"):
         return str(PACKAGE_DIR / value[len("leaf:"):])
     if value.startswith("testbed:"):
-        from leaf.testbed.assets import model_dir
+        from leaf.testbed.assets import resolve_model
 
-        family, _, role = value[len("testbed:"):].partition("/")
-        return str(model_dir(family, role or "teacher"))
+        return resolve_model(value)
     p = Path(value).expanduser()
     if p.is_absolute():
         return str(p)
@@ -186,6 +187,7 @@ def _check_and_resolve(cfg: dict, path: Path) -> None:
         if cfg["counterfactuals"][cset].get("level", "instruction") != "instruction":
             raise bad(f"detection.rules.{rule}: planted spans are in the instruction; "
                       f"set {cset!r} must be instruction level")
-    seeds = cfg["distill"]["seeds"]
-    if not seeds or not all(isinstance(s, int) for s in seeds):
-        raise bad(f"distill.seeds: a non-empty list of integers, got {seeds}")
+    seeds = cfg["seeds"]
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds) \
+            or len(set(seeds)) != len(seeds):
+        raise bad(f"seeds: a non-empty list of distinct integers, got {seeds}")

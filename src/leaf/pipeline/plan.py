@@ -1,16 +1,20 @@
 """The LeaF pipeline as a list of stages, built from a run config.
 
+A run has one *replicate* per seed. With testbed data each seed draws its own splits, so
+stage 1 (data, screen, detect, prune) runs once per seed in ``data<seed>/``; with data files
+every seed shares one ``data/`` replicate and only distillation differs.
+
 Run directory layout::
 
-    manifest.json  config.json  results.json
-    data/train.jsonl  data/<split>.jsonl          testbed splits (or copies of the given files)
-    screen/screened.jsonl                         leaf screen
-    detect/<level>.jsonl                          leaf detect, one per level
-    prune/<set>.jsonl                             leaf prune, one per counterfactual set
-    train/<variant>.jsonl                         originals + the variant's verified counterfactuals
-    distill/<variant>/seed<k>/                    leaf distill (config.yaml, model, trainer state)
-    eval/<model>/<split>/                         leaf eval (predictions, metrics.json)
-    detection/<rule>.json                         pruned spans against the planted spans
+    manifest.json  config.json  results.json  (stages.log)
+    <dkey>/data/train.jsonl, <split>.jsonl        testbed splits (or copies of the given files)
+    <dkey>/screen/screened.jsonl                  leaf screen
+    <dkey>/detect/<level>.jsonl                   leaf detect, one per level
+    <dkey>/prune/<set>.jsonl                      leaf prune, one per counterfactual set
+    <dkey>/detection/<rule>.json                  pruned spans against the planted spans
+    <dkey>/train/<variant>.jsonl                  originals + the variant's kept counterfactuals
+    distill/<variant>/seed<k>/                    leaf distill (config.yaml, model/)
+    eval/<model>/<dkey>/<split>/                  leaf eval (predictions, metrics.json)
 
 Stage commands run in this process through :func:`leaf.cli.main`.
 """
@@ -39,11 +43,22 @@ def _opt(flag: str, value: Any) -> list[str]:
     return [] if value is None else [flag, str(value)]
 
 
-def model_keys(cfg: dict) -> list[str]:
-    """Every model a run evaluates: teacher, student (pre-KD), then ``variant-s<seed>``."""
-    keys = ["teacher", "student"]
+def replicates(cfg: dict) -> dict[int, str]:
+    """Seed -> data key. Testbed data is drawn anew for every seed (``data<k>``: splits with
+    seed ``data.seed + k``); data given as files is shared by all seeds (``data``)."""
+    seeds = cfg["seeds"]
+    if cfg["data"].get("testbed"):
+        return {s: f"data{s}" for s in seeds}
+    return {s: "data" for s in seeds}
+
+
+def model_keys(cfg: dict) -> list[tuple[str, str]]:
+    """``(model, data key)`` for every evaluation: teacher and student (pre-KD) on every data
+    replicate, then each distilled ``variant-s<seed>`` on its own seed's replicate."""
+    reps = replicates(cfg)
+    keys = [(m, d) for d in dict.fromkeys(reps.values()) for m in ("teacher", "student")]
     for variant in cfg["distill"]["variants"]:
-        keys += [f"{variant}-s{seed}" for seed in cfg["distill"]["seeds"]]
+        keys += [(f"{variant}-s{seed}", reps[seed]) for seed in cfg["seeds"]]
     return keys
 
 
@@ -61,31 +76,71 @@ def test_splits(cfg: dict) -> list[str]:
 def build_stages(cfg: dict, run_dir: str | Path) -> list[Stage]:
     """All stages of one run, in the order they must run."""
     run = Path(run_dir)
+    stages: list[Stage] = []
+    splits = test_splits(cfg)
+    reps = replicates(cfg)
+    data_seeds = {d: s for s, d in reversed(list(reps.items()))}  # first seed of each key
+    tests: dict[str, dict[str, Path]] = {}
+    sets: dict[str, dict[str, Path]] = {}
+    for dkey, seed in data_seeds.items():
+        tests[dkey], sets[dkey] = _stage1(cfg, run / dkey, dkey, seed, splits, stages)
+
+    models: dict[str, Path | str] = {"teacher": cfg["teacher"], "student": cfg["student"]}
+    dcfg = cfg["distill"]
+    for seed, dkey in reps.items():
+        for variant, set_names in dcfg["variants"].items():
+            models[f"{variant}-s{seed}"] = _stage2(cfg, run, dkey, seed, variant,
+                                                   set_names or [], sets[dkey], stages)
+
+    ev = cfg["evaluate"]
+    common = ["--device", cfg["device"], "--dtype", cfg["dtype"]]
+    for key, dkey in model_keys(cfg):
+        for split in splits:
+            out = run / "eval" / key / dkey / split
+            argv = ["eval", "--model", models[key], "--bench", tests[dkey][split], "--out", out,
+                    *_opt("--batch-size", ev.get("batch_size")),
+                    *_opt("--max-new-tokens", ev.get("max_new_tokens")), *common]
+            stages.append(Stage(f"eval_{key}_{dkey}_{split}", lambda a=argv: call_leaf(a),
+                                {"dir": out, "metrics": out / "metrics.json"},
+                                {"model": models[key], "bench": tests[dkey][split]},
+                                {"argv": argv}))
+
+    from leaf.pipeline.results import collect_results
+
+    inputs = {f"eval:{k}/{d}/{s}": run / "eval" / k / d / s / "metrics.json"
+              for k, d in model_keys(cfg) for s in splits}
+    for dkey in data_seeds:
+        inputs.update({f"set:{dkey}/{n}": p for n, p in sets[dkey].items()})
+        inputs.update({f"detection:{dkey}/{r}": run / dkey / "detection" / f"{r}.json"
+                       for r in cfg["detection"]["rules"]})
+    stages.append(Stage("results", lambda: collect_results(cfg, run),
+                        {"results": run / "results.json"}, inputs,
+                        {"splits": splits, "models": model_keys(cfg)}))
+    return stages
+
+
+def _stage1(cfg: dict, root: Path, dkey: str, seed: int, splits: list[str],
+            stages: list[Stage]) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Data, screen, detect, prune and detection metrics for one data replicate."""
     common = ["--device", cfg["device"], "--dtype", cfg["dtype"]]
     teacher, student = cfg["teacher"], cfg["student"]
-    stages: list[Stage] = []
-
-    # -- data
-    splits = test_splits(cfg)
-    data_out = {"train": run / "data" / "train.jsonl"}
-    data_out.update({s: run / "data" / f"{s}.jsonl" for s in splits})
-    stages.append(_data_stage(cfg, data_out))
+    data_out = {"train": root / "data" / "train.jsonl"}
+    data_out.update({s: root / "data" / f"{s}.jsonl" for s in splits})
+    stages.append(_data_stage(cfg, data_out, dkey, cfg["data"]["seed"] + seed))
     train = data_out["train"]
 
-    # -- screen
-    screened = run / "screen" / "screened.jsonl"
+    screened = root / "screen" / "screened.jsonl"
     sc = cfg["screen"]
     argv = ["screen", "--teacher", teacher, "--student", student, "--data", train,
             "--out", screened, *_opt("--batch-size", sc.get("batch_size")),
             *_opt("--max-new-tokens", sc.get("max_new_tokens")), *common]
-    stages.append(Stage("screen", lambda a=argv: call_leaf(a), {"screened": screened},
+    stages.append(Stage(f"screen_{dkey}", lambda a=argv: call_leaf(a), {"screened": screened},
                         {"teacher": teacher, "student": student, "data": train}, {"argv": argv}))
 
-    # -- detect, one stage per level
     det = cfg["detect"]
     scores: dict[str, Path] = {}
     for level in det["levels"]:
-        out = run / "detect" / f"{level}.jsonl"
+        out = root / "detect" / f"{level}.jsonl"
         argv = ["detect", "--teacher", teacher, "--student", student, "--data", screened,
                 "--out", out, "--level", level, *_opt("--batch-size", det.get("batch_size")),
                 *common]
@@ -94,108 +149,80 @@ def build_stages(cfg: dict, run_dir: str | Path) -> list[Stage]:
         if det.get("all"):
             argv.append("--all")
         scores[level] = out
-        stages.append(Stage(f"detect_{level}", lambda a=argv: call_leaf(a), {"scores": out},
+        stages.append(Stage(f"detect_{dkey}_{level}", lambda a=argv: call_leaf(a),
+                            {"scores": out},
                             {"teacher": teacher, "student": student, "data": screened},
                             {"argv": argv}))
 
-    # -- prune, one stage per counterfactual set
     sets: dict[str, Path] = {}
     for name, spec in cfg["counterfactuals"].items():
         p = {**cfg["prune"], **spec}
-        out = run / "prune" / f"{name}.jsonl"
-        argv = ["prune", "--data", train, "--scores", scores[p.get("level", "instruction")],
-                "--out", out, "--threshold-mode", p["threshold_mode"], "--tau", p["tau"],
+        level = p.get("level", "instruction")
+        out = root / "prune" / f"{name}.jsonl"
+        argv = ["prune", "--data", train, "--scores", scores[level], "--out", out,
+                "--threshold-mode", p["threshold_mode"], "--tau", p["tau"],
                 "--quantile", p["quantile"], "--strategy", p.get("strategy", "span"),
-                "--masking", p.get("masking", "gradient"), "--seed", p["seed"]]
-        inputs: dict[str, Path | str] = {"data": train, "scores": scores[p.get("level", "instruction")]}
+                "--masking", p.get("masking", "gradient"), "--seed", p["seed"] + seed]
+        inputs: dict[str, Path | str] = {"data": train, "scores": scores[level]}
         if p.get("verify"):
             argv += ["--verify", "--teacher", teacher, "--student", student,
                      *_opt("--max-new-tokens", cfg["screen"].get("max_new_tokens")),
                      *_opt("--batch-size", cfg["screen"].get("batch_size")), *common]
             inputs.update(teacher=teacher, student=student)
         sets[name] = out
-        stages.append(Stage(f"prune_{name}", lambda a=argv: call_leaf(a),
+        stages.append(Stage(f"prune_{dkey}_{name}", lambda a=argv: call_leaf(a),
                             {"counterfactuals": out}, inputs, {"argv": argv}))
 
-    # -- distil every variant for every seed
-    dcfg = cfg["distill"]
-    models: dict[str, Path | str] = {"teacher": teacher, "student": student}
-    for variant, set_names in dcfg["variants"].items():
-        train_file = run / "train" / f"{variant}.jsonl"
-        src = {n: sets[n] for n in set_names or []}
-        stages.append(Stage(
-            f"trainset_{variant}",
-            lambda t=train, s=src, o=train_file: build_train_file(t, s, o),
-            {"train": train_file}, {"data": train, **src}, {"sets": sorted(src)},
-        ))
-        for seed in dcfg["seeds"]:
-            out_dir = run / "distill" / variant / f"seed{seed}"
-            dconf = {
-                **dcfg.get("args", {}),
-                "teacher_model": teacher, "student_model": student,
-                "train_file": train_file, "hybrid_lambda": dcfg["hybrid_lambda"],
-                "output_dir": out_dir / "model", "seed": seed,
-            }
-            key = f"{variant}-s{seed}"
-            stages.append(Stage(
-                f"distill_{key}", lambda c=dconf, d=out_dir: run_distill(c, d),
-                {"model": out_dir / "model"},
-                {"teacher": teacher, "student": student, "train": train_file},
-                {"config": dconf},
-            ))
-            models[key] = out_dir / "model"
-
-    # -- evaluate every model on every test split
-    ev = cfg["evaluate"]
-    metrics: dict[str, Path] = {}
-    for key, model in models.items():
-        for split in splits:
-            out = run / "eval" / key / split
-            argv = ["eval", "--model", model, "--bench", data_out[split], "--out", out,
-                    *_opt("--batch-size", ev.get("batch_size")),
-                    *_opt("--max-new-tokens", ev.get("max_new_tokens")), *common]
-            metrics[f"{key}/{split}"] = out / "metrics.json"
-            stages.append(Stage(f"eval_{key}_{split}", lambda a=argv: call_leaf(a),
-                                {"dir": out, "metrics": out / "metrics.json"},
-                                {"model": model, "bench": data_out[split]}, {"argv": argv}))
-
-    # -- detection quality against planted spans (testbed data carries `planted`)
-    detection: dict[str, Path] = {}
     for rule, set_name in cfg["detection"]["rules"].items():
-        out = run / "detection" / f"{rule}.json"
-        sc = scores[cfg["counterfactuals"][set_name].get("level", "instruction")]
-        detection[rule] = out
-        stages.append(Stage(f"detection_{rule}",
-                            lambda s=sets[set_name], c=sc, o=out: detection_metrics(s, c, o),
-                            {"metrics": out}, {"counterfactuals": sets[set_name], "scores": sc},
+        out = root / "detection" / f"{rule}.json"
+        sc_path = scores[cfg["counterfactuals"][set_name].get("level", "instruction")]
+        stages.append(Stage(f"detection_{dkey}_{rule}",
+                            lambda s=sets[set_name], c=sc_path, o=out: detection_metrics(s, c, o),
+                            {"metrics": out},
+                            {"counterfactuals": sets[set_name], "scores": sc_path},
                             {"rule": rule, "set": set_name}))
-
-    # -- one results file for tables and reports
-    from leaf.pipeline.results import collect_results
-
-    results = run / "results.json"
-    inputs = {"screened": screened, **{f"set:{k}": v for k, v in sets.items()},
-              **{f"metrics:{k}": v for k, v in metrics.items()},
-              **{f"detection:{k}": v for k, v in detection.items()}}
-    stages.append(Stage("results", lambda: collect_results(cfg, run), {"results": results},
-                        inputs, {"splits": splits, "models": list(models)}))
-    return stages
+    return data_out, sets
 
 
-def _data_stage(cfg: dict, outs: dict[str, Path]) -> Stage:
+def _stage2(cfg: dict, run: Path, dkey: str, seed: int, variant: str, set_names: list[str],
+            sets: dict[str, Path], stages: list[Stage]) -> Path:
+    """The training file and the distillation of one variant for one seed."""
+    dcfg = cfg["distill"]
+    teacher, student = cfg["teacher"], cfg["student"]
+    train = run / dkey / "data" / "train.jsonl"
+    train_file = run / dkey / "train" / f"{variant}.jsonl"
+    src = {n: sets[n] for n in set_names}
+    name = f"trainset_{dkey}_{variant}"
+    if not any(st.name == name for st in stages):
+        stages.append(Stage(name, lambda t=train, s=src, o=train_file: build_train_file(t, s, o),
+                            {"train": train_file}, {"data": train, **src}, {"sets": sorted(src)}))
+    out_dir = run / "distill" / variant / f"seed{seed}"
+    dconf = {
+        **dcfg.get("args", {}),
+        "teacher_model": teacher, "student_model": student, "train_file": train_file,
+        "hybrid_lambda": dcfg["hybrid_lambda"], "output_dir": out_dir / "model", "seed": seed,
+    }
+    stages.append(Stage(f"distill_{variant}-s{seed}", lambda c=dconf, d=out_dir: run_distill(c, d),
+                        {"model": out_dir / "model"},
+                        {"teacher": teacher, "student": student, "train": train_file},
+                        {"config": dconf}))
+    return out_dir / "model"
+
+
+def _data_stage(cfg: dict, outs: dict[str, Path], dkey: str, data_seed: int) -> Stage:
     data = cfg["data"]
     if data.get("testbed"):
         sizes = data.get("sizes")
-        params = {"testbed": data["testbed"], "seed": data["seed"], "bias": data["bias"],
+        params = {"testbed": data["testbed"], "seed": data_seed, "bias": data["bias"],
                   "sizes": sizes}
 
         def make() -> None:
             from leaf.testbed.tasks import write_splits
 
-            write_splits(outs["train"].parent, data["testbed"], seed=data["seed"],
+            write_splits(outs["train"].parent, data["testbed"], seed=data_seed,
                          bias=data["bias"], sizes=sizes)
 
-        return Stage("data", make, outs, {}, params)
+        return Stage(f"data_{dkey}", make, outs, {}, params)
 
     src = {"train": data["train"], **data["tests"]}
 
@@ -208,7 +235,7 @@ def _data_stage(cfg: dict, outs: dict[str, Path]) -> Stage:
             shutil.copyfile(path, outs[k].with_name(outs[k].name + ".tmp"))
             outs[k].with_name(outs[k].name + ".tmp").replace(outs[k])
 
-    return Stage("data", copy, outs, dict(src), {"files": sorted(src)})
+    return Stage(f"data_{dkey}", copy, outs, dict(src), {"files": sorted(src)})
 
 
 def build_train_file(train: Path, sets: dict[str, Path], out: Path) -> None:

@@ -7,8 +7,6 @@ reading; with three seeds the Student-t intervals are wide).
 
 from __future__ import annotations
 
-import math
-
 from leaf.pipeline.config import SPLIT_LABELS
 
 
@@ -52,29 +50,37 @@ def statements(results: dict) -> list[str]:
             parts = [f"{label(s)} {compare(rows[key]['cells'][s], rows['kd']['cells'][s])}"
                      for s in splits if s in rows[key]["cells"] and s in rows["kd"]["cells"]]
             out.append(f"{rows[key]['label']} minus KD w/o mask: " + "; ".join(parts) + ".")
+    if "leaf_instr" in rows and "leaf_collective" in rows:
+        a, b = rows["leaf_collective"]["cells"], rows["leaf_instr"]["cells"]
+        parts = [f"{label(s)} {compare(a[s], b[s])}" for s in splits if s in a and s in b]
+        out.append("Collective minus span pruning (instruction level): " + "; ".join(parts) + ".")
     if "student" in rows and "kd" in rows:
         parts = [f"{label(s)} {compare(rows['kd']['cells'][s], rows['student']['cells'][s])}"
                  for s in splits if s in rows["kd"]["cells"] and s in rows["student"]["cells"]]
         out.append("KD w/o mask minus Pre-KD student: " + "; ".join(parts) + ".")
     det = results.get("detection") or {}
-    if det:
-        parts = []
-        for rule, d in det.items():
-            r, p = d.get("span_recall"), d.get("token_precision")
-            if r is None or p is None:
-                continue
-            fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"  # noqa: E731
-            parts.append(f"{rule} span recall {fmt(r)}, token precision {fmt(p)}")
-        if parts:
-            n = next(iter(det.values())).get("n_samples")
-            out.append(f"Detection on the {n} scored training samples: " + "; ".join(parts) + ".")
-    sets = results["counts"]["sets"]
-    kept = [f"{name} {s['verified']}/{s['counterfactuals']}" for name, s in sets.items()
-            if s["verified"] or s["rejected"]]
+    parts = []
+    for rule, d in det.items():
+        r, p = d.get("span_recall"), d.get("token_precision")
+        fmt = lambda c: "n/a" if not c else f"{c['mean']:.2f}"  # noqa: E731
+        parts.append(f"{rule} span recall {fmt(r)}, token precision {fmt(p)}")
+    if parts:
+        n = next(iter(det.values())).get("n_samples")
+        out.append(f"Detection over {n} scored training samples (all runs): "
+                   + "; ".join(parts) + ".")
+    counts = results["counts"]
+    kept = []
+    for name in next(iter(counts.values()))["sets"]:
+        made = sum(c["sets"][name]["counterfactuals"] for c in counts.values())
+        ok = sum(c["sets"][name]["verified"] for c in counts.values())
+        checked = sum(c["sets"][name]["verified"] + c["sets"][name]["rejected"]
+                      for c in counts.values())
+        if checked:
+            kept.append(f"{name} {ok}/{made}")
     if kept:
-        out.append("Counterfactuals kept by verification (kept/made): " + ", ".join(kept) + ".")
-    seeds = results.get("seeds") or []
-    if len(seeds) < 2:
-        out.append("One seed only: the intervals of distilled models are Wilson intervals over "
-                   "test samples and say nothing about seed-to-seed variation.")
+        out.append("Counterfactuals kept by verification, all runs (kept/made): "
+                   + ", ".join(kept) + ".")
+    if len(results.get("seeds") or []) < 2:
+        out.append("One run only: the intervals are Wilson intervals over test samples and say "
+                   "nothing about run-to-run variation.")
     return out

@@ -3,15 +3,18 @@
 ``results.json``::
 
     {"name": ..., "quick": false, "splits": ["test_id", ...], "seeds": [0, 1, 2],
-     "models": {"teacher": {"test_id": {"accuracy": 1.0, "n": 200}, ...}, "kd-s0": {...}},
-     "rows": [{"key": "kd", "label": "KD w/o mask", "seeds": [0, 1, 2],
-               "cells": {"test_id": {"mean": .9, "lo": .85, "hi": .95, "values": [...],
+     "replicates": ["data0", "data1", "data2"],
+     "models": {"teacher@data0": {"test_id": {"accuracy": 1.0, "n": 200}, ...},
+                "kd-s0@data0": {...}},
+     "rows": [{"key": "kd", "label": "KD w/o mask", "members": ["kd-s0@data0", ...],
+               "replicates": 3,
+               "cells": {"test_id": {"mean": .9, "lo": .85, "hi": .95, "values": [...], "n": 200,
                                      "interval": "t over seeds" | "Wilson over samples"}}}],
-     "counts": {"train": 1000, "screened": 1000, "teacher_right_student_wrong": 41,
-                "scored": 41,
-                "sets": {"instruction_span": {"samples": 41, "counterfactuals": 60,
-                                              "verified": 14, "rejected": 46}}},
-     "detection": {"gradient": {...}, "ppl": {...}},
+     "counts": {"data0": {"train": 1000, "screened": 1000, "teacher_right_student_wrong": 41,
+                          "scored": 41, "sets": {"instruction_span": {"samples": 41,
+                          "counterfactuals": 60, "verified": 14, "rejected": 46}}}},
+     "detection": {"gradient": {"n_samples": 120, "span_recall": {"mean": ..., "lo": ...},
+                                "token_precision": {...}, "replicates": {"data0": {...}}}},
      "timings": {"stage": seconds, ...}, "total_seconds": 123.4}
 """
 
@@ -60,33 +63,34 @@ def score_of(metrics: dict) -> float:
     raise KeyError(f"no accuracy, pass@1 or em in metrics {sorted(metrics)}")
 
 
-def summarise(models: dict[str, dict], variants: list[str], seeds: list[int],
+def interval(values: list[float], n: int) -> dict[str, Any]:
+    """Mean and 95% interval: Student-t over replicates when >= 2, else Wilson over ``n``."""
+    if len(values) >= 2:
+        mean, lo, hi = t_interval(values)
+        kind = "t over seeds"
+    else:
+        mean = values[0]
+        lo, hi = wilson_interval(mean, n) if n else (math.nan, math.nan)
+        kind = "Wilson over samples"
+    return {"mean": mean, "lo": lo, "hi": hi, "values": values, "interval": kind}
+
+
+def summarise(models: dict[str, dict], groups: dict[str, list[str]],
               splits: list[str]) -> list[dict]:
-    """One table row per model group: fixed models alone, variants over their seeds."""
+    """One table row per group of evaluated models (``"teacher"`` -> its replicates, ...)."""
     rows = []
-    for key in ["teacher", "student", *variants]:
-        members = [key] if key in ("teacher", "student") else [f"{key}-s{s}" for s in seeds]
+    for key, members in groups.items():
         members = [m for m in members if m in models]
         if not members:
             continue
         cells = {}
         for split in splits:
             got = [models[m][split] for m in members if split in models[m]]
-            if not got:
-                continue
-            values = [g["accuracy"] for g in got]
-            if len(values) >= 2:
-                mean, lo, hi = t_interval(values)
-                kind = "t over seeds"
-            else:
-                mean = values[0]
-                lo, hi = wilson_interval(mean, got[0]["n"])
-                kind = "Wilson over samples"
-            cells[split] = {"mean": mean, "lo": lo, "hi": hi, "values": values,
-                            "n": got[0]["n"], "interval": kind}
-        rows.append({"key": key, "label": LABELS.get(key, key),
-                     "seeds": [] if key in ("teacher", "student") else
-                     [s for s in seeds if f"{key}-s{s}" in models], "cells": cells})
+            if got:
+                cells[split] = {**interval([g["accuracy"] for g in got], got[0]["n"]),
+                                "n": got[0]["n"]}
+        rows.append({"key": key, "label": LABELS.get(key, key), "members": members,
+                     "replicates": len(members), "cells": cells})
     return rows
 
 
@@ -109,41 +113,62 @@ def set_counts(path: Path) -> dict[str, int]:
             "rejected": rejected}
 
 
+def replicate_counts(cfg: dict, root: Path) -> dict[str, Any]:
+    """Samples screened, scored and turned into counterfactuals in one data replicate."""
+    screened = root / "screen" / "screened.jsonl"
+    target = sum(1 for _, r in iter_jsonl(screened)
+                 if r.get("teacher_correct") and not r.get("student_correct")) \
+        if screened.exists() else 0
+    scores = root / "detect" / f"{cfg['detect']['levels'][0]}.jsonl"
+    scored = len({r["id"] for _, r in iter_jsonl(scores)}) if scores.exists() else 0
+    return {
+        "train": _count_rows(root / "data" / "train.jsonl"),
+        "screened": _count_rows(screened),
+        "teacher_right_student_wrong": target,
+        "scored": scored,
+        "sets": {name: set_counts(root / "prune" / f"{name}.jsonl")
+                 for name in cfg["counterfactuals"]},
+    }
+
+
+def detection_summary(per_rep: dict[str, dict]) -> dict[str, Any]:
+    """One rule's detection metrics over data replicates: totals and mean [interval]."""
+    out: dict[str, Any] = {"replicates": per_rep,
+                           "n_samples": sum(d.get("n_samples", 0) for d in per_rep.values())}
+    for key in ("span_recall", "token_precision"):
+        values = [d[key] for d in per_rep.values()
+                  if key in d and not (isinstance(d[key], float) and math.isnan(d[key]))]
+        if values:
+            out[key] = interval(values, 0)
+    return out
+
+
 def collect_results(cfg: dict, run_dir: str | Path) -> dict[str, Any]:
     """Read every metrics file of a finished run and write ``results.json``."""
     from leaf.pipeline.manifest import Manifest
-    from leaf.pipeline.plan import model_keys, test_splits
+    from leaf.pipeline.plan import model_keys, replicates, test_splits
 
     run = Path(run_dir)
     splits = test_splits(cfg)
     models: dict[str, dict] = {}
-    for key in model_keys(cfg):
+    groups: dict[str, list[str]] = {}
+    for key, dkey in model_keys(cfg):
+        member = f"{key}@{dkey}"
+        group = key if key in ("teacher", "student") else key.rsplit("-s", 1)[0]
+        groups.setdefault(group, []).append(member)
         for split in splits:
-            path = run / "eval" / key / split / "metrics.json"
+            path = run / "eval" / key / dkey / split / "metrics.json"
             if path.exists():
                 m = json.loads(path.read_text(encoding="utf-8"))
-                models.setdefault(key, {})[split] = {"accuracy": score_of(m), "n": int(m["n"])}
-    screened = run / "screen" / "screened.jsonl"
-    target = scored = 0
-    if screened.exists():
-        target = sum(1 for _, r in iter_jsonl(screened)
-                     if r.get("teacher_correct") and not r.get("student_correct"))
-    level = cfg["detect"]["levels"][0]
-    if (run / "detect" / f"{level}.jsonl").exists():
-        scored = len({r["id"] for _, r in iter_jsonl(run / "detect" / f"{level}.jsonl")})
-    counts = {
-        "train": _count_rows(run / "data" / "train.jsonl"),
-        "screened": _count_rows(screened),
-        "teacher_right_student_wrong": target,
-        "scored": scored,
-        "sets": {name: set_counts(run / "prune" / f"{name}.jsonl")
-                 for name in cfg["counterfactuals"]},
-    }
+                models.setdefault(member, {})[split] = {"accuracy": score_of(m), "n": int(m["n"])}
+    dkeys = list(dict.fromkeys(replicates(cfg).values()))
+    counts = {d: replicate_counts(cfg, run / d) for d in dkeys}
     detection = {}
     for rule in cfg["detection"]["rules"]:
-        path = run / "detection" / f"{rule}.json"
-        if path.exists():
-            detection[rule] = json.loads(path.read_text(encoding="utf-8"))
+        per_rep = {d: json.loads((run / d / "detection" / f"{rule}.json").read_text("utf-8"))
+                   for d in dkeys if (run / d / "detection" / f"{rule}.json").exists()}
+        if per_rep:
+            detection[rule] = detection_summary(per_rep)
     stages = Manifest(run).stages
     timings = {k: v.get("seconds_total", v.get("seconds")) for k, v in stages.items()}
     results = {
@@ -154,11 +179,11 @@ def collect_results(cfg: dict, run_dir: str | Path) -> dict[str, Any]:
         "teacher": cfg["teacher"],
         "student": cfg["student"],
         "splits": splits,
-        "seeds": cfg["distill"]["seeds"],
+        "seeds": cfg["seeds"],
+        "replicates": dkeys,
         "variants": {k: list(v or []) for k, v in cfg["distill"]["variants"].items()},
         "models": models,
-        "rows": summarise(models, list(cfg["distill"]["variants"]), cfg["distill"]["seeds"],
-                          splits),
+        "rows": summarise(models, groups, splits),
         "counts": counts,
         "detection": detection,
         "timings": timings,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from leaf.pipeline.config import SPLIT_LABELS
 from leaf.pipeline.results import LABELS
 
@@ -16,29 +18,21 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def _cell(c: dict | None) -> str:
     if not c:
         return "-"
+    if isinstance(c.get("lo"), float) and math.isnan(c["lo"]):
+        return f"{c['mean']:.3f}"
     return f"{c['mean']:.3f} [{c['lo']:.3f}, {c['hi']:.3f}]"
 
 
 def accuracy_table(results: dict, keys: list[str] | None = None) -> str:
     """Accuracy per model group and test split: mean and 95% interval."""
     splits = results["splits"]
-    header = ["model", "seeds", *[SPLIT_LABELS.get(s, s) for s in splits]]
+    header = ["model", "runs", *[SPLIT_LABELS.get(s, s) for s in splits]]
     rows = []
     for r in results["rows"]:
         if keys is not None and r["key"] not in keys:
             continue
-        seeds = str(len(r["seeds"])) if r["seeds"] else "-"
-        rows.append([r["label"], seeds, *[_cell(r["cells"].get(s)) for s in splits]])
+        rows.append([r["label"], str(r["replicates"]), *[_cell(r["cells"].get(s)) for s in splits]])
     return _table(header, rows)
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.3f}"
-    return "-" if v is None else str(v)
-
-
-DETECTION_COLUMNS = ["n_samples", "span_recall", "token_precision", "n_planted", "n_flagged_chars"]
 
 
 def detection_table(results: dict) -> str:
@@ -46,23 +40,28 @@ def detection_table(results: dict) -> str:
     det = results.get("detection") or {}
     if not det:
         return "(no detection metrics in this run)"
-    cols = [c for c in DETECTION_COLUMNS if any(c in d for d in det.values())]
-    extra = sorted({k for d in det.values() for k, v in d.items()
-                    if isinstance(v, int | float) and k not in cols})
-    cols += extra
-    rows = [[rule, *[_fmt(d.get(c)) for c in cols]] for rule, d in det.items()]
-    return _table(["rule", *cols], rows)
+    rows = [[rule, str(d["n_samples"]), _cell(d.get("span_recall")),
+             _cell(d.get("token_precision"))] for rule, d in det.items()]
+    return _table(["rule", "scored samples", "span recall", "token precision"], rows)
 
 
 def counts_table(results: dict) -> str:
-    """Samples screened and detected, counterfactuals made and kept per set."""
-    c = results["counts"]
-    rows = [[name, str(s["samples"]), str(s["counterfactuals"]), str(s["verified"]),
-             str(s["rejected"])] for name, s in c["sets"].items()]
-    head = (f"training samples {c['train']}; screened {c['screened']}, of which teacher right "
-            f"and student wrong {c['teacher_right_student_wrong']}; scored by detect "
-            f"{c['scored']}")
-    return head + "\n\n" + _table(
+    """Per data replicate: samples screened and scored, counterfactuals made and kept per set."""
+    counts = results["counts"]
+    reps = list(counts)
+    per = lambda f: " / ".join(str(f(counts[d])) for d in reps)  # noqa: E731
+    lines = [
+        f"per data replicate ({' / '.join(reps)}): training samples {per(lambda c: c['train'])}; "
+        f"teacher right and student wrong {per(lambda c: c['teacher_right_student_wrong'])}; "
+        f"scored by detect {per(lambda c: c['scored'])}",
+        "",
+    ]
+    names = list(counts[reps[0]]["sets"])
+    rows = [[name, per(lambda c, n=name: c["sets"][n]["samples"]),
+             per(lambda c, n=name: c["sets"][n]["counterfactuals"]),
+             per(lambda c, n=name: c["sets"][n]["verified"]),
+             per(lambda c, n=name: c["sets"][n]["rejected"])] for name in names]
+    return "\n".join(lines) + _table(
         ["counterfactual set", "samples", "counterfactuals", "verified", "rejected"], rows)
 
 
@@ -81,8 +80,8 @@ def render(results: dict) -> str:
         "",
         accuracy_table(results),
         "",
-        "mean [95% interval]: Student-t over seeds for distilled models with >= 2 seeds; "
-        "Wilson over test samples for one model (teacher, Pre-KD, or a single seed).",
+        "mean [95% interval] over runs (one run per seed; with testbed data each seed also "
+        "draws its own splits): Student-t with >= 2 runs, Wilson over test samples with one.",
         "",
         "## Detection against the planted spans",
         "",
