@@ -125,3 +125,15 @@ def test_bad_arguments_are_refused():
         make_split("digit_sum", "dev", 1)
     with pytest.raises(ValueError, match="bias"):
         make_split("digit_sum", "train", 4, bias=1.5)
+
+
+def test_cli_writes_the_splits(tmp_path, capsys):
+    from leaf.cli import main
+
+    assert main(["testbed", "--family", "word_problem", "--out", str(tmp_path), "--seed", "2",
+                 "--bias", "0.5", "--train-size", "10", "--test-size", "4"]) == 0
+    assert "test_anti\t4" in capsys.readouterr().out
+    rows = read_samples(tmp_path / "train.jsonl")
+    assert rows == make_split("word_problem", "train", 10, seed=2, bias=0.5)
+    assert sum(r["distractor_agrees"] for r in rows) == 5
+    assert main(["testbed", "--out", str(tmp_path), "--bias", "2"]) == 2

@@ -7,7 +7,14 @@
 - ``tokenizer``: the digit-splitting tokenizer the testbed models share.
 """
 
-from leaf.testbed.assets import ASSETS_DIR, calibration, families_shipped, load, model_dir
+from leaf.testbed.assets import (
+    ASSETS_DIR,
+    calibration,
+    families_shipped,
+    load,
+    model_dir,
+    resolve_model,
+)
 from leaf.testbed.metrics import detection_quality, mean_ci
 from leaf.testbed.tasks import (
     FAMILIES,
@@ -22,5 +29,5 @@ from leaf.testbed.tasks import (
 __all__ = [
     "ASSETS_DIR", "FAMILIES", "SPLITS", "calibration", "detection_quality", "families_shipped",
     "get_family", "load", "make_split", "make_splits", "mean_ci", "model_dir", "pretraining_mix",
-    "write_splits",
+    "resolve_model", "write_splits",
 ]

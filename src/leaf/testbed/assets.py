@@ -16,6 +16,7 @@ from leaf.errors import LeafError
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 ROLES = ("teacher", "student")
+TESTBED_PREFIX = "testbed:"
 
 
 def families_shipped() -> list[str]:
@@ -37,6 +38,18 @@ def model_dir(family: str, role: str) -> Path:
             f"shipped: {families_shipped() or 'none'} (regenerate with scripts/train_testbed.py)"
         )
     return path
+
+
+def resolve_model(ref: str | Path) -> str:
+    """``"testbed:<family>/<role>"`` -> the shipped checkpoint's directory; anything else as is.
+
+    Lets a run config name the shipped models without knowing where the package is installed.
+    """
+    ref = str(ref)
+    if not ref.startswith(TESTBED_PREFIX):
+        return ref
+    family, _, role = ref[len(TESTBED_PREFIX):].partition("/")
+    return str(model_dir(family, role))
 
 
 def calibration(family: str) -> dict:

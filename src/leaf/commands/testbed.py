@@ -1,0 +1,54 @@
+"""``leaf testbed``: write the planted-confounder splits of a testbed family to JSONL."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "testbed"
+HELP = "write the planted-confounder testbed splits (train, test_id, test_anti, test_clean)"
+DESCRIPTION = """\
+Generate a synthetic task family whose distractor spans are known and write one JSONL file per
+split into --out: train.jsonl (the distillation data; the distractor agrees with the answer with
+probability --bias), test_id.jsonl (same distribution), test_anti.jsonl (the distractor always
+points to a wrong answer) and test_clean.jsonl (no distractor). Each row is a math sample (id,
+task, instruction, response, answer) plus family, split, variant, distractor_value,
+distractor_agrees and planted = {"misleading": [[s, e]], "distractor": [[s, e]]}, character
+spans of the instruction. The same --family/--seed/--bias always gives the same files.
+The shipped teacher and student checkpoints of each family are listed with --list.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from leaf.testbed.tasks import DEFAULT_SIZES, FAMILIES
+
+    parser.add_argument("--family", choices=sorted(FAMILIES), default="digit_sum")
+    parser.add_argument("--out", help="output directory (required unless --list)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bias", type=float, default=0.95,
+                        help="P(distractor = answer) in train and test_id (default 0.95)")
+    parser.add_argument("--train-size", type=int, default=DEFAULT_SIZES["train"])
+    parser.add_argument("--test-size", type=int, default=DEFAULT_SIZES["test_id"],
+                        help="samples in each test split")
+    parser.add_argument("--list", action="store_true",
+                        help="print the shipped checkpoints per family and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    from leaf.errors import LeafError
+    from leaf.testbed.assets import ROLES, families_shipped, model_dir
+    from leaf.testbed.tasks import write_splits
+
+    if args.list:
+        for family in families_shipped():
+            for role in ROLES:
+                print(f"{family}\t{role}\t{model_dir(family, role)}")
+        return 0
+    if not args.out:
+        raise LeafError("--out is required (the directory to write the splits into)")
+    if not 0.0 <= args.bias <= 1.0:
+        raise LeafError(f"--bias must be in [0, 1], got {args.bias}")
+    sizes = {"train": args.train_size, "test_id": args.test_size, "test_anti": args.test_size,
+             "test_clean": args.test_size}
+    for split, path in write_splits(args.out, args.family, args.seed, args.bias, sizes).items():
+        print(f"{split}\t{sizes[split]}\t{path}")
+    return 0

@@ -1,0 +1,81 @@
+"""The shipped testbed checkpoints: they load, share a vocabulary, and behave as calibrated."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from leaf.errors import LeafError
+from leaf.testbed.assets import ASSETS_DIR, calibration, families_shipped, load, model_dir
+from leaf.testbed.evaluate import final_answer, greedy_accuracy
+from leaf.testbed.tasks import FAMILIES, make_splits
+from leaf.testbed.tokenizer import build_testbed_tokenizer
+
+N = 20  # items per split: enough to tell a >= 90% teacher from a fooled student, fast
+SEED = 7  # differs from the training (pre-training mixes) and calibration (1000) seeds
+
+
+def test_every_family_is_shipped_within_the_size_budget():
+    assert families_shipped() == sorted(FAMILIES)
+    total = sum(p.stat().st_size for p in ASSETS_DIR.rglob("*") if p.is_file())
+    assert total <= 20 * 2**20
+
+
+def test_unknown_family_or_role_is_a_clear_error():
+    with pytest.raises(LeafError, match="no shipped teacher checkpoint"):
+        model_dir("nope", "teacher")
+    with pytest.raises(ValueError, match="role"):
+        model_dir("digit_sum", "oracle")
+
+
+def test_digits_are_single_tokens():
+    tok = build_testbed_tokenizer(["a = 15 ; b = 307", "The answer is 42."] * 20, vocab_size=300)
+    ids = tok("x = 1234", add_special_tokens=False)["input_ids"]
+    pieces = [tok.decode([i]) for i in ids]
+    assert pieces[-4:] == ["1", "2", "3", "4"]
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def shipped(request):
+    family = request.param
+    teacher, tok_t = load(family, "teacher")
+    student, tok_s = load(family, "student")
+    splits = make_splits(family, seed=SEED, bias=0.95,
+                         sizes={"train": 0, "test_id": N, "test_anti": N, "test_clean": N})
+    return family, teacher, student, tok_t, tok_s, splits
+
+
+def test_teacher_and_student_share_one_tokenizer(shipped):
+    family, teacher, student, tok_t, tok_s, _ = shipped
+    assert tok_t.get_vocab() == tok_s.get_vocab()
+    assert teacher.config.vocab_size == student.config.vocab_size == len(tok_t)
+    files = [(model_dir(family, r) / "tokenizer.json").read_bytes() for r in ("teacher",
+                                                                              "student")]
+    assert files[0] == files[1]
+    assert sum(p.numel() for p in teacher.parameters()) > 2 * sum(
+        p.numel() for p in student.parameters())
+
+
+def test_teacher_is_right_and_student_is_fooled(shipped):
+    family, teacher, student, tok, _, splits = shipped
+    torch.set_num_threads(1)
+    t = {s: greedy_accuracy(teacher, tok, rows)["accuracy"] for s, rows in splits.items()}
+    assert min(t.values()) >= 0.9, t
+    s_id = greedy_accuracy(student, tok, splits["test_id"])["accuracy"]
+    s_anti = greedy_accuracy(student, tok, splits["test_anti"])
+    assert s_id >= 0.8 and s_anti["accuracy"] < s_id - 0.2, (s_id, s_anti["accuracy"])
+    # When the student is wrong on the anti-correlated split, it mostly repeats the decoy.
+    wrong = [(r, row) for r, row, ok in zip(s_anti["responses"], splits["test_anti"],
+                                            s_anti["correct"]) if not ok]
+    copied = sum(final_answer(r) == str(row["distractor_value"]) for r, row in wrong)
+    assert copied >= len(wrong) / 2
+
+
+def test_calibration_records_the_measured_targets():
+    for family in FAMILIES:
+        calib = calibration(family)
+        assert min(calib["teacher"]["accuracy"].values()) >= 0.9
+        acc = calib["student"]["accuracy"]
+        assert acc["test_anti"] < acc["test_id"]
+        for role in ("teacher", "student"):
+            assert {"steps", "seed", "train_wall_s", "arch"} <= set(calib[role])
