@@ -79,7 +79,9 @@ def build_stages(cfg: dict, run_dir: str | Path) -> list[Stage]:
     stages: list[Stage] = []
     splits = test_splits(cfg)
     reps = replicates(cfg)
-    data_seeds = {d: s for s, d in reversed(list(reps.items()))}  # first seed of each key
+    data_seeds: dict[str, int] = {}
+    for seed, dkey in reps.items():
+        data_seeds.setdefault(dkey, seed)  # the first seed of each data key
     tests: dict[str, dict[str, Path]] = {}
     sets: dict[str, dict[str, Path]] = {}
     for dkey, seed in data_seeds.items():
