@@ -12,7 +12,7 @@ Run every LeaF stage from one YAML config in a run directory:
   -> prune (+ verification) -> distill (each variant x seed) -> eval (every model x test split)
 Writes RUN_DIR/manifest.json (per stage: inputs, outputs, config hash, status, timings),
 RUN_DIR/results.json and the stage outputs (data/, screen/, detect/, prune/, train/,
-distill/, eval/, detection/). Run the same command again to skip finished stages and resume an
+distill/, eval/, detection/; see docs/pipeline.md). Run the same command again to skip finished stages and resume an
 interrupted one; a changed setting re-runs the stages it affects. See leaf.pipeline.config for
 the config keys and src/leaf/configs/testbed/ for examples."""
 
@@ -25,7 +25,7 @@ def add_arguments(parser) -> None:
                         help="apply the config's `quick:` section (fewer samples and seeds)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, dotted, value in YAML: "
-                             "--set data.bias=0.8 --set distill.seeds=[0,1] (repeatable)")
+                             "--set data.bias=0.8 --set seeds=[0,1] (repeatable)")
     parser.add_argument("--no-tables", action="store_true", help="do not print the tables")
 
 

@@ -59,6 +59,7 @@ def run_pipeline(
         except BaseException:
             manifest.update_run(status="failed")
             raise
+        manifest.data["files"] = report_files(cfg, run)
         manifest.update_run(status="done", finished_at=utc_now(),
                             seconds=round(time.monotonic() - t0, 1),
                             ran=sorted(k for k, v in outcome.items() if v == "ran"))
@@ -76,3 +77,19 @@ def _logged(fn: Callable[[], object], name: str, path: Path) -> Callable[[], obj
             return fn()
 
     return call
+
+
+def report_files(cfg: dict, run: Path) -> dict:
+    """What ``leaf report RUN_DIR`` shows: the first replicate's scores, its span/gradient
+    counterfactual sets (the ones LeaF trains on) and its screened samples."""
+    from leaf.pipeline.plan import replicates
+
+    dkey = next(iter(replicates(cfg).values()))
+    sets = [n for n, spec in cfg["counterfactuals"].items()
+            if spec.get("masking", "gradient") == "gradient" and spec.get("strategy", "span") == "span"]
+    files = {
+        "scores": [f"{dkey}/detect/{lv}.jsonl" for lv in cfg["detect"]["levels"]],
+        "counterfactuals": [f"{dkey}/prune/{n}.jsonl" for n in sets],
+        "screened": [f"{dkey}/screen/screened.jsonl"],
+    }
+    return {k: [p for p in v if (run / p).is_file()] for k, v in files.items()}
