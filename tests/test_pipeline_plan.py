@@ -154,6 +154,13 @@ def test_plan_runs_every_stage_and_collects_results(fake, config, tmp_path):
         assert label in text
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["run"]["status"] == "done"
+    from leaf.report.collect import find_run_files  # `leaf report RUN_DIR` finds its inputs
+
+    files = find_run_files(run)
+    assert [p.name for p in files.scores] == ["instruction.jsonl", "response.jsonl"]
+    assert [p.name for p in files.counterfactuals] == ["instruction_span.jsonl",
+                                                       "response_span.jsonl"]
+    assert files.data == run / "data" / "screen" / "screened.jsonl"
     assert all(s["status"] == "done" for s in manifest["stages"].values())
 
 
