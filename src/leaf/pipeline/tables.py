@@ -61,7 +61,7 @@ def counts_table(results: dict) -> str:
              per(lambda c, n=name: c["sets"][n]["counterfactuals"]),
              per(lambda c, n=name: c["sets"][n]["verified"]),
              per(lambda c, n=name: c["sets"][n]["rejected"])] for name in names]
-    return "\n".join(lines) + _table(
+    return "\n".join(lines) + "\n" + _table(
         ["counterfactual set", "samples", "counterfactuals", "verified", "rejected"], rows)
 
 
