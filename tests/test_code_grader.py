@@ -186,7 +186,7 @@ def test_call_based_tests():
     res = run_tests(function, CALL)
     assert res.status == "failed" and "case 1" in res.detail
     slow = "class Solution:\n    def twoSum(self, nums, target):\n        while True:\n            pass\n"
-    assert run_tests(slow, CALL, timeout=1).status in ("timeout", "error")
+    assert run_tests(slow, CALL, timeout=1).status == "timeout"
 
 
 # ---------------------------------------------------------------- pass@k

@@ -9,6 +9,7 @@ import torch
 from conftest import write_jsonl
 from distill_rows import training_rows
 from leaf.cli import main
+from leaf.distill.cache import write_teacher_cache
 from leaf.distill.recipe import build_trainer
 from leaf.errors import LeafError
 from test_distill_trainer import make_args
@@ -30,15 +31,18 @@ def _cache(tmp_path, teacher, student, train_file, k, name):
 
 def test_full_vocab_cache_equals_online_teacher(tmp_path, tiny_llama_dir, tiny_llama_big_dir,
                                                 train_file):
-    full = _cache(tmp_path, tiny_llama_big_dir, tiny_llama_dir, train_file, 10_000, "full")
-    small = _cache(tmp_path, tiny_llama_big_dir, tiny_llama_dir, train_file, 8, "small")
-    trainers = [
-        build_trainer(make_args(tmp_path, tiny_llama_dir, tiny_llama_big_dir, train_file,
-                                temperature=1.5)),
+    online = build_trainer(make_args(tmp_path, tiny_llama_dir, tiny_llama_big_dir, train_file,
+                                     temperature=1.5))
+    vocab = online.model.lm_head.weight.shape[0]
+    full, small = (
+        write_teacher_cache(online.teacher, online.processing_class, online.train_dataset,
+                            tmp_path / name, k, vocab_size=vocab, progress=False)
+        for name, k in (("full", vocab), ("small", 8))
+    )
+    trainers = [online] + [
         build_trainer(make_args(tmp_path, tiny_llama_dir, None, train_file, teacher_model=None,
-                                teacher_cache=str(full), temperature=1.5)),
-        build_trainer(make_args(tmp_path, tiny_llama_dir, None, train_file, teacher_model=None,
-                                teacher_cache=str(small), temperature=1.5)),
+                                teacher_cache=str(cache), temperature=1.5))
+        for cache in (full, small)
     ]
     assert trainers[1].teacher is None and trainers[2].teacher is None
     batches = [t.data_collator([t.train_dataset[i] for i in range(6)]) for t in trainers]

@@ -1,14 +1,18 @@
-"""Two-process DDP on CPU (gloo, via torch.distributed.run) equals one process with the same
-global batch: the hybrid loss is normalised over the global batch, not per process."""
+"""Multi-process runs. Two-process DDP on CPU (gloo, via torch.distributed.run) equals one
+process with the same global batch (the hybrid loss is normalised over the global batch, not
+per process); a killed `leaf distill` process resumes to the uninterrupted weights (slow)."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
@@ -56,3 +60,43 @@ def test_two_process_ddp_matches_single_process(tmp_path, tiny_llama_dir, tiny_l
     assert max((ref[k] - start[k]).abs().max().item() for k in start) > 1e-3  # it trained
     for k in ref:  # tolerance: 1e-6 absolute + 1e-5 relative (float32 all-reduce order)
         assert torch.allclose(ddp[k], ref[k], atol=1e-6, rtol=1e-5), k
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_resumes_to_the_same_weights(tmp_path, tiny_llama_dir,
+                                                        tiny_llama_big_dir):
+    """A `leaf distill` process killed (SIGKILL) after a checkpoint, then run again with the
+    same command, ends with the weights of an uninterrupted run (1e-6 absolute)."""
+    train_file = write_jsonl(tmp_path / "cf.jsonl", training_rows(4, unverified=False))
+    config = dict(
+        teacher_model=str(tiny_llama_big_dir), student_model=str(tiny_llama_dir),
+        train_file=str(train_file), use_cpu=True, learning_rate=1e-3, warmup_steps=2,
+        max_steps=60, logging_steps=5, save_strategy="steps", save_steps=10, seed=0,
+        report_to="none", disable_tqdm=True, max_length=256, per_device_train_batch_size=2,
+    )
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(leaf.__file__).parents[1])}
+
+    def command(out):
+        return [sys.executable, "-m", "leaf.cli", "distill", "--config", str(path),
+                "--output_dir", str(out)]
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(command(killed), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (killed / "checkpoint-10" / "trainer_state.json").exists():
+        assert proc.poll() is None and time.time() < deadline, "no checkpoint-10 appeared"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "model.safetensors").exists(), "the run finished before the kill"
+    subprocess.run(command(killed), env=env, check=True, capture_output=True, timeout=300)
+    subprocess.run(command(tmp_path / "full"), env=env, check=True, capture_output=True,
+                   timeout=300)
+    a = load_file(killed / "model.safetensors")
+    b = load_file(tmp_path / "full" / "model.safetensors")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6, rtol=0), k

@@ -99,3 +99,33 @@ def test_vocab_check_rejects_disagreeing_tokenizers():
         check_shared_vocab(student, teacher)
     with pytest.raises(LeafError, match="fewer than the student"):
         check_shared_vocab(student, build_tokenizer("llama3", vocab_size=300))
+
+
+def _saved_bytes_beyond_inputs(fn, inputs):
+    """Bytes of the tensors autograd keeps for backward, not counting the inputs' storage."""
+    skip = {t.untyped_storage().data_ptr() for t in inputs}
+    seen = {}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in skip:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+def test_chunked_keeps_no_full_vocabulary_tensors_for_backward():
+    b, t, v, chunk = 2, 256, 1000, 32
+    student = torch.randn(b, t, v, requires_grad=True)
+    teacher = torch.randn(b, t, v)
+    groups = torch.zeros(b, t, dtype=torch.long)
+    full = b * t * v * 4  # one float32 tokens x vocabulary tensor
+    chunked = _saved_bytes_beyond_inputs(
+        lambda: chunked_divergence(student, teacher, groups, chunk_size=chunk), [student, teacher])
+    obvious = _saved_bytes_beyond_inputs(
+        lambda: token_divergence(student.reshape(-1, v), teacher.reshape(-1, v)).sum(),
+        [student, teacher])
+    assert obvious >= full  # the plain version keeps softmaxes of every position
+    assert chunked < chunk * v * 4  # the chunked one keeps less than one chunk's softmax

@@ -18,6 +18,7 @@ from distill_rows import training_rows
 from leaf.cli import main
 from leaf.distill.config import DistillArguments
 from leaf.distill.recipe import build_trainer, train
+from leaf.errors import LeafError
 
 TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml"
 
@@ -91,6 +92,20 @@ def test_hybrid_loss_matches_formula(hybrid_trainer, kinds):
     assert abs(got.item() - float(want)) < 1e-6 * max(1.0, float(want))
 
 
+def test_cross_entropy_term_is_added_over_all_target_tokens(hybrid_trainer):
+    batch = batch_of(hybrid_trainer, (0, 1, 1))
+    want = reference_loss(hybrid_trainer.model, hybrid_trainer.teacher, batch, 0.3, 2.0)
+    with torch.no_grad():
+        logits = hybrid_trainer.model(input_ids=batch["input_ids"]).logits[:, :-1]
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1))
+    hybrid_trainer.args.ce_weight = 0.25
+    try:
+        got = hybrid_trainer.compute_loss(hybrid_trainer.model, batch)
+    finally:
+        hybrid_trainer.args.ce_weight = 0.0
+    assert got.item() == pytest.approx(float(want) + 0.25 * ce.item(), rel=1e-6)
+
+
 def test_lambda_one_without_counterfactuals_is_plain_kd(tmp_path, tiny_llama_dir,
                                                         tiny_llama_big_dir, train_file):
     args = make_args(tmp_path, tiny_llama_dir, tiny_llama_big_dir, train_file,
@@ -117,7 +132,7 @@ def _weights(model):
 def test_gradient_accumulation_matches_one_big_batch(tmp_path, tiny_llama_dir,
                                                      tiny_llama_big_dir, train_file):
     """The loss is normalised over the whole optimisation batch, so 2 x 2 == 1 x 4 (SGD)."""
-    common = dict(optim="sgd", learning_rate=5.0, warmup_steps=0, max_steps=2,
+    common = dict(optim="sgd", learning_rate=5.0, warmup_steps=0, max_steps=1,
                   lr_scheduler_type="constant")
     big = train(make_args(tmp_path, tiny_llama_dir, tiny_llama_big_dir, train_file, "big",
                           per_device_train_batch_size=4, **common))
@@ -229,3 +244,16 @@ def test_paper_configs_parse_with_paper_defaults(path):
     assert args.divergence == "forward_kl" and args.report_to == []
     assert args.hybrid_lambda == (1.0 if "kd-wo-mask" in path.stem else 0.5)
     assert args.use_counterfactuals == ("kd-wo-mask" not in path.stem)
+
+
+def test_teacher_with_another_vocabulary_is_refused(tmp_path, tiny_llama_dir, tiny_qwen_dir,
+                                                    train_file):
+    out = tmp_path / "refused"
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "teacher_model": str(tiny_qwen_dir), "student_model": str(tiny_llama_dir),
+        "train_file": str(train_file), "output_dir": str(out), "use_cpu": True}))
+    with pytest.raises(LeafError, match="teacher"):
+        build_trainer(make_args(tmp_path, tiny_llama_dir, tiny_qwen_dir, train_file))
+    assert main(["distill", "--config", str(config)]) == 2  # one clear line, exit 2
+    assert not out.exists() or not any(out.iterdir())

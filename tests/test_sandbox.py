@@ -13,6 +13,7 @@ import socket
 import tempfile
 import time
 from pathlib import Path
+from shutil import which as shutil_which
 
 import pytest
 
@@ -29,7 +30,8 @@ SAMPLE = {
 GOOD = "    return a + b\n"
 SMALL = Limits(timeout=3.0, memory_mb=512, max_processes=24, file_mb=4)
 
-NAMESPACES = isolation_mode() == "namespaces"
+BEST_MODE = isolation_mode()  # "namespaces" as root, "userns" for others where allowed
+NAMESPACES = BEST_MODE in ("namespaces", "userns")
 needs_namespaces = pytest.mark.skipif(
     not NAMESPACES, reason="filesystem, network and process-count isolation need namespaces"
 )
@@ -71,13 +73,14 @@ def token() -> str:
     return "lf" + secrets.token_hex(6)  # fits the 15-character process name
 
 
-@pytest.fixture(params=["namespaces", "process"])
+@pytest.fixture(params=["isolated", "process"])
 def mode(request, monkeypatch):
     """Run a test in the best mode available and in the weaker fallback mode."""
-    if request.param == "namespaces" and not NAMESPACES:
+    if request.param == "isolated" and not NAMESPACES:
         pytest.skip("namespaces unavailable here")
-    monkeypatch.setattr(sandbox, "_mode", request.param)
-    return request.param
+    chosen = BEST_MODE if request.param == "isolated" else "process"
+    monkeypatch.setattr(sandbox, "_mode", chosen)
+    return chosen
 
 
 def test_infinite_loop_times_out(mode, token):
@@ -321,3 +324,76 @@ def test_killing_the_grader_kills_the_sandbox(mode, token, tmp_path):
     while _leftovers(token) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _leftovers(token) == []
+
+
+_UNPRIVILEGED_CHECKS = r'''
+import json, os, socket, sys, time
+sys.path.insert(0, SRC)
+from leaf.evaluate import sandbox
+out = {"mode": sandbox.isolation_mode()}
+r = sandbox.run_python(
+    "import os, sys\nn = 0\ntry:\n    for _ in range(30):\n        if os.fork() == 0:\n"
+    "            import time; time.sleep(3); os._exit(0)\n        n += 1\n"
+    "except OSError:\n    pass\nprint(n)\nsys.exit(1)\n", max_processes=8, timeout=10)
+out["forks"] = r.stdout.strip()
+r = sandbox.run_python(
+    "import os\nhits = []\nfor p in [SECRET, '/tmp/' + TOKEN]:\n    try:\n"
+    "        open(p, 'a').write('x')\n        hits.append(p)\n    except OSError:\n        pass\n"
+    "print(hits, sorted(os.listdir('/')))\n".replace("SECRET", repr(SECRET)).replace(
+        "TOKEN", repr(TOKEN)))
+out["writes"] = r.stdout.strip()
+r = sandbox.run_python("import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=1)")
+out["net"] = r.stderr.strip().splitlines()[-1]
+r = sandbox.run_python("while True:\n    pass\n", timeout=1)
+out["loop"] = r.status
+print(json.dumps(out))
+'''
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/python3").exists()
+                    or not shutil_which("setpriv"), reason="needs root, setpriv, /usr/bin/python3")
+def test_unprivileged_user_gets_user_namespace_isolation(probe_dirs, token):
+    """Run the sandbox as uid 65534 (nobody) with the system Python: "userns" mode when the
+    kernel allows unprivileged user namespaces, with the same guarantees as root mode."""
+    import json
+    import subprocess
+
+    src_dir = str(Path(sandbox.__file__).parents[2])
+    secret = probe_dirs[-1] / "probe.txt"  # world-writable, in a world-writable directory
+    script = (f"SRC = {src_dir!r}\nSECRET = {str(secret)!r}\nTOKEN = {token!r}\n"
+              + _UNPRIVILEGED_CHECKS)
+    run = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3",
+         "-c", script], capture_output=True, text=True, timeout=120, cwd="/")
+    if "not running as root" in run.stderr and "userns" not in run.stdout:
+        pytest.skip("unprivileged user namespaces are not allowed here")
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    if out["mode"] != "userns":
+        pytest.skip(f"sandbox fell back to {out['mode']}")
+    assert out["forks"] == "7"  # 8 processes including the program itself
+    hits, _, listing = out["writes"].partition("] ")
+    assert str(secret) not in hits and f"/tmp/{token}" in hits  # its own /tmp only
+    assert "'work'" not in listing and "'root'" not in listing
+    assert "Network is unreachable" in out["net"]
+    assert out["loop"] == "timeout"
+    assert secret.read_text() == "intact"
+    assert not Path("/tmp", token).exists()
+
+
+@needs_namespaces
+def test_nested_namespaces_cannot_make_the_root_writable(token):
+    """A program that makes its own user + mount namespace still cannot write the system dirs."""
+    body = (
+        "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "libc.unshare(0x10000000 | 0x00020000)\n"
+        "for name, text in (('setgroups', 'deny'), ('uid_map', f'0 {os.getuid()} 1')):\n"
+        "    try:\n        open(f'/proc/self/{name}', 'w').write(text)\n"
+        "    except OSError:\n        pass\n"
+        "for target in (b'/usr', b'/'):\n"
+        "    libc.mount(None, target, None, ctypes.c_ulong(32 | 4096), None)  # remount rw\n"
+        f"open('/usr/{token}', 'w').write('x')\n"
+    )
+    res = sandbox.run_python(_marked(token, body), limits=SMALL)
+    assert not res.ok and "Read-only file system" in res.stderr
+    assert not Path("/usr", token).exists()

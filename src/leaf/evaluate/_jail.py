@@ -15,6 +15,9 @@ Two modes, chosen by the host (config ``mode``):
   exits, and the kernel kills every process left in the namespace (daemons, setsid escapees).
   When the launcher dies, init dies (PDEATHSIG), so a SIGKILL of the launcher's process group
   tears everything down.
+* ``userns`` (not root, unprivileged user namespaces allowed): the same, inside a new user
+  namespace that maps only the caller's own uid; the program keeps that uid (no capabilities
+  after exec) and RLIMIT_NPROC counts its processes within the new namespace only.
 * ``process`` (fallback, no privileges needed): the launcher becomes a child subreaper, runs the
   program in a temporary directory under rlimits with a prelude that disables sockets, and on exit
   or SIGTERM kills every descendant it can find in /proc. Weaker: see docs/sandbox.md.
@@ -38,8 +41,14 @@ CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+CLONE_NEWUSER = 0x10000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 32, 4096, 8192, 16384, 1 << 18
+MS_REMOUNT, MS_NOATIME, MS_NODIRATIME = 32, 1024, 2048
+MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE, MS_RELATIME, MS_STRICTATIME = 4096, 8192, 16384, 1 << 18, \
+    1 << 21, 1 << 24
+# Per-mount options a remount must keep (in a user namespace the host's are locked).
+_KEEP = {"nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": MS_NOATIME,
+         "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME, "strictatime": MS_STRICTATIME}
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
 
 SANDBOX_DIR = "/tmp/sandbox"  # the program's cwd, HOME and TMPDIR (namespaces mode)
@@ -160,7 +169,8 @@ def _build_root(cfg: dict) -> None:
         if target in WRITABLE:
             continue
         flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID
-        flags |= (MS_NODEV if "nodev" in opts else 0) | (MS_NOEXEC if "noexec" in opts else 0)
+        for name, flag in _KEEP.items():
+            flags |= flag if name in opts else 0
         _mount(None, target, None, flags)
 
 
@@ -222,9 +232,11 @@ def _init(cfg: dict, program: bytes, status_fd: int) -> int:
         try:
             os.setsid()
             _set_limits(cfg)
-            os.setgroups([])
-            os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)
+            if cfg["mode"] == "namespaces":  # root: drop to the unused uid
+                os.setgroups([])
+                os.setresgid(uid, uid, uid)
+                os.setresuid(uid, uid, uid)
+            # (userns: we already are the unprivileged user; exec drops the namespace's caps)
             _prctl(PR_SET_NO_NEW_PRIVS, 1)
             _exec_program(cfg, SANDBOX_DIR, [])
         finally:
@@ -245,8 +257,17 @@ def _run_namespaces(cfg: dict, spool: str, status_fd: int) -> int:
     with open(os.path.join(spool, "main.py"), "rb") as f:
         program = f.read()  # read now: the spool is hidden once /tmp is replaced
     # Python < 3.12 has no os.unshare; use libc.
-    _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS),
-           "unshare")
+    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
+    if cfg["mode"] == "userns":
+        uid, gid = os.getuid(), os.getgid()
+        _check(_libc.unshare(flags | CLONE_NEWUSER), "unshare")
+        # map only ourselves: inside, we keep our uid, with capabilities until we exec
+        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
+                           ("gid_map", f"{gid} {gid} 1")):
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+    else:
+        _check(_libc.unshare(flags), "unshare")
     pid = os.fork()
     if pid == 0:
         code = 1
@@ -368,9 +389,13 @@ def main() -> int:
         cfg = json.load(f)
     if os.getppid() != cfg["host_pid"]:  # the host died before PDEATHSIG was armed
         return 1
-    if cfg["mode"] == "namespaces":
-        cfg["uid"] = cfg["uid_base"] + os.getpid()  # unique among live sandboxes
-        cfg["nproc"] = cfg["max_processes"]
+    if cfg["mode"] in ("namespaces", "userns"):
+        # root: a uid unique among live sandboxes; userns: our own uid, whose process count
+        # starts from zero inside the new user namespace
+        uid = cfg["uid_base"] + os.getpid() if cfg["mode"] == "namespaces" else os.getuid()
+        # (in a user namespace the launcher and init count too, hence + 2)
+        cfg["uid"] = uid
+        cfg["nproc"] = cfg["max_processes"] + (2 if cfg["mode"] == "userns" else 0)
         return _run_namespaces(cfg, spool, status_fd)
     # RLIMIT_NPROC counts all tasks of the real uid and does not bind root at all.
     cfg["nproc"] = None if os.getuid() == 0 else _user_tasks(os.getuid()) + cfg["max_processes"]

@@ -233,7 +233,10 @@ def _run_call_based(program: str, cases: list[dict], fn_name: str, timeout: floa
     res = run_python(program + harness, limits=limits, timeout=timeout * len(cases) + 1)
     if res.ok and res.stdout.rstrip().endswith(nonce):
         return CodeResult(True, "passed", f"{len(cases)} cases")
-    return _failure(res, "AssertionError")
+    result = _failure(res, "AssertionError")
+    if result.detail.endswith("TimeoutError: test case timed out"):
+        return CodeResult(False, "timeout", f"a case took over {timeout:g}s")
+    return result
 
 
 def outputs_match(got: str, expected: str) -> bool:

@@ -11,6 +11,9 @@ Isolation is chosen once per process (`isolation_mode()`):
   RLIMIT_NPROC caps the program's process count; the program is a child of a PID-namespace init,
   so when it exits or times out every process it started (daemons, setsid escapees) is killed
   by the kernel.
+* ``"userns"`` (not root, where unprivileged user namespaces are allowed): the same namespaces
+  inside a new user namespace; the program keeps the caller's uid (without capabilities), whose
+  process count RLIMIT_NPROC bounds within that namespace.
 * ``"process"`` (fallback when namespaces are unavailable): a separate session and temporary
   directory, the same rlimits, sockets disabled in-process (bypassable), and descendants found
   through /proc (the launcher is a child subreaper) are killed. Filesystem and network isolation
@@ -97,7 +100,7 @@ _mode_reason = ""
 
 
 def isolation_mode() -> str:
-    """``"namespaces"`` or ``"process"``; probed once (a trivial run) and cached."""
+    """``"namespaces"``, ``"userns"`` or ``"process"``; probed once (a trivial run) and cached."""
     global _mode, _mode_reason
     with _mode_lock:
         if _mode is None:
@@ -107,10 +110,12 @@ def isolation_mode() -> str:
             if wanted == "process":
                 _mode, _mode_reason = "process", "forced by LEAF_SANDBOX=process"
             else:
-                _mode_reason = _probe_namespaces()
+                # root: namespaces with a dropped uid; anyone else: an unprivileged user namespace
+                candidate = "namespaces" if os.geteuid() == 0 else "userns"
+                _mode_reason = _probe(candidate)
                 if _mode_reason and wanted == "namespaces":
                     raise SandboxError(f"namespace sandbox unavailable: {_mode_reason}")
-                _mode = "process" if _mode_reason else "namespaces"
+                _mode = "process" if _mode_reason else candidate
                 if _mode == "process":
                     warnings.warn(
                         f"leaf sandbox: namespaces unavailable ({_mode_reason}); falling back to "
@@ -118,13 +123,10 @@ def isolation_mode() -> str:
         return _mode
 
 
-def _probe_namespaces() -> str:
-    """Empty string when a namespace run works here, else why not."""
-    if os.geteuid() != 0:
-        return "not running as root"
+def _probe(mode: str) -> str:
+    """Empty string when a run in `mode` works here, else why not."""
     try:
-        res = _run("import sys; sys.stdout.write('ok')", b"", Limits(timeout=20), None, (),
-                   "namespaces")
+        res = _run("import sys; sys.stdout.write('ok')", b"", Limits(timeout=20), None, (), mode)
     except SandboxError as exc:
         return str(exc)
     return "" if res.ok and res.stdout == "ok" else f"probe run failed: {res.stderr[-300:]}"
@@ -169,8 +171,8 @@ def _run(source: str, stdin: bytes, limits: Limits, python: str | None,
         "host_pid": os.getpid(), "uid_base": _UID_BASE, "cpu_seconds": max(1, math.ceil(cpu)),
         "memory_mb": int(limits.memory_mb), "file_mb": int(limits.file_mb),
         # the program itself lives on that tmpfs too (a harness may embed large test data)
-        "tmpfs_mb": int(limits.tmpfs_mb) + math.ceil(len(source.encode()) / 2**20), "max_processes": int(limits.max_processes),
-        "max_open_files": int(limits.max_open_files),
+        "tmpfs_mb": int(limits.tmpfs_mb) + math.ceil(len(source.encode()) / 2**20),
+        "max_processes": int(limits.max_processes), "max_open_files": int(limits.max_open_files),
     }
     spool = tempfile.mkdtemp(prefix="leaf-sandbox-")
     proc = None
