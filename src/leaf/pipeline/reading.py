@@ -40,10 +40,10 @@ def statements(results: dict) -> list[str]:
                        f"({'meets' if worst['mean'] >= 0.9 else 'does NOT meet'} the 0.90 bar).")
     if "student" in rows and {"test_id", "test_anti"} <= set(rows["student"]["cells"]):
         c = rows["student"]["cells"]
-        out.append(f"Pre-KD student minus its anti-correlated accuracy: in-distribution "
-                   f"{c['test_id']['mean']:.3f}, anti-correlated {c['test_anti']['mean']:.3f}: "
-                   f"{compare(c['test_id'], c['test_anti'])} (a gap here is the student's "
-                   "reliance on the planted confounder).")
+        out.append(f"Pre-KD student: in-distribution {c['test_id']['mean']:.3f} vs "
+                   f"anti-correlated {c['test_anti']['mean']:.3f}, difference "
+                   f"{compare(c['test_id'], c['test_anti'])}; a gap here is the student's "
+                   "reliance on the planted confounder.")
     if "kd" in rows:
         for key in ("leaf_instr", "leaf_instr_resp", "leaf_collective"):
             if key not in rows:
