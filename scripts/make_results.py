@@ -121,22 +121,29 @@ def wall_time(run: Path) -> str:
 
 def sweep_table(root: Path) -> str:
     from leaf.pipeline.config import SPLIT_LABELS
+    from leaf.pipeline.tables import _cell
 
-    lines = []
-    for run in run_dirs(root):
-        res = json.loads((run / "results.json").read_text())
+    runs = run_dirs(root)
+    results = [json.loads((run / "results.json").read_text()) for run in runs]
+    results.sort(key=lambda r: r["data"].get("bias") or 0)
+    splits = results[0]["splits"]
+    lines = ["| bias | model | " + " | ".join(SPLIT_LABELS.get(s, s) for s in splits) + " |",
+             "|---|---|" + "---|" * len(splits)]
+    for res in results:
         bias = res["data"].get("bias")
         for r in res["rows"]:
-            cells = " | ".join(
-                f"{SPLIT_LABELS.get(s, s)} {r['cells'][s]['mean']:.3f} "
-                f"[{r['cells'][s]['lo']:.3f}, {r['cells'][s]['hi']:.3f}]"
-                for s in res["splits"] if s in r["cells"])
-            lines.append(f"| {bias} | {r['label']} | {cells} |")
-        sets = res["counts"]["sets"]
-        kept = ", ".join(f"{k} {v['verified']}" for k, v in sets.items())
-        lines.append(f"| {bias} | verified counterfactuals | {kept} |")
-    head = "| distillation-data bias | model | accuracy by split, mean [95% interval] |\n|---|---|---|"
-    return head + "\n" + "\n".join(lines)
+            lines.append(f"| {bias} | {r['label']} | "
+                         + " | ".join(_cell(r["cells"].get(s)) for s in splits) + " |")
+    lines += ["", "| bias | scored samples per run | verified counterfactuals per run |",
+              "|---|---|---|"]
+    for res in results:
+        counts = list(res["counts"].values())
+        kept = "; ".join(
+            f"{name} {' / '.join(str(c['sets'][name]['verified']) for c in counts)}"
+            for name, spec in (res.get("counterfactual_sets") or {}).items() if spec.get("verify"))
+        scored = " / ".join(str(c["scored"]) for c in counts)
+        lines.append(f"| {res['data'].get('bias')} | {scored} | {kept} |")
+    return "\n".join(lines)
 
 
 def main() -> int:
