@@ -121,7 +121,7 @@ def wall_time(run: Path) -> str:
 
 def sweep_table(root: Path) -> str:
     from leaf.pipeline.config import SPLIT_LABELS
-    from leaf.pipeline.tables import _cell
+    from leaf.pipeline.tables import format_cell
 
     runs = run_dirs(root)
     results = [json.loads((run / "results.json").read_text()) for run in runs]
@@ -133,7 +133,7 @@ def sweep_table(root: Path) -> str:
         bias = res["data"].get("bias")
         for r in res["rows"]:
             lines.append(f"| {bias} | {r['label']} | "
-                         + " | ".join(_cell(r["cells"].get(s)) for s in splits) + " |")
+                         + " | ".join(format_cell(r["cells"].get(s)) for s in splits) + " |")
     lines += ["", "| bias | scored samples per run | verified counterfactuals per run |",
               "|---|---|---|"]
     for res in results:

@@ -15,7 +15,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), sep, *(line(r) for r in rows)])
 
 
-def _cell(c: dict | None) -> str:
+def format_cell(c: dict | None) -> str:
+    """``mean [lo, hi]`` of a results cell (the mean alone when there is no interval)."""
     if not c:
         return "-"
     if isinstance(c.get("lo"), float) and math.isnan(c["lo"]):
@@ -31,7 +32,7 @@ def accuracy_table(results: dict, keys: list[str] | None = None) -> str:
     for r in results["rows"]:
         if keys is not None and r["key"] not in keys:
             continue
-        rows.append([r["label"], str(r["replicates"]), *[_cell(r["cells"].get(s)) for s in splits]])
+        rows.append([r["label"], str(r["replicates"]), *[format_cell(r["cells"].get(s)) for s in splits]])
     return _table(header, rows)
 
 
@@ -40,8 +41,8 @@ def detection_table(results: dict) -> str:
     det = results.get("detection") or {}
     if not det:
         return "(no detection metrics in this run)"
-    rows = [[rule, str(d["n_samples"]), _cell(d.get("span_recall")),
-             _cell(d.get("token_precision"))] for rule, d in det.items()]
+    rows = [[rule, str(d["n_samples"]), format_cell(d.get("span_recall")),
+             format_cell(d.get("token_precision"))] for rule, d in det.items()]
     return _table(["rule", "scored samples", "span recall", "token precision"], rows)
 
 
