@@ -111,6 +111,10 @@ def test_flagged_from_counterfactuals_unions_pruned_spans_per_origin():
     assert flagged_from_counterfactuals(rows) == {"x": [[NUM, NUM + 2], [0, 1]], "y": []}
     assert flagged_from_counterfactuals(rows, verified_only=True) == {"x": [[NUM, NUM + 2]],
                                                                       "y": []}
+    rows[1] |= {"masking": "gradient", "strategy": "span"}
+    rows[2] |= {"masking": "random", "strategy": "span"}
+    assert flagged_from_counterfactuals(rows, masking="random") == {"x": [[0, 1]], "y": []}
+    assert flagged_from_counterfactuals(rows, strategy="collective") == {"x": [], "y": []}
 
 
 def test_mean_ci_t_interval():

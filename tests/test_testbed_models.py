@@ -7,7 +7,7 @@ import torch
 
 from leaf.errors import LeafError
 from leaf.testbed.assets import ASSETS_DIR, calibration, families_shipped, load, model_dir
-from leaf.testbed.evaluate import final_answer, greedy_accuracy
+from leaf.testbed.evaluate import greedy_accuracy
 from leaf.testbed.tasks import FAMILIES, make_splits
 from leaf.testbed.tokenizer import build_testbed_tokenizer
 
@@ -64,11 +64,14 @@ def test_teacher_is_right_and_student_is_fooled(shipped):
     s_id = greedy_accuracy(student, tok, splits["test_id"])["accuracy"]
     s_anti = greedy_accuracy(student, tok, splits["test_anti"])
     assert s_id >= 0.8 and s_anti["accuracy"] < s_id - 0.2, (s_id, s_anti["accuracy"])
-    # When the student is wrong on the anti-correlated split, it mostly repeats the decoy.
-    wrong = [(r, row) for r, row, ok in zip(s_anti["responses"], splits["test_anti"],
-                                            s_anti["correct"]) if not ok]
-    copied = sum(final_answer(r) == str(row["distractor_value"]) for r, row in wrong)
-    assert copied >= len(wrong) / 2
+    # The distractor causes those errors: with its number cut out (what pruning leaves) the
+    # student answers most of the same problems right.
+    wrong = [row for row, ok in zip(splits["test_anti"], s_anti["correct"]) if not ok]
+    pruned = []
+    for row in wrong:
+        (start, end), = row["planted"]["misleading"]
+        pruned.append(row | {"instruction": row["instruction"][:start] + row["instruction"][end:]})
+    assert greedy_accuracy(student, tok, pruned)["accuracy"] >= 0.7
 
 
 def test_calibration_records_the_measured_targets():
@@ -79,3 +82,23 @@ def test_calibration_records_the_measured_targets():
         assert acc["test_anti"] < acc["test_id"]
         for role in ("teacher", "student"):
             assert {"steps", "seed", "train_wall_s", "arch"} <= set(calib[role])
+
+
+def test_run_configs_name_shipped_models_and_known_families():
+    from pathlib import Path
+
+    import yaml
+
+    from leaf.testbed.assets import resolve_model
+    from leaf.testbed.tasks import SPLITS
+
+    configs = sorted((Path(__file__).parents[1] / "configs" / "testbed").glob("*.yaml"))
+    assert [c.stem for c in configs] == sorted(FAMILIES)
+    for path in configs:
+        cfg = yaml.safe_load(path.read_text())
+        assert cfg["testbed"]["family"] == path.stem
+        assert set(cfg["testbed"]["sizes"]) == set(SPLITS)
+        for role in ("teacher", "student"):
+            assert (Path(resolve_model(cfg["models"][role])) / "config.json").is_file()
+        assert len(cfg["seeds"]) >= 3 and 0 <= cfg["distill"]["hybrid_lambda"] <= 1
+        assert set(cfg["eval"]["splits"]) <= set(SPLITS)

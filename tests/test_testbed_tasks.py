@@ -137,3 +137,7 @@ def test_cli_writes_the_splits(tmp_path, capsys):
     assert rows == make_split("word_problem", "train", 10, seed=2, bias=0.5)
     assert sum(r["distractor_agrees"] for r in rows) == 5
     assert main(["testbed", "--out", str(tmp_path), "--bias", "2"]) == 2
+    assert main(["testbed", "--list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert sorted(line.split("\t")[:2] for line in listed) == [
+        [f, r] for f in sorted(FAMILIES) for r in ("student", "teacher")]

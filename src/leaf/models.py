@@ -57,8 +57,8 @@ def check_model_path(name: str, what: str = "model") -> None:
         raise LeafError(f"{what} directory {name!r} not found")
 
 
-def load_tokenizer(path: str | Path, what: str = "model", padding_side: str | None = None):
-    """Load a fast tokenizer; set a pad token (EOS when none) and, if given, the padding side."""
+def load_tokenizer(path: str | Path, what: str = "model", padding_side: str | None = "left"):
+    """Load a fast tokenizer; set a pad token (EOS when none) and the padding side (left)."""
     from transformers import AutoTokenizer
 
     src = str(path)

@@ -107,12 +107,16 @@ def flagged_from_scores(
 
 
 def flagged_from_counterfactuals(
-    rows: Iterable[Mapping], verified_only: bool = False
+    rows: Iterable[Mapping],
+    verified_only: bool = False,
+    masking: str | None = None,
+    strategy: str | None = None,
 ) -> dict[str, list[list[int]]]:
     """Instruction-level ``counterfactuals.jsonl`` rows -> pruned spans per original id.
 
     Every ``original`` row gives its id an entry (empty when nothing was pruned), so samples
-    that produced no counterfactual count as misses.
+    that produced no counterfactual count as misses. ``masking`` ("gradient" | "ppl" |
+    "random") and ``strategy`` ("span" | "collective") keep only rows of that rule when given.
     """
     out: dict[str, list[list[int]]] = {}
     for row in rows:
@@ -121,6 +125,10 @@ def flagged_from_counterfactuals(
         if row.get("kind") != "counterfactual" or row.get("level") != "instruction":
             continue
         if verified_only and row.get("verified") is not True:
+            continue
+        if masking is not None and row.get("masking") != masking:
+            continue
+        if strategy is not None and row.get("strategy") != strategy:
             continue
         out[origin].extend(list(s) for s in row.get("pruned", []))
     return out
