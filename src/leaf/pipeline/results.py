@@ -64,9 +64,11 @@ def score_of(metrics: dict) -> float:
 
 
 def interval(values: list[float], n: int) -> dict[str, Any]:
-    """Mean and 95% interval: Student-t over replicates when >= 2, else Wilson over ``n``."""
+    """Mean and 95% interval of a proportion: Student-t over replicates when >= 2 (clipped to
+    [0, 1], where a proportion lives), else Wilson over the ``n`` samples of one run."""
     if len(values) >= 2:
         mean, lo, hi = t_interval(values)
+        lo, hi = max(0.0, lo), min(1.0, hi)
         kind = "t over seeds"
     else:
         mean = values[0]

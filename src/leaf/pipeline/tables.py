@@ -82,7 +82,8 @@ def render(results: dict) -> str:
         accuracy_table(results),
         "",
         "mean [95% interval] over runs (one run per seed; with testbed data each seed also "
-        "draws its own splits): Student-t with >= 2 runs, Wilson over test samples with one.",
+        "draws its own splits): Student-t with >= 2 runs (clipped to [0, 1]), Wilson over test "
+        "samples with one.",
         "",
         "## Detection against the planted spans",
         "",
