@@ -8,6 +8,7 @@ reading; with three seeds the Student-t intervals are wide).
 from __future__ import annotations
 
 from leaf.pipeline.config import SPLIT_LABELS
+from leaf.pipeline.results import LABELS
 
 
 def _rows(results: dict) -> dict[str, dict]:
@@ -69,7 +70,26 @@ def statements(results: dict) -> list[str]:
         n = next(iter(det.values())).get("n_samples")
         out.append(f"Detection over {n} scored training samples (all runs): "
                    + "; ".join(parts) + ".")
+    if "gradient" in det:
+        for other in ("random", "ppl"):
+            if other not in det:
+                continue
+            parts = [f"{k.replace('_', ' ')} {compare(det['gradient'][k], det[other][k])}"
+                     for k in ("span_recall", "token_precision")
+                     if k in det["gradient"] and k in det[other]]
+            if parts:
+                out.append(f"Gradient minus {other} masking: " + "; ".join(parts) + ".")
     counts = results["counts"]
+    train = sum(c["train"] for c in counts.values())
+    for variant, set_names in (results.get("variants") or {}).items():
+        if not set_names:
+            continue
+        extra = sum(c["sets"][n]["kept"] for c in counts.values() for n in set_names
+                    if n in c["sets"])
+        out.append(f"{LABELS.get(variant, variant)} trains on {train} originals plus {extra} "
+                   f"counterfactual rows over all runs ({100 * extra / max(train + extra, 1):.1f}% "
+                   "of its rows): the counterfactual term weighs only in the batches that hold "
+                   "one.")
     kept = []
     for name in next(iter(counts.values()))["sets"]:
         made = sum(c["sets"][name]["counterfactuals"] for c in counts.values())

@@ -101,7 +101,8 @@ def _count_rows(path: Path) -> int:
 
 
 def set_counts(path: Path) -> dict[str, int]:
-    """How many samples got counterfactuals, how many were made, verified and rejected."""
+    """How many samples got counterfactuals, how many were made, verified, rejected, and kept
+    for training (not rejected: verified, or unchecked)."""
     made = verified = rejected = 0
     origins: set[str] = set()
     for _, r in iter_jsonl(path):
@@ -112,7 +113,7 @@ def set_counts(path: Path) -> dict[str, int]:
         verified += r.get("verified") is True
         rejected += r.get("verified") is False
     return {"samples": len(origins), "counterfactuals": made, "verified": verified,
-            "rejected": rejected}
+            "rejected": rejected, "kept": made - rejected}
 
 
 def replicate_counts(cfg: dict, root: Path) -> dict[str, Any]:
