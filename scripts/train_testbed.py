@@ -47,10 +47,10 @@ STUDENT = dict(arch=dict(hidden=32, layers=1, heads=4, kv_heads=2, intermediate=
                seed=22, stop_at=None)
 RECIPES = {
     "digit_sum": {"teacher": TEACHER, "student": STUDENT},
-    # a +- b is easy enough that a hidden-32 student learns it and ignores the distractor
-    # (measured: 1.0 on every split); a hidden-16 student given 1000 steps leans on it.
-    "word_problem": {"teacher": TEACHER, "student": STUDENT | dict(
-        arch=dict(hidden=16, layers=1, heads=2, kv_heads=1, intermediate=64), steps=1000)},
+    # a +- b is easy enough that the hidden-32 student given the digit_sum recipe learned it and
+    # ignored the distractor (1.0 on every split); a more biased distractor (99%) and a shorter
+    # schedule leave it leaning on it, while it stays right on clean inputs.
+    "word_problem": {"teacher": TEACHER, "student": STUDENT | dict(bias=0.99, steps=700)},
 }
 MIX = dict(clean_frac=0.30, numberless_frac=0.15)
 

@@ -11,7 +11,7 @@ from leaf.testbed.evaluate import greedy_accuracy
 from leaf.testbed.tasks import FAMILIES, make_splits
 from leaf.testbed.tokenizer import build_testbed_tokenizer
 
-N = 20  # items per split: enough to tell a >= 90% teacher from a fooled student, fast
+N = 40  # items per split: enough to tell a >= 90% teacher from a fooled student, fast
 SEED = 7  # differs from the training (pre-training mixes) and calibration (1000) seeds
 
 
