@@ -30,9 +30,10 @@ CAVEATS = """\
 - The testbed is synthetic and tiny: one planted confounder per sample (a number in a
   distractor sentence), and teacher and student are small models trained from scratch on CPU
   (sizes above).
-  It shows whether the *mechanics* work (gradient comparison finds the planted tokens,
-  counterfactual distillation changes what the student relies on); it says nothing about the
-  size of the effect on real LLMs and real benchmarks (GSM8K, MATH-500, HumanEval+, ...).
+  It can show whether the *mechanics* work (does gradient comparison find the planted tokens,
+  does counterfactual distillation change what the student relies on; the statements above
+  say what happened here); it says nothing about the size of the effect on real LLMs and
+  real benchmarks (GSM8K, MATH-500, HumanEval+, ...).
 - The student was made to rely on the distractor by construction, and the teacher was made
   not to. Real confounders are neither planted nor single tokens.
 - Distillation here is a few hundred steps at a high learning rate (settings above), not the
@@ -116,7 +117,9 @@ def wall_time(run: Path) -> str:
     m = json.loads((run / "manifest.json").read_text())
     stages = m["stages"].values()
     total = sum(s.get("seconds_total", s.get("seconds", 0)) or 0 for s in stages)
-    return f"{total:.0f} s of stage time ({m['run'].get('started_at')} to {m['run'].get('finished_at')})"
+    commit = m["run"].get("leaf_commit")
+    return (f"{total:.0f} s of stage time over {len(m['stages'])} stages"
+            + (f", leaf commit {commit}" if commit else ""))
 
 
 def sweep_table(root: Path) -> str:
@@ -153,6 +156,8 @@ def main() -> int:
     ap.add_argument("--sweep", type=Path, default=None,
                     help="directory of `leaf run` dirs made with --set data.bias=...")
     ap.add_argument("--command", default="leaf demo", help="the command that made demo_dir")
+    ap.add_argument("--timing", action="append", default=[],
+                    help="a measured wall time to report, e.g. 'leaf demo: 3m16s' (repeatable)")
     args = ap.parse_args()
 
     runs = [r for r in run_dirs(args.demo_dir)]
@@ -168,10 +173,13 @@ def main() -> int:
         "",
         "```",
         f"{args.command} --out {args.demo_dir}",
+        *([f"bash scripts/bias_sweep.sh {args.sweep}"] if args.sweep else []),
         f"python scripts/make_results.py {args.demo_dir}"
         + (f" --sweep {args.sweep}" if args.sweep else ""),
         "```",
         "",
+        *([f"Measured wall time on the machine below: {'; '.join(args.timing)}.", ""]
+          if args.timing else []),
         "## Machine",
         "",
         *[f"- {line}" for line in machine()],

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from leaf import __version__
 from leaf.pipeline.config import load_config
 from leaf.pipeline.manifest import Manifest, utc_now
 from leaf.pipeline.runner import RunLock, run_stages
@@ -48,7 +49,8 @@ def run_pipeline(
         tmp.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         tmp.replace(snapshot)
         manifest.update_run(name=cfg["name"], config=cfg.get("config_path"), quick=cfg["quick"],
-                            started_at=utc_now(), finished_at=None, status="running")
+                            started_at=utc_now(), finished_at=None, status="running",
+                            leaf_version=__version__, leaf_commit=_source_commit())
         t0 = time.monotonic()
         try:
             stages = build_stages(cfg, run)
@@ -93,3 +95,15 @@ def report_files(cfg: dict, run: Path) -> dict:
         "screened": [f"{dkey}/screen/screened.jsonl"],
     }
     return {k: [p for p in v if (run / p).is_file()] for k, v in files.items()}
+
+
+def _source_commit() -> str | None:
+    """The git commit of the leaf source tree, when it is a checkout (else None)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
