@@ -110,7 +110,9 @@ def settings_section(res: dict) -> list[str]:
 
 
 def run_dirs(root: Path) -> list[Path]:
-    return sorted(p.parent for p in root.glob("*/results.json"))
+    """Run directories under ``root`` with a results.json, `--quick` runs left out."""
+    return sorted(p.parent for p in root.glob("*/results.json")
+                  if not json.loads(p.read_text()).get("quick"))
 
 
 def wall_time(run: Path) -> str:
