@@ -36,6 +36,9 @@ CAVEATS = """\
   real benchmarks (GSM8K, MATH-500, HumanEval+, ...).
 - The student was made to rely on the distractor by construction, and the teacher was made
   not to. Real confounders are neither planted nor single tokens.
+- The testbed's distillation data (the `train` split) always carries a distractor sentence;
+  it holds no distractor-free input. A drop on the clean split after distillation is
+  measured on inputs of a kind the distillation data never showed the student.
 - Distillation here is a few hundred steps at a high learning rate (settings above), not the
   paper's 3 epochs at 1e-5 on 7.5k samples; the KD/LeaF gaps depend on how biased the
   distillation data is and on how many counterfactuals survive verification (see the bias
@@ -139,6 +142,11 @@ def sweep_table(root: Path) -> str:
         for r in res["rows"]:
             lines.append(f"| {bias} | {r['label']} | "
                          + " | ".join(format_cell(r["cells"].get(s)) for s in splits) + " |")
+    lines += ["", "What the sweep shows (computed as above):", ""]
+    for res in results:
+        bias = res["data"].get("bias")
+        lines += [f"- bias {bias}: {st}" for st in statements(res)
+                  if st.startswith(("LeaF (instruction) minus", "KD w/o mask minus"))]
     lines += ["", "| bias | scored samples per run | verified counterfactuals per run |",
               "|---|---|---|"]
     for res in results:
