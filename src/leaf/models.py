@@ -44,13 +44,16 @@ def torch_dtype(dtype: str):
         raise LeafError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}") from None
 
 
-def check_model_path(name: str, what: str = "model") -> None:
-    """Fail early on a local path that does not exist (hub ids are left to transformers)."""
+def check_model_path(name: str, what: str = "model", need_config: bool = True) -> None:
+    """Fail early on a local path that does not exist (hub ids are left to transformers).
+
+    ``need_config``: a model directory needs ``config.json``; a tokenizer directory need not.
+    """
     p = Path(str(name)).expanduser()
     if p.exists():
         if not p.is_dir():
             raise LeafError(f"{what} {name!r} is a file; give the model's directory")
-        if not (p / "config.json").is_file():
+        if need_config and not (p / "config.json").is_file():
             raise LeafError(f"{what} directory {name!r} has no config.json (not a model directory)")
         return
     if not _HUB_ID.match(str(name)) or str(name).startswith((".", "~")):
@@ -62,7 +65,7 @@ def load_tokenizer(path: str | Path, what: str = "model", padding_side: str | No
     from transformers import AutoTokenizer
 
     src = str(path)
-    check_model_path(src, what)
+    check_model_path(src, what, need_config=False)
     try:
         tok = AutoTokenizer.from_pretrained(src)
     except (OSError, ValueError) as exc:
