@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -85,20 +87,16 @@ def test_calibration_records_the_measured_targets():
 
 
 def test_run_configs_name_shipped_models_and_known_families():
-    from pathlib import Path
-
-    import yaml
-
-    from leaf.testbed.assets import resolve_model
+    """The bundled `leaf run` configs (leaf/configs/testbed/) load and name shipped models."""
+    from leaf.pipeline.config import PACKAGE_DIR, load_config
     from leaf.testbed.tasks import SPLITS
 
-    configs = sorted((Path(__file__).parents[1] / "configs" / "testbed").glob("*.yaml"))
+    configs = sorted((PACKAGE_DIR / "configs" / "testbed").glob("*.yaml"))
     assert [c.stem for c in configs] == sorted(FAMILIES)
     for path in configs:
-        cfg = yaml.safe_load(path.read_text())
-        assert cfg["testbed"]["family"] == path.stem
-        assert set(cfg["testbed"]["sizes"]) == set(SPLITS)
+        cfg = load_config(path)
+        assert cfg["data"]["testbed"] == path.stem
+        assert set(cfg["data"]["sizes"]) == set(SPLITS)
         for role in ("teacher", "student"):
-            assert (Path(resolve_model(cfg["models"][role])) / "config.json").is_file()
+            assert (Path(cfg[role]) / "config.json").is_file()
         assert len(cfg["seeds"]) >= 3 and 0 <= cfg["distill"]["hybrid_lambda"] <= 1
-        assert set(cfg["eval"]["splits"]) <= set(SPLITS)

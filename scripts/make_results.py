@@ -1,0 +1,221 @@
+#!/usr/bin/env python
+"""Regenerate docs/RESULTS.md from a finished `leaf demo` output directory.
+
+    leaf demo --out leaf-demo                      # the full demo (3 seeds)
+    python scripts/make_results.py leaf-demo       # -> docs/RESULTS.md
+    python scripts/make_results.py leaf-demo --sweep leaf-sweep   # + the bias sweep
+
+Every number and every sentence of the "What the numbers show" lists is read from the run
+directories (results.json, manifest.json); the caveats are fixed text about what a synthetic
+testbed can and cannot show. The machine section describes the computer this script runs on,
+so run it where the demo ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from leaf.pipeline.reading import statements  # noqa: E402
+from leaf.pipeline.tables import render  # noqa: E402
+
+CAVEATS = """\
+- The testbed is synthetic and tiny: one planted confounder per sample (a number in a
+  distractor sentence), and teacher and student are small models trained from scratch on CPU
+  (sizes above).
+  It can show whether the *mechanics* work (does gradient comparison find the planted tokens,
+  does counterfactual distillation change what the student relies on; the statements above
+  say what happened here); it says nothing about the size of the effect on real LLMs and
+  real benchmarks (GSM8K, MATH-500, HumanEval+, ...).
+- The student was made to rely on the distractor by construction, and the teacher was made
+  not to. Real confounders are neither planted nor single tokens.
+- The testbed's distillation data (the `train` split) always carries a distractor sentence;
+  it holds no distractor-free input. A drop on the clean split after distillation is
+  measured on inputs of a kind the distillation data never showed the student.
+- Distillation here is a few hundred steps at a high learning rate (settings above), not the
+  paper's 3 epochs at 1e-5 on 7.5k samples; the KD/LeaF gaps depend on how biased the
+  distillation data is and on how many counterfactuals survive verification (see the bias
+  sweep if present).
+- Intervals are Student-t 95% intervals over runs; each run (seed) draws its own testbed
+  splits, so the teacher and Pre-KD rows (fixed checkpoints) vary only with the data, while
+  the distilled rows vary with data and training seed. Three runs give wide intervals, and a
+  difference is called out only when two intervals do not overlap, so "no difference shown"
+  is not evidence of no difference.
+- The run config (`src/leaf/configs/testbed/`) was fixed before any result of the shipped
+  checkpoints was seen and was not changed afterwards; nothing was tuned on the test splits.
+"""
+
+
+def machine() -> list[str]:
+    import torch
+    import transformers
+
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return [f"CPU: {cpu}, {os.cpu_count()} logical cores visible",
+            f"Python {platform.python_version()}, torch {torch.__version__}, "
+            f"transformers {transformers.__version__}, {platform.system()} {platform.release()}"]
+
+
+def models_section(res: dict) -> list[str]:
+    """Teacher and student as shipped: architecture, pre-training, held-out accuracy."""
+    family = (res.get("data") or {}).get("testbed")
+    if not family:
+        return [f"- teacher `{res['teacher']}`, student `{res['student']}`"]
+    from leaf.testbed.assets import calibration
+
+    try:
+        cal = calibration(family)
+    except Exception as exc:  # a missing calibration file is reported, not fatal
+        return [f"- (no calibration.json for {family}: {exc})"]
+    lines = []
+    for role in ("teacher", "student"):
+        c = cal.get(role, {})
+        arch = c.get("arch", {})
+        acc = ", ".join(f"{k} {v:.3f}" for k, v in (c.get("accuracy") or {}).items())
+        lines.append(
+            f"- {role}: {arch.get('layers')} layer(s), hidden {arch.get('hidden')}, "
+            f"{c.get('parameters')} parameters; pre-trained {c.get('steps')} steps "
+            f"(distractor {(c.get('pretraining') or {}).get('distractor')}); "
+            f"held-out greedy accuracy at shipping time: {acc}")
+    return lines
+
+
+def settings_section(res: dict) -> list[str]:
+    d = res.get("distill") or {}
+    keys = ("hybrid_lambda", "max_steps", "learning_rate", "per_device_train_batch_size",
+            "lr_scheduler_type", "warmup_steps")
+    sets = res.get("counterfactual_sets") or {}
+    prune = res.get("prune") or {}
+    lines = ["- distillation: " + ", ".join(f"{k} {d[k]}" for k in keys if k in d)]
+    for name, spec in sets.items():
+        merged = {**prune, **spec}
+        lines.append(f"- counterfactual set `{name}`: level {merged.get('level')}, masking "
+                     f"{merged.get('masking', 'gradient')}, strategy "
+                     f"{merged.get('strategy', 'span')}, threshold {merged.get('threshold_mode')} "
+                     f"tau {merged.get('tau')}, verify {bool(merged.get('verify'))}")
+    lines.append("- variants: " + "; ".join(f"{k} = originals + {v or 'nothing'}"
+                                             for k, v in (res.get("variants") or {}).items()))
+    return lines
+
+
+def run_dirs(root: Path) -> list[Path]:
+    """Run directories under ``root`` with a results.json, `--quick` runs left out."""
+    return sorted(p.parent for p in root.glob("*/results.json")
+                  if not json.loads(p.read_text()).get("quick"))
+
+
+def wall_time(run: Path) -> str:
+    m = json.loads((run / "manifest.json").read_text())
+    stages = m["stages"].values()
+    total = sum(s.get("seconds_total", s.get("seconds", 0)) or 0 for s in stages)
+    commit = m["run"].get("leaf_commit")
+    return (f"{total:.0f} s of stage time over {len(m['stages'])} stages"
+            + (f", leaf commit {commit}" if commit else ""))
+
+
+def sweep_table(root: Path) -> str:
+    from leaf.pipeline.config import SPLIT_LABELS
+    from leaf.pipeline.tables import format_cell
+
+    runs = run_dirs(root)
+    results = [json.loads((run / "results.json").read_text()) for run in runs]
+    results.sort(key=lambda r: r["data"].get("bias") or 0)
+    splits = results[0]["splits"]
+    lines = ["| bias | model | " + " | ".join(SPLIT_LABELS.get(s, s) for s in splits) + " |",
+             "|---|---|" + "---|" * len(splits)]
+    for res in results:
+        bias = res["data"].get("bias")
+        for r in res["rows"]:
+            lines.append(f"| {bias} | {r['label']} | "
+                         + " | ".join(format_cell(r["cells"].get(s)) for s in splits) + " |")
+    lines += ["", "What the sweep shows (computed as above):", ""]
+    for res in results:
+        bias = res["data"].get("bias")
+        lines += [f"- bias {bias}: {st}" for st in statements(res)
+                  if st.startswith(("LeaF (instruction) minus", "KD w/o mask minus"))]
+    lines += ["", "| bias | scored samples per run | verified counterfactuals per run |",
+              "|---|---|---|"]
+    for res in results:
+        counts = list(res["counts"].values())
+        kept = "; ".join(
+            f"{name} {' / '.join(str(c['sets'][name]['verified']) for c in counts)}"
+            for name, spec in (res.get("counterfactual_sets") or {}).items() if spec.get("verify"))
+        scored = " / ".join(str(c["scored"]) for c in counts)
+        lines.append(f"| {res['data'].get('bias')} | {scored} | {kept} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("demo_dir", type=Path, help="the --out directory of `leaf demo`")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "RESULTS.md")
+    ap.add_argument("--sweep", type=Path, default=None,
+                    help="directory of `leaf run` dirs made with --set data.bias=...")
+    ap.add_argument("--command", default="leaf demo", help="the command that made demo_dir")
+    ap.add_argument("--timing", action="append", default=[],
+                    help="a measured wall time to report, e.g. 'leaf demo: 3m16s' (repeatable)")
+    args = ap.parse_args()
+
+    runs = [r for r in run_dirs(args.demo_dir)]
+    if not runs:
+        raise SystemExit(f"{args.demo_dir}: no */results.json (run `leaf demo` first)")
+    parts = [
+        "# Results on the planted-confounder testbed",
+        "",
+        "Generated by `scripts/make_results.py` from the output of a full demo run; do not edit "
+        "by hand (re-run the commands below).",
+        "",
+        "## Commands",
+        "",
+        "```",
+        f"{args.command} --out {args.demo_dir}",
+        *([f"bash scripts/bias_sweep.sh {args.sweep}"] if args.sweep else []),
+        f"python scripts/make_results.py {args.demo_dir}"
+        + (f" --sweep {args.sweep}" if args.sweep else ""),
+        "```",
+        "",
+        *([f"Measured wall time on the machine below: {'; '.join(args.timing)}.", ""]
+          if args.timing else []),
+        "## Machine",
+        "",
+        *[f"- {line}" for line in machine()],
+        "",
+    ]
+    for run in runs:
+        res = json.loads((run / "results.json").read_text())
+        parts += [f"# {res['name']}", "",
+                  f"Run directory `{run.name}`: {wall_time(run)}. Config: "
+                  f"`{Path(res['config_path']).name}`; data: `{json.dumps(res['data'])}`.", "",
+                  "### Models and settings", "", *models_section(res), *settings_section(res), "",
+                  render(res).replace("\n## ", "\n### ").replace("## ", "### ", 1), "",
+                  "### What the numbers show", "",
+                  *[f"- {s}" for s in statements(res)], ""]
+    if args.sweep:
+        parts += ["# Distillation-data bias sweep", "",
+                  "The same config run with `--set data.bias=B`: B is the share of distillation "
+                  "samples whose distractor agrees with the answer (the in-distribution test split "
+                  "follows B too; the anti-correlated and clean splits do not change).", "",
+                  sweep_table(args.sweep), ""]
+    parts += ["# What these numbers do not show", "", CAVEATS]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(parts), encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

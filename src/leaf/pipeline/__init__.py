@@ -1,0 +1,109 @@
+"""``leaf run``: the whole LeaF pipeline from one config, resumable stage by stage.
+
+:func:`run_pipeline` loads a config (:mod:`leaf.pipeline.config`), builds the stage list
+(:mod:`leaf.pipeline.plan`) and runs it in a run directory whose ``manifest.json``
+(:mod:`leaf.pipeline.manifest`) records every stage; finished stages are skipped and killed
+ones resume (:mod:`leaf.pipeline.runner`). ``results.json`` and the tables come from
+:mod:`leaf.pipeline.results` and :mod:`leaf.pipeline.tables`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from leaf import __version__
+from leaf.pipeline.config import load_config
+from leaf.pipeline.manifest import Manifest, utc_now
+from leaf.pipeline.runner import RunLock, run_stages
+
+
+def run_pipeline(
+    config: str | Path | dict,
+    run_dir: str | Path,
+    *,
+    quick: bool = False,
+    log: Callable[[str], None] = print,
+    quiet: bool = False,
+) -> dict:
+    """Run (or resume) every stage of ``config`` in ``run_dir``; return ``results.json``.
+
+    ``quiet``: the stages' own output (progress bars, summaries) goes to ``RUN_DIR/stages.log``
+    instead of the terminal; only one line per stage is shown.
+    """
+    from leaf.pipeline.plan import build_stages
+
+    cfg = config if isinstance(config, dict) else load_config(config, quick=quick)
+    if cfg.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(cfg["threads"]))
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    with RunLock(run):
+        manifest = Manifest(run)
+        snapshot = run / "config.json"
+        tmp = snapshot.with_name(snapshot.name + ".tmp")
+        tmp.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.replace(snapshot)
+        manifest.update_run(name=cfg["name"], config=cfg.get("config_path"), quick=cfg["quick"],
+                            started_at=utc_now(), finished_at=None, status="running",
+                            leaf_version=__version__, leaf_commit=_source_commit())
+        t0 = time.monotonic()
+        try:
+            stages = build_stages(cfg, run)
+            if quiet:
+                for st in stages:
+                    st.fn = _logged(st.fn, st.name, run / "stages.log")
+            outcome = run_stages(manifest, stages, log=log)
+        except BaseException:
+            manifest.update_run(status="failed")
+            raise
+        manifest.data["files"] = report_files(cfg, run)
+        manifest.update_run(status="done", finished_at=utc_now(),
+                            seconds=round(time.monotonic() - t0, 1),
+                            ran=sorted(k for k, v in outcome.items() if v == "ran"))
+    return json.loads((run / "results.json").read_text(encoding="utf-8"))
+
+
+def _logged(fn: Callable[[], object], name: str, path: Path) -> Callable[[], object]:
+    """``fn`` with stdout and stderr appended to ``path``."""
+    import contextlib
+
+    def call() -> object:
+        with path.open("a", encoding="utf-8") as fh, contextlib.redirect_stdout(fh), \
+                contextlib.redirect_stderr(fh):
+            print(f"== {utc_now()} {name}", flush=True)
+            return fn()
+
+    return call
+
+
+def report_files(cfg: dict, run: Path) -> dict:
+    """What ``leaf report RUN_DIR`` shows: the first replicate's scores, its span/gradient
+    counterfactual sets (the ones LeaF trains on) and its screened samples."""
+    from leaf.pipeline.plan import replicates
+
+    dkey = next(iter(replicates(cfg).values()))
+    sets = [n for n, spec in cfg["counterfactuals"].items()
+            if spec.get("masking", "gradient") == "gradient" and spec.get("strategy", "span") == "span"]
+    files = {
+        "scores": [f"{dkey}/detect/{lv}.jsonl" for lv in cfg["detect"]["levels"]],
+        "counterfactuals": [f"{dkey}/prune/{n}.jsonl" for n in sets],
+        "screened": [f"{dkey}/screen/screened.jsonl"],
+    }
+    return {k: [p for p in v if (run / p).is_file()] for k, v in files.items()}
+
+
+def _source_commit() -> str | None:
+    """The git commit of the leaf source tree, when it is a checkout (else None)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None

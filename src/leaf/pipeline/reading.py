@@ -1,0 +1,107 @@
+"""Plain-English statements read off ``results.json``: what differs, and by how much.
+
+Every sentence is computed from the numbers, so it stays true when the numbers change. Two
+groups are called different only when their 95% intervals do not overlap (a conservative
+reading; with three seeds the Student-t intervals are wide).
+"""
+
+from __future__ import annotations
+
+from leaf.pipeline.config import SPLIT_LABELS
+from leaf.pipeline.results import LABELS
+
+
+def _rows(results: dict) -> dict[str, dict]:
+    return {r["key"]: r for r in results["rows"]}
+
+
+def compare(a: dict, b: dict) -> str:
+    """``a`` vs ``b`` (two cells): the difference and whether the intervals separate it."""
+    d = a["mean"] - b["mean"]
+    if a["lo"] > b["hi"]:
+        verdict = "higher, intervals do not overlap"
+    elif a["hi"] < b["lo"]:
+        verdict = "lower, intervals do not overlap"
+    else:
+        verdict = "intervals overlap: no difference shown"
+    return f"{d:+.3f} ({verdict})"
+
+
+def statements(results: dict) -> list[str]:
+    """Bullet points: teacher and student calibration, KD vs LeaF, detection, pruning."""
+    rows = _rows(results)
+    splits = results["splits"]
+    out: list[str] = []
+    label = lambda s: SPLIT_LABELS.get(s, s)  # noqa: E731
+    if "teacher" in rows:
+        cells = rows["teacher"]["cells"]
+        worst = min(cells.values(), key=lambda c: c["mean"]) if cells else None
+        if worst is not None:
+            out.append(f"Teacher: lowest split accuracy {worst['mean']:.3f} "
+                       f"({'meets' if worst['mean'] >= 0.9 else 'does NOT meet'} the 0.90 bar).")
+    if "student" in rows and {"test_id", "test_anti"} <= set(rows["student"]["cells"]):
+        c = rows["student"]["cells"]
+        out.append(f"Pre-KD student: in-distribution {c['test_id']['mean']:.3f} vs "
+                   f"anti-correlated {c['test_anti']['mean']:.3f}, difference "
+                   f"{compare(c['test_id'], c['test_anti'])}; a gap here is the student's "
+                   "reliance on the planted confounder.")
+    if "kd" in rows:
+        for key in ("leaf_instr", "leaf_instr_resp", "leaf_collective"):
+            if key not in rows:
+                continue
+            parts = [f"{label(s)} {compare(rows[key]['cells'][s], rows['kd']['cells'][s])}"
+                     for s in splits if s in rows[key]["cells"] and s in rows["kd"]["cells"]]
+            out.append(f"{rows[key]['label']} minus KD w/o mask: " + "; ".join(parts) + ".")
+    if "leaf_instr" in rows and "leaf_collective" in rows:
+        a, b = rows["leaf_collective"]["cells"], rows["leaf_instr"]["cells"]
+        parts = [f"{label(s)} {compare(a[s], b[s])}" for s in splits if s in a and s in b]
+        out.append("Collective minus span pruning (instruction level): " + "; ".join(parts) + ".")
+    if "student" in rows and "kd" in rows:
+        parts = [f"{label(s)} {compare(rows['kd']['cells'][s], rows['student']['cells'][s])}"
+                 for s in splits if s in rows["kd"]["cells"] and s in rows["student"]["cells"]]
+        out.append("KD w/o mask minus Pre-KD student: " + "; ".join(parts) + ".")
+    det = results.get("detection") or {}
+    parts = []
+    for rule, d in det.items():
+        r, p = d.get("span_recall"), d.get("token_precision")
+        fmt = lambda c: "n/a" if not c else f"{c['mean']:.2f}"  # noqa: E731
+        parts.append(f"{rule} span recall {fmt(r)}, token precision {fmt(p)}")
+    if parts:
+        n = next(iter(det.values())).get("n_samples")
+        out.append(f"Detection over {n} scored training samples (all runs): "
+                   + "; ".join(parts) + ".")
+    if "gradient" in det:
+        for other in ("random", "ppl"):
+            if other not in det:
+                continue
+            parts = [f"{k.replace('_', ' ')} {compare(det['gradient'][k], det[other][k])}"
+                     for k in ("span_recall", "token_precision")
+                     if k in det["gradient"] and k in det[other]]
+            if parts:
+                out.append(f"Gradient minus {other} masking: " + "; ".join(parts) + ".")
+    counts = results["counts"]
+    train = sum(c["train"] for c in counts.values())
+    for variant, set_names in (results.get("variants") or {}).items():
+        if not set_names:
+            continue
+        extra = sum(c["sets"][n]["kept"] for c in counts.values() for n in set_names
+                    if n in c["sets"])
+        out.append(f"{LABELS.get(variant, variant)} trains on {train} originals plus {extra} "
+                   f"counterfactual rows over all runs ({100 * extra / max(train + extra, 1):.1f}% "
+                   "of its rows): the counterfactual term weighs only in the batches that hold "
+                   "one.")
+    kept = []
+    for name in next(iter(counts.values()))["sets"]:
+        made = sum(c["sets"][name]["counterfactuals"] for c in counts.values())
+        ok = sum(c["sets"][name]["verified"] for c in counts.values())
+        checked = sum(c["sets"][name]["verified"] + c["sets"][name]["rejected"]
+                      for c in counts.values())
+        if checked:
+            kept.append(f"{name} {ok}/{made}")
+    if kept:
+        out.append("Counterfactuals kept by verification, all runs (kept/made): "
+                   + ", ".join(kept) + ".")
+    if len(results.get("seeds") or []) < 2:
+        out.append("One run only: the intervals are Wilson intervals over test samples and say "
+                   "nothing about run-to-run variation.")
+    return out

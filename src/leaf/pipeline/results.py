@@ -1,0 +1,199 @@
+"""Collect a run's metrics into ``results.json`` and summarise them with confidence intervals.
+
+``results.json``::
+
+    {"name": ..., "quick": false, "splits": ["test_id", ...], "seeds": [0, 1, 2],
+     "replicates": ["data0", "data1", "data2"],
+     "models": {"teacher@data0": {"test_id": {"accuracy": 1.0, "n": 200}, ...},
+                "kd-s0@data0": {...}},
+     "rows": [{"key": "kd", "label": "KD w/o mask", "members": ["kd-s0@data0", ...],
+               "replicates": 3,
+               "cells": {"test_id": {"mean": .9, "lo": .85, "hi": .95, "values": [...], "n": 200,
+                                     "interval": "t over seeds" | "Wilson over samples"}}}],
+     "counts": {"data0": {"train": 1000, "screened": 1000, "teacher_right_student_wrong": 41,
+                          "scored": 41, "sets": {"instruction_span": {"samples": 41,
+                          "counterfactuals": 60, "verified": 14, "rejected": 46}}}},
+     "detection": {"gradient": {"n_samples": 120, "span_recall": {"mean": ..., "lo": ...},
+                                "token_precision": {...}, "replicates": {"data0": {...}}}},
+     "timings": {"stage": seconds, ...}, "total_seconds": 123.4}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from leaf.data.jsonl import iter_jsonl, write_json_atomic
+
+LABELS = {
+    "teacher": "Teacher",
+    "student": "Student (Pre-KD)",
+    "kd": "KD w/o mask",
+    "leaf_instr": "LeaF (instruction)",
+    "leaf_instr_resp": "LeaF (instruction + response)",
+    "leaf_collective": "LeaF (instruction, collective pruning)",
+}
+
+
+def t_interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and 95% Student-t interval over seeds (``leaf.testbed.metrics.mean_ci``)."""
+    from leaf.testbed.metrics import mean_ci
+
+    ci = mean_ci(values)
+    return ci["mean"], ci["low"], ci["high"]
+
+
+def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson 95% interval of a proportion ``p`` observed on ``n`` samples."""
+    if n <= 0:
+        return 0.0, 1.0
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def score_of(metrics: dict) -> float:
+    """The headline score of a ``leaf eval`` metrics object (accuracy, pass@1 or EM)."""
+    for key in ("accuracy", "pass@1", "em"):
+        if key in metrics:
+            return float(metrics[key])
+    raise KeyError(f"no accuracy, pass@1 or em in metrics {sorted(metrics)}")
+
+
+def interval(values: list[float], n: int) -> dict[str, Any]:
+    """Mean and 95% interval of a proportion: Student-t over replicates when >= 2 (clipped to
+    [0, 1], where a proportion lives), else Wilson over the ``n`` samples of one run."""
+    if len(values) >= 2:
+        mean, lo, hi = t_interval(values)
+        lo, hi = max(0.0, lo), min(1.0, hi)
+        kind = "t over seeds"
+    else:
+        mean = values[0]
+        lo, hi = wilson_interval(mean, n) if n else (math.nan, math.nan)
+        kind = "Wilson over samples"
+    return {"mean": mean, "lo": lo, "hi": hi, "values": values, "interval": kind}
+
+
+def summarise(models: dict[str, dict], groups: dict[str, list[str]],
+              splits: list[str]) -> list[dict]:
+    """One table row per group of evaluated models (``"teacher"`` -> its replicates, ...)."""
+    rows = []
+    for key, members in groups.items():
+        members = [m for m in members if m in models]
+        if not members:
+            continue
+        cells = {}
+        for split in splits:
+            got = [models[m][split] for m in members if split in models[m]]
+            if got:
+                cells[split] = {**interval([g["accuracy"] for g in got], got[0]["n"]),
+                                "n": got[0]["n"]}
+        rows.append({"key": key, "label": LABELS.get(key, key), "members": members,
+                     "replicates": len(members), "cells": cells})
+    return rows
+
+
+def _count_rows(path: Path) -> int:
+    return sum(1 for _ in iter_jsonl(path)) if path.exists() else 0
+
+
+def set_counts(path: Path) -> dict[str, int]:
+    """How many samples got counterfactuals, how many were made, verified, rejected, and kept
+    for training (not rejected: verified, or unchecked)."""
+    made = verified = rejected = 0
+    origins: set[str] = set()
+    for _, r in iter_jsonl(path):
+        if r.get("kind") != "counterfactual":
+            continue
+        made += 1
+        origins.add(r.get("origin_id"))
+        verified += r.get("verified") is True
+        rejected += r.get("verified") is False
+    return {"samples": len(origins), "counterfactuals": made, "verified": verified,
+            "rejected": rejected, "kept": made - rejected}
+
+
+def replicate_counts(cfg: dict, root: Path) -> dict[str, Any]:
+    """Samples screened, scored and turned into counterfactuals in one data replicate."""
+    screened = root / "screen" / "screened.jsonl"
+    target = sum(1 for _, r in iter_jsonl(screened)
+                 if r.get("teacher_correct") and not r.get("student_correct")) \
+        if screened.exists() else 0
+    scores = root / "detect" / f"{cfg['detect']['levels'][0]}.jsonl"
+    scored = len({r["id"] for _, r in iter_jsonl(scores)}) if scores.exists() else 0
+    return {
+        "train": _count_rows(root / "data" / "train.jsonl"),
+        "screened": _count_rows(screened),
+        "teacher_right_student_wrong": target,
+        "scored": scored,
+        "sets": {name: set_counts(root / "prune" / f"{name}.jsonl")
+                 for name in cfg["counterfactuals"]},
+    }
+
+
+def detection_summary(per_rep: dict[str, dict]) -> dict[str, Any]:
+    """One rule's detection metrics over data replicates: totals and mean [interval]."""
+    out: dict[str, Any] = {"replicates": per_rep,
+                           "n_samples": sum(d.get("n_samples", 0) for d in per_rep.values())}
+    for key in ("span_recall", "token_precision"):
+        values = [d[key] for d in per_rep.values()
+                  if key in d and not (isinstance(d[key], float) and math.isnan(d[key]))]
+        if values:
+            out[key] = interval(values, 0)
+    return out
+
+
+def collect_results(cfg: dict, run_dir: str | Path) -> dict[str, Any]:
+    """Read every metrics file of a finished run and write ``results.json``."""
+    from leaf.pipeline.manifest import Manifest
+    from leaf.pipeline.plan import model_keys, replicates, test_splits
+
+    run = Path(run_dir)
+    splits = test_splits(cfg)
+    models: dict[str, dict] = {}
+    groups: dict[str, list[str]] = {}
+    for key, dkey in model_keys(cfg):
+        member = f"{key}@{dkey}"
+        group = key if key in ("teacher", "student") else key.rsplit("-s", 1)[0]
+        groups.setdefault(group, []).append(member)
+        for split in splits:
+            path = run / "eval" / key / dkey / split / "metrics.json"
+            if path.exists():
+                m = json.loads(path.read_text(encoding="utf-8"))
+                models.setdefault(member, {})[split] = {"accuracy": score_of(m), "n": int(m["n"])}
+    dkeys = list(dict.fromkeys(replicates(cfg).values()))
+    counts = {d: replicate_counts(cfg, run / d) for d in dkeys}
+    detection = {}
+    for rule in cfg["detection"]["rules"]:
+        per_rep = {d: json.loads((run / d / "detection" / f"{rule}.json").read_text("utf-8"))
+                   for d in dkeys if (run / d / "detection" / f"{rule}.json").exists()}
+        if per_rep:
+            detection[rule] = detection_summary(per_rep)
+    stages = Manifest(run).stages
+    timings = {k: v.get("seconds_total", v.get("seconds")) for k, v in stages.items()}
+    results = {
+        "name": cfg["name"],
+        "quick": cfg.get("quick", False),
+        "config_path": cfg.get("config_path"),
+        "data": cfg["data"],
+        "teacher": cfg["teacher"],
+        "student": cfg["student"],
+        "splits": splits,
+        "seeds": cfg["seeds"],
+        "replicates": dkeys,
+        "variants": {k: list(v or []) for k, v in cfg["distill"]["variants"].items()},
+        "distill": {"hybrid_lambda": cfg["distill"]["hybrid_lambda"], **cfg["distill"]["args"]},
+        "counterfactual_sets": cfg["counterfactuals"],
+        "prune": cfg["prune"],
+        "models": models,
+        "rows": summarise(models, groups, splits),
+        "counts": counts,
+        "detection": detection,
+        "timings": timings,
+        "total_seconds": round(sum(t or 0 for t in timings.values()), 1),
+    }
+    write_json_atomic(run / "results.json", results)
+    return results

@@ -1,0 +1,103 @@
+"""Markdown tables from ``results.json`` (printed by ``leaf demo``, written to RESULTS.md)."""
+
+from __future__ import annotations
+
+import math
+
+from leaf.pipeline.config import SPLIT_LABELS
+from leaf.pipeline.results import LABELS
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), sep, *(line(r) for r in rows)])
+
+
+def format_cell(c: dict | None) -> str:
+    """``mean [lo, hi]`` of a results cell (the mean alone when there is no interval)."""
+    if not c:
+        return "-"
+    if isinstance(c.get("lo"), float) and math.isnan(c["lo"]):
+        return f"{c['mean']:.3f}"
+    return f"{c['mean']:.3f} [{c['lo']:.3f}, {c['hi']:.3f}]"
+
+
+def accuracy_table(results: dict, keys: list[str] | None = None) -> str:
+    """Accuracy per model group and test split: mean and 95% interval."""
+    splits = results["splits"]
+    header = ["model", "runs", *[SPLIT_LABELS.get(s, s) for s in splits]]
+    rows = []
+    for r in results["rows"]:
+        if keys is not None and r["key"] not in keys:
+            continue
+        rows.append([r["label"], str(r["replicates"]), *[format_cell(r["cells"].get(s)) for s in splits]])
+    return _table(header, rows)
+
+
+def detection_table(results: dict) -> str:
+    """Pruned spans against the planted distractors, one row per masking rule."""
+    det = results.get("detection") or {}
+    if not det:
+        return "(no detection metrics in this run)"
+    rows = [[rule, str(d["n_samples"]), format_cell(d.get("span_recall")),
+             format_cell(d.get("token_precision"))] for rule, d in det.items()]
+    return _table(["rule", "scored samples", "span recall", "token precision"], rows)
+
+
+def counts_table(results: dict) -> str:
+    """Per data replicate: samples screened and scored, counterfactuals made and kept per set."""
+    counts = results["counts"]
+    reps = list(counts)
+    per = lambda f: " / ".join(str(f(counts[d])) for d in reps)  # noqa: E731
+    lines = [
+        f"per data replicate ({' / '.join(reps)}): training samples {per(lambda c: c['train'])}; "
+        f"teacher right and student wrong {per(lambda c: c['teacher_right_student_wrong'])}; "
+        f"scored by detect {per(lambda c: c['scored'])}",
+        "",
+    ]
+    names = list(counts[reps[0]]["sets"])
+    rows = [[name, per(lambda c, n=name: c["sets"][n]["samples"]),
+             per(lambda c, n=name: c["sets"][n]["counterfactuals"]),
+             per(lambda c, n=name: c["sets"][n]["verified"]),
+             per(lambda c, n=name: c["sets"][n]["rejected"])] for name in names]
+    return "\n".join(lines) + "\n" + _table(
+        ["counterfactual set", "samples", "counterfactuals", "verified", "rejected"], rows)
+
+
+def span_vs_collective_table(results: dict) -> str | None:
+    """LeaF (instruction) with span pruning next to collective pruning, when both ran."""
+    keys = [r["key"] for r in results["rows"]]
+    if "leaf_instr" not in keys or "leaf_collective" not in keys:
+        return None
+    return accuracy_table(results, ["leaf_instr", "leaf_collective"])
+
+
+def render(results: dict) -> str:
+    """Every table of a run, with headings and the intervals explained."""
+    parts = [
+        f"## Accuracy ({results['name']}{', quick' if results.get('quick') else ''})",
+        "",
+        accuracy_table(results),
+        "",
+        "mean [95% interval] over runs (one run per seed; with testbed data each seed also "
+        "draws its own splits): Student-t with >= 2 runs (clipped to [0, 1]), Wilson over test "
+        "samples with one.",
+        "",
+        "## Detection against the planted spans",
+        "",
+        detection_table(results),
+        "",
+        "## Counterfactuals",
+        "",
+        counts_table(results),
+    ]
+    svc = span_vs_collective_table(results)
+    if svc:
+        parts += ["", "## Span vs collective pruning", "", svc]
+    return "\n".join(parts) + "\n"
+
+
+__all__ = ["LABELS", "accuracy_table", "detection_table", "counts_table",
+           "span_vs_collective_table", "render"]

@@ -1,0 +1,82 @@
+"""`leaf demo --quick`: the CI smoke test of the whole method on the shipped testbed checkpoints.
+
+Budget: about a minute of CPU (one seed, 400 training and 3 x 100 test samples per family).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from leaf.commands.demo import demo_configs
+from leaf.pipeline.config import load_config
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def _demo(out: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    return subprocess.run([sys.executable, "-m", "leaf.cli", "demo", "--quick", "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    proc = _demo(out)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out, proc.stdout
+
+
+def test_demo_prints_every_table(demo_run):
+    _, stdout = demo_run
+    for needle in ("## Accuracy", "Teacher", "Student (Pre-KD)", "KD w/o mask",
+                   "LeaF (instruction)", "LeaF (instruction + response)", "in-distribution",
+                   "anti-correlated", "clean", "## Detection against the planted spans",
+                   "span recall", "token precision", "## Span vs collective pruning",
+                   "## Counterfactuals", "demo finished"):
+        assert needle in stdout, needle
+    for rule in ("gradient", "ppl", "random"):
+        assert f"| {rule} " in stdout
+
+
+def test_demo_numbers_are_sane(demo_run):
+    out, _ = demo_run
+    for path in demo_configs():
+        cfg = load_config(path, quick=True)
+        res = json.loads((out / f"{cfg['name']}-quick" / "results.json").read_text())
+        sizes = cfg["data"]["sizes"]
+        assert res["splits"] == ["test_id", "test_anti", "test_clean"]
+        for key, per_split in res["models"].items():
+            for split, m in per_split.items():
+                assert 0.0 <= m["accuracy"] <= 1.0 and m["n"] == sizes[split], (key, split)
+        rows = {r["key"]: r["cells"] for r in res["rows"]}
+        assert {"teacher", "student", "kd", "leaf_instr", "leaf_instr_resp",
+                "leaf_collective"} <= set(rows)
+        # the shipped checkpoints: a teacher that ignores the distractor, a student that leans on it
+        assert min(c["mean"] for c in rows["teacher"].values()) >= 0.9
+        assert rows["student"]["test_id"]["mean"] > rows["student"]["test_anti"]["mean"]
+        counts = res["counts"]["data0"]
+        assert counts["train"] == sizes["train"] and counts["scored"] > 0
+        for rule in ("gradient", "ppl", "random"):
+            d = res["detection"][rule]
+            assert d["n_samples"] == counts["scored"]
+            for k in ("span_recall", "token_precision"):
+                assert k not in d or 0.0 <= d[k]["mean"] <= 1.0
+
+
+def test_demo_rerun_reuses_every_stage(demo_run):
+    out, _ = demo_run
+    before = {p: json.loads(p.read_text())["stages"] for p in out.glob("*/manifest.json")}
+    proc = _demo(out)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "done earlier, skipped" in proc.stdout and ": running" not in proc.stdout
+    for p, stages in before.items():
+        after = json.loads(p.read_text())["stages"]
+        assert {k: v["attempts"] for k, v in after.items()} == \
+               {k: v["attempts"] for k, v in stages.items()}

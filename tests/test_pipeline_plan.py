@@ -1,0 +1,254 @@
+"""The LeaF plan wired with fake stage commands: argv, train files, results, re-runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+import leaf.pipeline.plan as plan
+from leaf.data.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
+from leaf.errors import LeafError
+from leaf.pipeline import run_pipeline
+from leaf.pipeline.config import load_config
+from leaf.pipeline.tables import render
+
+
+def _sample(i: int, split: str) -> dict:
+    return {"id": f"{split}-{i}", "task": "math", "instruction": f"a = {i} ; rumor : 9 ; query a ?",
+            "response": f"{i}. The answer is {i}.", "answer": str(i),
+            "planted": {"misleading": [[17, 18]], "distractor": [[9, 20]]}}
+
+
+class FakeLeaf:
+    """Stands in for `leaf.cli.main`: writes each command's outputs in the agreed formats."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def __call__(self, argv: list[str]) -> None:
+        argv = [str(a) for a in argv]
+        self.calls.append(argv)
+        opt = {argv[i]: argv[i + 1] for i in range(1, len(argv) - 1) if argv[i].startswith("--")}
+        cmd = argv[0]
+        if cmd == "screen":
+            rows = [{**r, "teacher_correct": True, "student_correct": k % 2 == 0}
+                    for k, r in enumerate(read_jsonl(opt["--data"]))]
+            write_jsonl_atomic(opt["--out"], rows)
+        elif cmd == "detect":
+            rows = [{"id": r["id"], "level": opt["--level"], "units": [[0, 1]], "diff": [0.0]}
+                    for r in read_jsonl(opt["--data"]) if not r["student_correct"]]
+            write_jsonl_atomic(opt["--out"], rows)
+        elif cmd == "prune":
+            scored = {r["id"]: r["level"] for r in read_jsonl(opt["--scores"])}
+            out = []
+            for k, s in enumerate(read_jsonl(opt["--data"])):
+                out.append({**s, "origin_id": s["id"], "kind": "original", "pruned": [],
+                            "level": "instruction", "verified": None})
+                if s["id"] in scored:
+                    level = scored[s["id"]]
+                    tag = "i" if level == "instruction" else "r1."
+                    out.append({**s, "id": f"{s['id']}#{tag}0", "origin_id": s["id"],
+                                "kind": "counterfactual", "level": level, "pruned": [[17, 18]],
+                                "masking": opt["--masking"], "strategy": opt["--strategy"],
+                                "verified": (k % 3 != 0) if "--verify" in argv else None})
+            write_jsonl_atomic(opt["--out"], out)
+        elif cmd == "distill":
+            conf = yaml.safe_load(Path(opt["--config"]).read_text())
+            n = len(read_jsonl(conf["train_file"]))
+            write_json_atomic(Path(conf["output_dir"]) / "config.json",
+                              {"n": n, "seed": conf["seed"], "lr": conf["learning_rate"]})
+        elif cmd == "eval":
+            model, n = opt["--model"], len(read_jsonl(opt["--bench"]))
+            acc = {"teacher": 1.0, "student": 0.5}.get(Path(model).name)
+            if acc is None:
+                seed = json.loads((Path(model) / "config.json").read_text())["seed"]
+                acc = 0.6 + 0.1 * seed
+            write_json_atomic(Path(opt["--out"]) / "metrics.json",
+                              {"task": "math", "n": n, "accuracy": acc})
+        else:
+            raise AssertionError(argv)
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    f = FakeLeaf()
+    monkeypatch.setattr(plan, "call_leaf", f)
+    monkeypatch.setattr(plan, "detection_metrics", lambda cf, sc, out: write_json_atomic(
+        out, {"span_recall": 1.0, "token_precision": 0.5, "n_samples": 3}))
+    return f
+
+
+@pytest.fixture
+def config(tmp_path) -> Path:
+    files = {}
+    for split, n in (("train", 6), ("test_id", 4), ("test_anti", 4), ("test_clean", 4)):
+        files[split] = write_jsonl_path(tmp_path / f"{split}.jsonl",
+                                        [_sample(i, split) for i in range(n)])
+    for role in ("teacher", "student"):
+        (tmp_path / role).mkdir()
+        (tmp_path / role / "config.json").write_text("{}")
+    cfg = {
+        "name": "fake",
+        "data": {"train": "train.jsonl",
+                 "tests": {s: f"{s}.jsonl" for s in ("test_id", "test_anti", "test_clean")}},
+        "teacher": "teacher", "student": "student",
+        "counterfactuals": {
+            "instruction_span": {"level": "instruction", "verify": True},
+            "response_span": {"level": "response", "verify": True},
+            "instruction_random": {"level": "instruction", "masking": "random"},
+        },
+        "seeds": [0, 1],
+        "distill": {"args": {"learning_rate": 0.001, "max_steps": 3},
+                    "variants": {"kd": [], "leaf_instr": ["instruction_span"],
+                                 "leaf_instr_resp": ["instruction_span", "response_span"]}},
+        "detection": {"rules": {"gradient": "instruction_span", "random": "instruction_random"}},
+        "quick": {"seeds": [0]},
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def write_jsonl_path(path: Path, rows: list[dict]) -> Path:
+    write_jsonl_atomic(path, rows)
+    return path
+
+
+def test_plan_runs_every_stage_and_collects_results(fake, config, tmp_path):
+    run = tmp_path / "run"
+    results = run_pipeline(load_config(config), run, log=lambda s: None)
+    cmds = [c[0] for c in fake.calls]
+    assert cmds[:3] == ["screen", "detect", "detect"]
+    assert cmds.count("prune") == 3 and cmds.count("distill") == 6
+    assert cmds.count("eval") == (2 + 6) * 3
+    # verification only where the set asks for it, with both models
+    verify = {Path(c[c.index("--out") + 1]).stem: "--verify" in c
+              for c in fake.calls if c[0] == "prune"}
+    assert verify == {"instruction_span": True, "response_span": True,
+                      "instruction_random": False}
+    # train files: plain KD has only originals; LeaF adds the verified counterfactuals
+    kd = read_jsonl(run / "data" / "train" / "kd.jsonl")
+    assert len(kd) == 6 and {r["kind"] for r in kd} == {"original"}
+    instr = read_jsonl(run / "data" / "train" / "leaf_instr.jsonl")
+    both = read_jsonl(run / "data" / "train" / "leaf_instr_resp.jsonl")
+    cf_instr = [r for r in instr if r["kind"] == "counterfactual"]
+    assert cf_instr and all(r["verified"] is True for r in cf_instr)
+    assert {r["level"] for r in both if r["kind"] == "counterfactual"} == {"instruction", "response"}
+    dconf = yaml.safe_load((run / "distill" / "kd" / "seed1" / "config.yaml").read_text())
+    assert dconf["seed"] == 1 and dconf["learning_rate"] == 0.001 and dconf["max_steps"] == 3
+    assert dconf["train_file"].endswith("train/kd.jsonl") and dconf["hybrid_lambda"] == 0.5
+    # results: fixed models with a Wilson interval, variants with a t interval over seeds
+    rows = {r["key"]: r for r in results["rows"]}
+    assert list(rows) == ["teacher", "student", "kd", "leaf_instr", "leaf_instr_resp"]
+    kd_id = rows["kd"]["cells"]["test_id"]
+    assert kd_id["values"] == [0.6, 0.7] and kd_id["lo"] < 0.65 < kd_id["hi"]
+    assert rows["teacher"]["cells"]["test_anti"]["interval"].startswith("Wilson")
+    assert results["counts"]["data"]["sets"]["instruction_span"]["counterfactuals"] == 3
+    assert results["detection"]["gradient"]["span_recall"]["mean"] == 1.0
+    text = render(results)
+    for label in ("Teacher", "Student (Pre-KD)", "KD w/o mask", "LeaF (instruction + response)",
+                  "anti-correlated", "span recall", "gradient"):
+        assert label in text
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["run"]["status"] == "done"
+    from leaf.report.collect import find_run_files  # `leaf report RUN_DIR` finds its inputs
+
+    files = find_run_files(run)
+    assert [p.name for p in files.scores] == ["instruction.jsonl", "response.jsonl"]
+    assert [p.name for p in files.counterfactuals] == ["instruction_span.jsonl",
+                                                       "response_span.jsonl"]
+    assert files.data == run / "data" / "screen" / "screened.jsonl"
+    assert all(s["status"] == "done" for s in manifest["stages"].values())
+
+
+def test_rerun_skips_everything_and_a_changed_setting_reruns_only_what_it_affects(
+        fake, config, tmp_path):
+    run = tmp_path / "run"
+    run_pipeline(load_config(config), run, log=lambda s: None)
+    fake.calls.clear()
+    run_pipeline(load_config(config), run, log=lambda s: None)
+    assert fake.calls == []
+    over = {"distill": {"args": {"learning_rate": 0.002, "max_steps": 3}}}
+    run_pipeline(load_config(config, overrides=over), run, log=lambda s: None)
+    cmds = [c[0] for c in fake.calls]
+    assert cmds.count("distill") == 6 and cmds.count("eval") == 6 * 3
+    assert not {"screen", "detect", "prune"} & set(cmds)
+    assert all("teacher" not in c and "student" not in Path(c[c.index("--model") + 1]).name
+               for c in fake.calls if c[0] == "eval")
+
+
+def test_quick_section_is_merged(config):
+    assert load_config(config)["seeds"] == [0, 1]
+    assert load_config(config, quick=True)["seeds"] == [0]
+
+
+@pytest.mark.parametrize("patch, message", [
+    ({"bogus": 1}, "unknown key"),
+    ({"distill": {"variants": {"x": ["nope"]}}}, "unknown counterfactual set"),
+    ({"detection": {"rules": {"g": "response_span"}}}, "must be instruction level"),
+    ({"data": {"train": None, "tests": None}}, "give either"),
+])
+def test_bad_config_names_the_problem(config, patch, message):
+    raw = yaml.safe_load(config.read_text())
+    for k, v in patch.items():
+        raw[k] = {**raw[k], **v} if isinstance(v, dict) and isinstance(raw.get(k), dict) else v
+    config.write_text(yaml.safe_dump(raw))
+    with pytest.raises(LeafError, match=message):
+        load_config(config)
+
+
+def test_set_overrides_merge_into_the_config(config):
+    from leaf.commands.run import parse_sets
+
+    sets = parse_sets(["distill.args.max_steps=9", "seeds=[3, 4]", "name=x"])
+    assert sets == {"distill": {"args": {"max_steps": 9}}, "seeds": [3, 4], "name": "x"}
+    cfg = load_config(config, overrides=sets)
+    assert cfg["distill"]["args"] == {"learning_rate": 0.001, "max_steps": 9}
+    assert cfg["seeds"] == [3, 4] and cfg["name"] == "x"
+    with pytest.raises(LeafError, match="KEY=VALUE"):
+        parse_sets(["nokey"])
+
+
+def test_make_results_writes_tables_and_reading(fake, config, tmp_path):
+    import subprocess
+    import sys
+
+    demo = tmp_path / "demo"
+    run_pipeline(load_config(config), demo / "fake", log=lambda s: None)
+    out = tmp_path / "RESULTS.md"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "make_results.py"
+    subprocess.run([sys.executable, str(script), str(demo), "--out", str(out)], check=True,
+                   capture_output=True)
+    text = out.read_text()
+    for needle in ("## Commands", "## Machine", "torch", "KD w/o mask", "What the numbers show",
+                   "LeaF (instruction + response) minus KD w/o mask",
+                   "do not show"):
+        assert needle in text, needle
+
+
+def test_testbed_data_is_drawn_per_seed_and_shared_by_the_variants(tmp_path):
+    from leaf.pipeline.plan import build_stages, model_keys
+
+    for role in ("teacher", "student"):
+        (tmp_path / role).mkdir()
+    path = tmp_path / "tb.yaml"
+    path.write_text(yaml.safe_dump({
+        "data": {"testbed": "digit_sum", "seed": 10, "sizes": {"train": 5, "test_id": 2,
+                                                               "test_anti": 2, "test_clean": 0}},
+        "teacher": str(tmp_path / "teacher"), "student": str(tmp_path / "student"),
+        "seeds": [0, 1], "distill": {"variants": {"kd": [], "leaf_instr": ["instruction_span"]}},
+    }))
+    cfg = load_config(path)
+    stages = {s.name: s for s in build_stages(cfg, tmp_path / "run")}
+    assert stages["data_data0"].params["seed"] == 10 and stages["data_data1"].params["seed"] == 11
+    assert {"screen_data0", "screen_data1", "trainset_data1_kd", "distill_kd-s1"} <= set(stages)
+    assert stages["distill_kd-s1"].inputs["train"] == tmp_path / "run/data1/train/kd.jsonl"
+    assert stages["distill_kd-s1"].params["config"]["seed"] == 1
+    prune = stages["prune_data1_instruction_span"].fn.__defaults__[0]
+    assert prune[prune.index("--seed") + 1] == 1  # random-masking seed follows the run
+    # teacher and student are evaluated on every replicate's splits; test_clean (size 0) is skipped
+    assert ("teacher", "data1") in model_keys(cfg) and ("kd-s1", "data1") in model_keys(cfg)
+    assert "eval_student_data1_test_anti" in stages and "eval_student_data1_test_clean" not in stages
