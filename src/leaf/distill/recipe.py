@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -21,26 +20,15 @@ from leaf.distill.data import DistillCollator, DistillDataset
 from leaf.distill.trainer import DistillTrainer
 from leaf.distill.vocab import check_shared_vocab
 from leaf.errors import LeafError
+from leaf.models import load_tokenizer, torch_dtype
 
 logger = logging.getLogger(__name__)
 
 
-def _dtype(name: str):
-    if name == "auto":
-        return "auto"
-    try:
-        return {"bfloat16": torch.bfloat16, "float16": torch.float16,
-                "float32": torch.float32}[name]
-    except KeyError:
-        raise LeafError(f"unknown dtype {name!r}: use auto, bfloat16, float16 or float32") from None
-
-
 def load_student(args: DistillArguments):
     """The student model (LoRA-wrapped when ``args.lora``) and its tokenizer."""
-    tokenizer = AutoTokenizer.from_pretrained(args.student_model)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(args.student_model, dtype=_dtype(args.student_dtype))
+    tokenizer = load_tokenizer(args.student_model, "student", padding_side="right")
+    model = AutoModelForCausalLM.from_pretrained(args.student_model, dtype=torch_dtype(args.student_dtype))
     if args.lora:
         from peft import LoraConfig, get_peft_model
 
@@ -55,7 +43,7 @@ def load_teacher(
 ):
     """The frozen teacher on ``device`` (or spread by ``device_map``), vocabulary checked."""
     teacher_tokenizer = AutoTokenizer.from_pretrained(path)
-    kwargs = {"dtype": _dtype(dtype)}
+    kwargs = {"dtype": torch_dtype(dtype)}
     if device_map:
         kwargs["device_map"] = device_map
     teacher = AutoModelForCausalLM.from_pretrained(path, **kwargs)
