@@ -88,7 +88,10 @@ def plot_attention(models: Sequence[Mapping[str, Any]], path: str | Path) -> Pat
     """
     plt = _pyplot()
     n_layers = max((len(m.get("per_layer") or []) for m in models), default=0)
-    fig, ax = plt.subplots(figsize=(max(6.4, 0.5 * (n_layers + 1) * max(len(models), 1)), 3.6))
+    ncol = 2 if len(models) > 4 else 1
+    legend_rows = -(-(len(models) + 1) // ncol)  # models and the uniform line, below the axes
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.5 * (n_layers + 1) * max(len(models), 1)),
+                                    3.2 + 0.22 * legend_rows))
     xs = np.arange(n_layers + 1)
     width = 0.8 / max(len(models), 1)
     for i, m in enumerate(models):
@@ -104,6 +107,7 @@ def plot_attention(models: Sequence[Mapping[str, Any]], path: str | Path) -> Pat
     ax.set_xticks(xs, [f"L{i}" for i in range(n_layers)] + ["mean"])
     ax.set_ylabel("attention on confounders (%)")
     ax.set_title("Attention paid by response tokens to confounder spans")
-    if models:
-        ax.legend(frameon=False)
+    if models:  # below the plot: inside it would hide the bars
+        ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=ncol,
+                  fontsize=8)
     return _save(fig, path)
