@@ -67,7 +67,8 @@ def test_measure_run_on_a_tiny_model_with_a_planted_span(tmp_path, tiny_llama_di
                 dtype="float32")
     att = json.loads(out.read_text())
     assert att["spans"] == "planted" and [m["label"] for m in att["models"]] == \
-        ["Student (Pre-KD)", "KD w/o mask (seed 0)"]
+        ["Student (Pre-KD) (data0)", "KD w/o mask (seed 0)"]
+    assert [m["group"] for m in att["models"]] == ["Student (Pre-KD)", "KD w/o mask"]
     a, b = att["models"]
     assert a["n_items"] == 3 and len(a["per_item"]) == 3
     assert 0.0 < a["mean"] < 1.0 and a["mean"] == pytest.approx(b["mean"])  # same weights
@@ -98,10 +99,23 @@ def test_summary_over_seeds_and_the_printed_table():
     results = {"attention": summary}
     table = attention_table(results)
     assert "| KD w/o mask" in table and "32.0% [" in table and "10.0%" in table
-    assert "LeaF (instruction) minus KD w/o mask: -21.000 points (lower, intervals do not " \
-           "overlap)" in " ".join(attention_statements(results))
+    said = " ".join(attention_statements(results))
+    assert "LeaF (instruction) minus KD w/o mask: -21.000 percentage points (lower, intervals " \
+           "do not overlap)" in said
     assert attention_table({"attention": None}) is None
     assert "## Attention on the planted distractor" in render({
         "name": "x", "splits": [], "rows": [], "counts": {"data0": {
             "train": 1, "teacher_right_student_wrong": 0, "scored": 0, "sets": {}}},
         **results})
+
+
+def test_report_figure_averages_the_runs_of_a_group(tmp_path):
+    from leaf.report.plots import group_models, plot_attention
+
+    rows = [{**_model("kd", s, m), "group": "KD w/o mask"} for s, m in enumerate((0.2, 0.4))]
+    rows.append({"label": "other", "per_layer": [0.5], "mean": 0.5, "uniform": None})
+    grouped = group_models(rows)
+    assert [g["label"] for g in grouped] == ["KD w/o mask (mean of 2 runs)", "other"]
+    assert grouped[0]["mean"] == pytest.approx(0.3)
+    assert grouped[0]["per_layer"] == pytest.approx([0.29, 0.31])
+    assert plot_attention(rows, tmp_path / "a.png").stat().st_size > 0

@@ -6,7 +6,8 @@ distractor points to a wrong answer) and :func:`leaf.report.attention.measure` g
 of attention its response tokens pay to the planted distractor sentence (``--spans planted``),
 per layer and averaged over layers. ``RUN_DIR/attention.json`` has the format of
 ``leaf attention --out`` (so ``leaf report`` shows it) plus, per model row, ``key`` (the table
-row: ``student``, ``kd``, ...), ``member`` (``kd-s0@data0``) and ``seed``.
+row: ``student``, ``kd``, ...), ``group`` (its label: the report's figure averages a group's
+runs into one bar), ``member`` (``kd-s0@data0``) and ``seed``.
 """
 
 from __future__ import annotations
@@ -44,10 +45,12 @@ def measure_run(entries: list[dict[str, Any]], out: Path, *, split: str, part: s
         if not items:
             raise LeafError(f"{e['data']}: no planted {part} spans to measure attention on")
         items = items[:limit] if limit else items
-        label = LABELS.get(e["key"], e["key"])
-        label += "" if e["seed"] is None else f" (seed {e['seed']})"
+        group = LABELS.get(e["key"], e["key"])
+        dkey = e["member"].rsplit("@", 1)[-1]
+        label = group + (f" ({dkey})" if e["seed"] is None else f" (seed {e['seed']})")
         (res,) = compare_models([str(e["model"])], items, [label], device=device, dtype=dtype)
-        rows.append({**res.to_json(), "key": e["key"], "member": e["member"], "seed": e["seed"]})
+        rows.append({**res.to_json(), "key": e["key"], "group": group, "member": e["member"],
+                     "seed": e["seed"]})
     out_obj = {"spans": "planted", "planted_part": part, "split": split,
                "data": f"{split} split, first {limit or 'all'} samples per replicate",
                "models": rows}

@@ -120,7 +120,7 @@ def attention_statements(results: dict) -> list[str]:
 
     def pp(a: dict, b: dict) -> str:
         scaled = lambda c: {k: 100 * c[k] for k in ("mean", "lo", "hi")}  # noqa: E731
-        return compare(scaled(a), scaled(b)).replace(" (", " points (", 1)
+        return compare(scaled(a), scaled(b)).replace(" (", " percentage points (", 1)
 
     out = []
     split = SPLIT_LABELS.get(att.get("split"), att.get("split"))
