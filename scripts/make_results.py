@@ -6,8 +6,10 @@
     python scripts/make_results.py leaf-demo --sweep leaf-sweep   # + the bias sweep
 
 Every number and every sentence of the "What the numbers show" lists is read from the run
-directories (results.json, manifest.json); the caveats are fixed text about what a synthetic
-testbed can and cannot show. The machine section describes the computer this script runs on,
+directories (results.json, manifest.json): the accuracy, detection, counterfactual,
+attention-on-distractor and span-vs-collective tables (leaf.pipeline.tables.render) and the
+statements of leaf.pipeline.reading (attention included when the run measured it); the
+caveats are fixed text about what a synthetic testbed can and cannot show. The machine section describes the computer this script runs on,
 so run it where the demo ran.
 """
 

@@ -39,7 +39,9 @@ def test_demo_prints_every_table(demo_run):
                    "LeaF (instruction)", "LeaF (instruction + response)", "in-distribution",
                    "anti-correlated", "clean", "## Detection against the planted spans",
                    "span recall", "token precision", "## Span vs collective pruning",
-                   "## Counterfactuals", "demo finished"):
+                   "## Counterfactuals", "## Attention on the planted distractor",
+                   "attention on distractor (mean over layers)", "uniform attention",
+                   "demo finished"):
         assert needle in stdout, needle
     for rule in ("gradient", "ppl", "random"):
         assert f"| {rule} " in stdout
@@ -63,6 +65,20 @@ def test_demo_numbers_are_sane(demo_run):
         assert rows["student"]["test_id"]["mean"] > rows["student"]["test_anti"]["mean"]
         counts = res["counts"]["data0"]
         assert counts["train"] == sizes["train"] and counts["scored"] > 0
+        att = json.loads((out / f"{cfg['name']}-quick" / "attention.json").read_text())
+        assert att["spans"] == "planted" and att["split"] == "test_anti"
+        measured = {m["key"] for m in att["models"]}
+        assert measured == {"student", "kd", "leaf_instr", "leaf_instr_resp", "leaf_collective"}
+        n_layers = len(att["models"][0]["per_layer"])
+        for m in att["models"]:
+            assert m["n_items"] == cfg["attention"]["limit"] and len(m["per_layer"]) == n_layers
+            assert 0.0 < m["mean"] < 1.0 and 0.0 < m["uniform"] < 1.0
+        arows = {r["key"]: r for r in res["attention"]["rows"]}
+        assert set(arows) == measured
+        for r in arows.values():
+            assert r["share"]["lo"] <= r["share"]["mean"] <= r["share"]["hi"]
+        manifest = json.loads((out / f"{cfg['name']}-quick" / "manifest.json").read_text())
+        assert manifest["files"]["attention"] == ["attention.json"]
         for rule in ("gradient", "ppl", "random"):
             d = res["detection"][rule]
             assert d["n_samples"] == counts["scored"]

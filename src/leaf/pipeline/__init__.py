@@ -83,7 +83,8 @@ def _logged(fn: Callable[[], object], name: str, path: Path) -> Callable[[], obj
 
 def report_files(cfg: dict, run: Path) -> dict:
     """What ``leaf report RUN_DIR`` shows: the first replicate's scores, its span/gradient
-    counterfactual sets (the ones LeaF trains on) and its screened samples."""
+    counterfactual sets (the ones LeaF trains on), its screened samples and, with testbed
+    data, the students' attention on the planted distractor (``attention.json``)."""
     from leaf.pipeline.plan import replicates
 
     dkey = next(iter(replicates(cfg).values()))
@@ -93,6 +94,7 @@ def report_files(cfg: dict, run: Path) -> dict:
         "scores": [f"{dkey}/detect/{lv}.jsonl" for lv in cfg["detect"]["levels"]],
         "counterfactuals": [f"{dkey}/prune/{n}.jsonl" for n in sets],
         "screened": [f"{dkey}/screen/screened.jsonl"],
+        "attention": ["attention.json"],
     }
     return {k: [p for p in v if (run / p).is_file()] for k, v in files.items()}
 

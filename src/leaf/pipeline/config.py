@@ -31,6 +31,8 @@ Keys (defaults in :data:`DEFAULTS`; anything not given takes its default)::
     evaluate: {batch_size: 64, max_new_tokens: 32}
     detection:                # score pruned spans against the testbed's planted spans
       rules: {gradient: instruction_span}
+    attention:                # testbed only: students' attention on the planted distractor
+      {enabled: true, split: test_anti, limit: 100, part: distractor}   # -> attention.json
     quick: {...}              # merged over everything above by --quick
     demo: true                # `leaf demo` runs this bundled config by default
 
@@ -75,6 +77,7 @@ DEFAULTS: dict[str, Any] = {
                 "variants": {"kd": [], "leaf_instr": ["instruction_span"]}},
     "evaluate": {"batch_size": 64, "max_new_tokens": 32},
     "detection": {"rules": {}},
+    "attention": {"enabled": True, "split": "test_anti", "limit": 100, "part": "distractor"},
 }
 _REPLACE = {"counterfactuals", "variants", "rules", "tests", "sizes", "args", "levels", "seeds"}
 TOP_KEYS = set(DEFAULTS) | {"quick", "description", "demo"}
@@ -187,6 +190,13 @@ def _check_and_resolve(cfg: dict, path: Path) -> None:
         if cfg["counterfactuals"][cset].get("level", "instruction") != "instruction":
             raise bad(f"detection.rules.{rule}: planted spans are in the instruction; "
                       f"set {cset!r} must be instruction level")
+    att = cfg["attention"]
+    unknown = set(att) - set(DEFAULTS["attention"])
+    if unknown:
+        raise bad(f"attention: unknown key(s) {sorted(unknown)}; known: "
+                  f"{sorted(DEFAULTS['attention'])}")
+    if att.get("part") not in ("distractor", "misleading"):
+        raise bad(f"attention.part: 'distractor' or 'misleading', got {att.get('part')!r}")
     seeds = cfg["seeds"]
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds) \
             or len(set(seeds)) != len(seeds):

@@ -15,6 +15,7 @@ Run directory layout::
     <dkey>/train/<variant>.jsonl                  originals + the variant's kept counterfactuals
     distill/<variant>/seed<k>/                    leaf distill (config.yaml, model/)
     eval/<model>/<dkey>/<split>/                  leaf eval (predictions, metrics.json)
+    attention.json                                students' attention on the planted spans
 
 Stage commands run in this process through :func:`leaf.cli.main`.
 """
@@ -107,6 +108,8 @@ def build_stages(cfg: dict, run_dir: str | Path) -> list[Stage]:
                                 {"model": models[key], "bench": tests[dkey][split]},
                                 {"argv": argv}))
 
+    att_out = _attention_stage(cfg, run, models, tests, splits, stages)
+
     from leaf.pipeline.results import collect_results
 
     inputs = {f"eval:{k}/{d}/{s}": run / "eval" / k / d / s / "metrics.json"
@@ -115,10 +118,41 @@ def build_stages(cfg: dict, run_dir: str | Path) -> list[Stage]:
         inputs.update({f"set:{dkey}/{n}": p for n, p in sets[dkey].items()})
         inputs.update({f"detection:{dkey}/{r}": run / dkey / "detection" / f"{r}.json"
                        for r in cfg["detection"]["rules"]})
+    if att_out:
+        inputs["attention"] = att_out
     stages.append(Stage("results", lambda: collect_results(cfg, run),
                         {"results": run / "results.json"}, inputs,
                         {"splits": splits, "models": model_keys(cfg)}))
     return stages
+
+
+def _attention_stage(cfg: dict, run: Path, models: dict[str, Path | str],
+                     tests: dict[str, dict[str, Path]], splits: list[str],
+                     stages: list[Stage]) -> Path | None:
+    """Testbed data only: attention of every student on the planted distractor
+    (``RUN_DIR/attention.json``, :mod:`leaf.pipeline.attention`)."""
+    att = cfg.get("attention") or {}
+    split = att.get("split", "test_anti")
+    if not cfg["data"].get("testbed") or not att.get("enabled", True) or split not in splits:
+        return None
+    from leaf.pipeline.attention import group_of, measure_run
+
+    seed_of = {f"{v}-s{s}": s for v in cfg["distill"]["variants"] for s in cfg["seeds"]}
+    entries = [{"key": group_of(key), "member": f"{key}@{dkey}", "seed": seed_of.get(key),
+                "model": models[key], "data": tests[dkey][split]}
+               for key, dkey in model_keys(cfg) if key != "teacher"]
+    out = run / "attention.json"
+    limit, part = att.get("limit", 100), att.get("part", "distractor")
+    inputs: dict[str, Path | str] = {f"model:{e['member']}": e["model"] for e in entries}
+    inputs.update({f"data:{e['member']}": e["data"] for e in entries})
+    stages.append(Stage(
+        "attention",
+        lambda: measure_run(entries, out, split=split, part=part, limit=limit,
+                            device=cfg["device"], dtype=cfg["dtype"]),
+        {"attention": out}, inputs,
+        {"split": split, "part": part, "limit": limit,
+         "models": [[e["key"], e["member"]] for e in entries]}))
+    return out
 
 
 def _stage1(cfg: dict, root: Path, dkey: str, seed: int, splits: list[str],

@@ -60,6 +60,7 @@ def statements(results: dict) -> list[str]:
         parts = [f"{label(s)} {compare(rows['kd']['cells'][s], rows['student']['cells'][s])}"
                  for s in splits if s in rows["kd"]["cells"] and s in rows["student"]["cells"]]
         out.append("KD w/o mask minus Pre-KD student: " + "; ".join(parts) + ".")
+    out += attention_statements(results)
     det = results.get("detection") or {}
     parts = []
     for rule, d in det.items():
@@ -104,4 +105,34 @@ def statements(results: dict) -> list[str]:
     if len(results.get("seeds") or []) < 2:
         out.append("One run only: the intervals are Wilson intervals over test samples and say "
                    "nothing about run-to-run variation.")
+    return out
+
+
+def attention_statements(results: dict) -> list[str]:
+    """Students' attention on the planted distractor: each distilled model vs KD w/o mask and
+    Pre-KD vs KD, in percentage points, with the interval reading of :func:`compare`."""
+    att = results.get("attention") or {}
+    rows = {r["key"]: r for r in att.get("rows") or []}
+
+    def ok(c: dict | None) -> bool:
+        return bool(c) and all(isinstance(c.get(k), int | float) and c[k] == c[k]
+                               for k in ("mean", "lo", "hi"))
+
+    def pp(a: dict, b: dict) -> str:
+        scaled = lambda c: {k: 100 * c[k] for k in ("mean", "lo", "hi")}  # noqa: E731
+        return compare(scaled(a), scaled(b)).replace(" (", " percentage points (", 1)
+
+    out = []
+    split = SPLIT_LABELS.get(att.get("split"), att.get("split"))
+    if "kd" in rows and ok(rows["kd"].get("share")):
+        kd = rows["kd"]["share"]
+        for key, r in rows.items():
+            if key != "kd" and ok(r.get("share")):
+                out.append(f"Attention on the distractor ({split} split), {r['label']} minus "
+                           "KD w/o mask: "
+                           f"{pp(r['share'], kd)}.")
+        u = rows["kd"].get("uniform")
+        if ok(u):
+            out.append(f"KD w/o mask puts {100 * kd['mean']:.1f}% of its attention on the "
+                       f"distractor, against {100 * u['mean']:.1f}% for uniform attention.")
     return out

@@ -15,6 +15,10 @@
                           "counterfactuals": 60, "verified": 14, "rejected": 46}}}},
      "detection": {"gradient": {"n_samples": 120, "span_recall": {"mean": ..., "lo": ...},
                                 "token_precision": {...}, "replicates": {"data0": {...}}}},
+     "attention": {"split": "test_anti", "spans": "planted", "planted_part": "distractor",
+                   "rows": [{"key": "kd", "label": ..., "members": [...], "replicates": 3,
+                             "n_items": [100, ...], "share": {"mean", "lo", "hi", "values",
+                             "interval"}, "uniform": {...}, "per_layer": [...]}]} | null,
      "timings": {"stage": seconds, ...}, "total_seconds": 123.4}
 """
 
@@ -172,6 +176,11 @@ def collect_results(cfg: dict, run_dir: str | Path) -> dict[str, Any]:
                    for d in dkeys if (run / d / "detection" / f"{rule}.json").exists()}
         if per_rep:
             detection[rule] = detection_summary(per_rep)
+    attention = None
+    if (run / "attention.json").is_file():
+        from leaf.pipeline.attention import summarise_attention
+
+        attention = summarise_attention(json.loads((run / "attention.json").read_text("utf-8")))
     stages = Manifest(run).stages
     timings = {k: v.get("seconds_total", v.get("seconds")) for k, v in stages.items()}
     results = {
@@ -192,6 +201,7 @@ def collect_results(cfg: dict, run_dir: str | Path) -> dict[str, Any]:
         "rows": summarise(models, groups, splits),
         "counts": counts,
         "detection": detection,
+        "attention": attention,
         "timings": timings,
         "total_seconds": round(sum(t or 0 for t in timings.values()), 1),
     }

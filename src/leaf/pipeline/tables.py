@@ -46,6 +46,27 @@ def detection_table(results: dict) -> str:
     return _table(["rule", "scored samples", "span recall", "token precision"], rows)
 
 
+def _pct_cell(c: dict | None) -> str:
+    """``mean [lo, hi]`` of a share, in percent."""
+    if not c or c.get("mean") is None:
+        return "-"
+    lo, hi = c.get("lo"), c.get("hi")
+    if lo is None or hi is None or (isinstance(lo, float) and math.isnan(lo)):
+        return f"{100 * c['mean']:.1f}%"
+    return f"{100 * c['mean']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def attention_table(results: dict) -> str | None:
+    """Share of the response tokens' attention on the planted distractor, per student."""
+    att = results.get("attention")
+    if not att or not att.get("rows"):
+        return None
+    rows = [[r["label"], str(r["replicates"]), "/".join(str(n) for n in r["n_items"]),
+             _pct_cell(r.get("share")), _pct_cell(r.get("uniform"))] for r in att["rows"]]
+    return _table(["model", "runs", "samples", "attention on distractor (mean over layers)",
+                   "uniform attention"], rows)
+
+
 def counts_table(results: dict) -> str:
     """Per data replicate: samples screened and scored, counterfactuals made and kept per set."""
     counts = results["counts"]
@@ -93,11 +114,21 @@ def render(results: dict) -> str:
         "",
         counts_table(results),
     ]
+    att = attention_table(results)
+    if att:
+        a = results["attention"]
+        parts += ["", "## Attention on the planted distractor", "", att, "",
+                  f"share of each response token's attention (averaged over heads, response "
+                  f"tokens and layers) that lands on the planted {a.get('planted_part')} "
+                  f"tokens, on the {SPLIT_LABELS.get(a.get('split'), a.get('split'))} test "
+                  "split; 'uniform attention' is the share a model attending uniformly over "
+                  "its causal context would give. mean [95% interval]: Student-t over runs "
+                  "with >= 2 runs, else over samples."]
     svc = span_vs_collective_table(results)
     if svc:
         parts += ["", "## Span vs collective pruning", "", svc]
     return "\n".join(parts) + "\n"
 
 
-__all__ = ["LABELS", "accuracy_table", "detection_table", "counts_table",
+__all__ = ["LABELS", "accuracy_table", "detection_table", "counts_table", "attention_table",
            "span_vs_collective_table", "render"]

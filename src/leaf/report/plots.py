@@ -80,15 +80,52 @@ def plot_spans_per_sample(counts: Mapping[str, Sequence[int]], path: str | Path)
     return _save(fig, path)
 
 
+def group_models(models: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Average rows that share a ``group`` (per layer, mean and uniform); others stay as given."""
+    order: list[Any] = []
+    groups: dict[Any, list[Mapping[str, Any]]] = {}
+    for i, m in enumerate(models):
+        key = m.get("group") if m.get("group") is not None else ("row", i)
+        if key not in groups:
+            order.append(key)
+        groups.setdefault(key, []).append(m)
+
+    def avg(values: list[Any]) -> float | None:
+        vals = [float(v) for v in values if v is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    out: list[Mapping[str, Any]] = []
+    for key in order:
+        rows = groups[key]
+        if len(rows) == 1:
+            out.append(rows[0] if isinstance(key, tuple) else {**rows[0], "label": key})
+            continue
+        n_layers = max(len(r.get("per_layer") or []) for r in rows)
+        out.append({
+            "label": f"{key} (mean of {len(rows)} runs)",
+            "per_layer": [avg([(r.get("per_layer") or [None] * n_layers)[i]
+                               if i < len(r.get("per_layer") or []) else None for r in rows])
+                          for i in range(n_layers)],
+            "mean": avg([r.get("mean") for r in rows]),
+            "uniform": avg([r.get("uniform") for r in rows]),
+        })
+    return out
+
+
 def plot_attention(models: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     """Bars of the confounder attention share per layer (and the mean), one colour a model.
 
     ``models``: rows of ``leaf attention`` output (``label``, ``per_layer``, ``mean``,
-    optional ``uniform``).
+    optional ``uniform``). Rows with a ``group`` (``leaf run``: one row per seed) are averaged
+    per group into one bar labelled ``group (mean of N runs)``.
     """
     plt = _pyplot()
+    models = group_models(models)
     n_layers = max((len(m.get("per_layer") or []) for m in models), default=0)
-    fig, ax = plt.subplots(figsize=(max(6.4, 0.5 * (n_layers + 1) * max(len(models), 1)), 3.6))
+    ncol = 2 if len(models) > 4 else 1
+    legend_rows = -(-(len(models) + 1) // ncol)  # models and the uniform line, below the axes
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.5 * (n_layers + 1) * max(len(models), 1)),
+                                    3.2 + 0.22 * legend_rows))
     xs = np.arange(n_layers + 1)
     width = 0.8 / max(len(models), 1)
     for i, m in enumerate(models):
@@ -104,6 +141,7 @@ def plot_attention(models: Sequence[Mapping[str, Any]], path: str | Path) -> Pat
     ax.set_xticks(xs, [f"L{i}" for i in range(n_layers)] + ["mean"])
     ax.set_ylabel("attention on confounders (%)")
     ax.set_title("Attention paid by response tokens to confounder spans")
-    if models:
-        ax.legend(frameon=False)
+    if models:  # below the plot: inside it would hide the bars
+        ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=ncol,
+                  fontsize=8)
     return _save(fig, path)
