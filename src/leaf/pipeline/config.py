@@ -31,8 +31,8 @@ Keys (defaults in :data:`DEFAULTS`; anything not given takes its default)::
     evaluate: {batch_size: 64, max_new_tokens: 32}
     detection:                # score pruned spans against the testbed's planted spans
       rules: {gradient: instruction_span}
-    attention:                # testbed only: students' attention on the planted distractor
-      {enabled: true, split: test_anti, limit: 100, part: distractor}   # -> attention.json
+    attention:                # students' attention on the planted distractor
+      {enabled: null (auto: on for testbed data), split: test_anti, limit: 100, part: distractor}   # -> attention.json
     quick: {...}              # merged over everything above by --quick
     demo: true                # `leaf demo` runs this bundled config by default
 
@@ -77,7 +77,7 @@ DEFAULTS: dict[str, Any] = {
                 "variants": {"kd": [], "leaf_instr": ["instruction_span"]}},
     "evaluate": {"batch_size": 64, "max_new_tokens": 32},
     "detection": {"rules": {}},
-    "attention": {"enabled": True, "split": "test_anti", "limit": 100, "part": "distractor"},
+    "attention": {"enabled": None, "split": "test_anti", "limit": 100, "part": "distractor"},
 }
 _REPLACE = {"counterfactuals", "variants", "rules", "tests", "sizes", "args", "levels", "seeds"}
 TOP_KEYS = set(DEFAULTS) | {"quick", "description", "demo"}

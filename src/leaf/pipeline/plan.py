@@ -129,11 +129,15 @@ def build_stages(cfg: dict, run_dir: str | Path) -> list[Stage]:
 def _attention_stage(cfg: dict, run: Path, models: dict[str, Path | str],
                      tests: dict[str, dict[str, Path]], splits: list[str],
                      stages: list[Stage]) -> Path | None:
-    """Testbed data only: attention of every student on the planted distractor
-    (``RUN_DIR/attention.json``, :mod:`leaf.pipeline.attention`)."""
+    """Attention of every student on the planted distractor (``RUN_DIR/attention.json``,
+    :mod:`leaf.pipeline.attention`): on by default with testbed data; with data files only
+    when ``attention.enabled`` is set true (their rows must then carry ``planted`` spans)."""
     att = cfg.get("attention") or {}
     split = att.get("split", "test_anti")
-    if not cfg["data"].get("testbed") or not att.get("enabled", True) or split not in splits:
+    enabled = att.get("enabled")
+    if enabled is None:  # auto: testbed data carries planted spans, data files may not
+        enabled = bool(cfg["data"].get("testbed"))
+    if not enabled or split not in splits:
         return None
     from leaf.pipeline.attention import group_of, measure_run
 
