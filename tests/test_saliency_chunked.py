@@ -122,3 +122,13 @@ def test_chunked_under_device_map_with_offloaded_head(tiny_llama_dir, tmp_path, 
     assert chunkable_head(model) is not None
     _assert_same(saliency_and_nll(model, *batch, chunk_size=3), full)
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_detect_batch_size_default_depends_on_device(monkeypatch):
+    from leaf.commands.detect import CUDA_BATCH_SIZE, default_batch_size
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_batch_size("cpu") == default_batch_size("auto") == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert default_batch_size("auto") == default_batch_size("cuda") == CUDA_BATCH_SIZE
+    assert default_batch_size("cpu") == 1
