@@ -206,6 +206,12 @@ def _full_logits(model, inputs, input_ids, attention_mask, labels):
     return grad, nll, loss
 
 
+def _head_nll(head, hidden_rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``-log p(target)`` per row from the output layer; log-softmax in >= fp32."""
+    logits = head(hidden_rows)
+    return F.cross_entropy(_at_least_fp32(logits), targets.to(logits.device), reduction="none")
+
+
 def _chunked_head(body, head, inputs, input_ids, attention_mask, labels, chunk: int):
     """Body once, output layer per chunk of positions; returns ``(grad or None, nll, loss)``.
 
@@ -229,9 +235,7 @@ def _chunked_head(body, head, inputs, input_ids, attention_mask, labels, chunk: 
     for lo in range(0, len(pos), chunk):
         rows, cols = pos[lo:lo + chunk].unbind(1)
         hc = flat[rows, cols].requires_grad_(True)
-        logits = head(hc)
-        tc = targets[rows, cols].to(logits.device)
-        ce = F.cross_entropy(_at_least_fp32(logits), tc, reduction="none")
+        ce = _head_nll(head, hc, targets[rows, cols])  # no chunk of logits outlives its step
         (grad_rows[lo:lo + chunk],) = torch.autograd.grad(
             (ce * weight[rows].to(ce.device)).sum(), hc)
         ce = ce.detach().float().to(hidden.device)
@@ -243,10 +247,8 @@ def _chunked_head(body, head, inputs, input_ids, attention_mask, labels, chunk: 
         rest = (predicted & ~in_loss).nonzero()
         for lo in range(0, len(rest), chunk):
             rows, cols = rest[lo:lo + chunk].unbind(1)
-            logits = head(flat[rows, cols])
-            tc = targets[rows, cols].to(logits.device)
-            ce = F.cross_entropy(_at_least_fp32(logits), tc, reduction="none")
-            nll[rows, cols] = ce.float().to(hidden.device)
+            nll[rows, cols] = _head_nll(head, flat[rows, cols], targets[rows, cols]).float().to(
+                hidden.device)
     nll = torch.cat([nll.new_zeros(b, 1), nll], 1)
     grad = None
     if len(pos):
