@@ -160,7 +160,7 @@ def main(argv=None) -> int:
                    help="a model shaped like Llama-3.2-1B (for a GPU; overrides --quick)")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for both sides")
     p.add_argument("--reps", type=int, help="timed repetitions per side")
-    p.add_argument("--batch-size", type=int, help="leaf's batch size (leaf detect's default: 4)")
+    p.add_argument("--batch-size", type=int, help="leaf's batch size (default: the shape's, 4 in full mode)")
     p.add_argument("--samples", type=int)
     p.add_argument("--mem-reps", type=int, default=None, help="child processes per side for memory")
     p.add_argument("--json", help="also write the results here")

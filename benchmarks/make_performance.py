@@ -83,7 +83,7 @@ def render_detect(r: dict) -> list[str]:
         f"{c['layers']} layers, {c['params'] / 1e6:.1f}M parameters, dtype {c.get('dtype', 'float32')}. "
         f"Data: {c['samples']} random sequences, instruction {c['inst'][0]}-{c['inst'][1]} tokens + "
         f"response {c['resp'][0]}-{c['resp'][1]} tokens ({c['tokens']} tokens in all). "
-        f"leaf's batch size {b} (the `leaf detect` default is 4). Largest difference between the "
+        f"leaf's batch size {b} (`leaf detect` defaults to 1 on a CPU, 4 on a GPU). Largest difference between the "
         f"two sides' saliencies, relative to each sample's largest value: {r['max_rel_err']:.1e}. "
         f"{c['reps']} interleaved repetitions; median [min-max].",
         "",
@@ -305,39 +305,39 @@ def findings(res: dict) -> list[str]:
                 f"{deep['peak_mib']['reference']['median']:.0f} MiB)."
             )
         out += [
-            "**Detection (not changed; findings for the saliency module).** leaf takes gradients "
-            "with respect to the input embeddings only, in eval mode, keeping only the response "
-            "rows of the logits in the graph. On a CPU its throughput advantage is bounded by "
-            "arithmetic: the reference does a forward pass, an input-gradient pass and a "
-            "weight-gradient pass (about 3 forward-pass costs), leaf the first two (about 2), so "
-            f"about 1.5x is the ceiling; measured {det['speedup_b1']['median']:.2f}x at batch 1 "
-            f"and {det['speedup']['median']:.2f}x at batch {b}. Batching buys nothing on a CPU "
-            "(one 500-token sequence already fills the matrix kernels) and costs padding and "
-            f"memory traffic on {b}x larger tensors, so **on a CPU `leaf detect --batch-size 1` is "
-            f"the faster setting** (the default is 4). The >= 3x target assumes a GPU, where a "
-            "batch of one leaves most of the device idle; the GPU command below measures it.",
+            "**Detection (changed in `leaf.detect.saliency`).** leaf takes gradients with "
+            "respect to the input embeddings only, in eval mode. On a CPU its throughput advantage "
+            "is bounded by arithmetic: the reference does a forward pass, an input-gradient pass "
+            "and a weight-gradient pass (about 3 forward-pass costs), leaf the first two (about "
+            f"2), so about 1.5x is the ceiling; measured {det['speedup_b1']['median']:.2f}x at "
+            f"batch 1 and {det['speedup']['median']:.2f}x at batch {b}, and "
+            f"{det['leaf_over_forward_b1']['median']:.2f}x a plain forward pass at batch 1. "
+            "Batching buys nothing on a CPU (one 500-token sequence already fills the matrix "
+            f"kernels) and costs padding and memory traffic on {b}x larger tensors, so `leaf "
+            "detect --batch-size` now defaults to 1 on a CPU (4 on a GPU). The >= 3x target "
+            "assumes a GPU, where a batch of one leaves most of the device idle; the GPU command "
+            "below measures it.",
             "",
-            "Peak memory: the reference's extra cost is one gradient per parameter; leaf's peak "
-            "is set by the logits (tokens x vocabulary: the logits, the response rows' "
-            "log-softmax, the no-grad log-softmax for the per-token NLL, and in backward the "
-            "full-size zero-filled gradients of the row selection and of the `[:, :-1]` shift). "
-            f"The benchmark's model has only {shape_ratio:.1f}x more parameters than an average "
-            "sample has logits; "
-            "Llama-3.2-1B has about 20x (1.2B parameters vs 500 x 128k logits), so the measured "
-            f"batch-1 ratio ({det['mem_ratio_b1']['median']:.2f}) understates leaf's advantage on "
-            f"real students.{deep_txt} `--llama-1b --device cuda` measures the real shape.",
-            "",
-            "A profile of leaf at batch 1 (torch.profiler, quick shape) puts about 20% of its "
-            "time outside the matrix products and attention: zero fills (`aten::fill_`, about "
-            "8%), the full-sequence log-softmax for the NLL, and the index/slice gradients. The "
-            "fix belongs to `leaf.detect.saliency` and changes its structure, so it is proposed, "
-            "not made: run the decoder once (`model.get_decoder()`), then apply the output layer "
-            "and the loss over chunks of positions (the NLL under `no_grad`, the response rows "
-            "with the gradient taken per chunk, as the KL loss now does), and take "
-            "`autograd.grad(hidden, embeds, grad_hidden)`. No `[tokens, V]` tensor would then be "
-            "kept, so leaf's peak would be set by the decoder's activations (measured by the "
-            "prototype below). It needs a fallback for models whose logits are not "
-            "`lm_head(hidden)` (Gemma-2 soft-capping, Cohere's logit scale).",
+            "What changed: `saliency_and_nll` used to run the whole model and hold the "
+            "`[B, T, V]` logits, their response rows' log-softmax, a no-grad log-softmax of all "
+            "of them for the per-token NLL and, in backward, full-size zero-filled gradients of "
+            "the row selection and of the `[:, :-1]` shift. It now runs the model body "
+            "(`get_decoder()`) once, applies the output layer (`get_output_embeddings()`) to the "
+            "response positions 256 at a time, taking each chunk's loss gradient with respect to "
+            "the hidden states at once, computes the other positions' NLL the same way under "
+            "`no_grad` (padding never goes through the output layer), and pushes the hidden-state "
+            "gradient through the body with one `autograd.grad(hidden, embeds, grad_hidden)`. No "
+            "`[tokens, V]` tensor is held, so leaf's peak is set by the decoder's activations and "
+            "one chunk of logits. Models whose logits are not `lm_head(hidden)` (Gemma-2's "
+            "soft-capping, Cohere's logit scale, Granite's logit scaling, any architecture not on "
+            "a short list of checked ones) keep the full-logits path; both paths give the same "
+            "numbers (tests compare them at rtol 1e-5). "
+            f"Peak memory at batch 1 is now {det['mem_ratio_b1']['median']:.2f}x the reference's "
+            f"({det['peak_mib']['leaf_b1']['median']:.0f} vs "
+            f"{det['peak_mib']['reference']['median']:.0f} MiB); the reference's extra cost is "
+            "one gradient per parameter, so the ratio falls as parameters outnumber one sample's "
+            f"logits (here {shape_ratio:.1f}x; Llama-3.2-1B about 20x).{deep_txt} "
+            "`--llama-1b --device cuda` measures the real shape.",
             "",
         ]
     dis = res.get("distill")
@@ -364,14 +364,17 @@ def findings(res: dict) -> list[str]:
 def render_explore(e: dict) -> list[str]:
     f, r, m = C.fmt, e["ratios"], e["peak_mib"]
     return [
-        "**The proposal, prototyped.** `benchmarks/explore_saliency_head_chunks.py` (not leaf "
-        "code) implements it for Llama-like models, checks that it returns leaf's saliency and "
-        "NLL (`allclose`, padded batches included), and measures it on the detection "
-        f"benchmark's full shape ({e['config']['samples']} samples, batch 1, chunks of "
+        "**The prototype, against the adopted code.** `benchmarks/explore_saliency_head_chunks.py` "
+        "(not leaf code) is the prototype the change was made from (Llama-like models only, "
+        "chunks over all positions). Before the change it measured, on the same shape, peak "
+        "memory 0.58x the reference's against 0.82x for leaf's full-logits path, and 2.12x a "
+        "plain forward pass against 2.49x (`git show 92292d9:docs/PERFORMANCE.md`). It still "
+        "checks that it returns leaf's saliency and NLL (`allclose`, padded batches included); "
+        f"rerun against the adopted code ({e['config']['samples']} samples, batch 1, chunks of "
         f"{e['config']['chunk']} positions; command `{e['command']}`; "
         f"{e['machine']['date_utc']}):",
         "",
-        "| | leaf (now) | prototype | reference loop |",
+        "| | leaf (chunked output layer) | prototype | reference loop |",
         "|---|---|---|---|",
         f"| time per pass (s) | {f(e['time_s']['leaf_b1'])} | {f(e['time_s']['proto_b1'])} | |",
         f"| time / plain forward | {r['leaf_over_forward']:.2f} | {r['proto_over_forward']:.2f} | |",
@@ -379,10 +382,7 @@ def render_explore(e: dict) -> list[str]:
         f"| peak memory / reference | {r['leaf_mem_over_reference']:.2f} "
         f"| {r['proto_mem_over_reference']:.2f} | 1 |",
         "",
-        f"The chunked output layer takes peak memory from {r['leaf_mem_over_reference']:.2f}x "
-        f"to {r['proto_mem_over_reference']:.2f}x the reference's and time from "
-        f"{r['leaf_over_forward']:.2f}x to {r['proto_over_forward']:.2f}x a plain forward pass "
-        f"({r['proto_over_leaf_time']:.2f}x leaf's time).",
+        f"Prototype time / leaf time: {r['proto_over_leaf_time']:.2f}.",
         "",
     ]
 

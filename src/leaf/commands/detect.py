@@ -6,6 +6,8 @@ import argparse
 
 from leaf.errors import LeafError
 
+CUDA_BATCH_SIZE = 4
+
 NAME = "detect"
 HELP = "score every instruction (and response-prefix) token: teacher vs student saliency"
 DESCRIPTION = """\
@@ -38,14 +40,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="what to score (default: instruction)")
     p.add_argument("--segments", type=int, default=2, metavar="K",
                    help="response segments K for --level response/both (default 2; paper: 2, 3)")
-    p.add_argument("--batch-size", type=int, default=4, metavar="N",
-                   help="sequences per forward/backward pass (default 4)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="sequences per forward/backward pass (default: 1 on CPU, where batching "
+                        "only adds padding and memory, measured in docs/PERFORMANCE.md; "
+                        f"{CUDA_BATCH_SIZE} on a GPU)")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                    help="weights' dtype (default float32; gradients are normed in float32)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto: GPUs when visible (device_map=auto), else CPU")
     p.add_argument("--all", action="store_true",
                    help="score every sample, not only teacher-right/student-wrong ones")
+
+
+def default_batch_size(device: str) -> int:
+    """1 on CPU (one sequence already fills the matrix kernels), CUDA_BATCH_SIZE on a GPU."""
+    if device == "cpu":
+        return 1
+    import torch
+
+    return CUDA_BATCH_SIZE if device == "cuda" or torch.cuda.is_available() else 1
 
 
 def select_samples(samples: list[dict], score_all: bool) -> list[dict]:
@@ -69,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.segments < 2:
         raise LeafError(f"--segments must be at least 2, got {args.segments}")
+    if args.batch_size is None:
+        args.batch_size = default_batch_size(args.device)
     if args.batch_size < 1:
         raise LeafError(f"--batch-size must be at least 1, got {args.batch_size}")
     check_model_path(args.teacher, "teacher")

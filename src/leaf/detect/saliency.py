@@ -15,6 +15,20 @@ A batch is scored at once: the loss that is differentiated is the *sum* of the p
 so each sample's gradient is exactly its own (samples do not interact through the loss, and
 padding is masked out of attention and given its own position ids, so left and right padding
 agree).
+
+The output layer is applied in chunks when it is safe to: the model body (``get_decoder()``,
+else ``base_model``) runs once and gives the final hidden states; the output embeddings
+(``get_output_embeddings()``) then turn ``chunk_size`` positions at a time into logits, with
+the gradient of the loss taken per chunk with respect to those hidden states, and one
+``autograd.grad(hidden, embeds, grad_hidden)`` carries it back to the embeddings. No
+``[B, T, V]`` logits tensor is ever held. Only response positions need the gradient; the NLL
+of the other real positions is computed the same way under ``no_grad``; padding is skipped.
+This is valid only when the model's logits are exactly ``output_embeddings(hidden)``, so
+:func:`chunkable_head` accepts only causal-LM classes of known architectures
+(:data:`CHUNKABLE_MODEL_TYPES`) whose config sets none of the known logit transforms
+(:data:`LOGIT_TRANSFORM_FIELDS`: Gemma-2's ``final_logit_softcapping``, Cohere's
+``logit_scale``, Granite's ``logits_scaling``, ...); anything else takes the full-logits path
+(one forward pass of the whole model), which gives the same numbers with more memory.
 """
 
 from __future__ import annotations
@@ -27,6 +41,22 @@ import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = -100
+DEFAULT_CHUNK_SIZE = 256  # positions per chunk of the output layer
+
+# Architectures whose ``*ForCausalLM.forward`` returns ``lm_head(decoder(...).last_hidden_state)``
+# and nothing else: the chunked path is used only for these.
+CHUNKABLE_MODEL_TYPES = frozenset(
+    {"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "phi3", "gemma"}
+)
+# Config fields that, when set, mean the logits are transformed after the output layer.
+LOGIT_TRANSFORM_FIELDS = (
+    "final_logit_softcapping",  # Gemma-2/3: tanh soft-capping
+    "logit_scale",  # Cohere
+    "logits_scaling",  # Granite
+    "output_multiplier_scale",
+    "logit_softcapping",
+    "mup_width_multiplier",
+)
 
 
 @dataclass
@@ -72,11 +102,38 @@ def _frozen_eval(model):
         model.train(was_training)
 
 
+def chunkable_head(model):
+    """``(body, head)`` when ``model``'s logits are ``head(body(...).last_hidden_state)``, else None.
+
+    Conservative: the model must be a ``*ForCausalLM`` of an architecture in
+    :data:`CHUNKABLE_MODEL_TYPES`, with no field of :data:`LOGIT_TRANSFORM_FIELDS` set in its
+    config, an ``nn.Linear`` output layer and a body that is a separate submodule.
+    """
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "model_type", None) not in CHUNKABLE_MODEL_TYPES:
+        return None
+    if not type(model).__name__.endswith("ForCausalLM"):
+        return None
+    if any(getattr(config, f, None) not in (None, 1, 1.0) for f in LOGIT_TRANSFORM_FIELDS):
+        return None
+    head = model.get_output_embeddings()
+    if not isinstance(head, torch.nn.Linear):
+        return None
+    get_decoder = getattr(model, "get_decoder", None)
+    body = get_decoder() if callable(get_decoder) else None
+    if body is None or body is model:
+        body = getattr(model, "base_model", None)
+    if not isinstance(body, torch.nn.Module) or body is model:
+        return None
+    return body, head
+
+
 def saliency_and_nll(
     model,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     labels: torch.Tensor,
+    chunk_size: int | None = DEFAULT_CHUNK_SIZE,
 ) -> SaliencyOutput:
     """Gradient-norm saliency ``g`` and per-token NLL for a padded batch.
 
@@ -84,7 +141,12 @@ def saliency_and_nll(
     at the position it is predicted for, ``-100`` where there is no loss (prompt, padding). A
     row without any label gets zero saliency. Works for models split with ``device_map``:
     inputs go to the embedding layer's device, labels to the logits' device.
+
+    ``chunk_size``: positions per chunk of the output layer (see the module docstring); ``None``
+    or ``0`` computes the full logits in one forward pass of the whole model. Models whose
+    logits are not simply ``output_embeddings(hidden)`` always take the full path.
     """
+    parts = chunkable_head(model) if chunk_size else None
     embed = model.get_input_embeddings()
     device = _execution_device(embed)
     # inference_mode(False) and clone(): also callable from inside torch.inference_mode()
@@ -94,41 +156,106 @@ def saliency_and_nll(
         labels = labels.clone()
         position_ids = position_ids_from_mask(attention_mask)
         embeds = embed(input_ids).detach().requires_grad_(True)
-        logits = model(
-            inputs_embeds=embeds,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            use_cache=False,
-        ).logits
-        lab = labels.to(logits.device)
-        ids = input_ids.to(logits.device)
-        real = attention_mask.to(logits.device).bool()
-        # token t is predicted from the logits at t - 1, when both positions are real tokens
-        predicted = real[:, 1:] & real[:, :-1]
-        in_loss = (lab[:, 1:] != IGNORE_INDEX) & predicted
-        targets = torch.where(lab != IGNORE_INDEX, lab, ids)[:, 1:]
-        shifted = logits[:, :-1]
-        # the graph keeps only the response rows of the logits; log-softmax in >= fp32
-        ce = F.cross_entropy(_at_least_fp32(shifted[in_loss]), targets[in_loss], reduction="none")
-        counts = in_loss.sum(1)
-        rows = in_loss.nonzero()[:, 0]
-        loss = ce.new_zeros(len(counts)).index_add(0, rows, ce) / counts.clamp(min=1)
-        with torch.no_grad():
-            nll = F.cross_entropy(
-                _at_least_fp32(shifted.detach()).flatten(0, 1), targets.flatten(), reduction="none"
-            ).view(targets.shape)
-            nll = torch.cat([nll.new_zeros(nll.shape[0], 1), torch.where(predicted, nll, 0.0)], 1)
-        del logits, shifted
-        if counts.any():
-            (grad,) = torch.autograd.grad(loss.sum(), embeds)
-            saliency = grad.float().norm(dim=-1)
+        inputs = dict(inputs_embeds=embeds, attention_mask=attention_mask,
+                      position_ids=position_ids, use_cache=False)
+        if parts is None:
+            grad, nll, loss = _full_logits(model, inputs, input_ids, attention_mask, labels)
         else:
-            saliency = embeds.new_zeros(embeds.shape[:2], dtype=torch.float32)
+            grad, nll, loss = _chunked_head(*parts, inputs, input_ids, attention_mask, labels,
+                                            int(chunk_size))
+        saliency = (grad.float().norm(dim=-1) if grad is not None
+                    else embeds.new_zeros(embeds.shape[:2], dtype=torch.float32))
     return SaliencyOutput(
         saliency=saliency * attention_mask.bool(),
         nll=nll.float().to(device),
         loss=loss.detach().to(device),
     )
+
+
+def _targets(input_ids, attention_mask, labels, device):
+    """``predicted, in_loss, targets``, each ``[B, T-1]``: what position t+1 is scored on."""
+    lab = labels.to(device)
+    ids = input_ids.to(device)
+    real = attention_mask.to(device).bool()
+    # token t is predicted from the logits at t - 1, when both positions are real tokens
+    predicted = real[:, 1:] & real[:, :-1]
+    in_loss = (lab[:, 1:] != IGNORE_INDEX) & predicted
+    targets = torch.where(lab != IGNORE_INDEX, lab, ids)[:, 1:]
+    return predicted, in_loss, targets
+
+
+def _full_logits(model, inputs, input_ids, attention_mask, labels):
+    """The whole model's ``[B, T, V]`` logits at once; returns ``(grad or None, nll, loss)``."""
+    logits = model(**inputs).logits
+    predicted, in_loss, targets = _targets(input_ids, attention_mask, labels, logits.device)
+    shifted = logits[:, :-1]
+    # the graph keeps only the response rows of the logits; log-softmax in >= fp32
+    ce = F.cross_entropy(_at_least_fp32(shifted[in_loss]), targets[in_loss], reduction="none")
+    counts = in_loss.sum(1)
+    rows = in_loss.nonzero()[:, 0]
+    loss = ce.new_zeros(len(counts)).index_add(0, rows, ce) / counts.clamp(min=1)
+    with torch.no_grad():
+        nll = F.cross_entropy(
+            _at_least_fp32(shifted.detach()).flatten(0, 1), targets.flatten(), reduction="none"
+        ).view(targets.shape)
+        nll = torch.cat([nll.new_zeros(nll.shape[0], 1), torch.where(predicted, nll, 0.0)], 1)
+    del logits, shifted
+    grad = None
+    if counts.any():
+        (grad,) = torch.autograd.grad(loss.sum(), inputs["inputs_embeds"])
+    return grad, nll, loss
+
+
+def _head_nll(head, hidden_rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``-log p(target)`` per row from the output layer; log-softmax in >= fp32."""
+    logits = head(hidden_rows)
+    return F.cross_entropy(_at_least_fp32(logits), targets.to(logits.device), reduction="none")
+
+
+def _chunked_head(body, head, inputs, input_ids, attention_mask, labels, chunk: int):
+    """Body once, output layer per chunk of positions; returns ``(grad or None, nll, loss)``.
+
+    The loss positions are taken ``chunk`` at a time with the gradient of their weighted
+    cross-entropy (weight ``1 / n_b`` for sample b's ``n_b`` response tokens, so the sum is
+    ``sum_b L_b``) with respect to the hidden states; the other real positions only need their
+    NLL and are taken under ``no_grad``. Padding positions are never sent through the head.
+    The hidden-state gradients are then pushed through the body in one ``autograd.grad``.
+    """
+    hidden = body(**inputs).last_hidden_state
+    predicted, in_loss, targets = _targets(input_ids, attention_mask, labels, hidden.device)
+    b, t, h = hidden.shape
+    counts = in_loss.sum(1)
+    flat = hidden.detach()[:, :-1]
+    nll = torch.zeros(b, t - 1, dtype=torch.float32, device=hidden.device)
+    loss = torch.zeros(b, dtype=torch.float32, device=hidden.device)
+    # loss positions: gradient wanted
+    pos = in_loss.nonzero()
+    grad_rows = torch.zeros(len(pos), h, dtype=hidden.dtype, device=hidden.device)
+    weight = 1.0 / counts.clamp(min=1).float()
+    for lo in range(0, len(pos), chunk):
+        rows, cols = pos[lo:lo + chunk].unbind(1)
+        hc = flat[rows, cols].requires_grad_(True)
+        ce = _head_nll(head, hc, targets[rows, cols])  # no chunk of logits outlives its step
+        (grad_rows[lo:lo + chunk],) = torch.autograd.grad(
+            (ce * weight[rows].to(ce.device)).sum(), hc)
+        ce = ce.detach().float().to(hidden.device)
+        nll[rows, cols] = ce
+        loss.index_add_(0, rows, ce)
+    loss = loss / counts.clamp(min=1)
+    # other predicted positions: NLL only
+    with torch.no_grad():
+        rest = (predicted & ~in_loss).nonzero()
+        for lo in range(0, len(rest), chunk):
+            rows, cols = rest[lo:lo + chunk].unbind(1)
+            nll[rows, cols] = _head_nll(head, flat[rows, cols], targets[rows, cols]).float().to(
+                hidden.device)
+    nll = torch.cat([nll.new_zeros(b, 1), nll], 1)
+    grad = None
+    if len(pos):
+        grad_hidden = torch.zeros_like(hidden)
+        grad_hidden[pos[:, 0], pos[:, 1]] = grad_rows
+        (grad,) = torch.autograd.grad(hidden, inputs["inputs_embeds"], grad_hidden)
+    return grad, nll, loss
 
 
 def input_saliency(
