@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 NAME = "attention"
@@ -45,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from leaf.data.jsonl import iter_jsonl, write_json_atomic
+    from leaf.data.jsonl import finite_json, iter_jsonl, write_json_atomic
     from leaf.errors import LeafError
     from leaf.report.attention import compare_models, format_table, planted_items, pruned_items
 
@@ -69,18 +68,8 @@ def run(args: argparse.Namespace) -> int:
                              progress=True)
     out = {"spans": args.spans, "data": str(args.data), "verified_only": args.verified_only,
            "models": [r.to_json() for r in results]}
-    write_json_atomic(args.out, _finite(out))
+    write_json_atomic(args.out, finite_json(out))
     print(format_table(results))
     print(f"wrote {args.out}")
     return 0
 
-
-def _finite(obj):
-    """JSON has no NaN: write null instead."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj

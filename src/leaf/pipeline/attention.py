@@ -12,11 +12,10 @@ runs into one bar), ``member`` (``kd-s0@data0``) and ``seed``.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
-from leaf.data.jsonl import iter_jsonl, write_json_atomic
+from leaf.data.jsonl import finite_json, iter_jsonl, write_json_atomic
 from leaf.errors import LeafError
 
 
@@ -54,7 +53,7 @@ def measure_run(entries: list[dict[str, Any]], out: Path, *, split: str, part: s
     out_obj = {"spans": "planted", "planted_part": part, "split": split,
                "data": f"{split} split, first {limit or 'all'} samples per replicate",
                "models": rows}
-    write_json_atomic(out, _finite(out_obj))
+    write_json_atomic(out, finite_json(out_obj))
 
 
 def summarise_attention(att: dict[str, Any]) -> dict[str, Any]:
@@ -101,13 +100,3 @@ def summarise_attention(att: dict[str, Any]) -> dict[str, Any]:
 def _nanmean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
-
-def _finite(obj):
-    """JSON has no NaN: write null instead."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
