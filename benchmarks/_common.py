@@ -62,16 +62,10 @@ def machine_info(device: str = "cpu", threads: int | None = None) -> dict:
     import torch
     import transformers
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from leaf.machine import cpu_name
+
     info = {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "torch_threads": threads if threads is not None else torch.get_num_threads(),
         "load_average": " ".join(f"{x:.1f}" for x in os.getloadavg()),

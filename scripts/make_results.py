@@ -59,15 +59,9 @@ def machine() -> list[str]:
     import torch
     import transformers
 
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return [f"CPU: {cpu}, {os.cpu_count()} logical cores visible",
+    from leaf.machine import cpu_name
+
+    return [f"CPU: {cpu_name()}, {os.cpu_count()} logical cores visible",
             f"Python {platform.python_version()}, torch {torch.__version__}, "
             f"transformers {transformers.__version__}, {platform.system()} {platform.release()}"]
 

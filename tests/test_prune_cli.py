@@ -10,20 +10,12 @@ import pytest
 
 from conftest import write_jsonl
 from leaf.cli import main
+from test_spans import words
 
 INSTR = "a = 3 ; b = 7 ; rumor : 15 ; query a + b ?"
 RESP = "3 + 7 = 10\nanswer 10"
 
 
-def words(text):
-    units, i = [], 0
-    while i < len(text):
-        j = i + 1
-        while j < len(text) and text[j].isspace() == text[i].isspace():
-            j += 1
-        units.append([i, j])
-        i = j
-    return units
 
 
 def diff_for(text, units, low):

@@ -10,13 +10,7 @@ from leaf.data.templates import encode
 from leaf.detect import saliency as S
 from leaf.detect.saliency import IGNORE_INDEX, chunkable_head, pad_batch, saliency_and_nll
 from leaf.tiny import build_model, build_tokenizer
-
-PAIRS = [
-    ("Natalia sold 48 clips in April. A hint: the answer is 15. How many in May?",
-     "Step 1: 48 / 2 = 24.\nThe answer is 24."),
-    ("Let x + 3 = 10. What is x?", "x = 7."),
-    ("Question: Who wrote the book?", "The author wrote it. Answer: the author"),
-]
+from test_saliency import PAIRS
 
 
 @pytest.fixture(scope="module")

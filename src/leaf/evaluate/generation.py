@@ -90,15 +90,10 @@ def left_pad(seqs: Sequence[Sequence[int]], pad_id: int):
     return ids, mask
 
 
-class HFGenerator:
-    """Batched generation with a loaded ``transformers`` model and tokenizer."""
+class _Generator:
+    """What both backends share: ``generate`` on top of ``_sample`` and the greedy check."""
 
-    def __init__(self, model, tokenizer, settings: GenerationSettings | None = None) -> None:
-        self.model, self.tokenizer = model, tokenizer
-        self.settings = settings or GenerationSettings()
-        if tokenizer.pad_token_id is None:
-            raise LeafError("the tokenizer needs a pad token (load it with leaf.models.load_tokenizer)")
-        self.stop_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
+    settings: GenerationSettings
 
     def generate(self, instructions: Sequence[str],
                  prefixes: Sequence[str | None] | None = None) -> list[str]:
@@ -108,14 +103,31 @@ class HFGenerator:
     def generate_n(self, instructions: Sequence[str],
                    prefixes: Sequence[str | None] | None = None, n: int = 1) -> list[list[str]]:
         """``n`` continuations per instruction (``n > 1`` needs ``temperature > 0``)."""
+        if n > 1 and self.settings.temperature <= 0:
+            raise LeafError("several samples per prompt need --temperature > 0 (greedy repeats)")
+        return self._sample(instructions, prefixes, n)
+
+    def _sample(self, instructions, prefixes, n: int) -> list[list[str]]:
+        raise NotImplementedError
+
+
+class HFGenerator(_Generator):
+    """Batched generation with a loaded ``transformers`` model and tokenizer."""
+
+    def __init__(self, model, tokenizer, settings: GenerationSettings | None = None) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.settings = settings or GenerationSettings()
+        if tokenizer.pad_token_id is None:
+            raise LeafError("the tokenizer needs a pad token (load it with leaf.models.load_tokenizer)")
+        self.stop_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
+
+    def _sample(self, instructions, prefixes, n: int) -> list[list[str]]:
         import torch
         from tqdm.auto import tqdm
 
         from leaf.models import input_device
 
         s = self.settings
-        if n > 1 and s.temperature <= 0:
-            raise LeafError("several samples per prompt need --temperature > 0 (greedy repeats)")
         texts = prompts_for(self.tokenizer, instructions, prefixes)
         encoded = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
@@ -152,7 +164,7 @@ class HFGenerator:
         return self.tokenizer.decode(seq, skip_special_tokens=True)
 
 
-class VLLMGenerator:
+class VLLMGenerator(_Generator):
     """The same interface on vLLM (optional dependency, imported here only)."""
 
     def __init__(self, model_path: str, tokenizer, settings: GenerationSettings | None = None,
@@ -172,17 +184,10 @@ class VLLMGenerator:
         self.llm = LLM(model=str(model_path), dtype=dtype, seed=self.settings.seed,
                        tensor_parallel_size=max(1, torch.cuda.device_count()))
 
-    def generate(self, instructions: Sequence[str],
-                 prefixes: Sequence[str | None] | None = None) -> list[str]:
-        return [r[0] for r in self.generate_n(instructions, prefixes, n=1)]
-
-    def generate_n(self, instructions: Sequence[str],
-                   prefixes: Sequence[str | None] | None = None, n: int = 1) -> list[list[str]]:
+    def _sample(self, instructions, prefixes, n: int) -> list[list[str]]:
         from vllm import SamplingParams
 
         s = self.settings
-        if n > 1 and s.temperature <= 0:
-            raise LeafError("several samples per prompt need --temperature > 0 (greedy repeats)")
         params = SamplingParams(n=n, temperature=s.temperature, top_p=s.top_p,
                                 max_tokens=s.max_new_tokens, stop_token_ids=self.stop_ids,
                                 seed=s.seed)
