@@ -35,15 +35,6 @@ def run(name: str, extra: list[str]) -> None:
         subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True)
 
 
-def run_explore() -> None:
-    """The saliency prototype (benchmarks/explore_saliency_head_chunks.py), CPU only."""
-    cmd = [sys.executable, str(HERE / "explore_saliency_head_chunks.py"), "--json",
-           str(RESULTS / "explore_saliency.json")]
-    print("running", " ".join(cmd), flush=True)
-    with open(RESULTS / "explore_saliency.log", "w") as log:
-        subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True)
-
-
 def run_quick(name: str, extra: list[str]) -> dict:
     """Run ``--quick``; return its wall time and last line (the RATIO line)."""
     cmd = [sys.executable, str(HERE / f"bench_{name}.py"), "--quick", *extra]
@@ -361,32 +352,6 @@ def findings(res: dict) -> list[str]:
     return out
 
 
-def render_explore(e: dict) -> list[str]:
-    f, r, m = C.fmt, e["ratios"], e["peak_mib"]
-    return [
-        "**The prototype, against the adopted code.** `benchmarks/explore_saliency_head_chunks.py` "
-        "(not leaf code) is the prototype the change was made from (Llama-like models only, "
-        "chunks over all positions). Before the change it measured, on the same shape, peak "
-        "memory 0.58x the reference's against 0.82x for leaf's full-logits path, and 2.12x a "
-        "plain forward pass against 2.49x (`git show 92292d9:docs/PERFORMANCE.md`). It still "
-        "checks that it returns leaf's saliency and NLL (`allclose`, padded batches included); "
-        f"rerun against the adopted code ({e['config']['samples']} samples, batch 1, chunks of "
-        f"{e['config']['chunk']} positions; command `{e['command']}`; "
-        f"{e['machine']['date_utc']}):",
-        "",
-        "| | leaf (chunked output layer) | prototype | reference loop |",
-        "|---|---|---|---|",
-        f"| time per pass (s) | {f(e['time_s']['leaf_b1'])} | {f(e['time_s']['proto_b1'])} | |",
-        f"| time / plain forward | {r['leaf_over_forward']:.2f} | {r['proto_over_forward']:.2f} | |",
-        f"| peak memory (MiB) | {m['leaf_b1']:.0f} | {m['proto_b1']:.0f} | {m['reference']:.0f} |",
-        f"| peak memory / reference | {r['leaf_mem_over_reference']:.2f} "
-        f"| {r['proto_mem_over_reference']:.2f} | 1 |",
-        "",
-        f"Prototype time / leaf time: {r['proto_over_leaf_time']:.2f}.",
-        "",
-    ]
-
-
 GPU = """## Running on a GPU
 
 Every script takes `--device cuda` (memory then comes from `torch.cuda.max_memory_allocated`
@@ -420,8 +385,6 @@ def main(argv=None) -> int:
         for name in args.only or NAMES:
             if not args.quick_only:
                 run(name, extra)
-                if name == "detect" and args.device == "cpu":
-                    run_explore()
             quick[name] = {**run_quick(name, extra), "machine": C.machine_info(args.device, 1)}
         quick_file.write_text(json.dumps(quick, indent=1))
     results = {n: json.loads((RESULTS / f"{n}.json").read_text())
@@ -446,10 +409,7 @@ def main(argv=None) -> int:
                 lines.append(f"| `{q['command'].strip()}` | {q['wall_s']:.0f} "
                              f"| {q['machine']['load_average']} | `{q['last_line']}` |")
         lines.append("")
-    explore = RESULTS / "explore_saliency.json"
     lines += [FAITHFUL, *findings(results)]
-    if explore.exists():
-        lines += render_explore(json.loads(explore.read_text()))
     lines += [GPU]
     PAGE.parent.mkdir(exist_ok=True)
     PAGE.write_text("\n".join(lines))

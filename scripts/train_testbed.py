@@ -33,8 +33,8 @@ from leaf.data.templates import chat_layout
 from leaf.testbed.assets import ASSETS_DIR
 from leaf.testbed.evaluate import greedy_accuracy
 from leaf.testbed.tasks import FAMILIES, make_splits, pretraining_mix
+from leaf.testbed.tiny import build_model
 from leaf.testbed.tokenizer import build_testbed_tokenizer
-from leaf.tiny import build_model
 
 TOKENIZER = dict(vocab_size=384, corpus_samples=4000, seed=0)
 EVAL = dict(seed=1000, bias=0.95, n=200)  # held-out test splits, never used for training

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from leaf.tiny import build_tokenizer, save_tiny
+from leaf.testbed.tiny import build_tokenizer, save_tiny
 
 torch.set_num_threads(1)  # tiny models: threading overhead dominates
 

@@ -17,7 +17,7 @@ from leaf.cli import main
 from leaf.data.jsonl import read_jsonl
 from leaf.data.schema import read_samples
 from leaf.errors import LeafError
-from leaf.evaluate.benchmarks import convert, read_records
+from leaf.evaluate.converters import convert, read_records
 
 
 def jsonl(path: Path, rows: list[dict]) -> Path:
@@ -44,12 +44,18 @@ def test_gsm8k(tmp_path):
     assert "<<" not in row["response"] and row["response"].endswith("\\boxed{1072}.")
 
 
+def to_parquet(records, path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(records), path)
+
+
 def test_math500_parquet(tmp_path):
-    pd = pytest.importorskip("pandas")
     src = tmp_path / "test.parquet"
-    pd.DataFrame([{"problem": "Compute $\\frac12 + \\frac12$.", "solution": "It is $1$.",
+    to_parquet([{"problem": "Compute $\\frac12 + \\frac12$.", "solution": "It is $1$.",
                    "answer": "1", "subject": "Algebra", "level": 1,
-                   "unique_id": "test/algebra/1.json"}]).to_parquet(src)
+                   "unique_id": "test/algebra/1.json"}], src)
     (row,) = run_convert("math500", src, tmp_path)
     assert row["id"] == "test/algebra/1.json" and row["answer"] == "1"
     assert row["subject"] == "Algebra" and row["level"] == 1
@@ -179,11 +185,9 @@ def test_hotpotqa_original_hf_and_longbench(tmp_path):
     (closed,) = run_convert("hotpotqa", src, tmp_path, "--closed-book")
     assert "Passage" not in closed["instruction"] and "Which magazine" in closed["instruction"]
 
-    pd = pytest.importorskip("pandas")
     hf = tmp_path / "validation.parquet"
-    pd.DataFrame([{"id": "5a8c", "question": "Q?", "answer": "A", "type": "bridge",
-                   "level": "hard", "context": {"title": ["T1"], "sentences": [["S1.", " S2."]]}}]
-                 ).to_parquet(hf)
+    to_parquet([{"id": "5a8c", "question": "Q?", "answer": "A", "type": "bridge",
+                   "level": "hard", "context": {"title": ["T1"], "sentences": [["S1.", " S2."]]}}], hf)
     (row,) = run_convert("hotpotqa", hf, tmp_path)
     assert row["id"] == "5a8c" and "(T1): S1. S2." in row["instruction"]
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from leaf.distill.losses import chunked_cross_entropy, chunked_divergence, token_divergence
 from leaf.distill.vocab import check_shared_vocab
 from leaf.errors import LeafError
-from leaf.tiny import build_tokenizer
+from leaf.testbed.tiny import build_tokenizer
 
 
 def obvious(student, teacher, groups, divergence, temperature, beta):

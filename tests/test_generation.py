@@ -15,7 +15,7 @@ from leaf.evaluate.generation import (
     stop_token_ids,
 )
 from leaf.models import load_model, load_tokenizer, resolve_device
-from leaf.tiny import build_tokenizer
+from leaf.testbed.tiny import build_tokenizer
 
 INSTRUCTIONS = [
     "What is 2 + 2?",

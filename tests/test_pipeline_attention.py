@@ -10,7 +10,7 @@ import yaml
 
 from leaf.data.jsonl import write_jsonl_atomic
 from leaf.errors import LeafError
-from leaf.pipeline.attention import measure_run, summarise_attention
+from leaf.pipeline.attention_stage import measure_run, summarise_attention
 from leaf.pipeline.config import load_config
 from leaf.pipeline.plan import build_stages
 from leaf.pipeline.reading import attention_statements

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from leaf.tiny import save_tiny
+from leaf.testbed.tiny import save_tiny
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from leaf.detect.saliency import (
     pad_batch,
     saliency_and_nll,
 )
-from leaf.tiny import build_model, build_tokenizer
+from leaf.testbed.tiny import build_model, build_tokenizer
 
 PAIRS = [
     ("Natalia sold 48 clips in April. A hint: the answer is 15. How many in May?",

@@ -2,7 +2,7 @@ import pytest
 
 from leaf.data.templates import encode, prompt_text
 from leaf.errors import LeafError
-from leaf.tiny import build_tokenizer
+from leaf.testbed.tiny import build_tokenizer
 
 INSTRUCTION = "  Natalia sold 48 clips. A hint: 15.  How many?\n"
 RESPONSE = "Step 1: 48 / 2 = 24.\nThe answer is 72."

@@ -46,7 +46,12 @@ def run(args: argparse.Namespace) -> int:
 
     from leaf.data.jsonl import finite_json, iter_jsonl, write_json_atomic
     from leaf.errors import LeafError
-    from leaf.report.attention import compare_models, format_table, planted_items, pruned_items
+    from leaf.report.attention_share import (
+        compare_models,
+        format_table,
+        planted_items,
+        pruned_items,
+    )
 
     rows = list(iter_jsonl(args.data))
     if args.spans == "planted":

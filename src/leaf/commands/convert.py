@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from leaf.evaluate.benchmarks import CONVERTERS
+from leaf.evaluate.converters import CONVERTERS
 
 NAME = "convert"
 HELP = "convert a public benchmark file (GSM8K, MATH-500, HumanEval, ...) to bench JSONL"
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from leaf.data.jsonl import write_jsonl_atomic
-    from leaf.evaluate.benchmarks import convert
+    from leaf.evaluate.converters import convert
 
     rows, skipped = convert(args.format, args.input, closed_book=args.closed_book,
                             limit=args.limit)

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     from leaf.data.jsonl import ResumableWriter
     from leaf.data.schema import read_samples
-    from leaf.detect.pipeline import Scorer, score_samples
+    from leaf.detect.scorer import Scorer, score_samples
     from leaf.models import check_model_path, load_model, load_tokenizer
 
     if args.segments < 2:
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_resume(rows: list[dict], samples: list[dict], args, tokenizer) -> None:
     """Refuse to resume into an output written with another --level or --segments."""
-    from leaf.detect.pipeline import plan_jobs
+    from leaf.detect.scorer import plan_jobs
 
     by_id = {s["id"]: s for s in samples}
     found: dict[str, set] = {}

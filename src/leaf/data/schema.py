@@ -1,4 +1,4 @@
-"""The sample contract shared by every stage (DESIGN.md section 4).
+"""The sample contract shared by every stage.
 
 A sample is one JSON object: ``id`` (unique string), ``task`` (``math`` | ``code`` | ``qa``),
 ``instruction``, ``response`` (gold or teacher answer), and what grading needs: ``answer``

@@ -1,6 +1,6 @@
 """``DistillTrainer``: causal attention distillation as a ``transformers.Trainer``.
 
-The loss of one optimisation batch (DESIGN.md section 4; "one batch" is everything that feeds
+The loss of one optimisation batch (docs/distillation.md; "one batch" is everything that feeds
 one optimizer step: ``per_device_train_batch_size x gradient_accumulation_steps x processes``,
 so the result does not depend on how the batch is split over devices)::
 

@@ -130,7 +130,7 @@ def _attention_stage(cfg: dict, run: Path, models: dict[str, Path | str],
                      tests: dict[str, dict[str, Path]], splits: list[str],
                      stages: list[Stage]) -> Path | None:
     """Attention of every student on the planted distractor (``RUN_DIR/attention.json``,
-    :mod:`leaf.pipeline.attention`): on by default with testbed data; with data files only
+    :mod:`leaf.pipeline.attention_stage`): on by default with testbed data; with data files only
     when ``attention.enabled`` is set true (their rows must then carry ``planted`` spans)."""
     att = cfg.get("attention") or {}
     split = att.get("split", "test_anti")
@@ -139,7 +139,7 @@ def _attention_stage(cfg: dict, run: Path, models: dict[str, Path | str],
         enabled = bool(cfg["data"].get("testbed"))
     if not enabled or split not in splits:
         return None
-    from leaf.pipeline.attention import group_of, measure_run
+    from leaf.pipeline.attention_stage import group_of, measure_run
 
     seed_of = {f"{v}-s{s}": s for v in cfg["distill"]["variants"] for s in cfg["seeds"]}
     entries = [{"key": group_of(key), "member": f"{key}@{dkey}", "seed": seed_of.get(key),

@@ -178,7 +178,7 @@ def collect_results(cfg: dict, run_dir: str | Path) -> dict[str, Any]:
             detection[rule] = detection_summary(per_rep)
     attention = None
     if (run / "attention.json").is_file():
-        from leaf.pipeline.attention import summarise_attention
+        from leaf.pipeline.attention_stage import summarise_attention
 
         attention = summarise_attention(json.loads((run / "attention.json").read_text("utf-8")))
     stages = Manifest(run).stages

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from leaf.tiny import STYLES
+from leaf.testbed.tiny import STYLES
 
 
 def build_testbed_tokenizer(

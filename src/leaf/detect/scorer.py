@@ -16,7 +16,7 @@ character spans of that text. The two models are then compared on shared units
 (:mod:`leaf.detect.units`: tokens when both tokenise the text alike, words otherwise), and each row
 carries ``teacher = minmax(g_T)``, ``student = minmax(g_S)``,
 ``diff = minmax(teacher - student)`` (:mod:`leaf.detect.scoring`), the raw norms and the student's
-per-unit NLL. Field names are those of ``interfaces.md``/DESIGN.md section 4.
+per-unit NLL. The row format is documented in docs/pruning.md.
 """
 
 from __future__ import annotations

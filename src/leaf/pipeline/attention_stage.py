@@ -2,7 +2,7 @@
 
 For testbed data, every student (Pre-KD, then each distilled variant of each seed) is run on
 the first ``limit`` samples of one test split (default: the anti-correlated one, where the
-distractor points to a wrong answer) and :func:`leaf.report.attention.measure` gives the share
+distractor points to a wrong answer) and :func:`leaf.report.attention_share.measure` gives the share
 of attention its response tokens pay to the planted distractor sentence (``--spans planted``),
 per layer and averaged over layers. ``RUN_DIR/attention.json`` has the format of
 ``leaf attention --out`` (so ``leaf report`` shows it) plus, per model row, ``key`` (the table
@@ -34,7 +34,7 @@ def measure_run(entries: list[dict[str, Any]], out: Path, *, split: str, part: s
     import torch
 
     from leaf.pipeline.results import LABELS
-    from leaf.report.attention import compare_models, planted_items
+    from leaf.report.attention_share import compare_models, planted_items
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -32,17 +32,6 @@ CODE_FUNCTION = ("Complete the following Python function. Write the whole functi
 
 # -- reading --------------------------------------------------------------------------------
 
-def _plain(value: Any) -> Any:
-    """numpy arrays and scalars from parquet -> lists and Python scalars."""
-    if hasattr(value, "tolist"):
-        value = value.tolist()
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
 def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
     """Records of a local dataset file (jsonl, json, parquet; optionally gzip-compressed)."""
     path = Path(path)
@@ -51,12 +40,11 @@ def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
     name = path.name.lower().removesuffix(".gz")
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     if name.endswith(".parquet"):
-        import pandas as pd
+        import pyarrow.parquet as pq
 
         with opener(path, "rb") as fh:
-            frame = pd.read_parquet(io.BytesIO(fh.read()))
-        for rec in frame.to_dict("records"):
-            yield _plain(rec)
+            table = pq.read_table(io.BytesIO(fh.read()))
+        yield from table.to_pylist()
     elif name.endswith(".jsonl"):
         with opener(path, "rt", encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, start=1):
