@@ -21,24 +21,32 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from leaf.detect.baselines import select_units
 from leaf.detect.scores_io import scored_text
 from leaf.detect.scoring import DEFAULT_QUANTILE, DEFAULT_TAU
 from leaf.detect.spans import blank_mask, build_spans, prune_plans, remove_spans
+from leaf.settings import Checked, setting
 
 
 @dataclass(frozen=True)
-class PruneOptions:
-    """How candidates are chosen and removed (the ``leaf prune`` flags)."""
+class PruneOptions(Checked):
+    """How candidates are chosen and removed (:func:`leaf.stages.prune`, ``leaf prune``)."""
 
-    threshold_mode: str = "fixed"  # fixed (paper tau) | quantile (released code) | iqr
-    tau: float = DEFAULT_TAU
-    quantile: float = DEFAULT_QUANTILE
-    strategy: str = "span"  # span (paper) | collective (ablation)
-    masking: str = "gradient"  # gradient (LeaF) | random | ppl (baselines)
-    seed: int = 0
+    threshold_mode: Literal["fixed", "quantile", "iqr"] = setting(
+        "fixed", help="fixed: the paper's tau; quantile: the released code's rule (value at "
+                      "position int(q*n) of the sorted differences, capped at 0.5); iqr: "
+                      "Q1 - 1.5 IQR")
+    tau: float = setting(DEFAULT_TAU, ge=0.0, le=1.0,
+                         help="cut-off of the fixed rule (differences are min-max normalised)")
+    quantile: float = setting(DEFAULT_QUANTILE, ge=0.0, lt=1.0, help="q of the quantile rule")
+    strategy: Literal["span", "collective"] = setting(
+        "span", help="span: one counterfactual per span (paper); collective: all spans at once")
+    masking: Literal["gradient", "random", "ppl"] = setting(
+        "gradient", help="gradient: LeaF's rule; random / ppl: baselines that mask as many units "
+                         "at random or by highest student NLL")
+    seed: int = setting(0, help="seed of random masking")
 
 
 def original_row(sample: dict[str, Any]) -> dict[str, Any]:

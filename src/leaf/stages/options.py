@@ -1,0 +1,137 @@
+"""The typed options of every stage function (:mod:`leaf.stages`).
+
+Each is a dataclass whose values are checked when it is made (:class:`leaf.settings.Checked`):
+a bad value raises :class:`leaf.settings.SettingError` naming the field, before any model is
+loaded. The command line (``leaf <stage>``) and the run config (``leaf run``) build these same
+objects, so a stage runs with exactly what its caller wrote down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from leaf.detect.counterfactuals import PruneOptions
+from leaf.settings import Checked, SettingError, setting
+
+__all__ = [
+    "DetectOptions", "EvalOptions", "GenerationOptions", "GradingOptions", "PruneOptions",
+    "TeacherCacheOptions", "VerifyOptions",
+]
+
+Dtype = Literal["float32", "bfloat16", "float16"]
+CUDA_DETECT_BATCH_SIZE = 4
+
+
+@dataclass
+class GenerationOptions(Checked):
+    """How a model answers prompts (screening, verification, evaluation)."""
+
+    batch_size: int = setting(8, ge=1, help="prompts per generate call")
+    max_new_tokens: int = setting(512, ge=1, help="longest answer in tokens")
+    dtype: Dtype = setting("float32", help="weights' dtype")
+    device: str = setting("auto", help="auto (GPUs when visible), cpu, cuda or cuda:N")
+    backend: Literal["hf", "vllm"] = setting("hf", help="hf (transformers generate) or vllm")
+    temperature: float = setting(0.0, ge=0.0, help="0 = greedy")
+    top_p: float = setting(1.0, gt=0.0, le=1.0, help="nucleus sampling when sampling")
+    seed: int = setting(0, help="sampling seed")
+
+    def check(self) -> None:
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise SettingError(f"GenerationOptions.device: auto, cpu, cuda or cuda:N, "
+                               f"got {self.device!r}")
+
+    def settings(self, progress: bool = False):
+        """The decoding knobs the generation backends take."""
+        from leaf.evaluate.generation import GenerationSettings
+
+        return GenerationSettings(max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
+                                  temperature=self.temperature, top_p=self.top_p, seed=self.seed,
+                                  progress=progress)
+
+    def chunk_size(self) -> int:
+        """Prompts answered between two resume points: one batch with hf; vLLM schedules its
+        own batches and is only fast when it sees many prompts at once."""
+        return self.batch_size if self.backend == "hf" else max(self.batch_size, 256)
+
+
+@dataclass
+class DetectOptions(Checked):
+    """What :func:`leaf.stages.detect` scores and how."""
+
+    level: Literal["instruction", "response", "both"] = setting(
+        "instruction", help="score the instruction, the response prefixes, or both")
+    segments: int = setting(2, ge=2, help="response segments K (paper: 2 or 3)")
+    batch_size: int | None = setting(
+        None, ge=1, help="sequences per forward/backward pass (default: 1 on CPU, where "
+                         f"batching only adds padding; {CUDA_DETECT_BATCH_SIZE} on a GPU)")
+    dtype: Dtype = setting("float32", help="weights' dtype (gradients are normed in float32)")
+    device: Literal["auto", "cpu", "cuda"] = setting(
+        "auto", help="auto: GPUs when visible (device_map=auto), else CPU")
+    score_all: bool = setting(False, help="score every sample, not only teacher-right/"
+                                          "student-wrong ones of a screened file")
+
+    def resolved_batch_size(self) -> int:
+        """``batch_size``, or 1 on CPU and CUDA_DETECT_BATCH_SIZE on a GPU."""
+        if self.batch_size is not None:
+            return self.batch_size
+        if self.device == "cpu":
+            return 1
+        import torch
+
+        return CUDA_DETECT_BATCH_SIZE if self.device == "cuda" or torch.cuda.is_available() else 1
+
+
+@dataclass
+class VerifyOptions(Checked):
+    """The answer check of :func:`leaf.stages.prune`: both models must answer a counterfactual
+    correctly for it to be kept."""
+
+    teacher: str = setting(help="teacher model directory or hub id")
+    student: str = setting(help="student model directory or hub id")
+    generation: GenerationOptions = setting(default_factory=GenerationOptions,
+                                            help="how both models answer")
+    chunk: int = setting(1000, ge=0, help="samples verified per model load; the output is "
+                                          "saved after each chunk (0 = all at once)")
+
+
+@dataclass
+class TeacherCacheOptions(Checked):
+    """How :func:`leaf.stages.teacher_cache` runs the teacher (match the distill config)."""
+
+    top_k: int = setting(64, ge=1, help="logits kept per target token")
+    student: str | None = setting(None, help="student model: its tokenizer renders the rows "
+                                             "(default: the teacher's)")
+    max_length: int = setting(4096, ge=1, help="longest sequence in tokens")
+    system_prompt: str | None = setting(None, help="system message, as in the distill config")
+    batch_size: int = setting(4, ge=1, help="rows per teacher forward pass")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = setting(
+        "auto", help="teacher weights' dtype")
+    device_map: str | None = setting(None, help="e.g. auto to spread a large teacher over GPUs")
+    device: Literal["auto", "cpu", "cuda"] = setting("auto", help="without device_map")
+
+
+@dataclass
+class GradingOptions(Checked):
+    """How answers are graded (:func:`leaf.stages.grade`)."""
+
+    k: list[int] = setting(default_factory=lambda: [1], ge=1,
+                           help="pass@k values for code (k <= answers per problem)")
+    workers: int = setting(4, ge=1, help="code test runs in parallel")
+    code_timeout: float = setting(10.0, gt=0.0, help="seconds a program may run on its tests")
+
+
+@dataclass
+class EvalOptions(Checked):
+    """How :func:`leaf.stages.evaluate` answers a benchmark and grades it."""
+
+    generation: GenerationOptions = setting(default_factory=GenerationOptions,
+                                            help="how the model answers")
+    grading: GradingOptions = setting(default_factory=GradingOptions, help="how it is graded")
+    num_samples: int = setting(1, ge=1, help="answers per problem (pass@k; needs "
+                                             "generation.temperature > 0)")
+
+    def check(self) -> None:
+        if self.num_samples > 1 and self.generation.temperature <= 0:
+            raise SettingError("EvalOptions.num_samples: > 1 needs generation.temperature > 0 "
+                               "(greedy answers repeat)")
