@@ -23,10 +23,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from leaf.detect.baselines import select_units
+from leaf.detect.baselines import baseline_mask
 from leaf.detect.scores_io import scored_text
 from leaf.detect.scoring import DEFAULT_QUANTILE, DEFAULT_TAU
-from leaf.detect.spans import blank_mask, build_spans, prune_plans, remove_spans
+from leaf.detect.spans import (
+    Span,
+    blank_mask,
+    build_spans,
+    confounders,
+    prune_plans,
+    remove_spans,
+)
 from leaf.settings import Checked, setting
 
 
@@ -54,17 +61,30 @@ def original_row(sample: dict[str, Any]) -> dict[str, Any]:
             "pruned": [], "verified": None}
 
 
+def masked_spans(
+    text: str, score: dict[str, Any], opts: PruneOptions
+) -> tuple[list[Span], float]:
+    """The spans ``opts.masking`` selects in one scored text, and the gradient rule's cut-off t.
+
+    ``gradient`` takes the rule's spans as they are; a baseline masks as many units as the
+    rule flags, chosen its own way, and they go through the same span grouping.
+    """
+    units = score["units"]
+    rule = confounders(text, units, score["diff"], opts.threshold_mode, opts.tau, opts.quantile)
+    if opts.masking == "gradient":
+        return list(rule.spans), rule.threshold
+    flags = baseline_mask(score, blank_mask(text, units), sum(rule.flags),
+                          masking=opts.masking, seed=opts.seed)
+    return build_spans(text, units, flags), rule.threshold
+
+
 def counterfactuals_for_row(
     sample: dict[str, Any], score: dict[str, Any], opts: PruneOptions
 ) -> list[dict[str, Any]]:
     """The counterfactual rows that one scores row (one scored text) yields."""
     text = scored_text(sample, score)
-    units = score["units"]
-    flags, t = select_units(
-        score, blank_mask(text, units), masking=opts.masking, mode=opts.threshold_mode,
-        tau=opts.tau, quantile=opts.quantile, seed=opts.seed,
-    )
-    plans = prune_plans(text, build_spans(text, units, flags), opts.strategy)
+    spans, t = masked_spans(text, score, opts)
+    plans = prune_plans(text, spans, opts.strategy)
     rows = []
     for j, plan in enumerate(plans):
         row = {**sample, "origin_id": sample["id"], "kind": "counterfactual",
