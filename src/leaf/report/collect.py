@@ -10,6 +10,10 @@ Inputs (any may be missing except one of scores / counterfactuals):
   ``student_correct`` when screened;
 - ``leaf attention`` outputs.
 
+Each scored row's candidate units, runs and cut-off come from
+:func:`leaf.detect.spans.confounders`, the rule ``leaf prune`` applies, on the sample's text
+(the rule needs it: whitespace units are never candidates); without the text they are unknown.
+
 Values are stored as integers in per mille to keep a 10,000-sample report a few MB.
 """
 
