@@ -169,6 +169,11 @@ def test_threshold_from_rows_or_flags():
     assert data["summary"]["without_text"] == 1
     assert data["summary"]["levels"]["instruction"]["rows_without_candidates"] == 1
     assert data["summary"]["levels"]["instruction"]["candidate_share"] is None
+    # text that the units do not fit, or a diff per unit missing: unknown too, not a crash
+    for bad, text in ((scores[0], "wx"), (dict(scores[0], diff=[0.0]), "wxyz")):
+        view = build_report_data([bad], (), [{"id": "a", "instruction": text}],
+                                 tau=0.3)["samples"][0]["views"][0]
+        assert view["nc"] is None and view["why"].startswith("candidates unknown")
 
 
 def test_run_dir_manifest_and_errors(tmp_path, capsys):

@@ -177,10 +177,12 @@ def row_confounders(
         mode, tau = th["mode"], th["tau"]
     if text is None:
         return None, "candidates unknown: the sample's text is not in the run's files"
-    units = row.get("units") or []
+    units, diff = row.get("units") or [], row.get("diff") or []
     if any(e > len(text) for _, e in units):
         return None, "candidates unknown: the units do not fit the sample's text"
-    return confounders(text, units, row.get("diff") or [], mode, tau, th["quantile"]), None
+    if len(diff) != len(units):  # the report reads scores unchecked; say so, do not crash
+        return None, "candidates unknown: 'diff' and 'units' differ in length"
+    return confounders(text, units, diff, mode, tau, th["quantile"]), None
 
 
 def candidate_fields(rule: Confounders | None, why: str | None) -> dict[str, Any]:
