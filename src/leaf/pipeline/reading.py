@@ -7,8 +7,7 @@ reading; with three seeds the Student-t intervals are wide).
 
 from __future__ import annotations
 
-from leaf.pipeline.config import SPLIT_LABELS
-from leaf.pipeline.results import LABELS
+from leaf.pipeline.config import LABELS, SPLIT_LABELS
 
 
 def _rows(results: dict) -> dict[str, dict]:
@@ -82,7 +81,8 @@ def statements(results: dict) -> list[str]:
                 out.append(f"Gradient minus {other} masking: " + "; ".join(parts) + ".")
     counts = results["counts"]
     train = sum(c["train"] for c in counts.values())
-    for variant, set_names in (results.get("variants") or {}).items():
+    for variant, spec in (results.get("variants") or {}).items():
+        set_names = spec["sets"]
         if not set_names:
             continue
         extra = sum(c["sets"][n]["kept"] for c in counts.values() for n in set_names

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import math
 
-from leaf.pipeline.config import SPLIT_LABELS
-from leaf.pipeline.results import LABELS
+from leaf.pipeline.config import LABELS, SPLIT_LABELS
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -27,12 +26,14 @@ def format_cell(c: dict | None) -> str:
 def accuracy_table(results: dict, keys: list[str] | None = None) -> str:
     """Accuracy per model group and test split: mean and 95% interval."""
     splits = results["splits"]
-    header = ["model", "runs", *[SPLIT_LABELS.get(s, s) for s in splits]]
+    header = ["model", "lambda", "runs", *[SPLIT_LABELS.get(s, s) for s in splits]]
     rows = []
     for r in results["rows"]:
         if keys is not None and r["key"] not in keys:
             continue
-        rows.append([r["label"], str(r["replicates"]), *[format_cell(r["cells"].get(s)) for s in splits]])
+        lam = r.get("hybrid_lambda")
+        rows.append([r["label"], "-" if lam is None else f"{lam:g}", str(r["replicates"]),
+                     *[format_cell(r["cells"].get(s)) for s in splits]])
     return _table(header, rows)
 
 
@@ -102,6 +103,7 @@ def render(results: dict) -> str:
         "",
         accuracy_table(results),
         "",
+        "lambda: the weight of the standard-distillation term in each variant's loss. "
         "mean [95% interval] over runs (one run per seed; with testbed data each seed also "
         "draws its own splits): Student-t with >= 2 runs (clipped to [0, 1]), Wilson over test "
         "samples with one.",
