@@ -76,6 +76,16 @@ class FakeStages:
 
 
 @pytest.fixture
+def fake(monkeypatch):
+    f = FakeStages()
+    for name in ("screen", "detect", "prune", "distill", "evaluate"):
+        monkeypatch.setattr(leaf_stages, name, getattr(f, name))
+    monkeypatch.setattr(plan, "detection_metrics", lambda cf, sc, out: write_json_atomic(
+        out, {"span_recall": 1.0, "token_precision": 0.5, "n_samples": 3}))
+    return f
+
+
+@pytest.fixture
 def config(tmp_path) -> Path:
     files = {}
     for split, n in (("train", 6), ("test_id", 4), ("test_anti", 4), ("test_clean", 4)):
@@ -191,7 +201,7 @@ def test_quick_section_is_merged(config):
     ({"distill": {"variants": {"x": ["nope"]}}}, "unknown counterfactual set"),
     ({"distill": {"args": {"hybrid_lambda": 0.3}}}, r"distill.args.hybrid_lambda: set by the"),
     ({"distill": {"args": {"seed": 3}}}, r"distill.args.seed: set by the pipeline; use seeds"),
-    ({"distill": {"args": {"learning_rat": 3}}}, r"distill.args.learning_rat: unknown key "
+    ({"distill": {"args": {"learning_rat": 3}}}, r"distill.args.learning_rat: unknown field "
                                                  r"\(did you mean 'learning_rate'\?\)"),
     ({"distill": {"hybrid_lambda": 2}}, r"distill.hybrid_lambda: must be <= 1.0"),
     ({"distill": {"variants": {"kd": {"sets": [], "hybrid_lambda": -1}}}},

@@ -49,7 +49,7 @@ package (its bundled configs and testbed assets).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -188,8 +188,8 @@ class RunConfig(Checked):
                                          help="attention on the planted distractor")
     quick: dict[str, Any] | None = setting(None, help="merged over the rest by --quick")
     # set by load_config, not by the file
-    is_quick: bool = False
-    config_path: str | None = None
+    is_quick: bool = field(default=False, init=False)
+    config_path: str | None = field(default=None, init=False)
 
     # -- the run's layout ------------------------------------------------------------------
     def replicates(self) -> dict[int, str]:
@@ -337,9 +337,6 @@ def load_config(path: str | Path, *, quick: bool = False,
 def _typed(mapping: dict, path: Path, where: str = "") -> RunConfig:
     """A checked :class:`RunConfig` from a merged mapping (``where`` prefixes messages)."""
     mapping = copy.deepcopy(mapping)
-    for key in ("is_quick", "config_path"):
-        if key in mapping:
-            raise SettingError(f"{key}: unknown key (set by leaf, not by the config)")
     mapping.pop("quick", None)
     distill = mapping.get("distill")
     if isinstance(distill, dict) and isinstance(distill.get("variants"), dict):

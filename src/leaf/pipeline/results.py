@@ -33,6 +33,7 @@ from typing import Any
 from leaf.data.jsonl import iter_jsonl, write_json_atomic
 from leaf.pipeline.config import LABELS, RunConfig, group_of
 
+
 def t_interval(values: list[float]) -> tuple[float, float, float]:
     """Mean and 95% Student-t interval over seeds (``leaf.testbed.metrics.mean_ci``)."""
     from leaf.testbed.metrics import mean_ci
