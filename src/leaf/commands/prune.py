@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from leaf.commands._options import build
-from leaf.detect.baselines import MASKINGS
 from leaf.detect.scoring import THRESHOLD_MODES
 from leaf.detect.spans import STRATEGIES
 from leaf.errors import LeafError
+from leaf.settings import choices
 from leaf.stages.options import GenerationOptions, PruneOptions, VerifyOptions
 
 D, V, G = PruneOptions, VerifyOptions, GenerationOptions  # the flags' defaults are theirs
@@ -38,7 +38,8 @@ Resumable: run the same command again to continue an interrupted run.
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="samples JSONL (id, task, instruction, response)")
-    p.add_argument("--scores", required=True, help="scores JSONL written by `leaf detect`")
+    p.add_argument("--scores", help="scores JSONL written by `leaf detect` (not needed with "
+                                    "--masking planted, which then prunes every sample)")
     p.add_argument("--out", required=True, help="counterfactuals JSONL to write")
     p.add_argument("--threshold-mode", choices=THRESHOLD_MODES, default=D.threshold_mode,
                    help="fixed: the paper's tau; quantile: the released code's rule (value at "
@@ -50,9 +51,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"q for --threshold-mode quantile (default {D.quantile})")
     p.add_argument("--strategy", choices=STRATEGIES, default=D.strategy,
                    help="span: one counterfactual per span (default); collective: one per text")
-    p.add_argument("--masking", choices=MASKINGS, default=D.masking,
+    p.add_argument("--masking", choices=choices(PruneOptions, "masking"), default=D.masking,
                    help="gradient: LeaF's rule (default); random / ppl: baselines that mask as "
-                        "many units as the gradient rule, at random or by highest student NLL")
+                        "many units as the gradient rule, at random or by highest student NLL; "
+                        "planted: the testbed oracle, removing each row's planted misleading "
+                        "spans")
     p.add_argument("--seed", type=int, default=D.seed,
                    help=f"seed of --masking random (default {D.seed})")
     p.add_argument("--verify", action="store_true",
@@ -77,6 +80,8 @@ def options_from(args: argparse.Namespace) -> tuple[PruneOptions, VerifyOptions 
     options = build(PruneOptions, threshold_mode=args.threshold_mode, tau=args.tau,
                     quantile=args.quantile, strategy=args.strategy, masking=args.masking,
                     seed=args.seed)
+    if args.scores is None and options.masking != "planted":
+        raise LeafError("--scores is required (only --masking planted works without it)")
     if args.verify and not (args.teacher and args.student):
         raise LeafError("--verify needs --teacher and --student")
     if not args.verify and (args.teacher or args.student):

@@ -8,7 +8,8 @@
   negative log-likelihood (``student_nll``: the most surprising to the student); ties go to
   the earlier unit.
 
-Whatever the rule, the flagged units then go through the same span and pruning logic.
+Whatever the rule, the flagged units then go through the same span and pruning logic. (The
+testbed oracle, ``planted``, needs no scores: :func:`leaf.detect.counterfactuals.planted_rows`.)
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-MASKINGS = ("gradient", "random", "ppl")
 BASELINES = ("random", "ppl")
 
 

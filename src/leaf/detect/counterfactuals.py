@@ -50,9 +50,10 @@ class PruneOptions(Checked):
     quantile: float = setting(DEFAULT_QUANTILE, ge=0.0, lt=1.0, help="q of the quantile rule")
     strategy: Literal["span", "collective"] = setting(
         "span", help="span: one counterfactual per span (paper); collective: all spans at once")
-    masking: Literal["gradient", "random", "ppl"] = setting(
+    masking: Literal["gradient", "random", "ppl", "planted"] = setting(
         "gradient", help="gradient: LeaF's rule; random / ppl: baselines that mask as many units "
-                         "at random or by highest student NLL")
+                         "at random or by highest student NLL; planted: an oracle for testbed "
+                         "data that removes each row's planted misleading spans (no scores)")
     seed: int = setting(0, help="seed of random masking")
 
 
@@ -102,11 +103,39 @@ def counterfactuals_for_row(
     return rows
 
 
+def planted_rows(sample: dict[str, Any], opts: PruneOptions) -> list[dict[str, Any]]:
+    """The oracle's counterfactuals: the sample's planted ``misleading`` spans (testbed rows)
+    removed from the instruction, one span at a time or all at once, cut like every other rule's
+    spans. A sample without planted misleading spans (a clean row) yields none."""
+    planted = sample.get("planted")
+    if not isinstance(planted, dict):
+        raise ValueError(f"sample {sample['id']!r} has no `planted` spans; masking 'planted' "
+                         "needs testbed data")
+    text = sample["instruction"]
+    spans = sorted((int(s), int(e)) for s, e in planted.get("misleading") or [])
+    rows = []
+    for j, plan in enumerate(prune_plans(text, spans, opts.strategy)):
+        rows.append({**sample, "id": f"{sample['id']}#i{j}", "origin_id": sample["id"],
+                     "kind": "counterfactual", "level": "instruction",
+                     "instruction": remove_spans(text, plan),
+                     "pruned": [list(sp) for sp in plan], "verified": None,
+                     "masking": opts.masking, "strategy": opts.strategy, "threshold": None})
+    return rows
+
+
 def sample_rows(
-    sample: dict[str, Any], scores: Sequence[dict[str, Any]], opts: PruneOptions
+    sample: dict[str, Any], scores: Sequence[dict[str, Any]] | None, opts: PruneOptions
 ) -> list[dict[str, Any]]:
-    """The original row of ``sample`` followed by all its counterfactual rows."""
+    """The original row of ``sample`` followed by all its counterfactual rows.
+
+    ``scores`` are the sample's scores rows; with ``masking="planted"`` they only say whether
+    the sample was scored (``None``: every sample is pruned), the spans come from the sample.
+    """
     rows = [original_row(sample)]
-    for score in scores:
+    if opts.masking == "planted":
+        if scores is None or scores:
+            rows.extend(planted_rows(sample, opts))
+        return rows
+    for score in scores or []:
         rows.extend(counterfactuals_for_row(sample, score, opts))
     return rows

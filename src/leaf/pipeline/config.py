@@ -117,7 +117,8 @@ class PruneDefaults(Checked):
 @dataclass
 class CounterfactualSet(Checked):
     level: Level = setting("instruction", help="which scores the set prunes")
-    masking: Literal["gradient", "random", "ppl"] = setting("gradient", help="selection rule")
+    masking: Literal["gradient", "random", "ppl", "planted"] = setting(
+        "gradient", help="selection rule (planted: the testbed oracle)")
     strategy: Literal["span", "collective"] = setting("span", help="one span or all at once")
     verify: bool = setting(False, help="keep only counterfactuals both models answer")
     threshold_mode: Literal["fixed", "quantile", "iqr"] | None = setting(None, help="over prune")
@@ -402,6 +403,9 @@ def _check_and_resolve(cfg: RunConfig, path: Path) -> None:
         if spec.level not in levels:
             raise SettingError(f"counterfactuals.{name}.level: {spec.level!r} is not in "
                                f"detect.levels {levels}")
+        if spec.masking == "planted" and spec.level != "instruction":
+            raise SettingError(f"counterfactuals.{name}.level: planted spans are in the "
+                               "instruction; masking 'planted' needs level instruction")
         try:
             cfg.prune_options(name, 0)
         except SettingError as exc:

@@ -17,6 +17,7 @@ from typing import Any
 from leaf.data.jsonl import Records
 from leaf.detect.counterfactuals import PruneOptions
 from leaf.errors import LeafError
+from leaf.settings import SettingError
 from leaf.stages._common import options_or_default, resumable
 from leaf.stages.options import DetectOptions, GenerationOptions, VerifyOptions
 
@@ -271,7 +272,17 @@ def _verify(rows: list[dict[str, Any]], verify: VerifyOptions) -> None:
         row["verified"] = bool(good)
 
 
-def prune(data: Records, scores: Records, out: str | Path,
+def _sample_rows(sample: dict, score_rows: dict | None, options: PruneOptions) -> list[dict]:
+    from leaf.detect.counterfactuals import sample_rows
+
+    try:
+        return sample_rows(sample, None if score_rows is None else
+                           score_rows.get(sample["id"], []), options)
+    except ValueError as exc:  # planted masking on a row without planted spans
+        raise LeafError(str(exc)) from None
+
+
+def prune(data: Records, scores: Records | None, out: str | Path,
           options: PruneOptions | None = None,
           verify: VerifyOptions | None = None) -> PruneSummary:
     """Turn confounder scores into counterfactual samples.
@@ -281,12 +292,13 @@ def prune(data: Records, scores: Records, out: str | Path,
     counterfactual and ``verified`` is true or false (rejected rows are kept); samples are
     verified ``verify.chunk`` at a time, one model load per chunk, the output saved after each.
     Samples already in ``out`` (or ``OUT.part``) are kept; resuming with another masking,
-    strategy or verification setting is refused.
+    strategy or verification setting is refused. ``scores`` may be None only with
+    ``options.masking == "planted"`` (the testbed oracle), which then prunes every sample; with
+    scores it prunes the samples they cover, like the other rules.
     """
     from tqdm import tqdm
 
     from leaf.data.schema import read_samples
-    from leaf.detect import counterfactuals
     from leaf.detect.scores_io import read_scores
 
     options = options_or_default(options, PruneOptions)
@@ -295,7 +307,10 @@ def prune(data: Records, scores: Records, out: str | Path,
     out = Path(out)
     samples = read_samples(data)
     by_id = {s["id"]: s for s in samples}
-    score_rows = read_scores(scores, by_id, need_nll=options.masking == "ppl")
+    if scores is None and options.masking != "planted":
+        raise SettingError("scores: needed unless options.masking is 'planted'")
+    score_rows = None if scores is None else \
+        read_scores(scores, by_id, need_nll=options.masking == "ppl")
     n_cf = n_ok = 0
     with resumable(out, key=lambda r: r["origin_id"],
                    check=lambda rows: _check_prune_resume(rows, options, verify is not None,
@@ -306,8 +321,7 @@ def prune(data: Records, scores: Records, out: str | Path,
         chunk = (verify.chunk or max(len(todo), 1)) if verify is not None else 1
         with tqdm(total=len(todo), desc="prune", unit="sample", disable=None) as bar:
             for start in range(0, len(todo), chunk):
-                groups = [counterfactuals.sample_rows(s, score_rows.get(s["id"], []), options)
-                          for s in todo[start:start + chunk]]
+                groups = [_sample_rows(s, score_rows, options) for s in todo[start:start + chunk]]
                 if verify is not None:
                     _verify([r for g in groups for r in g], verify)
                 for g in groups:
