@@ -130,6 +130,9 @@ class CounterfactualSet(Checked):
 @dataclass
 class Variant(Checked):
     sets: list[str] = setting(default_factory=list, help="counterfactual sets it trains on")
+    extra_originals: str | None = setting(
+        None, help="a counterfactual set: add an unpruned copy of the original for each "
+                   "counterfactual it keeps (the 'extra KD rows' control)")
     hybrid_lambda: float | None = setting(
         None, ge=0.0, le=1.0, help="its lambda (default: distill.hybrid_lambda with sets, 1.0 "
                                    "without: KD w/o mask)")
@@ -221,7 +224,7 @@ class RunConfig(Checked):
     def lambda_of(self, variant: str) -> float:
         v = self.distill.variants[variant]
         return v.hybrid_lambda if v.hybrid_lambda is not None else \
-            (self.distill.hybrid_lambda if v.sets else 1.0)
+            (self.distill.hybrid_lambda if v.sets or v.extra_originals else 1.0)
 
     def detect_options(self, level: str) -> DetectOptions:
         d = self.detect
@@ -415,6 +418,9 @@ def _check_and_resolve(cfg: RunConfig, path: Path) -> None:
         if missing:
             raise SettingError(f"distill.variants.{variant}.sets: unknown counterfactual "
                                f"set(s) {missing}; known: {sorted(cfg.counterfactuals)}")
+        if spec.extra_originals is not None and spec.extra_originals not in cfg.counterfactuals:
+            raise SettingError(f"distill.variants.{variant}.extra_originals: unknown "
+                               f"counterfactual set {spec.extra_originals!r}")
         if len(set(spec.sets)) != len(spec.sets):
             raise SettingError(f"distill.variants.{variant}.sets: a set is named twice")
     cfg.distill.variants = {k: replace(v, hybrid_lambda=cfg.lambda_of(k))
@@ -449,6 +455,7 @@ def distill_config(cfg: RunConfig, variant: str, seed: int, output_dir: str | Pa
         **cfg.distill.args,
         "teacher_model": cfg.teacher, "student_model": cfg.student,
         "train_file": str(train_file), "hybrid_lambda": cfg.lambda_of(variant),
-        "use_counterfactuals": bool(cfg.distill.variants[variant].sets),
+        "use_counterfactuals": bool(cfg.distill.variants[variant].sets
+                                    or cfg.distill.variants[variant].extra_originals),
         "output_dir": str(output_dir), "seed": seed,
     }

@@ -177,11 +177,18 @@ def _stage2(cfg: RunConfig, run: Path, dkey: str, seed: int, variant: str,
     """The training file and the distillation of one variant for one seed."""
     train = run / dkey / "data" / "train.jsonl"
     train_file = run / dkey / "train" / f"{variant}.jsonl"
-    src = {n: sets[n] for n in cfg.distill.variants[variant].sets}
+    spec = cfg.distill.variants[variant]
+    src = {n: sets[n] for n in spec.sets}
+    extra = sets[spec.extra_originals] if spec.extra_originals else None
+    inputs: dict[str, Path | str] = {"data": train, **src}
+    if extra:
+        inputs["extra_originals"] = extra
     name = f"trainset_{dkey}_{variant}"
     if not any(st.name == name for st in stages):
-        stages.append(Stage(name, lambda t=train, s=src, o=train_file: build_train_file(t, s, o),
-                            {"train": train_file}, {"data": train, **src}, {"sets": sorted(src)}))
+        stages.append(Stage(name, lambda t=train, s=src, o=train_file, x=extra:
+                            build_train_file(t, s, o, x),
+                            {"train": train_file}, inputs,
+                            {"sets": sorted(src), "extra_originals": spec.extra_originals}))
     out_dir = run / "distill" / variant / f"seed{seed}"
     dconf = distill_config(cfg, variant, seed, out_dir / "model", train_file)
     stages.append(Stage(f"distill_{variant}-s{seed}", lambda c=dconf, d=out_dir: run_distill(c, d),
@@ -219,29 +226,45 @@ def _data_stage(cfg: RunConfig, outs: dict[str, Path], dkey: str, data_seed: int
     return Stage(f"data_{dkey}", copy, outs, dict(src), {"files": sorted(src)})
 
 
-def build_train_file(train: Path, sets: dict[str, Path], out: Path) -> None:
+def build_train_file(train: Path, sets: dict[str, Path], out: Path,
+                     extra_originals: Path | None = None) -> None:
     """Originals of every training sample plus the sets' kept counterfactuals, atomically.
 
     A counterfactual is kept when it was verified (``verified`` true) or not checked (null);
     rows that failed verification are dropped. Originals come from ``train`` so that a variant
     with no counterfactual sets (plain KD) trains on exactly the same originals.
+
+    ``extra_originals`` (a counterfactual set's file) adds the "extra KD rows" control: for each
+    counterfactual that set keeps, an unpruned copy of its original (``id`` ``<origin>#x<j>``,
+    ``masking: "none"``, ``pruned: []``). The copies are counterfactual-kind rows, so they take
+    the counterfactual rows' place in batching and in the loss: the control differs from LeaF
+    only in that no token was removed, which separates augmentation from the choice of tokens.
     """
-    rows = [
-        {**s, "origin_id": s["id"], "kind": "original", "level": "instruction", "pruned": [],
-         "verified": None}
-        for s in read_jsonl(train)
-    ]
+    originals = {s["id"]: {**s, "origin_id": s["id"], "kind": "original",
+                           "level": "instruction", "pruned": [], "verified": None}
+                 for s in read_jsonl(train)}
+    rows = list(originals.values())
     seen: set[str] = set()
     for name, path in sets.items():
-        for r in read_jsonl(path):
-            if r.get("kind") != "counterfactual" or r.get("verified") is False:
-                continue
+        for r in _kept(path):
             if r["id"] in seen:
                 raise LeafError(f"{path}: counterfactual id {r['id']!r} also appears in another "
                                 f"set of this variant ({name})")
             seen.add(r["id"])
             rows.append(r)
+    if extra_originals is not None:
+        copies: dict[str, int] = {}
+        for r in _kept(extra_originals):
+            j = copies[r["origin_id"]] = copies.get(r["origin_id"], -1) + 1
+            rows.append({**originals[r["origin_id"]], "id": f"{r['origin_id']}#x{j}",
+                         "kind": "counterfactual", "masking": "none", "strategy": None})
     write_jsonl_atomic(out, rows)
+
+
+def _kept(path: Path) -> list[dict]:
+    """The counterfactual rows of a set that training keeps (verified, or not checked)."""
+    return [r for r in read_jsonl(path)
+            if r.get("kind") == "counterfactual" and r.get("verified") is not False]
 
 
 def run_distill(dconf: dict, out_dir: Path) -> None:

@@ -9,8 +9,12 @@
      "variants": {"kd": {"sets": [], "hybrid_lambda": 1.0}, ...},
      "rows": [{"key": "kd", "label": "KD w/o mask", "members": ["kd-s0@data0", ...],
                "replicates": 3, "hybrid_lambda": 1.0 (null for teacher and student),
+               "counterfactual_rows": [0, 0, 0] (per run; null for teacher and student),
                "cells": {"test_id": {"mean": .9, "lo": .85, "hi": .95, "values": [...], "n": 200,
                                      "interval": "t over seeds" | "Wilson over samples"}}}],
+     "differences": [{"key": "leaf_instr", "baseline": "kd", "pairs": 3,
+                      "runs_without_counterfactuals": 0,
+                      "cells": {"test_anti": {"mean", "lo", "hi", "values", "interval"}}}],
      "counts": {"data0": {"train": 1000, "screened": 1000, "teacher_right_student_wrong": 41,
                           "scored": 41, "sets": {"instruction_span": {"samples": 41,
                           "counterfactuals": 60, "verified": 14, "rejected": 46}}}},
@@ -75,7 +79,8 @@ def interval(values: list[float], n: int) -> dict[str, Any]:
 
 
 def summarise(models: dict[str, dict], groups: dict[str, list[str]],
-              splits: list[str], lambdas: dict[str, float] | None = None) -> list[dict]:
+              splits: list[str], lambdas: dict[str, float] | None = None,
+              trained_on: dict[str, int] | None = None) -> list[dict]:
     """One table row per group of evaluated models (``"teacher"`` -> its replicates, ...)."""
     rows = []
     for key, members in groups.items():
@@ -90,8 +95,50 @@ def summarise(models: dict[str, dict], groups: dict[str, list[str]],
                                 "n": got[0]["n"]}
         rows.append({"key": key, "label": LABELS.get(key, key), "members": members,
                      "replicates": len(members), "cells": cells,
-                     "hybrid_lambda": (lambdas or {}).get(key)})
+                     "hybrid_lambda": (lambdas or {}).get(key),
+                     "counterfactual_rows": [(trained_on or {})[m] for m in members]
+                     if trained_on and all(m in trained_on for m in members) else None})
     return rows
+
+
+def paired_differences(cfg: RunConfig, models: dict[str, dict], trained_on: dict[str, int],
+                       splits: list[str], baseline: str = "kd") -> list[dict]:
+    """Every variant minus ``baseline`` (KD w/o mask), paired by seed: the two models of one
+    seed trained on the same data replicate and originals and were tested on the same split,
+    so their difference removes what the replicate shares. Mean and 95% Student-t interval over
+    seeds (no interval with one seed). Runs whose variant trained on no counterfactual row are
+    counted (``runs_without_counterfactuals``) and left out: they only repeat the baseline."""
+    if baseline not in cfg.distill.variants:
+        return []
+    reps = cfg.replicates()
+    out = []
+    for variant, spec in cfg.distill.variants.items():
+        if variant == baseline or not (spec.sets or spec.extra_originals):
+            continue
+        pairs, empty = [], 0
+        for seed in cfg.seeds:
+            a = f"{variant}-s{seed}@{reps[seed]}"
+            b = f"{baseline}-s{seed}@{reps[seed]}"
+            if a not in models or b not in models:
+                continue
+            if trained_on.get(a, 0) == 0:
+                empty += 1
+                continue
+            pairs.append((models[a], models[b]))
+        cells = {}
+        for split in splits:
+            diffs = [x[split]["accuracy"] - y[split]["accuracy"] for x, y in pairs
+                     if split in x and split in y]
+            if len(diffs) >= 2:
+                mean, lo, hi = t_interval(diffs)
+                cells[split] = {"mean": mean, "lo": lo, "hi": hi, "values": diffs,
+                                "interval": "t over paired seeds"}
+            elif diffs:
+                cells[split] = {"mean": diffs[0], "lo": math.nan, "hi": math.nan,
+                                "values": diffs, "interval": "one pair: no interval"}
+        out.append({"key": variant, "label": LABELS.get(variant, variant), "baseline": baseline,
+                    "pairs": len(pairs), "runs_without_counterfactuals": empty, "cells": cells})
+    return out
 
 
 def _count_rows(path: Path) -> int:
@@ -152,9 +199,15 @@ def collect_results(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
     splits = cfg.test_splits()
     models: dict[str, dict] = {}
     groups: dict[str, list[str]] = {}
+    trained_on: dict[str, int] = {}  # member -> counterfactual-kind rows in its training file
     for key, dkey in cfg.model_keys():
         member = f"{key}@{dkey}"
         groups.setdefault(group_of(key), []).append(member)
+        if group_of(key) in cfg.distill.variants:
+            train_file = run / dkey / "train" / f"{group_of(key)}.jsonl"
+            trained_on[member] = sum(r.get("kind") == "counterfactual"
+                                     for _, r in iter_jsonl(train_file)) \
+                if train_file.exists() else 0
         for split in splits:
             path = run / "eval" / key / dkey / split / "metrics.json"
             if path.exists():
@@ -194,7 +247,8 @@ def collect_results(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
                                 for n, spec in plain["counterfactuals"].items()},
         "prune": plain["prune"],
         "models": models,
-        "rows": summarise(models, groups, splits, lambdas),
+        "rows": summarise(models, groups, splits, lambdas, trained_on),
+        "differences": paired_differences(cfg, models, trained_on, splits),
         "counts": counts,
         "detection": detection,
         "attention": attention,
