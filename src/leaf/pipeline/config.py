@@ -70,6 +70,17 @@ LABELS = {  # table rows
     "leaf_instr": "LeaF (instruction)",
     "leaf_instr_resp": "LeaF (instruction + response)",
     "leaf_collective": "LeaF (instruction, collective pruning)",
+    # the study's variants (docs/study.md)
+    "leaf": "LeaF (gradient, tau 0.10)",
+    "leaf_t05": "LeaF (gradient, tau 0.05)",
+    "leaf_t15": "LeaF (gradient, tau 0.15)",
+    "leaf_quantile": "LeaF (gradient, released quantile rule)",
+    "leaf_resp": "LeaF (instruction + response)",
+    "ppl": "PPL masking",
+    "random": "random masking",
+    "collective": "LeaF (collective pruning)",
+    "planted": "planted removal (oracle)",
+    "extra_kd": "extra KD rows (control)",
 }
 Level = Literal["instruction", "response"]
 # distill.args keys the pipeline sets itself, and where to set them instead

@@ -101,44 +101,56 @@ def summarise(models: dict[str, dict], groups: dict[str, list[str]],
     return rows
 
 
-def paired_differences(cfg: RunConfig, models: dict[str, dict], trained_on: dict[str, int],
-                       splits: list[str], baseline: str = "kd") -> list[dict]:
-    """Every variant minus ``baseline`` (KD w/o mask), paired by seed: the two models of one
-    seed trained on the same data replicate and originals and were tested on the same split,
-    so their difference removes what the replicate shares. Mean and 95% Student-t interval over
-    seeds (no interval with one seed). Runs whose variant trained on no counterfactual row are
-    counted (``runs_without_counterfactuals``) and left out: they only repeat the baseline."""
-    if baseline not in cfg.distill.variants:
+def seed_members(results: dict[str, Any], key: str) -> dict[int, str]:
+    """Seed -> the member (``key-s<seed>@<data key>``) of a distilled group."""
+    seeds, reps = results["seeds"], results["replicates"]
+    dkeys = reps if len(reps) == len(seeds) else [reps[0]] * len(seeds)
+    return {s: f"{key}-s{s}@{d}" for s, d in zip(seeds, dkeys)}
+
+
+def paired_difference(results: dict[str, Any], a: str, b: str,
+                      values: Any = None) -> dict[str, Any]:
+    """Group ``a`` minus group ``b``, paired by seed: the two runs of a seed trained on the same
+    data replicate and originals and were tested on the same splits, so their difference
+    removes what the replicate shares. Per split: mean and 95% Student-t interval over the
+    seeds (no interval with one). A run of a group that adds counterfactual rows but trained on
+    none is counted (``runs_without_counterfactuals``) and its pair left out: it only repeats
+    the baseline. ``values(member, split)`` overrides where the compared number comes from
+    (default: the member's accuracy)."""
+    rows = {r["key"]: r for r in results["rows"]}
+    variants = results.get("variants") or {}
+    get = values or (lambda m, sp: results["models"].get(m, {}).get(sp, {}).get("accuracy"))
+    empty: set[int] = set()
+    for key in (a, b):
+        spec = variants.get(key) or {}
+        counts = (rows.get(key) or {}).get("counterfactual_rows")
+        if (spec.get("sets") or spec.get("extra_originals")) and counts is not None:
+            empty |= {s for s, c in zip(results["seeds"], counts) if c == 0}
+    ma, mb = seed_members(results, a), seed_members(results, b)
+    seeds = [s for s in results["seeds"] if s not in empty]
+    cells = {}
+    for split in results["splits"]:
+        diffs = [get(ma[s], split) - get(mb[s], split) for s in seeds
+                 if get(ma[s], split) is not None and get(mb[s], split) is not None]
+        if len(diffs) >= 2:
+            mean, lo, hi = t_interval(diffs)
+            cells[split] = {"mean": mean, "lo": lo, "hi": hi, "values": diffs,
+                            "interval": "t over paired seeds"}
+        elif diffs:
+            cells[split] = {"mean": diffs[0], "lo": math.nan, "hi": math.nan, "values": diffs,
+                            "interval": "one pair: no interval"}
+    pairs = max((len(c["values"]) for c in cells.values()), default=0)
+    return {"key": a, "label": LABELS.get(a, a), "baseline": b, "pairs": pairs,
+            "runs_without_counterfactuals": len(empty), "cells": cells}
+
+
+def paired_differences(results: dict[str, Any], baseline: str = "kd") -> list[dict]:
+    """Every variant that adds rows minus ``baseline`` (KD w/o mask), paired by seed."""
+    variants = results.get("variants") or {}
+    if baseline not in variants:
         return []
-    reps = cfg.replicates()
-    out = []
-    for variant, spec in cfg.distill.variants.items():
-        if variant == baseline or not (spec.sets or spec.extra_originals):
-            continue
-        pairs, empty = [], 0
-        for seed in cfg.seeds:
-            a = f"{variant}-s{seed}@{reps[seed]}"
-            b = f"{baseline}-s{seed}@{reps[seed]}"
-            if a not in models or b not in models:
-                continue
-            if trained_on.get(a, 0) == 0:
-                empty += 1
-                continue
-            pairs.append((models[a], models[b]))
-        cells = {}
-        for split in splits:
-            diffs = [x[split]["accuracy"] - y[split]["accuracy"] for x, y in pairs
-                     if split in x and split in y]
-            if len(diffs) >= 2:
-                mean, lo, hi = t_interval(diffs)
-                cells[split] = {"mean": mean, "lo": lo, "hi": hi, "values": diffs,
-                                "interval": "t over paired seeds"}
-            elif diffs:
-                cells[split] = {"mean": diffs[0], "lo": math.nan, "hi": math.nan,
-                                "values": diffs, "interval": "one pair: no interval"}
-        out.append({"key": variant, "label": LABELS.get(variant, variant), "baseline": baseline,
-                    "pairs": len(pairs), "runs_without_counterfactuals": empty, "cells": cells})
-    return out
+    return [paired_difference(results, key, baseline) for key, spec in variants.items()
+            if key != baseline and (spec.get("sets") or spec.get("extra_originals"))]
 
 
 def _count_rows(path: Path) -> int:
@@ -248,12 +260,12 @@ def collect_results(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
         "prune": plain["prune"],
         "models": models,
         "rows": summarise(models, groups, splits, lambdas, trained_on),
-        "differences": paired_differences(cfg, models, trained_on, splits),
         "counts": counts,
         "detection": detection,
         "attention": attention,
         "timings": timings,
         "total_seconds": round(sum(t or 0 for t in timings.values()), 1),
     }
+    results["differences"] = paired_differences(results)
     write_json_atomic(run / "results.json", results)
     return results
