@@ -92,19 +92,20 @@ def models_section(res: dict) -> list[str]:
 
 def settings_section(res: dict) -> list[str]:
     d = res.get("distill") or {}
-    keys = ("hybrid_lambda", "max_steps", "learning_rate", "per_device_train_batch_size",
+    keys = ("max_steps", "learning_rate", "per_device_train_batch_size",
             "lr_scheduler_type", "warmup_steps")
     sets = res.get("counterfactual_sets") or {}
     prune = res.get("prune") or {}
     lines = ["- distillation: " + ", ".join(f"{k} {d[k]}" for k in keys if k in d)]
     for name, spec in sets.items():
-        merged = {**prune, **spec}
+        merged = {**prune, **{k: v for k, v in spec.items() if v is not None}}
         lines.append(f"- counterfactual set `{name}`: level {merged.get('level')}, masking "
                      f"{merged.get('masking', 'gradient')}, strategy "
                      f"{merged.get('strategy', 'span')}, threshold {merged.get('threshold_mode')} "
                      f"tau {merged.get('tau')}, verify {bool(merged.get('verify'))}")
-    lines.append("- variants: " + "; ".join(f"{k} = originals + {v or 'nothing'}"
-                                             for k, v in (res.get("variants") or {}).items()))
+    lines.append("- variants: " + "; ".join(
+        f"{k} = originals + {v['sets'] or 'nothing'} (lambda {v['hybrid_lambda']:g})"
+        for k, v in (res.get("variants") or {}).items()))
     return lines
 
 

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from leaf.detect.baselines import ppl_mask, random_mask, select_units, unit_rng
-from leaf.detect.spans import blank_mask, gradient_candidates
+from leaf.detect.baselines import baseline_mask, ppl_mask, random_mask, unit_rng
+from leaf.detect.spans import blank_mask, confounders
 
 
 def make_row(rng, sid="s1", n=30):
@@ -30,9 +30,8 @@ def test_same_count_as_gradient_and_never_blank(masking, mode):
     for i in range(40):
         text, row = make_row(rng, sid=f"s{i}")
         blank = blank_mask(text, row["units"])
-        grad, t = gradient_candidates(row["diff"], blank, mode, tau=0.2, quantile=0.2)
-        flags, t2 = select_units(row, blank, masking=masking, mode=mode, tau=0.2, quantile=0.2)
-        assert t2 == t
+        grad = confounders(text, row["units"], row["diff"], mode, tau=0.2, quantile=0.2).flags
+        flags = baseline_mask(row, blank, sum(grad), masking=masking)
         assert sum(flags) == sum(grad)
         assert not any(f and b for f, b in zip(flags, blank))
 
@@ -41,12 +40,12 @@ def test_random_is_seeded_per_sample_and_order_independent():
     rng = random.Random(6)
     rows = [make_row(rng, sid=f"s{i}") for i in range(10)]
 
+    def pick(text, row, seed):
+        n = sum(confounders(text, row["units"], row["diff"], tau=0.3).flags)
+        return baseline_mask(row, blank_mask(text, row["units"]), n, masking="random", seed=seed)
+
     def draw(order, seed):
-        out = {}
-        for text, row in order:
-            out[row["id"]] = select_units(row, blank_mask(text, row["units"]),
-                                          masking="random", tau=0.3, seed=seed)[0]
-        return out
+        return {row["id"]: pick(text, row, seed) for text, row in order}
 
     first = draw(rows, seed=1)
     assert draw(list(reversed(rows)), seed=1) == first  # order does not matter
@@ -56,8 +55,7 @@ def test_random_is_seeded_per_sample_and_order_independent():
     # a different sample with identical scores draws differently
     text, row = rows[0]
     twin = dict(row, id="twin")
-    a = select_units(row, blank_mask(text, row["units"]), masking="random", tau=0.3, seed=1)[0]
-    b = select_units(twin, blank_mask(text, row["units"]), masking="random", tau=0.3, seed=1)[0]
+    a, b = pick(text, row, seed=1), pick(text, twin, seed=1)
     assert sum(a) == sum(b) and a != b
 
 
@@ -86,5 +84,6 @@ def test_ppl_picks_highest_nll():
 
 
 def test_unknown_masking():
-    with pytest.raises(ValueError):
-        select_units({"diff": [0.0, 1.0]}, [False, False], masking="attention")
+    for masking in ("attention", "gradient"):  # gradient is the rule itself, not a baseline
+        with pytest.raises(ValueError):
+            baseline_mask({"diff": [0.0, 1.0]}, [False, False], 1, masking=masking)

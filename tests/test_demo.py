@@ -51,8 +51,8 @@ def test_demo_numbers_are_sane(demo_run):
     out, _ = demo_run
     for path in demo_configs():
         cfg = load_config(path, quick=True)
-        res = json.loads((out / f"{cfg['name']}-quick" / "results.json").read_text())
-        sizes = cfg["data"]["sizes"]
+        res = json.loads((out / f"{cfg.name}-quick" / "results.json").read_text())
+        sizes = cfg.data.sizes
         assert res["splits"] == ["test_id", "test_anti", "test_clean"]
         for key, per_split in res["models"].items():
             for split, m in per_split.items():
@@ -65,19 +65,19 @@ def test_demo_numbers_are_sane(demo_run):
         assert rows["student"]["test_id"]["mean"] > rows["student"]["test_anti"]["mean"]
         counts = res["counts"]["data0"]
         assert counts["train"] == sizes["train"] and counts["scored"] > 0
-        att = json.loads((out / f"{cfg['name']}-quick" / "attention.json").read_text())
+        att = json.loads((out / f"{cfg.name}-quick" / "attention.json").read_text())
         assert att["spans"] == "planted" and att["split"] == "test_anti"
         measured = {m["key"] for m in att["models"]}
         assert measured == {"student", "kd", "leaf_instr", "leaf_instr_resp", "leaf_collective"}
         n_layers = len(att["models"][0]["per_layer"])
         for m in att["models"]:
-            assert m["n_items"] == cfg["attention"]["limit"] and len(m["per_layer"]) == n_layers
+            assert m["n_items"] == cfg.attention.limit and len(m["per_layer"]) == n_layers
             assert 0.0 < m["mean"] < 1.0 and 0.0 < m["uniform"] < 1.0
         arows = {r["key"]: r for r in res["attention"]["rows"]}
         assert set(arows) == measured
         for r in arows.values():
             assert r["share"]["lo"] <= r["share"]["mean"] <= r["share"]["hi"]
-        manifest = json.loads((out / f"{cfg['name']}-quick" / "manifest.json").read_text())
+        manifest = json.loads((out / f"{cfg.name}-quick" / "manifest.json").read_text())
         assert manifest["files"]["attention"] == ["attention.json"]
         for rule in ("gradient", "ppl", "random"):
             d = res["detection"][rule]

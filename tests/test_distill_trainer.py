@@ -233,7 +233,7 @@ def test_lora_with_gradient_checkpointing_saves_a_merged_model(tmp_path, tiny_ll
 
 @pytest.mark.parametrize("path", sorted(TINY_CONFIG.parent.glob("*_*.yaml")), ids=lambda p: p.stem)
 def test_paper_configs_parse_with_paper_defaults(path):
-    from leaf.commands.distill import parse_config
+    from leaf.stages import distill_arguments as parse_config
 
     config = yaml.safe_load(path.read_text())
     assert config["bf16"] is True

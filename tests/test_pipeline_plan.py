@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 import leaf.pipeline.plan as plan
+import leaf.stages as leaf_stages
 from leaf.data.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
 from leaf.errors import LeafError
 from leaf.pipeline import run_pipeline
@@ -22,60 +23,63 @@ def _sample(i: int, split: str) -> dict:
             "planted": {"misleading": [[17, 18]], "distractor": [[9, 20]]}}
 
 
-class FakeLeaf:
-    """Stands in for `leaf.cli.main`: writes each command's outputs in the agreed formats."""
+class FakeStages:
+    """Stands in for the `leaf.stages` functions: writes each stage's outputs in the agreed
+    formats and records ``(stage, arguments)``."""
 
     def __init__(self) -> None:
-        self.calls: list[list[str]] = []
+        self.calls: list[tuple[str, dict]] = []
 
-    def __call__(self, argv: list[str]) -> None:
-        argv = [str(a) for a in argv]
-        self.calls.append(argv)
-        opt = {argv[i]: argv[i + 1] for i in range(1, len(argv) - 1) if argv[i].startswith("--")}
-        cmd = argv[0]
-        if cmd == "screen":
-            rows = [{**r, "teacher_correct": True, "student_correct": k % 2 == 0}
-                    for k, r in enumerate(read_jsonl(opt["--data"]))]
-            write_jsonl_atomic(opt["--out"], rows)
-        elif cmd == "detect":
-            rows = [{"id": r["id"], "level": opt["--level"], "units": [[0, 1]], "diff": [0.0]}
-                    for r in read_jsonl(opt["--data"]) if not r["student_correct"]]
-            write_jsonl_atomic(opt["--out"], rows)
-        elif cmd == "prune":
-            scored = {r["id"]: r["level"] for r in read_jsonl(opt["--scores"])}
-            out = []
-            for k, s in enumerate(read_jsonl(opt["--data"])):
-                out.append({**s, "origin_id": s["id"], "kind": "original", "pruned": [],
-                            "level": "instruction", "verified": None})
-                if s["id"] in scored:
-                    level = scored[s["id"]]
-                    tag = "i" if level == "instruction" else "r1."
-                    out.append({**s, "id": f"{s['id']}#{tag}0", "origin_id": s["id"],
-                                "kind": "counterfactual", "level": level, "pruned": [[17, 18]],
-                                "masking": opt["--masking"], "strategy": opt["--strategy"],
-                                "verified": (k % 3 != 0) if "--verify" in argv else None})
-            write_jsonl_atomic(opt["--out"], out)
-        elif cmd == "distill":
-            conf = yaml.safe_load(Path(opt["--config"]).read_text())
-            n = len(read_jsonl(conf["train_file"]))
-            write_json_atomic(Path(conf["output_dir"]) / "config.json",
-                              {"n": n, "seed": conf["seed"], "lr": conf["learning_rate"]})
-        elif cmd == "eval":
-            model, n = opt["--model"], len(read_jsonl(opt["--bench"]))
-            acc = {"teacher": 1.0, "student": 0.5}.get(Path(model).name)
-            if acc is None:
-                seed = json.loads((Path(model) / "config.json").read_text())["seed"]
-                acc = 0.6 + 0.1 * seed
-            write_json_atomic(Path(opt["--out"]) / "metrics.json",
-                              {"task": "math", "n": n, "accuracy": acc})
-        else:
-            raise AssertionError(argv)
+    def screen(self, teacher, student, data, out, options=None):
+        self.calls.append(("screen", {"data": data, "out": out, "options": options}))
+        rows = [{**r, "teacher_correct": True, "student_correct": k % 2 == 0}
+                for k, r in enumerate(read_jsonl(data))]
+        write_jsonl_atomic(out, rows)
+
+    def detect(self, teacher, student, data, out, options=None):
+        self.calls.append(("detect", {"data": data, "out": out, "options": options}))
+        rows = [{"id": r["id"], "level": options.level, "units": [[0, 1]], "diff": [0.0]}
+                for r in read_jsonl(data) if not r["student_correct"]]
+        write_jsonl_atomic(out, rows)
+
+    def prune(self, data, scores, out, options=None, verify=None):
+        self.calls.append(("prune", {"out": out, "options": options, "verify": verify}))
+        scored = {r["id"]: r["level"] for r in read_jsonl(scores)}
+        rows = []
+        for k, s in enumerate(read_jsonl(data)):
+            rows.append({**s, "origin_id": s["id"], "kind": "original", "pruned": [],
+                         "level": "instruction", "verified": None})
+            if s["id"] in scored:
+                level = scored[s["id"]]
+                tag = "i" if level == "instruction" else "r1."
+                rows.append({**s, "id": f"{s['id']}#{tag}0", "origin_id": s["id"],
+                             "kind": "counterfactual", "level": level, "pruned": [[17, 18]],
+                             "masking": options.masking, "strategy": options.strategy,
+                             "verified": (k % 3 != 0) if verify else None})
+        write_jsonl_atomic(out, rows)
+
+    def distill(self, args):
+        self.calls.append(("distill", {"args": args}))
+        n = len(read_jsonl(args.train_file))
+        write_json_atomic(Path(args.output_dir) / "config.json",
+                          {"n": n, "seed": args.seed, "lr": args.learning_rate})
+
+    def evaluate(self, model, bench, out_dir, options=None):
+        self.calls.append(("eval", {"model": model, "out": out_dir, "options": options}))
+        n = len(read_jsonl(bench))
+        acc = {"teacher": 1.0, "student": 0.5}.get(Path(model).name)
+        if acc is None:  # seed-dependent, plus a little per training row
+            trained = json.loads((Path(model) / "config.json").read_text())
+            acc = round(0.6 + 0.1 * trained["seed"] + 0.001 * trained["n"], 6)
+        write_json_atomic(Path(out_dir) / "metrics.json", {"task": "math", "n": n,
+                                                           "accuracy": acc})
 
 
 @pytest.fixture
 def fake(monkeypatch):
-    f = FakeLeaf()
-    monkeypatch.setattr(plan, "call_leaf", f)
+    f = FakeStages()
+    for name in ("screen", "detect", "prune", "distill", "evaluate"):
+        monkeypatch.setattr(leaf_stages, name, getattr(f, name))
     monkeypatch.setattr(plan, "detection_metrics", lambda cf, sc, out: write_json_atomic(
         out, {"span_recall": 1.0, "token_precision": 0.5, "n_samples": 3}))
     return f
@@ -125,10 +129,13 @@ def test_plan_runs_every_stage_and_collects_results(fake, config, tmp_path):
     assert cmds.count("prune") == 3 and cmds.count("distill") == 6
     assert cmds.count("eval") == (2 + 6) * 3
     # verification only where the set asks for it, with both models
-    verify = {Path(c[c.index("--out") + 1]).stem: "--verify" in c
-              for c in fake.calls if c[0] == "prune"}
-    assert verify == {"instruction_span": True, "response_span": True,
-                      "instruction_random": False}
+    verify = {Path(c["out"]).stem: c["verify"] for name, c in fake.calls if name == "prune"}
+    assert verify["instruction_random"] is None
+    assert verify["instruction_span"].teacher.endswith("teacher")
+    assert verify["response_span"].student.endswith("student")
+    # the stages run with the options the config named
+    assert [c["options"].level for name, c in fake.calls if name == "detect"] == \
+        ["instruction", "response"]
     # train files: plain KD has only originals; LeaF adds the verified counterfactuals
     kd = read_jsonl(run / "data" / "train" / "kd.jsonl")
     assert len(kd) == 6 and {r["kind"] for r in kd} == {"original"}
@@ -139,12 +146,16 @@ def test_plan_runs_every_stage_and_collects_results(fake, config, tmp_path):
     assert {r["level"] for r in both if r["kind"] == "counterfactual"} == {"instruction", "response"}
     dconf = yaml.safe_load((run / "distill" / "kd" / "seed1" / "config.yaml").read_text())
     assert dconf["seed"] == 1 and dconf["learning_rate"] == 0.001 and dconf["max_steps"] == 3
-    assert dconf["train_file"].endswith("train/kd.jsonl") and dconf["hybrid_lambda"] == 0.5
+    assert dconf["train_file"].endswith("train/kd.jsonl") and dconf["hybrid_lambda"] == 1.0
+    lam = {c["args"].output_dir.split("/distill/")[1].split("/")[0]: c["args"].hybrid_lambda
+           for name, c in fake.calls if name == "distill"}
+    assert lam == {"kd": 1.0, "leaf_instr": 0.5, "leaf_instr_resp": 0.5}
+    assert {k: v["hybrid_lambda"] for k, v in results["variants"].items()} == lam
     # results: fixed models with a Wilson interval, variants with a t interval over seeds
     rows = {r["key"]: r for r in results["rows"]}
     assert list(rows) == ["teacher", "student", "kd", "leaf_instr", "leaf_instr_resp"]
     kd_id = rows["kd"]["cells"]["test_id"]
-    assert kd_id["values"] == [0.6, 0.7] and kd_id["lo"] < 0.65 < kd_id["hi"]
+    assert kd_id["values"] == [0.606, 0.706] and kd_id["lo"] < 0.656 < kd_id["hi"]
     assert rows["teacher"]["cells"]["test_anti"]["interval"].startswith("Wilson")
     assert results["counts"]["data"]["sets"]["instruction_span"]["counterfactuals"] == 3
     assert results["detection"]["gradient"]["span_recall"]["mean"] == 1.0
@@ -176,18 +187,34 @@ def test_rerun_skips_everything_and_a_changed_setting_reruns_only_what_it_affect
     cmds = [c[0] for c in fake.calls]
     assert cmds.count("distill") == 6 and cmds.count("eval") == 6 * 3
     assert not {"screen", "detect", "prune"} & set(cmds)
-    assert all("teacher" not in c and "student" not in Path(c[c.index("--model") + 1]).name
-               for c in fake.calls if c[0] == "eval")
+    assert all(Path(c["model"]).name not in ("teacher", "student")
+               for name, c in fake.calls if name == "eval")
 
 
 def test_quick_section_is_merged(config):
-    assert load_config(config)["seeds"] == [0, 1]
-    assert load_config(config, quick=True)["seeds"] == [0]
+    assert load_config(config).seeds == [0, 1]
+    assert load_config(config, quick=True).seeds == [0]
 
 
 @pytest.mark.parametrize("patch, message", [
-    ({"bogus": 1}, "unknown key"),
+    ({"bogus": 1}, "bogus: unknown key"),
     ({"distill": {"variants": {"x": ["nope"]}}}, "unknown counterfactual set"),
+    ({"distill": {"args": {"hybrid_lambda": 0.3}}}, r"distill.args.hybrid_lambda: set by the"),
+    ({"distill": {"args": {"seed": 3}}}, r"distill.args.seed: set by the pipeline; use seeds"),
+    ({"distill": {"args": {"learning_rat": 3}}}, r"distill.args.learning_rat: unknown field "
+                                                 r"\(did you mean 'learning_rate'\?\)"),
+    ({"distill": {"hybrid_lambda": 2}}, r"distill.hybrid_lambda: must be <= 1.0"),
+    ({"distill": {"variants": {"kd": {"sets": [], "hybrid_lambda": -1}}}},
+     r"distill.variants.kd.hybrid_lambda: must be >= 0.0"),
+    ({"prune": {"tau": 1.5}}, r"prune.tau: must be <= 1.0, got 1.5"),
+    ({"prune": {"quantile": "low"}}, r"prune.quantile: expected float"),
+    ({"counterfactuals": {"s": {"level": "instruction", "strategy": "spam"}}},
+     r"counterfactuals.s.strategy: expected one of .*did you mean 'span'"),
+    ({"detect": {"segments": 1}}, r"detect.segments: must be >= 2"),
+    ({"seeds": [0, 0]}, "seeds: a non-empty list of distinct"),
+    ({"seeds": ["a"]}, r"seeds\[0\]: expected int"),
+    ({"screen": {"batch_size": 0}}, r"screen.batch_size: must be >= 1"),
+    ({"quick": {"data": {"biass": 1}}}, r"quick.data.biass: unknown key"),
     ({"detection": {"rules": {"g": "response_span"}}}, "must be instruction level"),
     ({"data": {"train": None, "tests": None}}, "give either"),
 ])
@@ -206,8 +233,8 @@ def test_set_overrides_merge_into_the_config(config):
     sets = parse_sets(["distill.args.max_steps=9", "seeds=[3, 4]", "name=x"])
     assert sets == {"distill": {"args": {"max_steps": 9}}, "seeds": [3, 4], "name": "x"}
     cfg = load_config(config, overrides=sets)
-    assert cfg["distill"]["args"] == {"learning_rate": 0.001, "max_steps": 9}
-    assert cfg["seeds"] == [3, 4] and cfg["name"] == "x"
+    assert cfg.distill.args == {"learning_rate": 0.001, "max_steps": 9}
+    assert cfg.seeds == [3, 4] and cfg.name == "x"
     with pytest.raises(LeafError, match="KEY=VALUE"):
         parse_sets(["nokey"])
 
@@ -230,7 +257,7 @@ def test_make_results_writes_tables_and_reading(fake, config, tmp_path):
 
 
 def test_testbed_data_is_drawn_per_seed_and_shared_by_the_variants(tmp_path):
-    from leaf.pipeline.plan import build_stages, model_keys
+    from leaf.pipeline.plan import build_stages
 
     for role in ("teacher", "student"):
         (tmp_path / role).mkdir()
@@ -247,8 +274,82 @@ def test_testbed_data_is_drawn_per_seed_and_shared_by_the_variants(tmp_path):
     assert {"screen_data0", "screen_data1", "trainset_data1_kd", "distill_kd-s1"} <= set(stages)
     assert stages["distill_kd-s1"].inputs["train"] == tmp_path / "run/data1/train/kd.jsonl"
     assert stages["distill_kd-s1"].params["config"]["seed"] == 1
-    prune = stages["prune_data1_instruction_span"].fn.__defaults__[0]
-    assert prune[prune.index("--seed") + 1] == 1  # random-masking seed follows the run
+    # random-masking seed follows the run
+    assert stages["prune_data1_instruction_span"].params["prune"]["seed"] == 1
     # teacher and student are evaluated on every replicate's splits; test_clean (size 0) is skipped
-    assert ("teacher", "data1") in model_keys(cfg) and ("kd-s1", "data1") in model_keys(cfg)
+    assert ("teacher", "data1") in cfg.model_keys() and ("kd-s1", "data1") in cfg.model_keys()
     assert "eval_student_data1_test_anti" in stages and "eval_student_data1_test_clean" not in stages
+
+
+@pytest.mark.parametrize("override, key", [
+    ("data.biass=0.8", "data.biass: unknown key (did you mean 'bias'?)"),
+    ("distil.hybrid_lambda=0.3", "distil: unknown key (did you mean 'distill'?)"),
+    ("prune.tau=1.5", "prune.tau: must be <= 1.0, got 1.5"),
+    ("distill.hybrid_lambda=2", "distill.hybrid_lambda: must be <= 1.0, got 2"),
+])
+def test_leaf_run_refuses_a_bad_set_before_any_stage(override, key, tmp_path, capsys,
+                                                      monkeypatch):
+    from leaf.cli import main
+    from leaf.pipeline.config import PACKAGE_DIR
+
+    def no_stage(*a, **k):
+        raise AssertionError("a stage ran")
+
+    for name in ("screen", "detect", "prune", "distill", "evaluate"):
+        monkeypatch.setattr(leaf_stages, name, no_stage)
+    run = tmp_path / "run"
+    rc = main(["run", str(PACKAGE_DIR / "configs" / "testbed" / "digit_sum.yaml"), "--quick",
+               "--set", override, "--run-dir", str(run)])
+    err = capsys.readouterr().err
+    assert rc == 2 and key in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not run.exists()
+
+
+def test_extra_kd_rows_control_and_paired_differences(fake, config, tmp_path):
+    raw = yaml.safe_load(config.read_text())
+    raw["distill"]["variants"]["extra_kd"] = {"extra_originals": "instruction_span"}
+    config.write_text(yaml.safe_dump(raw))
+    run = tmp_path / "run"
+    results = run_pipeline(load_config(config), run, log=lambda s: None)
+    leaf_rows = read_jsonl(run / "data" / "train" / "leaf_instr.jsonl")
+    extra = read_jsonl(run / "data" / "train" / "extra_kd.jsonl")
+    cfs = [r for r in leaf_rows if r["kind"] == "counterfactual"]
+    copies = [r for r in extra if r["kind"] == "counterfactual"]
+    assert len(cfs) == len(copies) == 2 and len(extra) == 6 + 2
+    originals = {r["id"]: r for r in extra if r["kind"] == "original"}
+    for c in copies:  # an unpruned copy of the original of each kept counterfactual
+        assert c["instruction"] == originals[c["origin_id"]]["instruction"]
+        assert c["pruned"] == [] and c["masking"] == "none" and c["id"].endswith("#x0")
+    assert sorted(c["origin_id"] for c in copies) == sorted(c["origin_id"] for c in cfs)
+    assert results["variants"]["extra_kd"]["hybrid_lambda"] == 0.5
+    diffs = {d["key"]: d for d in results["differences"]}
+    assert set(diffs) == {"leaf_instr", "leaf_instr_resp", "extra_kd"}
+    cell = diffs["leaf_instr"]["cells"]["test_anti"]  # 8 training rows against KD's 6
+    assert cell["values"] == pytest.approx([0.002, 0.002]) and diffs["leaf_instr"]["pairs"] == 2
+    text = render(results)
+    assert text.startswith("## LeaF minus KD, paired by seed")
+    assert "LeaF (instruction) - KD w/o mask" in text and "+0.002" in text
+
+
+def test_a_variant_without_counterfactuals_says_so(fake, config, tmp_path, monkeypatch):
+    real = fake.prune
+
+    def reject_all(data, scores, out, options=None, verify=None):
+        real(data, scores, out, options, verify)
+        rows = read_jsonl(out)
+        write_jsonl_atomic(out, [{**r, "verified": False} if r["kind"] == "counterfactual"
+                                 and verify else r for r in rows])
+
+    monkeypatch.setattr(leaf_stages, "prune", reject_all)
+    results = run_pipeline(load_config(config), tmp_path / "run", log=lambda s: None)
+    rows = {r["key"]: r for r in results["rows"]}
+    assert rows["leaf_instr"]["counterfactual_rows"] == [0, 0]
+    diffs = {d["key"]: d for d in results["differences"]}
+    assert diffs["leaf_instr"]["pairs"] == 0 and diffs["leaf_instr"]["cells"] == {}
+    assert diffs["leaf_instr"]["runs_without_counterfactuals"] == 2
+    text = render(results)
+    line = next(x for x in text.splitlines()
+                if x.startswith("| LeaF (instruction) ") and "KD w/o mask" not in x)
+    assert "trained on 0 counterfactuals" in line and "0.6" not in line
+    assert "no run had counterfactuals" in text

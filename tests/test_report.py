@@ -148,17 +148,32 @@ def test_threshold_from_rows_or_flags():
     rows = [{"id": i, "level": "instruction", "segment": 0, "field": "instruction",
              "units": [[0, 1], [1, 2]], "teacher": [0, 1], "student": [1, 0],
              "diff": [0.3, 1.0]} for i in ("a", "b", "c")]
-    views = {s["id"]: s["views"][0] for s in build_report_data(rows, differ)["samples"]}
-    assert (views["a"]["cut"], views["a"]["nc"]) == (0.2, 0)
-    assert (views["b"]["cut"], views["b"]["nc"]) == (0.4, 1)
-    assert (views["c"]["cut"], views["c"]["nc"]) == (None, 0)
+    texts = [{"id": i, "instruction": "xy"} for i in ("a", "b", "c")]
+    views = {s["id"]: s["views"][0]
+             for s in build_report_data(rows, differ, texts)["samples"]}
+    assert (views["a"]["cut"], views["a"]["nc"], views["a"]["c"]) == (0.2, 0, [])
+    assert (views["b"]["cut"], views["b"]["nc"], views["b"]["c"]) == (0.4, 1, [0])
+    assert (views["c"]["cut"], views["c"]["nc"]) == (None, None)
+    assert "no counterfactual" in views["c"]["why"]
     scores = [{"id": "a", "level": "instruction", "segment": 0, "field": "instruction",
                "units": [[0, 1], [1, 2], [2, 3], [3, 4]], "teacher": [0, 1, 1, 0],
                "student": [1, 0, 0, 1], "diff": [0.0, 1.0, 0.5, 0.3]}]
+    data = build_report_data(scores, (), [{"id": "a", "instruction": "wxyz"}], tau=0.3)
+    view = data["samples"][0]["views"][0]
+    assert (view["c"], view["nc"], view["runs"]) == ([0, 3], 2, 2)
+    # no text source: the whitespace rule cannot be applied, so the report says so
     data = build_report_data(scores, tau=0.3)
-    assert data["samples"][0]["views"][0]["nc"] == 2
-    assert data["samples"][0]["views"][0]["runs"] == 2
-    assert data["summary"]["without_text"] == 1  # no text source: flagged, not crashed
+    view = data["samples"][0]["views"][0]
+    assert (view["c"], view["nc"], view["runs"]) == (None, None, None)
+    assert "text is not in the run" in view["why"]
+    assert data["summary"]["without_text"] == 1
+    assert data["summary"]["levels"]["instruction"]["rows_without_candidates"] == 1
+    assert data["summary"]["levels"]["instruction"]["candidate_share"] is None
+    # text that the units do not fit, or a diff per unit missing: unknown too, not a crash
+    for bad, text in ((scores[0], "wx"), (dict(scores[0], diff=[0.0]), "wxyz")):
+        view = build_report_data([bad], (), [{"id": "a", "instruction": text}],
+                                 tau=0.3)["samples"][0]["views"][0]
+        assert view["nc"] is None and view["why"].startswith("candidates unknown")
 
 
 def test_run_dir_manifest_and_errors(tmp_path, capsys):

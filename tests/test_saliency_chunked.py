@@ -119,7 +119,11 @@ def test_chunked_under_device_map_with_offloaded_head(tiny_llama_dir, tmp_path, 
 
 
 def test_detect_batch_size_default_depends_on_device(monkeypatch):
-    from leaf.commands.detect import CUDA_BATCH_SIZE, default_batch_size
+    from leaf.stages.options import CUDA_DETECT_BATCH_SIZE as CUDA_BATCH_SIZE
+    from leaf.stages.options import DetectOptions
+
+    def default_batch_size(device):
+        return DetectOptions(device=device).resolved_batch_size()
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert default_batch_size("cpu") == default_batch_size("auto") == 1

@@ -9,8 +9,10 @@ import pytest
 
 from leaf.detect.scoring import minmax, normalised_difference, threshold
 from leaf.detect.spans import (
+    Confounders,
     blank_mask,
     build_spans,
+    confounders,
     cut,
     gradient_candidates,
     prune_plans,
@@ -143,6 +145,22 @@ def test_spans_bridge_whitespace_only():
     assert build_spans(text2, [[0, 1], [3, 4], [5, 6]], [True, True, False]) == [(0, 4)]
     # overlapping units (byte pieces of one character) merge
     assert build_spans("é!", [[0, 1], [0, 1], [1, 2]], [True, True, False]) == [(0, 1)]
+
+
+def test_confounders_composes_the_rule():
+    text = "a = 3 ; rumor : 15 ; query a"
+    units = words(text)
+    d = [0.0 if text[s:e] in {"rumor", ":", "15"} else 1.0 for s, e in units]
+    d[1] = 0.0  # a whitespace unit with the lowest difference: still never a candidate
+    rule = confounders(text, units, d, "fixed", tau=0.1)
+    blank = blank_mask(text, units)
+    flags, t = gradient_candidates(d, blank, "fixed", tau=0.1)
+    assert rule == Confounders(tuple(flags), tuple(build_spans(text, units, flags)), t)
+    assert [text[s:e] for s, e in rule.spans] == ["rumor : 15"] and rule.threshold == 0.1
+    flat = confounders(text, units, [0.0] * len(units))
+    assert not any(flat.flags) and flat.spans == () and flat.threshold == float("-inf")
+    with pytest.raises(ValueError, match="differences"):
+        confounders(text, units, d[:-1])
 
 
 @pytest.mark.parametrize(

@@ -87,14 +87,20 @@ def test_metrics_on_generated_samples_use_their_recorded_spans():
         "n_flagged_chars": 60}
 
 
-def test_flagged_from_scores_applies_the_threshold():
+def test_flagged_from_scores_applies_the_rule():
     rows = [
         {"id": "x", "level": "instruction", "units": [[0, 1], [NUM, NUM + 1], [NUM + 1, NUM + 2]],
          "diff": [1.0, 0.0, 0.08]},
         {"id": "x", "level": "response", "units": [[0, 1]], "diff": [0.0]},
     ]
-    assert flagged_from_scores(rows, tau=0.10) == {"x": [[NUM, NUM + 1], [NUM + 1, NUM + 2]]}
-    assert flagged_from_scores(rows, tau=0.05) == {"x": [[NUM, NUM + 1]]}
+    samples = {"x": SAMPLE}
+    # contiguous flagged units form one span, as leaf prune groups them
+    assert flagged_from_scores(rows, samples, tau=0.10) == {"x": [[NUM, NUM + 2]]}
+    assert flagged_from_scores(rows, samples, tau=0.05) == {"x": [[NUM, NUM + 1]]}
+    flat = [dict(rows[0], diff=[0.4, 0.4, 0.4])]  # no spread: nothing stands out
+    assert flagged_from_scores(flat, samples, tau=0.5) == {"x": []}
+    with pytest.raises(ValueError, match="no such sample"):
+        flagged_from_scores(rows, {})
 
 
 def test_flagged_from_counterfactuals_unions_pruned_spans_per_origin():

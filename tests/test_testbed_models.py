@@ -97,8 +97,9 @@ def test_run_configs_name_shipped_models_and_known_families():
     assert [c.stem for c in configs] == sorted(FAMILIES)
     for path in configs:
         cfg = load_config(path)
-        assert cfg["data"]["testbed"] == path.stem
-        assert set(cfg["data"]["sizes"]) == set(SPLITS)
+        assert cfg.data.testbed == path.stem
+        assert set(cfg.data.sizes) == set(SPLITS)
         for role in ("teacher", "student"):
-            assert (Path(cfg[role]) / "config.json").is_file()
-        assert len(cfg["seeds"]) >= 3 and 0 <= cfg["distill"]["hybrid_lambda"] <= 1
+            assert (Path(getattr(cfg, role)) / "config.json").is_file()
+        assert len(cfg.seeds) >= 3 and 0 <= cfg.distill.hybrid_lambda <= 1
+        assert cfg.lambda_of("kd") == 1.0 and not cfg.distill.variants["kd"].sets

@@ -80,6 +80,11 @@ def check_fields(obj: Any, where: str) -> None:
             raise SettingError(f"{key}: {msg}")
 
 
+def choices(cls: type, name: str) -> tuple:
+    """The values a ``Literal`` field of dataclass ``cls`` allows (for argparse ``choices``)."""
+    return typing.get_args(_hints(cls)[name])
+
+
 def did_you_mean(key: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""

@@ -4,37 +4,35 @@ from __future__ import annotations
 
 import argparse
 
-from leaf.evaluate.generation import BACKENDS, GenerationSettings
+from leaf.commands._options import build
+from leaf.evaluate.generation import BACKENDS
 from leaf.models import DTYPES
+from leaf.stages.options import GenerationOptions
+
+D = GenerationOptions  # the defaults of the flags are the options' own
 
 
-def add_generation_arguments(parser: argparse.ArgumentParser, max_new_tokens: int = 512) -> None:
+def add_generation_arguments(parser: argparse.ArgumentParser,
+                             max_new_tokens: int = D.max_new_tokens) -> None:
     g = parser.add_argument_group("generation")
-    g.add_argument("--batch-size", type=int, default=8, help="prompts per generate call (8)")
+    g.add_argument("--batch-size", type=int, default=D.batch_size,
+                   help=f"prompts per generate call ({D.batch_size})")
     g.add_argument("--max-new-tokens", type=int, default=max_new_tokens,
                    help=f"longest answer in tokens ({max_new_tokens})")
-    g.add_argument("--dtype", choices=DTYPES, default="float32", help="weights dtype (float32)")
-    g.add_argument("--device", default="auto",
+    g.add_argument("--dtype", choices=DTYPES, default=D.dtype, help=f"weights dtype ({D.dtype})")
+    g.add_argument("--device", default=D.device,
                    help="auto (cuda if available, several GPUs shared), cpu, cuda, cuda:N")
-    g.add_argument("--backend", choices=BACKENDS, default="hf",
+    g.add_argument("--backend", choices=BACKENDS, default=D.backend,
                    help="hf (transformers generate) or vllm (optional extra)")
-    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling when sampling")
-    g.add_argument("--seed", type=int, default=0, help="sampling seed")
+    g.add_argument("--temperature", type=float, default=D.temperature,
+                   help="0 = greedy (default)")
+    g.add_argument("--top-p", type=float, default=D.top_p, help="nucleus sampling when sampling")
+    g.add_argument("--seed", type=int, default=D.seed, help="sampling seed")
 
 
-def settings_from(args: argparse.Namespace) -> GenerationSettings:
-    if args.batch_size < 1 or args.max_new_tokens < 1:
-        from leaf.errors import LeafError
-
-        raise LeafError("--batch-size and --max-new-tokens must be at least 1")
-    return GenerationSettings(
-        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-        temperature=args.temperature, top_p=args.top_p, seed=args.seed, progress=False,
-    )
-
-
-def chunk_size(args: argparse.Namespace) -> int:
-    """Problems generated between two resume points: one batch for hf; vLLM schedules its own
-    batches and is only fast when it sees many prompts at once."""
-    return args.batch_size if args.backend == "hf" else max(args.batch_size, 256)
+def generation_options(args: argparse.Namespace) -> GenerationOptions:
+    """The :class:`GenerationOptions` the generation flags describe."""
+    return build(GenerationOptions, batch_size=args.batch_size,
+                 max_new_tokens=args.max_new_tokens, dtype=args.dtype, device=args.device,
+                 backend=args.backend, temperature=args.temperature, top_p=args.top_p,
+                 seed=args.seed)

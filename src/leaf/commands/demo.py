@@ -69,7 +69,7 @@ def run(args) -> int:
     texts = []
     for path in demo_configs(args.family):
         cfg = load_config(path, quick=args.quick)
-        run_dir = out / (cfg["name"] + ("-quick" if args.quick else ""))
+        run_dir = out / (cfg.name + ("-quick" if args.quick else ""))
         print(f"== leaf run {path.name}{' --quick' if args.quick else ''} -> {run_dir}", flush=True)
         results = run_pipeline(cfg, run_dir, quiet=not args.verbose)
         texts.append(render(results))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from leaf.errors import LeafError
 
@@ -23,7 +22,8 @@ Any field can be overridden after the config, with TrainingArguments' own names:
   leaf distill --config run.yaml --learning_rate 2e-5 --max_steps 100 --output_dir out/
 A run resumes from the last checkpoint-N in output_dir automatically; pass
 --resume_from_checkpoint DIR to choose one. Multi-GPU: accelerate launch -m leaf.cli distill ...
-(see docs/distillation.md). `leaf distill --show-fields` lists every field."""
+(see docs/distillation.md). `leaf distill --show-fields` lists every field.
+(Python: leaf.stages.distill_arguments and leaf.stages.distill.)"""
 
 
 def add_arguments(parser) -> None:
@@ -31,31 +31,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--show-fields", action="store_true",
                         help="list every config field (leaf's and TrainingArguments') and exit")
     parser.set_defaults(accepts_extra=True)
-
-
-def parse_config(config: dict[str, Any], overrides: list[str]):
-    """Merge a config mapping and command-line overrides into ``DistillArguments``."""
-    import dataclasses
-
-    from transformers import HfArgumentParser
-
-    from leaf.distill.config import DistillArguments
-
-    known = {f.name for f in dataclasses.fields(DistillArguments) if f.init}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise LeafError(f"unknown config field(s): {', '.join(unknown)}")
-    parser = HfArgumentParser(DistillArguments)
-    parser.set_defaults(**config)
-    try:
-        args, rest = parser.parse_args_into_dataclasses(
-            args=overrides, return_remaining_strings=True
-        )
-    except (ValueError, TypeError) as exc:
-        raise LeafError(f"invalid setting: {exc}") from None
-    if rest:
-        raise LeafError(f"unrecognized arguments: {' '.join(rest)}")
-    return args
 
 
 def run(args) -> int:
@@ -79,13 +54,11 @@ def run(args) -> int:
         raise LeafError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(config, dict):
         raise LeafError(f"{path}: expected a mapping of field: value")
-    dargs = parse_config(config, list(args.extra or []))
-    if not dargs.output_dir:
-        raise LeafError("set output_dir in the config or with --output_dir")
 
-    from leaf.distill.recipe import train
+    from leaf.stages import distill, distill_arguments
 
-    trainer = train(dargs)
+    dargs = distill_arguments(config, list(args.extra or []))
+    trainer = distill(dargs)
     if trainer.is_world_process_zero():
         print(f"saved the distilled student to {dargs.output_dir}")
     return 0

@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from leaf.commands._options import build
+from leaf.stages.options import GradingOptions
+
+D = GradingOptions  # the defaults of the flags are the options' own
+
 NAME = "grade"
 HELP = "grade predictions (id, response) against a benchmark file"
 DESCRIPTION = """\
@@ -13,6 +18,7 @@ JSONL (id and response, or id and a list `responses` for pass@k), and writes met
 (task, n, and accuracy for math, pass@k for code, em/f1/subem for qa; a mixed bench gets one
 block per task under by_task) plus per-sample results beside it in OUT_STEM.samples.jsonl.
 Every bench id needs a prediction. Code runs in leaf's sandbox (leaf.evaluate.code).
+(Python: leaf.stages.grade.)
 """
 
 
@@ -27,44 +33,23 @@ def add_grading_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("grading")
     g.add_argument("--k", type=int, nargs="+", default=[1],
                    help="pass@k values for code (k <= responses per problem), default 1")
-    g.add_argument("--workers", type=int, default=4, help="code test runs in parallel (4)")
-    g.add_argument("--code-timeout", type=float, default=10.0,
-                   help="seconds a program may run against its tests (10)")
+    g.add_argument("--workers", type=int, default=D.workers,
+                   help=f"code test runs in parallel ({D.workers})")
+    g.add_argument("--code-timeout", type=float, default=D.code_timeout,
+                   help=f"seconds a program may run against its tests ({D.code_timeout:g})")
 
 
-def samples_path(metrics_path: Path) -> Path:
-    """``metrics.json`` -> ``metrics.samples.jsonl`` beside it."""
-    return metrics_path.with_name(metrics_path.stem + ".samples.jsonl")
-
-
-def grade_to_files(bench: list[dict], predictions: dict[str, list[str]], out: Path,
-                   args: argparse.Namespace) -> dict:
-    from leaf.data.jsonl import write_json_atomic, write_jsonl_atomic
-    from leaf.evaluate.metrics import aggregate, grade_all
-
-    rows = grade_all(bench, predictions, workers=args.workers, code_timeout=args.code_timeout)
-    metrics = aggregate(rows, ks=args.k)
-    write_jsonl_atomic(samples_path(out), rows)
-    write_json_atomic(out, metrics)
-    return metrics
-
-
-def summary(metrics: dict) -> str:
-    keys = [k for k, v in metrics.items() if isinstance(v, float)]
-    parts = [f"{k} {metrics[k]:.4f}" for k in keys]
-    for task, block in metrics.get("by_task", {}).items():
-        parts.append(f"[{task}] " + summary(block))
-    return f"n {metrics['n']}: " + ", ".join(parts)
+def grading_options(args: argparse.Namespace) -> GradingOptions:
+    """The :class:`GradingOptions` the grading flags describe."""
+    return build(GradingOptions, k=list(args.k), workers=args.workers,
+                 code_timeout=args.code_timeout)
 
 
 def run(args: argparse.Namespace) -> int:
-    from leaf.data.schema import read_samples
-    from leaf.evaluate.metrics import match_predictions, read_predictions
+    from leaf.evaluate.metrics import samples_path, summary
+    from leaf.stages import grade
 
-    bench = read_samples(args.bench, need_response=False, need_grading=True)
-    predictions = read_predictions(args.predictions)
-    match_predictions(bench, predictions, args.predictions)
     out = Path(args.out)
-    metrics = grade_to_files(bench, predictions, out, args)
+    metrics = grade(args.bench, args.predictions, out, grading_options(args))
     print(f"{summary(metrics)}; wrote {out} and {samples_path(out)}")
     return 0

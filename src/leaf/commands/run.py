@@ -13,8 +13,11 @@ Run every LeaF stage from one YAML config in a run directory:
 Writes RUN_DIR/manifest.json (per stage: inputs, outputs, config hash, status, timings),
 RUN_DIR/results.json and the stage outputs (data/, screen/, detect/, prune/, train/,
 distill/, eval/, detection/; see docs/pipeline.md). Run the same command again to skip finished stages and resume an
-interrupted one; a changed setting re-runs the stages it affects. See leaf.pipeline.config for
-the config keys and src/leaf/configs/testbed/ for examples."""
+interrupted one; a changed setting re-runs the stages it affects.
+
+The whole config (YAML, --quick and every --set) is checked before any stage runs: an unknown
+key, a value of the wrong type or out of range exits with status 2 and names the key. The keys
+are documented in docs/pipeline.md; the bundled examples are in leaf/configs/testbed/."""
 
 
 def add_arguments(parser) -> None:
@@ -54,7 +57,7 @@ def run(args) -> int:
     from leaf.pipeline.tables import render
 
     cfg = load_config(args.config, quick=args.quick, overrides=parse_sets(args.set))
-    run_dir = Path(args.run_dir or Path("runs") / (cfg["name"] + ("-quick" if args.quick else "")))
+    run_dir = Path(args.run_dir or Path("runs") / (cfg.name + ("-quick" if args.quick else "")))
     results = run_pipeline(cfg, run_dir)
     if not args.no_tables:
         print(render(results))

@@ -12,11 +12,14 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from leaf.errors import LeafInputError
+from leaf.errors import LeafError, LeafInputError
+
+#: What a stage reads records from: a JSONL file, or the rows themselves.
+Records = str | os.PathLike | Sequence[dict[str, Any]]
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -45,6 +48,38 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return [obj for _, obj in iter_jsonl(path)]
+
+
+def is_path(source: Any) -> bool:
+    """Whether ``source`` names a file (rather than holding the rows)."""
+    return isinstance(source, str | os.PathLike)
+
+
+def iter_records(source: Records, name: str = "data"
+                 ) -> Iterator[tuple[str | Path, int | None, dict[str, Any]]]:
+    """Yield ``(where, line, object)`` for each record of ``source``.
+
+    A path is read as JSONL: ``where`` is the path and ``line`` the 1-based line. A list (any
+    iterable) of dicts is taken as the rows themselves: ``where`` is ``"name[i]"`` and ``line``
+    None. Either way ``LeafInputError(where, line, field, message)`` names the record.
+    """
+    if is_path(source):
+        for line, obj in iter_jsonl(source):
+            yield source, line, obj
+        return
+    if isinstance(source, Mapping | bytes) or not isinstance(source, Iterable):
+        raise LeafError(f"{name}: expected a JSONL path or a list of dicts, "
+                        f"got {type(source).__name__}")
+    for i, obj in enumerate(source):
+        where = f"{name}[{i}]"
+        if not isinstance(obj, dict):
+            raise LeafInputError(where, None, None, f"expected a dict, got {type(obj).__name__}")
+        yield where, None, obj
+
+
+def first_seen(where: str | Path, line: int | None) -> str:
+    """Where a record was first seen, for "duplicate" messages: ``on line 3``, ``at data[2]``."""
+    return f"on line {line}" if line is not None else f"at {where}"
 
 
 def finite_json(obj: Any) -> Any:

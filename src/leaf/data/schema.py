@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from leaf.data.jsonl import iter_jsonl
+from leaf.data.jsonl import Records, first_seen, is_path, iter_records
 from leaf.errors import LeafInputError
 
 TASKS = ("math", "code", "qa")
@@ -25,7 +25,7 @@ def _is_str_list(value: Any) -> bool:
 def check_sample(
     obj: dict[str, Any],
     path: str | Path,
-    line: int,
+    line: int | None,
     *,
     need_response: bool = True,
     need_grading: bool = False,
@@ -66,25 +66,28 @@ def check_sample(
 
 
 def read_samples(
-    path: str | Path, *, need_response: bool = True, need_grading: bool = False
+    source: Records, *, need_response: bool = True, need_grading: bool = False,
+    name: str = "data",
 ) -> list[dict[str, Any]]:
-    """Read and validate a samples/bench file; ids must be unique."""
+    """Read and validate a samples/bench file, or a list of sample dicts (errors then name
+    ``name[i]``); ids must be unique."""
     rows: list[dict[str, Any]] = []
-    seen: dict[str, int] = {}
-    for line, obj in iter_jsonl(path):
-        check_sample(obj, path, line, need_response=need_response, need_grading=need_grading)
+    seen: dict[str, tuple] = {}
+    for where, line, obj in iter_records(source, name):
+        check_sample(obj, where, line, need_response=need_response, need_grading=need_grading)
         if obj["id"] in seen:
             raise LeafInputError(
-                path, line, "id", f"duplicate id {obj['id']!r} (first on line {seen[obj['id']]})"
-            )
-        seen[obj["id"]] = line
+                where, line, "id",
+                f"duplicate id {obj['id']!r} (first {first_seen(*seen[obj['id']])})")
+        seen[obj["id"]] = (where, line)
         rows.append(obj)
     if not rows:
-        raise LeafInputError(path, None, None, "no samples in file")
+        raise LeafInputError(source if is_path(source) else name, None, None,
+                             "no samples in file" if is_path(source) else "no samples")
     return rows
 
 
-def check_training_row(obj: dict[str, Any], path: str | Path, line: int) -> None:
+def check_training_row(obj: dict[str, Any], path: str | Path, line: int | None) -> None:
     """Check a row of a distillation file (originals and counterfactuals, ``kind`` field)."""
     check_sample(obj, path, line, need_response=obj.get("level") != "response")
     kind = obj.get("kind", "original")

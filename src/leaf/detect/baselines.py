@@ -1,6 +1,6 @@
 """Masking rules: the gradient rule and the paper's two baselines (paper section 6.2.1).
 
-- ``gradient``: LeaF's rule, ``norm(d_i) <= t`` (:func:`leaf.detect.spans.gradient_candidates`).
+- ``gradient``: LeaF's rule, ``norm(d_i) <= t`` (:func:`leaf.detect.spans.confounders`).
 - ``random``: as many units as the gradient rule flags for that scored text, drawn uniformly
   from its non-blank units. The generator is seeded from ``(seed, id, level, segment)`` with a
   hash, so a draw does not depend on file order or on which other samples are processed.
@@ -8,7 +8,8 @@
   negative log-likelihood (``student_nll``: the most surprising to the student); ties go to
   the earlier unit.
 
-Whatever the rule, the flagged units then go through the same span and pruning logic.
+Whatever the rule, the flagged units then go through the same span and pruning logic. (The
+testbed oracle, ``planted``, needs no scores: :func:`leaf.detect.counterfactuals.planted_rows`.)
 """
 
 from __future__ import annotations
@@ -18,10 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from leaf.detect.scoring import DEFAULT_QUANTILE, DEFAULT_TAU
-from leaf.detect.spans import gradient_candidates
-
-MASKINGS = ("gradient", "random", "ppl")
+BASELINES = ("random", "ppl")
 
 
 def unit_rng(seed: int, *key: object) -> np.random.Generator:
@@ -50,28 +48,18 @@ def ppl_mask(nll: Sequence[float], blank: Sequence[bool], n: int) -> list[bool]:
     return flags
 
 
-def select_units(
-    row: dict,
-    blank: Sequence[bool],
-    *,
-    masking: str = "gradient",
-    mode: str = "fixed",
-    tau: float = DEFAULT_TAU,
-    quantile: float = DEFAULT_QUANTILE,
-    seed: int = 0,
-) -> tuple[list[bool], float]:
-    """Flags for one scores row under ``masking``, and the gradient rule's threshold t.
+def baseline_mask(
+    row: dict, blank: Sequence[bool], n: int, *, masking: str, seed: int = 0
+) -> list[bool]:
+    """Flags for one scores row under a baseline ``masking``, ``n`` units (never blank ones).
 
-    ``row`` needs ``diff`` (and ``student_nll`` for ``ppl``; ``id``, ``level``, ``segment``
-    seed ``random``).
+    ``n`` is the number of units the gradient rule flags for the same text, so that a
+    baseline differs from LeaF only in *which* units it masks. ``row`` needs ``id``,
+    ``level``, ``segment`` (the ``random`` seed) and ``student_nll`` for ``ppl``.
     """
-    flags, t = gradient_candidates(row["diff"], blank, mode=mode, tau=tau, quantile=quantile)
-    n = sum(flags)
-    if masking == "gradient":
-        return flags, t
     if masking == "random":
         rng = unit_rng(seed, row["id"], row["level"], row.get("segment", 0))
-        return random_mask(blank, n, rng), t
+        return random_mask(blank, n, rng)
     if masking == "ppl":
-        return ppl_mask(row["student_nll"], blank, n), t
-    raise ValueError(f"masking must be one of {MASKINGS}, got {masking!r}")
+        return ppl_mask(row["student_nll"], blank, n)
+    raise ValueError(f"baseline masking must be one of {BASELINES}, got {masking!r}")

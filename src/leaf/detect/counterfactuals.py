@@ -23,10 +23,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from leaf.detect.baselines import select_units
+from leaf.detect.baselines import baseline_mask
 from leaf.detect.scores_io import scored_text
 from leaf.detect.scoring import DEFAULT_QUANTILE, DEFAULT_TAU
-from leaf.detect.spans import blank_mask, build_spans, prune_plans, remove_spans
+from leaf.detect.spans import (
+    Span,
+    blank_mask,
+    build_spans,
+    confounders,
+    prune_plans,
+    remove_spans,
+)
 from leaf.settings import Checked, setting
 
 
@@ -43,9 +50,10 @@ class PruneOptions(Checked):
     quantile: float = setting(DEFAULT_QUANTILE, ge=0.0, lt=1.0, help="q of the quantile rule")
     strategy: Literal["span", "collective"] = setting(
         "span", help="span: one counterfactual per span (paper); collective: all spans at once")
-    masking: Literal["gradient", "random", "ppl"] = setting(
+    masking: Literal["gradient", "random", "ppl", "planted"] = setting(
         "gradient", help="gradient: LeaF's rule; random / ppl: baselines that mask as many units "
-                         "at random or by highest student NLL")
+                         "at random or by highest student NLL; planted: an oracle for testbed "
+                         "data that removes each row's planted misleading spans (no scores)")
     seed: int = setting(0, help="seed of random masking")
 
 
@@ -54,17 +62,30 @@ def original_row(sample: dict[str, Any]) -> dict[str, Any]:
             "pruned": [], "verified": None}
 
 
+def masked_spans(
+    text: str, score: dict[str, Any], opts: PruneOptions
+) -> tuple[list[Span], float]:
+    """The spans ``opts.masking`` selects in one scored text, and the gradient rule's cut-off t.
+
+    ``gradient`` takes the rule's spans as they are; a baseline masks as many units as the
+    rule flags, chosen its own way, and they go through the same span grouping.
+    """
+    units = score["units"]
+    rule = confounders(text, units, score["diff"], opts.threshold_mode, opts.tau, opts.quantile)
+    if opts.masking == "gradient":
+        return list(rule.spans), rule.threshold
+    flags = baseline_mask(score, blank_mask(text, units), sum(rule.flags),
+                          masking=opts.masking, seed=opts.seed)
+    return build_spans(text, units, flags), rule.threshold
+
+
 def counterfactuals_for_row(
     sample: dict[str, Any], score: dict[str, Any], opts: PruneOptions
 ) -> list[dict[str, Any]]:
     """The counterfactual rows that one scores row (one scored text) yields."""
     text = scored_text(sample, score)
-    units = score["units"]
-    flags, t = select_units(
-        score, blank_mask(text, units), masking=opts.masking, mode=opts.threshold_mode,
-        tau=opts.tau, quantile=opts.quantile, seed=opts.seed,
-    )
-    plans = prune_plans(text, build_spans(text, units, flags), opts.strategy)
+    spans, t = masked_spans(text, score, opts)
+    plans = prune_plans(text, spans, opts.strategy)
     rows = []
     for j, plan in enumerate(plans):
         row = {**sample, "origin_id": sample["id"], "kind": "counterfactual",
@@ -82,11 +103,39 @@ def counterfactuals_for_row(
     return rows
 
 
+def planted_rows(sample: dict[str, Any], opts: PruneOptions) -> list[dict[str, Any]]:
+    """The oracle's counterfactuals: the sample's planted ``misleading`` spans (testbed rows)
+    removed from the instruction, one span at a time or all at once, cut like every other rule's
+    spans. A sample without planted misleading spans (a clean row) yields none."""
+    planted = sample.get("planted")
+    if not isinstance(planted, dict):
+        raise ValueError(f"sample {sample['id']!r} has no `planted` spans; masking 'planted' "
+                         "needs testbed data")
+    text = sample["instruction"]
+    spans = sorted((int(s), int(e)) for s, e in planted.get("misleading") or [])
+    rows = []
+    for j, plan in enumerate(prune_plans(text, spans, opts.strategy)):
+        rows.append({**sample, "id": f"{sample['id']}#i{j}", "origin_id": sample["id"],
+                     "kind": "counterfactual", "level": "instruction",
+                     "instruction": remove_spans(text, plan),
+                     "pruned": [list(sp) for sp in plan], "verified": None,
+                     "masking": opts.masking, "strategy": opts.strategy, "threshold": None})
+    return rows
+
+
 def sample_rows(
-    sample: dict[str, Any], scores: Sequence[dict[str, Any]], opts: PruneOptions
+    sample: dict[str, Any], scores: Sequence[dict[str, Any]] | None, opts: PruneOptions
 ) -> list[dict[str, Any]]:
-    """The original row of ``sample`` followed by all its counterfactual rows."""
+    """The original row of ``sample`` followed by all its counterfactual rows.
+
+    ``scores`` are the sample's scores rows; with ``masking="planted"`` they only say whether
+    the sample was scored (``None``: every sample is pruned), the spans come from the sample.
+    """
     rows = [original_row(sample)]
-    for score in scores:
+    if opts.masking == "planted":
+        if scores is None or scores:
+            rows.extend(planted_rows(sample, opts))
+        return rows
+    for score in scores or []:
         rows.extend(counterfactuals_for_row(sample, score, opts))
     return rows

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from leaf.data.jsonl import iter_jsonl
+from leaf.data.jsonl import Records, first_seen, iter_records
 from leaf.errors import LeafInputError
 
 
@@ -43,7 +43,7 @@ def check_scores_row(
     row: dict[str, Any],
     samples: dict[str, dict[str, Any]],
     path: str | Path,
-    line: int,
+    line: int | None,
     *,
     need_nll: bool = False,
 ) -> None:
@@ -103,19 +103,21 @@ def check_scores_row(
 
 
 def read_scores(
-    path: str | Path, samples: dict[str, dict[str, Any]], *, need_nll: bool = False
+    source: Records, samples: dict[str, dict[str, Any]], *, need_nll: bool = False,
+    name: str = "scores",
 ) -> dict[str, list[dict[str, Any]]]:
-    """Checked scores rows grouped by sample id, each group sorted by (level, segment)."""
+    """Checked scores rows (a file, or a list of rows whose errors name ``name[i]``) grouped
+    by sample id, each group sorted by (level, segment)."""
     by_id: dict[str, list[dict[str, Any]]] = {}
-    seen: dict[tuple[str, str, int], int] = {}
-    for line, row in iter_jsonl(path):
-        check_scores_row(row, samples, path, line, need_nll=need_nll)
+    seen: dict[tuple[str, str, int], tuple] = {}
+    for where, line, row in iter_records(source, name):
+        check_scores_row(row, samples, where, line, need_nll=need_nll)
         row = dict(row, segment=row.get("segment", 0))
         key = (row["id"], row["level"], row["segment"])
         if key in seen:
-            raise LeafInputError(path, line, "segment", f"a second row for id {key[0]!r}, "
-                                 f"{key[1]} segment {key[2]} (first on line {seen[key]})")
-        seen[key] = line
+            raise LeafInputError(where, line, "segment", f"a second row for id {key[0]!r}, "
+                                 f"{key[1]} segment {key[2]} (first {first_seen(*seen[key])})")
+        seen[key] = (where, line)
         by_id.setdefault(row["id"], []).append(row)
     for rows in by_id.values():
         rows.sort(key=lambda r: (r["level"] != "instruction", r["segment"]))

@@ -1,5 +1,9 @@
 """Confounder candidates, confounding spans A_1..A_k, and their removal (paper section 4.2.1).
 
+:func:`confounders` is the one place that decides which units are candidates and which runs
+of them form spans; ``leaf prune``, ``leaf report`` and the testbed's detection metrics all
+call it.
+
 A unit i (a token, or a word when the tokenizers differ) is a *candidate confounder* when
 ``norm(d_i) <= t`` for the threshold t of :func:`leaf.detect.scoring.threshold`, with two
 guards:
@@ -31,6 +35,7 @@ text and every character outside the recorded spans is kept byte-for-byte.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -85,6 +90,43 @@ def build_spans(text: str, units: Sequence[Sequence[int]], flags: Sequence[bool]
         else:
             spans.append([s, e])
     return [(s, e) for s, e in spans]
+
+
+@dataclass(frozen=True)
+class Confounders:
+    """What the rule found in one scored text (see :func:`confounders`)."""
+
+    flags: tuple[bool, ...]
+    """Per unit: True when unit i is a candidate confounder."""
+    spans: tuple[Span, ...]
+    """The maximal runs A_1..A_k as ``[start, end)`` character spans, before :func:`cut`."""
+    threshold: float
+    """The cut-off t (``-inf`` when the differences have no spread and nothing is flagged)."""
+
+
+def confounders(
+    text: str,
+    units: Sequence[Sequence[int]],
+    diff: Sequence[float],
+    mode: str = "fixed",
+    tau: float = DEFAULT_TAU,
+    quantile: float = DEFAULT_QUANTILE,
+) -> Confounders:
+    """The confounder rule for one scored text: candidate units and the spans they form.
+
+    ``units[i]`` is unit i's ``[start, end)`` in ``text`` and ``diff[i]`` its normalised
+    difference ``norm(d_i)`` (low: the student leans on it, the teacher does not). Unit i is a
+    candidate when ``norm(d_i) <= t`` (t from ``mode`` / ``tau`` / ``quantile``, see
+    :func:`leaf.detect.scoring.threshold`) and its text is not whitespace only; nothing is a
+    candidate when the differences have no spread. Candidates with only whitespace between
+    them form one span A_j. Every consumer of the rule goes through here so that what
+    ``leaf prune`` removes, what ``leaf report`` shows and what the detection metrics score
+    cannot drift apart.
+    """
+    if len(units) != len(diff):
+        raise ValueError(f"{len(units)} units but {len(diff)} differences")
+    flags, t = gradient_candidates(diff, blank_mask(text, units), mode, tau, quantile)
+    return Confounders(tuple(flags), tuple(build_spans(text, units, flags)), t)
 
 
 def cut(text: str, span: Span) -> Span:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from leaf.data.jsonl import iter_jsonl
+from leaf.data.jsonl import Records, first_seen, is_path, iter_records
 from leaf.data.schema import check_training_row
 from leaf.data.templates import encode
 from leaf.errors import LeafInputError
@@ -48,29 +48,31 @@ class DistillDataset(torch.utils.data.Dataset):
     """Encoded rows: ``input_ids``, ``labels`` and ``is_counterfactual`` (and ``cache_row``
     once a teacher cache is attached).
 
-    ``ids[i]`` is the row's ``id``; ``stats`` counts kept, dropped and truncated rows.
+    ``ids[i]`` is the row's ``id``; ``stats`` counts kept, dropped and truncated rows. ``path``
+    is a JSONL file, or a list of row dicts (then ``name`` stands for it in messages).
     """
 
     def __init__(
         self,
-        path: str | Path,
+        path: Records,
         tokenizer,
         max_length: int | None = None,
         system: str | None = None,
         include_counterfactuals: bool = True,
+        name: str = "data",
     ) -> None:
-        self.path = Path(path)
+        self.path: Path | str = Path(path) if is_path(path) else name
         self.items: list[dict[str, Any]] = []
         self.ids: list[str] = []
         self.stats: Counter = Counter()
-        seen: dict[str, int] = {}
-        for line, row in iter_jsonl(self.path):
-            check_training_row(row, self.path, line)
+        seen: dict[str, tuple] = {}
+        for where, line, row in iter_records(self.path if is_path(path) else path, name):
+            check_training_row(row, where, line)
             if row["id"] in seen:
                 raise LeafInputError(
-                    self.path, line, "id", f"duplicate id {row['id']!r} (line {seen[row['id']]})"
+                    where, line, "id", f"duplicate id {row['id']!r} ({first_seen(*seen[row['id']])})"
                 )
-            seen[row["id"]] = line
+            seen[row["id"]] = (where, line)
             is_cf = row.get("kind", "original") == "counterfactual"
             if row.get("verified") is False:
                 self.stats["dropped_unverified"] += 1

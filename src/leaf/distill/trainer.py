@@ -154,6 +154,7 @@ class DistillTrainer(Trainer):
             for g, name in ((KD, "loss_kd"), (CD, "loss_cd")):
                 if steps[g] > 0:
                     logs[name] = round((sums[g] / steps[g]).item(), 6)
+            logs["hybrid_lambda"] = self.args.hybrid_lambda  # so a run's record says its lambda
             self._term_sums.zero_()
             self._term_steps.zero_()
         super().log(logs, start_time)

@@ -16,34 +16,41 @@ several responses ``n_responses``, ``n_correct`` and ``results`` (one grader dic
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from leaf.data.jsonl import iter_jsonl
+from leaf.data.jsonl import Records, iter_records
 from leaf.errors import LeafError, LeafInputError
 from leaf.evaluate.grading import CODE_TIMEOUT, grade
 
 
-def read_predictions(path: str | Path) -> dict[str, list[str]]:
-    """``id -> responses`` from a predictions file; errors name the line and field."""
+def read_predictions(source: Records | Mapping[str, str | list[str]],
+                     name: str = "predictions") -> dict[str, list[str]]:
+    """``id -> responses`` from a predictions file or list of rows (``id`` and ``response`` or
+    ``responses``), or from a mapping ``id -> response(s)``; errors name the line (or row) and
+    field."""
+    if isinstance(source, Mapping):
+        source = [{"id": k, "responses" if isinstance(v, list) else "response": v}
+                  for k, v in source.items()]
     out: dict[str, list[str]] = {}
-    for line, row in iter_jsonl(path):
+    for where, line, row in iter_records(source, name):
         pid = row.get("id")
         if not isinstance(pid, str) or not pid:
-            raise LeafInputError(path, line, "id", "missing or not a non-empty string")
+            raise LeafInputError(where, line, "id", "missing or not a non-empty string")
         if "responses" in row:
             responses = row["responses"]
             if (not isinstance(responses, list) or not responses
                     or not all(isinstance(r, str) for r in responses)):
-                raise LeafInputError(path, line, "responses", "must be a non-empty list of strings")
+                raise LeafInputError(where, line, "responses",
+                                     "must be a non-empty list of strings")
         elif isinstance(row.get("response"), str):
             responses = [row["response"]]
         else:
-            raise LeafInputError(path, line, "response", "missing or not a string")
+            raise LeafInputError(where, line, "response", "missing or not a string")
         if pid in out:
-            raise LeafInputError(path, line, "id", f"duplicate prediction for {pid!r}")
+            raise LeafInputError(where, line, "id", f"duplicate prediction for {pid!r}")
         out[pid] = responses
     return out
 
@@ -105,6 +112,21 @@ def grade_all(bench: Sequence[dict], predictions: dict[str, list[str]], *,
                        n_correct=sum(bool(r["correct"]) for r in per), results=per)
         rows.append(row)
     return rows
+
+
+def samples_path(metrics_path: str | Path) -> Path:
+    """``metrics.json`` -> ``metrics.samples.jsonl`` beside it (the per-sample rows)."""
+    metrics_path = Path(metrics_path)
+    return metrics_path.with_name(metrics_path.stem + ".samples.jsonl")
+
+
+def summary(metrics: dict[str, Any]) -> str:
+    """One line: ``n 3: accuracy 0.6667, correct ...`` (per task for a mixed bench)."""
+    keys = [k for k, v in metrics.items() if isinstance(v, float)]
+    parts = [f"{k} {metrics[k]:.4f}" for k in keys]
+    for task, block in metrics.get("by_task", {}).items():
+        parts.append(f"[{task}] " + summary(block))
+    return f"n {metrics['n']}: " + ", ".join(parts)
 
 
 def _mean(values: Sequence[float]) -> float:

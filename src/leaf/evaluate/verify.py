@@ -41,12 +41,17 @@ def verify_counterfactuals(
     device: str = "auto",
     dtype: str = "float32",
     backend: str = "hf",
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
 ) -> list[bool]:
-    """True for each row that BOTH ``teacher`` and ``student`` (model dirs or hub ids) solve."""
+    """True for each row that BOTH ``teacher`` and ``student`` (model dirs or hub ids) solve
+    (greedy unless ``temperature > 0``)."""
     rows = list(rows)
     if not rows:
         return []
-    settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size)
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                  temperature=temperature, top_p=top_p, seed=seed)
     verdict = [False] * len(rows)
     for step, name in enumerate((teacher, student)):
         todo = list(range(len(rows))) if step == 0 else [i for i, ok in enumerate(verdict) if ok]

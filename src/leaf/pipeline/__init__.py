@@ -15,13 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from leaf import __version__
-from leaf.pipeline.config import load_config
+from leaf.pipeline.config import RunConfig, load_config
 from leaf.pipeline.manifest import Manifest, utc_now
 from leaf.pipeline.runner import RunLock, run_stages
 
 
 def run_pipeline(
-    config: str | Path | dict,
+    config: str | Path | RunConfig,
     run_dir: str | Path,
     *,
     quick: bool = False,
@@ -35,20 +35,20 @@ def run_pipeline(
     """
     from leaf.pipeline.plan import build_stages
 
-    cfg = config if isinstance(config, dict) else load_config(config, quick=quick)
-    if cfg.get("threads"):
+    cfg = config if isinstance(config, RunConfig) else load_config(config, quick=quick)
+    if cfg.threads:
         import torch
 
-        torch.set_num_threads(int(cfg["threads"]))
+        torch.set_num_threads(cfg.threads)
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     with RunLock(run):
         manifest = Manifest(run)
         snapshot = run / "config.json"
         tmp = snapshot.with_name(snapshot.name + ".tmp")
-        tmp.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(cfg.as_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
         tmp.replace(snapshot)
-        manifest.update_run(name=cfg["name"], config=cfg.get("config_path"), quick=cfg["quick"],
+        manifest.update_run(name=cfg.name, config=cfg.config_path, quick=cfg.is_quick,
                             started_at=utc_now(), finished_at=None, status="running",
                             leaf_version=__version__, leaf_commit=_source_commit())
         t0 = time.monotonic()
@@ -81,17 +81,15 @@ def _logged(fn: Callable[[], object], name: str, path: Path) -> Callable[[], obj
     return call
 
 
-def report_files(cfg: dict, run: Path) -> dict:
+def report_files(cfg: RunConfig, run: Path) -> dict:
     """What ``leaf report RUN_DIR`` shows: the first replicate's scores, its span/gradient
     counterfactual sets (the ones LeaF trains on), its screened samples and, with testbed
     data, the students' attention on the planted distractor (``attention.json``)."""
-    from leaf.pipeline.plan import replicates
-
-    dkey = next(iter(replicates(cfg).values()))
-    sets = [n for n, spec in cfg["counterfactuals"].items()
-            if spec.get("masking", "gradient") == "gradient" and spec.get("strategy", "span") == "span"]
+    dkey = next(iter(cfg.replicates().values()))
+    sets = [n for n, spec in cfg.counterfactuals.items()
+            if spec.masking == "gradient" and spec.strategy == "span"]
     files = {
-        "scores": [f"{dkey}/detect/{lv}.jsonl" for lv in cfg["detect"]["levels"]],
+        "scores": [f"{dkey}/detect/{lv}.jsonl" for lv in cfg.detect.levels],
         "counterfactuals": [f"{dkey}/prune/{n}.jsonl" for n in sets],
         "screened": [f"{dkey}/screen/screened.jsonl"],
         "attention": ["attention.json"],

@@ -17,11 +17,7 @@ from typing import Any
 
 from leaf.data.jsonl import finite_json, iter_jsonl, write_json_atomic
 from leaf.errors import LeafError
-
-
-def group_of(key: str) -> str:
-    """Table row of an evaluated model key: ``student`` -> ``student``, ``kd-s1`` -> ``kd``."""
-    return key if key in ("teacher", "student") else key.rsplit("-s", 1)[0]
+from leaf.pipeline.config import LABELS
 
 
 def measure_run(entries: list[dict[str, Any]], out: Path, *, split: str, part: str,
@@ -33,7 +29,6 @@ def measure_run(entries: list[dict[str, Any]], out: Path, *, split: str, part: s
     """
     import torch
 
-    from leaf.pipeline.results import LABELS
     from leaf.report.attention_share import compare_models, planted_items
 
     if device == "auto":
@@ -62,7 +57,6 @@ def summarise_attention(att: dict[str, Any]) -> dict[str, Any]:
     With >= 2 seeds the interval is Student-t over seeds; with one it is Student-t over the
     measured samples' shares (``per_item``).
     """
-    from leaf.pipeline.results import LABELS
     from leaf.testbed.metrics import mean_ci
 
     groups: dict[str, list[dict]] = {}

@@ -1,6 +1,11 @@
 """The ``leaf run`` configuration: one YAML file names everything a run depends on.
 
-Keys (defaults in :data:`DEFAULTS`; anything not given takes its default)::
+The file (plus ``--quick`` and every ``--set KEY=VALUE``) is parsed into a :class:`RunConfig`
+when it is loaded, before any stage runs: an unknown key (with a "did you mean"), a value of the
+wrong type or out of range stops the run with one message naming the dotted key. The stage
+options are built from it then, so what a stage runs with is what ``results.json`` reports.
+
+Keys (every one optional except the data; defaults below)::
 
     name: digit_sum
     data:
@@ -14,25 +19,26 @@ Keys (defaults in :data:`DEFAULTS`; anything not given takes its default)::
                               # and distillation are seeded per replicate; files are shared
     teacher: testbed:digit_sum/teacher   # a model dir, a hub id, or testbed:FAMILY/ROLE
     student: testbed:digit_sum/student
-    device: cpu               # passed to every stage
+    device: cpu               # every stage's device and dtype, unless its section sets its own
     dtype: float32
     threads: null             # torch CPU threads for the whole run (1 is fastest for tiny models)
-    screen:  {batch_size: 64, max_new_tokens: 32}
+    screen:   {batch_size: 64, max_new_tokens: 32}   # leaf.stages.GenerationOptions (also used
+    evaluate: {batch_size: 64, max_new_tokens: 32}   # by verification); any of its fields
     detect:  {levels: [instruction, response], segments: 2, batch_size: 16, all: false}
     prune:   {threshold_mode: fixed, tau: 0.10, quantile: 0.05, seed: 0}
-    counterfactuals:          # named sets, each one `leaf prune` run on one level's scores
+    counterfactuals:          # named sets, each one prune run on one level's scores; a set may
+                              # override threshold_mode, tau, quantile and seed
       instruction_span: {level: instruction, masking: gradient, strategy: span, verify: true}
     distill:
-      hybrid_lambda: 0.5
+      hybrid_lambda: 0.5      # lambda of variants that have counterfactual sets
       args: {max_steps: 400, learning_rate: 1.0e-3}   # any leaf distill / TrainingArguments key
       variants:               # name -> counterfactual sets added to the original samples
-        kd: []
-        leaf_instr: [instruction_span]
-    evaluate: {batch_size: 64, max_new_tokens: 32}
+        kd: {sets: [], hybrid_lambda: 1.0}   # KD w/o mask (a variant without sets: 1.0)
+        leaf_instr: [instruction_span]       # short form: the sets, distill.hybrid_lambda
     detection:                # score pruned spans against the testbed's planted spans
       rules: {gradient: instruction_span}
-    attention:                # students' attention on the planted distractor
-      {enabled: null (auto: on for testbed data), split: test_anti, limit: 100, part: distractor}   # -> attention.json
+    attention:                # students' attention on the planted distractor -> attention.json
+      {enabled: null (auto: on for testbed data), split: test_anti, limit: 100, part: distractor}
     quick: {...}              # merged over everything above by --quick
     demo: true                # `leaf demo` runs this bundled config by default
 
@@ -43,10 +49,13 @@ package (its bundled configs and testbed assets).
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from leaf.errors import LeafError
+from leaf.settings import Checked, SettingError, from_mapping, setting, to_mapping
+from leaf.stages.options import DetectOptions, GenerationOptions, PruneOptions, VerifyOptions
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 SPLIT_LABELS = {
@@ -54,42 +63,212 @@ SPLIT_LABELS = {
     "test_anti": "anti-correlated",
     "test_clean": "clean",
 }
-
-DEFAULTS: dict[str, Any] = {
-    "name": "run",
-    "data": {"testbed": None, "train": None, "tests": None, "seed": 0, "bias": 0.95,
-             "sizes": None},
-    "seeds": [0],
-    "teacher": None,
-    "student": None,
-    "device": "cpu",
-    "dtype": "float32",
-    "threads": None,
-    "screen": {"batch_size": 64, "max_new_tokens": 32},
-    "detect": {"levels": ["instruction", "response"], "segments": 2, "batch_size": 16,
-               "all": False},
-    "prune": {"threshold_mode": "fixed", "tau": 0.10, "quantile": 0.05, "seed": 0},
-    "counterfactuals": {
-        "instruction_span": {"level": "instruction", "masking": "gradient", "strategy": "span",
-                             "verify": True},
-    },
-    "distill": {"hybrid_lambda": 0.5, "args": {},
-                "variants": {"kd": [], "leaf_instr": ["instruction_span"]}},
-    "evaluate": {"batch_size": 64, "max_new_tokens": 32},
-    "detection": {"rules": {}},
-    "attention": {"enabled": None, "split": "test_anti", "limit": 100, "part": "distractor"},
+LABELS = {  # table rows
+    "teacher": "Teacher",
+    "student": "Student (Pre-KD)",
+    "kd": "KD w/o mask",
+    "leaf_instr": "LeaF (instruction)",
+    "leaf_instr_resp": "LeaF (instruction + response)",
+    "leaf_collective": "LeaF (instruction, collective pruning)",
 }
-_REPLACE = {"counterfactuals", "variants", "rules", "tests", "sizes", "args", "levels", "seeds"}
-TOP_KEYS = set(DEFAULTS) | {"quick", "description", "demo"}
-SET_KEYS = {"level", "masking", "strategy", "verify", "tau", "threshold_mode", "quantile", "seed"}
+Level = Literal["instruction", "response"]
+# distill.args keys the pipeline sets itself, and where to set them instead
+RESERVED_DISTILL_ARGS = {
+    "hybrid_lambda": "distill.hybrid_lambda or distill.variants.NAME.hybrid_lambda",
+    "seed": "seeds", "output_dir": "the run directory", "teacher_model": "teacher",
+    "student_model": "student", "train_file": "distill.variants",
+    "use_counterfactuals": "distill.variants",
+}
 
 
-def deep_merge(base: dict, over: dict, replace: set[str] = frozenset()) -> dict:
-    """``over`` merged into a copy of ``base``; dicts merge key by key except ``replace`` keys."""
+@dataclass
+class DataConfig(Checked):
+    testbed: str | None = setting(None, help="testbed family whose splits are generated")
+    train: str | None = setting(None, help="training samples (JSONL) when not a testbed")
+    tests: dict[str, str] | None = setting(None, help="test split name -> bench JSONL")
+    seed: int = setting(0, help="testbed generation seed (plus the replicate's seed)")
+    bias: float = setting(0.95, ge=0.0, le=1.0,
+                          help="testbed: share of distillation samples whose distractor agrees")
+    sizes: dict[str, int] | None = setting(None, ge=0, help="testbed split sizes")
+
+
+@dataclass
+class DetectConfig(Checked):
+    levels: list[Level] = setting(default_factory=lambda: ["instruction", "response"],
+                                  help="levels scored, one detect stage each")
+    segments: int = setting(2, ge=2, help="response segments K")
+    batch_size: int | None = setting(16, ge=1, help="sequences per forward/backward pass")
+    all: bool = setting(False, help="score every sample, not only teacher-right/student-wrong")
+
+    def check(self) -> None:
+        if not self.levels or len(set(self.levels)) != len(self.levels):
+            raise SettingError(f"DetectConfig.levels: a non-empty list of distinct levels, "
+                               f"got {self.levels}")
+
+
+@dataclass
+class PruneDefaults(Checked):
+    threshold_mode: Literal["fixed", "quantile", "iqr"] = setting("fixed", help="threshold rule")
+    tau: float = setting(0.10, ge=0.0, le=1.0, help="cut-off of the fixed rule")
+    quantile: float = setting(0.05, ge=0.0, lt=1.0, help="q of the quantile rule")
+    seed: int = setting(0, help="random-masking seed (plus the replicate's seed)")
+
+
+@dataclass
+class CounterfactualSet(Checked):
+    level: Level = setting("instruction", help="which scores the set prunes")
+    masking: Literal["gradient", "random", "ppl", "planted"] = setting(
+        "gradient", help="selection rule (planted: the testbed oracle)")
+    strategy: Literal["span", "collective"] = setting("span", help="one span or all at once")
+    verify: bool = setting(False, help="keep only counterfactuals both models answer")
+    threshold_mode: Literal["fixed", "quantile", "iqr"] | None = setting(None, help="over prune")
+    tau: float | None = setting(None, ge=0.0, le=1.0, help="over prune.tau")
+    quantile: float | None = setting(None, ge=0.0, lt=1.0, help="over prune.quantile")
+    seed: int | None = setting(None, help="over prune.seed")
+
+
+@dataclass
+class Variant(Checked):
+    sets: list[str] = setting(default_factory=list, help="counterfactual sets it trains on")
+    extra_originals: str | None = setting(
+        None, help="a counterfactual set: add an unpruned copy of the original for each "
+                   "counterfactual it keeps (the 'extra KD rows' control)")
+    hybrid_lambda: float | None = setting(
+        None, ge=0.0, le=1.0, help="its lambda (default: distill.hybrid_lambda with sets, 1.0 "
+                                   "without: KD w/o mask)")
+
+
+@dataclass
+class DistillConfig(Checked):
+    hybrid_lambda: float = setting(0.5, ge=0.0, le=1.0, help="lambda of variants with sets")
+    args: dict[str, Any] = setting(default_factory=dict, help="leaf distill fields")
+    variants: dict[str, Variant] = setting(
+        default_factory=lambda: {"kd": Variant(), "leaf_instr": Variant(["instruction_span"])},
+        help="variant name -> its sets and lambda")
+
+
+@dataclass
+class DetectionConfig(Checked):
+    rules: dict[str, str] = setting(default_factory=dict, help="rule name -> counterfactual set")
+
+
+@dataclass
+class AttentionConfig(Checked):
+    enabled: bool | None = setting(None, help="null: on for testbed data")
+    split: str = setting("test_anti", help="test split measured")
+    limit: int | None = setting(100, ge=1, help="samples measured per model")
+    part: Literal["distractor", "misleading"] = setting("distractor", help="planted part")
+
+
+@dataclass
+class RunConfig(Checked):
+    """A whole ``leaf run``: every stage's settings, typed and checked."""
+
+    name: str = setting("run", help="run name (default run directory runs/NAME)")
+    description: str | None = setting(None, help="a line for people")
+    demo: bool = setting(False, help="`leaf demo` runs this bundled config by default")
+    data: DataConfig = setting(default_factory=DataConfig, help="training and test data")
+    seeds: list[int] = setting(default_factory=lambda: [0], help="replicates")
+    teacher: str | None = setting(None, help="teacher model")
+    student: str | None = setting(None, help="student model")
+    device: str = setting("cpu", help="device of every stage")
+    dtype: Literal["float32", "bfloat16", "float16"] = setting("float32", help="weights' dtype")
+    threads: int | None = setting(None, ge=1, help="torch CPU threads")
+    screen: GenerationOptions = setting(
+        default_factory=lambda: GenerationOptions(batch_size=64, max_new_tokens=32),
+        help="screening and verification generation")
+    detect: DetectConfig = setting(default_factory=DetectConfig, help="detection")
+    prune: PruneDefaults = setting(default_factory=PruneDefaults, help="pruning defaults")
+    counterfactuals: dict[str, CounterfactualSet] = setting(
+        default_factory=lambda: {"instruction_span": CounterfactualSet(verify=True)},
+        help="named counterfactual sets")
+    distill: DistillConfig = setting(default_factory=DistillConfig, help="distillation")
+    evaluate: GenerationOptions = setting(
+        default_factory=lambda: GenerationOptions(batch_size=64, max_new_tokens=32),
+        help="evaluation generation")
+    detection: DetectionConfig = setting(default_factory=DetectionConfig,
+                                         help="detection against planted spans")
+    attention: AttentionConfig = setting(default_factory=AttentionConfig,
+                                         help="attention on the planted distractor")
+    quick: dict[str, Any] | None = setting(None, help="merged over the rest by --quick")
+    # set by load_config, not by the file
+    is_quick: bool = field(default=False, init=False)
+    config_path: str | None = field(default=None, init=False)
+
+    # -- the run's layout ------------------------------------------------------------------
+    def replicates(self) -> dict[int, str]:
+        """Seed -> data key. Testbed data is drawn anew for every seed (``data<k>``: splits
+        with seed ``data.seed + k``); data given as files is shared by all seeds (``data``)."""
+        if self.data.testbed:
+            return {s: f"data{s}" for s in self.seeds}
+        return {s: "data" for s in self.seeds}
+
+    def model_keys(self) -> list[tuple[str, str]]:
+        """``(model, data key)`` for every evaluation: teacher and student (pre-KD) on every
+        data replicate, then each distilled ``variant-s<seed>`` on its own seed's replicate."""
+        reps = self.replicates()
+        keys = [(m, d) for d in dict.fromkeys(reps.values()) for m in ("teacher", "student")]
+        for variant in self.distill.variants:
+            keys += [(f"{variant}-s{seed}", reps[seed]) for seed in self.seeds]
+        return keys
+
+    def test_splits(self) -> list[str]:
+        if self.data.testbed:
+            from leaf.testbed.tasks import DEFAULT_SIZES
+
+            merged = {**DEFAULT_SIZES, **(self.data.sizes or {})}
+            return [s for s in merged if s != "train" and merged[s]]
+        return list(self.data.tests)
+
+    # -- what the stages run with ---------------------------------------------------------
+    def lambda_of(self, variant: str) -> float:
+        v = self.distill.variants[variant]
+        return v.hybrid_lambda if v.hybrid_lambda is not None else \
+            (self.distill.hybrid_lambda if v.sets or v.extra_originals else 1.0)
+
+    def detect_options(self, level: str) -> DetectOptions:
+        d = self.detect
+        return DetectOptions(level=level, segments=d.segments, batch_size=d.batch_size,
+                             dtype=self.dtype, device=_detect_device(self.device),
+                             score_all=d.all)
+
+    def prune_options(self, name: str, seed: int) -> PruneOptions:
+        """Set ``name``'s options; its seed is the set's (or prune's) seed plus ``seed``."""
+        s, p = self.counterfactuals[name], self.prune
+        return PruneOptions(
+            threshold_mode=s.threshold_mode or p.threshold_mode,
+            tau=p.tau if s.tau is None else s.tau,
+            quantile=p.quantile if s.quantile is None else s.quantile,
+            strategy=s.strategy, masking=s.masking,
+            seed=(p.seed if s.seed is None else s.seed) + seed)
+
+    def verify_options(self) -> VerifyOptions:
+        return VerifyOptions(teacher=self.teacher, student=self.student,
+                             generation=self.screen)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data, as written to ``config.json`` and reported in ``results.json``."""
+        out = to_mapping(self)
+        out.pop("quick", None)
+        return out
+
+
+def group_of(key: str) -> str:
+    """Table row of an evaluated model key: ``student`` -> ``student``, ``kd-s1`` -> ``kd``."""
+    return key if key in ("teacher", "student") else key.rsplit("-s", 1)[0]
+
+
+def _detect_device(device: str) -> str:
+    return "cuda" if device.startswith("cuda") else device
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """``over`` merged into a copy of ``base`` key by key (dicts merge, everything else is
+    replaced)."""
     out = copy.deepcopy(base)
     for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in replace:
-            out[k] = deep_merge(out[k], v, replace)
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
         else:
             out[k] = copy.deepcopy(v)
     return out
@@ -119,11 +298,9 @@ def resolve_path(value: str | None, base: Path, *, is_file: bool = False) -> str
     return value
 
 
-def load_config(path: str | Path, *, quick: bool = False, overrides: dict | None = None) -> dict:
-    """Read, merge with defaults (and ``quick``), check and resolve one run config."""
+def read_yaml_mapping(path: Path) -> dict:
     import yaml
 
-    path = Path(path)
     if not path.is_file():
         raise LeafError(f"{path}: config file not found")
     try:
@@ -132,72 +309,153 @@ def load_config(path: str | Path, *, quick: bool = False, overrides: dict | None
         raise LeafError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(raw, dict):
         raise LeafError(f"{path}: expected a mapping at the top level")
-    unknown = set(raw) - TOP_KEYS
-    if unknown:
-        raise LeafError(f"{path}: unknown key(s) {sorted(unknown)}; known: {sorted(TOP_KEYS)}")
-    cfg = deep_merge(DEFAULTS, {k: v for k, v in raw.items() if k != "quick"}, _REPLACE)
-    if quick and raw.get("quick"):  # like --set: only the keys it names change
-        cfg = deep_merge(cfg, raw["quick"])
-    if overrides:  # dotted --set values: merge key by key, replace only what is named
-        cfg = deep_merge(cfg, overrides)
-    cfg["quick"] = bool(quick)
-    cfg["config_path"] = str(path.resolve())
-    _check_and_resolve(cfg, path)
+    return raw
+
+
+def load_config(path: str | Path, *, quick: bool = False,
+                overrides: dict | None = None) -> RunConfig:
+    """Read one run config, apply ``quick:`` (with ``quick``) and the ``--set`` overrides,
+    and check all of it. Raises :class:`SettingError` naming the file and the key."""
+    path = Path(path)
+    raw = read_yaml_mapping(path)
+    merged = {k: v for k, v in raw.items() if k != "quick"}
+    if quick and raw.get("quick"):
+        merged = deep_merge(merged, raw["quick"])
+    if overrides:
+        merged = deep_merge(merged, overrides)
+    source = f"{path}{' (with --set)' if overrides else ''}"
+    try:
+        cfg = _typed(merged, path)
+        if raw.get("quick") is not None and not quick:  # a typo there must not wait for --quick
+            if not isinstance(raw["quick"], dict):
+                raise SettingError(f"quick: expected a mapping, got {raw['quick']!r}")
+            _typed(deep_merge(merged, raw["quick"]), path, where="quick")
+    except LeafError as exc:
+        raise SettingError(f"{source}: {exc}") from None
+    cfg.quick = raw.get("quick")
+    cfg.is_quick = bool(quick)
+    cfg.config_path = str(path.resolve())
     return cfg
 
 
-def _check_and_resolve(cfg: dict, path: Path) -> None:
+def _typed(mapping: dict, path: Path, where: str = "") -> RunConfig:
+    """A checked :class:`RunConfig` from a merged mapping (``where`` prefixes messages)."""
+    mapping = copy.deepcopy(mapping)
+    mapping.pop("quick", None)
+    distill = mapping.get("distill")
+    if isinstance(distill, dict) and isinstance(distill.get("variants"), dict):
+        # short form: `name: [set, ...]`
+        distill["variants"] = {k: {"sets": v} if isinstance(v, list) or v is None else v
+                               for k, v in distill["variants"].items()}
+        for v in distill["variants"].values():
+            if isinstance(v, dict) and v.get("sets") is None:
+                v["sets"] = []
+    for section in ("screen", "evaluate"):  # the run's device and dtype, unless set there
+        sec = mapping.get(section)
+        if sec is None or isinstance(sec, dict):
+            sec = dict(sec or {})
+            for key in ("device", "dtype"):
+                sec.setdefault(key, mapping.get(key, "cpu" if key == "device" else "float32"))
+            mapping[section] = sec
+    prefix = f"{where}." if where else ""
+    try:
+        cfg = from_mapping(RunConfig, mapping, "")
+    except SettingError as exc:
+        raise SettingError(prefix + str(exc).lstrip(".")) from None
+    try:
+        _check_and_resolve(cfg, path)
+    except SettingError as exc:
+        raise SettingError(prefix + str(exc)) from None
+    return cfg
+
+
+def _check_and_resolve(cfg: RunConfig, path: Path) -> None:
+    """Rules that tie sections together; paths and models resolved; stage options built."""
     base = path.resolve().parent
+    data = cfg.data
+    if data.testbed:
+        from leaf.testbed.tasks import DEFAULT_SIZES, FAMILIES
 
-    def bad(msg: str) -> LeafError:
-        return LeafError(f"{path}: {msg}")
-
-    data = cfg["data"]
-    family = data.get("testbed")
-    if family:
-        from leaf.testbed.tasks import FAMILIES
-
-        if family not in FAMILIES:
-            raise bad(f"data.testbed: unknown family {family!r}; known: {sorted(FAMILIES)}")
-        cfg["teacher"] = cfg["teacher"] or f"testbed:{family}/teacher"
-        cfg["student"] = cfg["student"] or f"testbed:{family}/student"
-    else:
-        if not data.get("train") or not data.get("tests"):
-            raise bad("data: give either `testbed: FAMILY` or both `train:` and `tests:`")
-        data["train"] = resolve_path(data["train"], base, is_file=True)
-        data["tests"] = {k: resolve_path(v, base, is_file=True) for k, v in data["tests"].items()}
-    for role in ("teacher", "student"):
-        if not cfg[role]:
-            raise bad(f"{role}: missing (a model directory or hub id)")
-        cfg[role] = resolve_path(cfg[role], base)
-
-    levels = cfg["detect"]["levels"]
-    if not set(levels) <= {"instruction", "response"} or not levels:
-        raise bad(f"detect.levels: must be a non-empty subset of [instruction, response], got {levels}")
-    for name, spec in cfg["counterfactuals"].items():
-        unknown = set(spec) - SET_KEYS
+        if data.testbed not in FAMILIES:
+            raise SettingError(f"data.testbed: unknown family {data.testbed!r}; known: "
+                               f"{sorted(FAMILIES)}")
+        unknown = set(data.sizes or {}) - set(DEFAULT_SIZES)
         if unknown:
-            raise bad(f"counterfactuals.{name}: unknown key(s) {sorted(unknown)}")
-        if spec.get("level", "instruction") not in levels:
-            raise bad(f"counterfactuals.{name}: level {spec.get('level')!r} is not in detect.levels")
-    for variant, sets in cfg["distill"]["variants"].items():
-        missing = [s for s in sets or [] if s not in cfg["counterfactuals"]]
+            raise SettingError(f"data.sizes.{sorted(unknown)[0]}: unknown split; known: "
+                               f"{sorted(DEFAULT_SIZES)}")
+        cfg.teacher = cfg.teacher or f"testbed:{data.testbed}/teacher"
+        cfg.student = cfg.student or f"testbed:{data.testbed}/student"
+    else:
+        if not data.train or not data.tests:
+            raise SettingError("data: give either `testbed: FAMILY` or both `train:` and "
+                               "`tests:`")
+        data.train = resolve_path(data.train, base, is_file=True)
+        data.tests = {k: resolve_path(v, base, is_file=True) for k, v in data.tests.items()}
+    for role in ("teacher", "student"):
+        if not getattr(cfg, role):
+            raise SettingError(f"{role}: missing (a model directory or hub id)")
+        try:
+            setattr(cfg, role, resolve_path(getattr(cfg, role), base))
+        except LeafError as exc:
+            raise SettingError(f"{role}: {exc}") from None
+    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
+        raise SettingError(f"seeds: a non-empty list of distinct integers, got {cfg.seeds}")
+
+    levels = cfg.detect.levels
+    for name, spec in cfg.counterfactuals.items():
+        if spec.level not in levels:
+            raise SettingError(f"counterfactuals.{name}.level: {spec.level!r} is not in "
+                               f"detect.levels {levels}")
+        if spec.masking == "planted" and spec.level != "instruction":
+            raise SettingError(f"counterfactuals.{name}.level: planted spans are in the "
+                               "instruction; masking 'planted' needs level instruction")
+        try:
+            cfg.prune_options(name, 0)
+        except SettingError as exc:
+            raise SettingError(f"counterfactuals.{name}: {exc}") from None
+    for variant, spec in cfg.distill.variants.items():
+        missing = [s for s in spec.sets if s not in cfg.counterfactuals]
         if missing:
-            raise bad(f"distill.variants.{variant}: unknown counterfactual set(s) {missing}")
-    for rule, cset in cfg["detection"]["rules"].items():
-        if cset not in cfg["counterfactuals"]:
-            raise bad(f"detection.rules.{rule}: unknown counterfactual set {cset!r}")
-        if cfg["counterfactuals"][cset].get("level", "instruction") != "instruction":
-            raise bad(f"detection.rules.{rule}: planted spans are in the instruction; "
-                      f"set {cset!r} must be instruction level")
-    att = cfg["attention"]
-    unknown = set(att) - set(DEFAULTS["attention"])
-    if unknown:
-        raise bad(f"attention: unknown key(s) {sorted(unknown)}; known: "
-                  f"{sorted(DEFAULTS['attention'])}")
-    if att.get("part") not in ("distractor", "misleading"):
-        raise bad(f"attention.part: 'distractor' or 'misleading', got {att.get('part')!r}")
-    seeds = cfg["seeds"]
-    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds) \
-            or len(set(seeds)) != len(seeds):
-        raise bad(f"seeds: a non-empty list of distinct integers, got {seeds}")
+            raise SettingError(f"distill.variants.{variant}.sets: unknown counterfactual "
+                               f"set(s) {missing}; known: {sorted(cfg.counterfactuals)}")
+        if spec.extra_originals is not None and spec.extra_originals not in cfg.counterfactuals:
+            raise SettingError(f"distill.variants.{variant}.extra_originals: unknown "
+                               f"counterfactual set {spec.extra_originals!r}")
+        if len(set(spec.sets)) != len(spec.sets):
+            raise SettingError(f"distill.variants.{variant}.sets: a set is named twice")
+    cfg.distill.variants = {k: replace(v, hybrid_lambda=cfg.lambda_of(k))
+                            for k, v in cfg.distill.variants.items()}
+    for rule, cset in cfg.detection.rules.items():
+        if cset not in cfg.counterfactuals:
+            raise SettingError(f"detection.rules.{rule}: unknown counterfactual set {cset!r}")
+        if cfg.counterfactuals[cset].level != "instruction":
+            raise SettingError(f"detection.rules.{rule}: planted spans are in the instruction; "
+                               f"set {cset!r} must be instruction level")
+    check_distill_args(cfg)
+
+
+def check_distill_args(cfg: RunConfig) -> None:
+    """``distill.args`` must name fields of ``leaf distill`` the pipeline does not set itself,
+    with values ``DistillArguments`` accepts (checked now, not when the stage is reached)."""
+    for key in cfg.distill.args:
+        if key in RESERVED_DISTILL_ARGS:
+            raise SettingError(f"distill.args.{key}: set by the pipeline; use "
+                               f"{RESERVED_DISTILL_ARGS[key]}")
+    from leaf.stages import distill_arguments
+
+    for variant in list(cfg.distill.variants)[:1]:  # the variants differ only in set keys
+        distill_arguments(distill_config(cfg, variant, 0, "unused"), where="distill.args")
+
+
+def distill_config(cfg: RunConfig, variant: str, seed: int, output_dir: str | Path,
+                   train_file: str | Path = "train.jsonl") -> dict[str, Any]:
+    """The ``leaf distill`` config of one variant and seed: ``distill.args`` plus what the
+    pipeline sets (models, training file, the variant's lambda, seed, output directory)."""
+    return {
+        **cfg.distill.args,
+        "teacher_model": cfg.teacher, "student_model": cfg.student,
+        "train_file": str(train_file), "hybrid_lambda": cfg.lambda_of(variant),
+        "use_counterfactuals": bool(cfg.distill.variants[variant].sets
+                                    or cfg.distill.variants[variant].extra_originals),
+        "output_dir": str(output_dir), "seed": seed,
+    }

@@ -17,7 +17,9 @@ Run directory layout::
     eval/<model>/<dkey>/<split>/                  leaf eval (predictions, metrics.json)
     attention.json                                students' attention on the planted spans
 
-Stage commands run in this process through :func:`leaf.cli.main`.
+Every stage calls a stage function of :mod:`leaf.stages` in this process with the options the
+typed config (:class:`leaf.pipeline.config.RunConfig`) built when it was loaded; a stage's
+``params`` (what its hash covers and the manifest records) are those options as plain data.
 """
 
 from __future__ import annotations
@@ -26,60 +28,20 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from leaf import stages as S
 from leaf.data.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
 from leaf.errors import LeafError
+from leaf.pipeline.config import RunConfig, distill_config, group_of
 from leaf.pipeline.runner import Stage
+from leaf.settings import to_mapping
 
 
-def call_leaf(argv: list[str]) -> None:
-    """Run one ``leaf`` subcommand in this process; raise if it fails."""
-    from leaf.cli import main
-
-    rc = main([str(a) for a in argv])
-    if rc != 0:
-        raise LeafError(f"`leaf {' '.join(str(a) for a in argv)}` exited with status {rc}")
-
-
-def _opt(flag: str, value: Any) -> list[str]:
-    return [] if value is None else [flag, str(value)]
-
-
-def replicates(cfg: dict) -> dict[int, str]:
-    """Seed -> data key. Testbed data is drawn anew for every seed (``data<k>``: splits with
-    seed ``data.seed + k``); data given as files is shared by all seeds (``data``)."""
-    seeds = cfg["seeds"]
-    if cfg["data"].get("testbed"):
-        return {s: f"data{s}" for s in seeds}
-    return {s: "data" for s in seeds}
-
-
-def model_keys(cfg: dict) -> list[tuple[str, str]]:
-    """``(model, data key)`` for every evaluation: teacher and student (pre-KD) on every data
-    replicate, then each distilled ``variant-s<seed>`` on its own seed's replicate."""
-    reps = replicates(cfg)
-    keys = [(m, d) for d in dict.fromkeys(reps.values()) for m in ("teacher", "student")]
-    for variant in cfg["distill"]["variants"]:
-        keys += [(f"{variant}-s{seed}", reps[seed]) for seed in cfg["seeds"]]
-    return keys
-
-
-def test_splits(cfg: dict) -> list[str]:
-    data = cfg["data"]
-    if data.get("testbed"):
-        sizes = data.get("sizes") or {}
-        from leaf.testbed.tasks import DEFAULT_SIZES
-
-        merged = {**DEFAULT_SIZES, **sizes}
-        return [s for s in merged if s != "train" and merged[s]]
-    return list(data["tests"])
-
-
-def build_stages(cfg: dict, run_dir: str | Path) -> list[Stage]:
+def build_stages(cfg: RunConfig, run_dir: str | Path) -> list[Stage]:
     """All stages of one run, in the order they must run."""
     run = Path(run_dir)
     stages: list[Stage] = []
-    splits = test_splits(cfg)
-    reps = replicates(cfg)
+    splits = cfg.test_splits()
+    reps = cfg.replicates()
     data_seeds: dict[str, int] = {}
     for seed, dkey in reps.items():
         data_seeds.setdefault(dkey, seed)  # the first seed of each data key
@@ -88,134 +50,120 @@ def build_stages(cfg: dict, run_dir: str | Path) -> list[Stage]:
     for dkey, seed in data_seeds.items():
         tests[dkey], sets[dkey] = _stage1(cfg, run / dkey, dkey, seed, splits, stages)
 
-    models: dict[str, Path | str] = {"teacher": cfg["teacher"], "student": cfg["student"]}
-    dcfg = cfg["distill"]
+    models: dict[str, Path | str] = {"teacher": cfg.teacher, "student": cfg.student}
     for seed, dkey in reps.items():
-        for variant, set_names in dcfg["variants"].items():
-            models[f"{variant}-s{seed}"] = _stage2(cfg, run, dkey, seed, variant,
-                                                   set_names or [], sets[dkey], stages)
+        for variant in cfg.distill.variants:
+            models[f"{variant}-s{seed}"] = _stage2(cfg, run, dkey, seed, variant, sets[dkey],
+                                                   stages)
 
-    ev = cfg["evaluate"]
-    common = ["--device", cfg["device"], "--dtype", cfg["dtype"]]
-    for key, dkey in model_keys(cfg):
+    options = S.EvalOptions(generation=cfg.evaluate)
+    for key, dkey in cfg.model_keys():
         for split in splits:
             out = run / "eval" / key / dkey / split
-            argv = ["eval", "--model", models[key], "--bench", tests[dkey][split], "--out", out,
-                    *_opt("--batch-size", ev.get("batch_size")),
-                    *_opt("--max-new-tokens", ev.get("max_new_tokens")), *common]
-            stages.append(Stage(f"eval_{key}_{dkey}_{split}", lambda a=argv: call_leaf(a),
-                                {"dir": out, "metrics": out / "metrics.json"},
-                                {"model": models[key], "bench": tests[dkey][split]},
-                                {"argv": argv}))
+            model, bench = models[key], tests[dkey][split]
+            stages.append(Stage(
+                f"eval_{key}_{dkey}_{split}",
+                lambda m=model, b=bench, o=out: S.evaluate(m, b, o, options),
+                {"dir": out, "metrics": out / "metrics.json"}, {"model": model, "bench": bench},
+                {"evaluate": to_mapping(options)}))
 
     att_out = _attention_stage(cfg, run, models, tests, splits, stages)
 
     from leaf.pipeline.results import collect_results
 
     inputs = {f"eval:{k}/{d}/{s}": run / "eval" / k / d / s / "metrics.json"
-              for k, d in model_keys(cfg) for s in splits}
+              for k, d in cfg.model_keys() for s in splits}
     for dkey in data_seeds:
         inputs.update({f"set:{dkey}/{n}": p for n, p in sets[dkey].items()})
         inputs.update({f"detection:{dkey}/{r}": run / dkey / "detection" / f"{r}.json"
-                       for r in cfg["detection"]["rules"]})
+                       for r in cfg.detection.rules})
     if att_out:
         inputs["attention"] = att_out
     stages.append(Stage("results", lambda: collect_results(cfg, run),
                         {"results": run / "results.json"}, inputs,
-                        {"splits": splits, "models": model_keys(cfg)}))
+                        {"splits": splits, "models": cfg.model_keys(),
+                         "lambdas": {v: cfg.lambda_of(v) for v in cfg.distill.variants}}))
     return stages
 
 
-def _attention_stage(cfg: dict, run: Path, models: dict[str, Path | str],
+def _attention_stage(cfg: RunConfig, run: Path, models: dict[str, Path | str],
                      tests: dict[str, dict[str, Path]], splits: list[str],
                      stages: list[Stage]) -> Path | None:
     """Attention of every student on the planted distractor (``RUN_DIR/attention.json``,
-    :mod:`leaf.pipeline.attention_stage`): on by default with testbed data; with data files only
-    when ``attention.enabled`` is set true (their rows must then carry ``planted`` spans)."""
-    att = cfg.get("attention") or {}
-    split = att.get("split", "test_anti")
-    enabled = att.get("enabled")
+    :mod:`leaf.pipeline.attention_stage`): on by default with testbed data; with data files
+    only when ``attention.enabled`` is set true (their rows must then carry ``planted`` spans)."""
+    att = cfg.attention
+    enabled = att.enabled
     if enabled is None:  # auto: testbed data carries planted spans, data files may not
-        enabled = bool(cfg["data"].get("testbed"))
-    if not enabled or split not in splits:
+        enabled = bool(cfg.data.testbed)
+    if not enabled or att.split not in splits:
         return None
-    from leaf.pipeline.attention_stage import group_of, measure_run
+    from leaf.pipeline.attention_stage import measure_run
 
-    seed_of = {f"{v}-s{s}": s for v in cfg["distill"]["variants"] for s in cfg["seeds"]}
+    seed_of = {f"{v}-s{s}": s for v in cfg.distill.variants for s in cfg.seeds}
     entries = [{"key": group_of(key), "member": f"{key}@{dkey}", "seed": seed_of.get(key),
-                "model": models[key], "data": tests[dkey][split]}
-               for key, dkey in model_keys(cfg) if key != "teacher"]
+                "model": models[key], "data": tests[dkey][att.split]}
+               for key, dkey in cfg.model_keys() if key != "teacher"]
     out = run / "attention.json"
-    limit, part = att.get("limit", 100), att.get("part", "distractor")
     inputs: dict[str, Path | str] = {f"model:{e['member']}": e["model"] for e in entries}
     inputs.update({f"data:{e['member']}": e["data"] for e in entries})
     stages.append(Stage(
         "attention",
-        lambda: measure_run(entries, out, split=split, part=part, limit=limit,
-                            device=cfg["device"], dtype=cfg["dtype"]),
+        lambda: measure_run(entries, out, split=att.split, part=att.part, limit=att.limit,
+                            device=cfg.device, dtype=cfg.dtype),
         {"attention": out}, inputs,
-        {"split": split, "part": part, "limit": limit,
+        {"split": att.split, "part": att.part, "limit": att.limit,
          "models": [[e["key"], e["member"]] for e in entries]}))
     return out
 
 
-def _stage1(cfg: dict, root: Path, dkey: str, seed: int, splits: list[str],
+def _stage1(cfg: RunConfig, root: Path, dkey: str, seed: int, splits: list[str],
             stages: list[Stage]) -> tuple[dict[str, Path], dict[str, Path]]:
     """Data, screen, detect, prune and detection metrics for one data replicate."""
-    common = ["--device", cfg["device"], "--dtype", cfg["dtype"]]
-    teacher, student = cfg["teacher"], cfg["student"]
+    teacher, student = cfg.teacher, cfg.student
     data_out = {"train": root / "data" / "train.jsonl"}
     data_out.update({s: root / "data" / f"{s}.jsonl" for s in splits})
-    stages.append(_data_stage(cfg, data_out, dkey, cfg["data"]["seed"] + seed))
+    stages.append(_data_stage(cfg, data_out, dkey, cfg.data.seed + seed))
     train = data_out["train"]
 
     screened = root / "screen" / "screened.jsonl"
-    sc = cfg["screen"]
-    argv = ["screen", "--teacher", teacher, "--student", student, "--data", train,
-            "--out", screened, *_opt("--batch-size", sc.get("batch_size")),
-            *_opt("--max-new-tokens", sc.get("max_new_tokens")), *common]
-    stages.append(Stage(f"screen_{dkey}", lambda a=argv: call_leaf(a), {"screened": screened},
-                        {"teacher": teacher, "student": student, "data": train}, {"argv": argv}))
+    stages.append(Stage(f"screen_{dkey}",
+                        lambda: S.screen(teacher, student, train, screened, cfg.screen),
+                        {"screened": screened},
+                        {"teacher": teacher, "student": student, "data": train},
+                        {"screen": to_mapping(cfg.screen)}))
 
-    det = cfg["detect"]
     scores: dict[str, Path] = {}
-    for level in det["levels"]:
+    for level in cfg.detect.levels:
         out = root / "detect" / f"{level}.jsonl"
-        argv = ["detect", "--teacher", teacher, "--student", student, "--data", screened,
-                "--out", out, "--level", level, *_opt("--batch-size", det.get("batch_size")),
-                *common]
-        if level == "response":
-            argv += _opt("--segments", det.get("segments"))
-        if det.get("all"):
-            argv.append("--all")
+        options = cfg.detect_options(level)
         scores[level] = out
-        stages.append(Stage(f"detect_{dkey}_{level}", lambda a=argv: call_leaf(a),
+        stages.append(Stage(f"detect_{dkey}_{level}",
+                            lambda o=out, opt=options: S.detect(teacher, student, screened, o, opt),
                             {"scores": out},
                             {"teacher": teacher, "student": student, "data": screened},
-                            {"argv": argv}))
+                            {"detect": to_mapping(options)}))
 
     sets: dict[str, Path] = {}
-    for name, spec in cfg["counterfactuals"].items():
-        p = {**cfg["prune"], **spec}
-        level = p.get("level", "instruction")
+    for name, spec in cfg.counterfactuals.items():
         out = root / "prune" / f"{name}.jsonl"
-        argv = ["prune", "--data", train, "--scores", scores[level], "--out", out,
-                "--threshold-mode", p["threshold_mode"], "--tau", p["tau"],
-                "--quantile", p["quantile"], "--strategy", p.get("strategy", "span"),
-                "--masking", p.get("masking", "gradient"), "--seed", p["seed"] + seed]
-        inputs: dict[str, Path | str] = {"data": train, "scores": scores[level]}
-        if p.get("verify"):
-            argv += ["--verify", "--teacher", teacher, "--student", student,
-                     *_opt("--max-new-tokens", cfg["screen"].get("max_new_tokens")),
-                     *_opt("--batch-size", cfg["screen"].get("batch_size")), *common]
+        options = cfg.prune_options(name, seed)
+        verify = cfg.verify_options() if spec.verify else None
+        inputs: dict[str, Path | str] = {"data": train, "scores": scores[spec.level]}
+        params: dict[str, Any] = {"prune": to_mapping(options)}
+        if verify:
             inputs.update(teacher=teacher, student=student)
+            params["verify"] = to_mapping(verify)
         sets[name] = out
-        stages.append(Stage(f"prune_{dkey}_{name}", lambda a=argv: call_leaf(a),
-                            {"counterfactuals": out}, inputs, {"argv": argv}))
+        stages.append(Stage(
+            f"prune_{dkey}_{name}",
+            lambda sc=scores[spec.level], o=out, opt=options, v=verify:
+                S.prune(train, sc, o, opt, verify=v),
+            {"counterfactuals": out}, inputs, params))
 
-    for rule, set_name in cfg["detection"]["rules"].items():
+    for rule, set_name in cfg.detection.rules.items():
         out = root / "detection" / f"{rule}.json"
-        sc_path = scores[cfg["counterfactuals"][set_name].get("level", "instruction")]
+        sc_path = scores[cfg.counterfactuals[set_name].level]
         stages.append(Stage(f"detection_{dkey}_{rule}",
                             lambda s=sets[set_name], c=sc_path, o=out: detection_metrics(s, c, o),
                             {"metrics": out},
@@ -224,47 +172,47 @@ def _stage1(cfg: dict, root: Path, dkey: str, seed: int, splits: list[str],
     return data_out, sets
 
 
-def _stage2(cfg: dict, run: Path, dkey: str, seed: int, variant: str, set_names: list[str],
+def _stage2(cfg: RunConfig, run: Path, dkey: str, seed: int, variant: str,
             sets: dict[str, Path], stages: list[Stage]) -> Path:
     """The training file and the distillation of one variant for one seed."""
-    dcfg = cfg["distill"]
-    teacher, student = cfg["teacher"], cfg["student"]
     train = run / dkey / "data" / "train.jsonl"
     train_file = run / dkey / "train" / f"{variant}.jsonl"
-    src = {n: sets[n] for n in set_names}
+    spec = cfg.distill.variants[variant]
+    src = {n: sets[n] for n in spec.sets}
+    extra = sets[spec.extra_originals] if spec.extra_originals else None
+    inputs: dict[str, Path | str] = {"data": train, **src}
+    if extra:
+        inputs["extra_originals"] = extra
     name = f"trainset_{dkey}_{variant}"
     if not any(st.name == name for st in stages):
-        stages.append(Stage(name, lambda t=train, s=src, o=train_file: build_train_file(t, s, o),
-                            {"train": train_file}, {"data": train, **src}, {"sets": sorted(src)}))
+        stages.append(Stage(name, lambda t=train, s=src, o=train_file, x=extra:
+                            build_train_file(t, s, o, x),
+                            {"train": train_file}, inputs,
+                            {"sets": sorted(src), "extra_originals": spec.extra_originals}))
     out_dir = run / "distill" / variant / f"seed{seed}"
-    dconf = {
-        **dcfg.get("args", {}),
-        "teacher_model": teacher, "student_model": student, "train_file": train_file,
-        "hybrid_lambda": dcfg["hybrid_lambda"], "output_dir": out_dir / "model", "seed": seed,
-    }
+    dconf = distill_config(cfg, variant, seed, out_dir / "model", train_file)
     stages.append(Stage(f"distill_{variant}-s{seed}", lambda c=dconf, d=out_dir: run_distill(c, d),
                         {"model": out_dir / "model"},
-                        {"teacher": teacher, "student": student, "train": train_file},
+                        {"teacher": cfg.teacher, "student": cfg.student, "train": train_file},
                         {"config": dconf}))
     return out_dir / "model"
 
 
-def _data_stage(cfg: dict, outs: dict[str, Path], dkey: str, data_seed: int) -> Stage:
-    data = cfg["data"]
-    if data.get("testbed"):
-        sizes = data.get("sizes")
-        params = {"testbed": data["testbed"], "seed": data_seed, "bias": data["bias"],
-                  "sizes": sizes}
+def _data_stage(cfg: RunConfig, outs: dict[str, Path], dkey: str, data_seed: int) -> Stage:
+    data = cfg.data
+    if data.testbed:
+        params = {"testbed": data.testbed, "seed": data_seed, "bias": data.bias,
+                  "sizes": data.sizes}
 
         def make() -> None:
             from leaf.testbed.tasks import write_splits
 
-            write_splits(outs["train"].parent, data["testbed"], seed=data_seed,
-                         bias=data["bias"], sizes=sizes)
+            write_splits(outs["train"].parent, data.testbed, seed=data_seed, bias=data.bias,
+                         sizes=data.sizes)
 
         return Stage(f"data_{dkey}", make, outs, {}, params)
 
-    src = {"train": data["train"], **data["tests"]}
+    src = {"train": data.train, **data.tests}
 
     def copy() -> None:
         from leaf.data.schema import read_samples
@@ -278,42 +226,58 @@ def _data_stage(cfg: dict, outs: dict[str, Path], dkey: str, data_seed: int) -> 
     return Stage(f"data_{dkey}", copy, outs, dict(src), {"files": sorted(src)})
 
 
-def build_train_file(train: Path, sets: dict[str, Path], out: Path) -> None:
+def build_train_file(train: Path, sets: dict[str, Path], out: Path,
+                     extra_originals: Path | None = None) -> None:
     """Originals of every training sample plus the sets' kept counterfactuals, atomically.
 
     A counterfactual is kept when it was verified (``verified`` true) or not checked (null);
     rows that failed verification are dropped. Originals come from ``train`` so that a variant
     with no counterfactual sets (plain KD) trains on exactly the same originals.
+
+    ``extra_originals`` (a counterfactual set's file) adds the "extra KD rows" control: for each
+    counterfactual that set keeps, an unpruned copy of its original (``id`` ``<origin>#x<j>``,
+    ``masking: "none"``, ``pruned: []``). The copies are counterfactual-kind rows, so they take
+    the counterfactual rows' place in batching and in the loss: the control differs from LeaF
+    only in that no token was removed, which separates augmentation from the choice of tokens.
     """
-    rows = [
-        {**s, "origin_id": s["id"], "kind": "original", "level": "instruction", "pruned": [],
-         "verified": None}
-        for s in read_jsonl(train)
-    ]
+    originals = {s["id"]: {**s, "origin_id": s["id"], "kind": "original",
+                           "level": "instruction", "pruned": [], "verified": None}
+                 for s in read_jsonl(train)}
+    rows = list(originals.values())
     seen: set[str] = set()
     for name, path in sets.items():
-        for r in read_jsonl(path):
-            if r.get("kind") != "counterfactual" or r.get("verified") is False:
-                continue
+        for r in _kept(path):
             if r["id"] in seen:
                 raise LeafError(f"{path}: counterfactual id {r['id']!r} also appears in another "
                                 f"set of this variant ({name})")
             seen.add(r["id"])
             rows.append(r)
+    if extra_originals is not None:
+        copies: dict[str, int] = {}
+        for r in _kept(extra_originals):
+            j = copies[r["origin_id"]] = copies.get(r["origin_id"], -1) + 1
+            rows.append({**originals[r["origin_id"]], "id": f"{r['origin_id']}#x{j}",
+                         "kind": "counterfactual", "masking": "none", "strategy": None})
     write_jsonl_atomic(out, rows)
 
 
+def _kept(path: Path) -> list[dict]:
+    """The counterfactual rows of a set that training keeps (verified, or not checked)."""
+    return [r for r in read_jsonl(path)
+            if r.get("kind") == "counterfactual" and r.get("verified") is not False]
+
+
 def run_distill(dconf: dict, out_dir: Path) -> None:
-    """Write the variant's distill config and run ``leaf distill`` (resumes from checkpoints)."""
+    """Write the variant's distill config (for people and ``leaf distill --config``) and train
+    (resumes from the last checkpoint in the output directory)."""
     import yaml
 
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "config.yaml"
     tmp = path.with_name(path.name + ".tmp")
-    plain = {k: str(v) if isinstance(v, Path) else v for k, v in dconf.items()}
-    tmp.write_text(yaml.safe_dump(plain, sort_keys=True), encoding="utf-8")
+    tmp.write_text(yaml.safe_dump(dconf, sort_keys=True), encoding="utf-8")
     tmp.replace(path)
-    call_leaf(["distill", "--config", path])
+    S.distill(S.distill_arguments(dconf, where=str(path)))
 
 
 def detection_metrics(counterfactuals: Path, scores: Path, out: Path) -> None:

@@ -1,14 +1,14 @@
 """Plain-English statements read off ``results.json``: what differs, and by how much.
 
-Every sentence is computed from the numbers, so it stays true when the numbers change. Two
-groups are called different only when their 95% intervals do not overlap (a conservative
-reading; with three seeds the Student-t intervals are wide).
+Every sentence is computed from the numbers, so it stays true when the numbers change. A
+variant is compared with KD w/o mask through differences paired by seed (a difference is shown
+when its 95% interval excludes 0); other groups are called different only when their 95%
+intervals do not overlap (a conservative reading; with few seeds the intervals are wide).
 """
 
 from __future__ import annotations
 
-from leaf.pipeline.config import SPLIT_LABELS
-from leaf.pipeline.results import LABELS
+from leaf.pipeline.config import LABELS, SPLIT_LABELS
 
 
 def _rows(results: dict) -> dict[str, dict]:
@@ -25,6 +25,20 @@ def compare(a: dict, b: dict) -> str:
     else:
         verdict = "intervals overlap: no difference shown"
     return f"{d:+.3f} ({verdict})"
+
+
+def paired(c: dict) -> str:
+    """A paired difference: its mean and whether its 95% interval excludes 0."""
+    lo, hi = c.get("lo"), c.get("hi")
+    if lo is None or lo != lo:  # one pair: no interval
+        return f"{c['mean']:+.3f} (one pair, no interval)"
+    if lo > 0:
+        verdict = "interval above 0"
+    elif hi < 0:
+        verdict = "interval below 0"
+    else:
+        verdict = "interval includes 0: no difference shown"
+    return f"{c['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}] ({verdict})"
 
 
 def statements(results: dict) -> list[str]:
@@ -45,13 +59,16 @@ def statements(results: dict) -> list[str]:
                    f"anti-correlated {c['test_anti']['mean']:.3f}, difference "
                    f"{compare(c['test_id'], c['test_anti'])}; a gap here is the student's "
                    "reliance on the planted confounder.")
-    if "kd" in rows:
-        for key in ("leaf_instr", "leaf_instr_resp", "leaf_collective"):
-            if key not in rows:
-                continue
-            parts = [f"{label(s)} {compare(rows[key]['cells'][s], rows['kd']['cells'][s])}"
-                     for s in splits if s in rows[key]["cells"] and s in rows["kd"]["cells"]]
-            out.append(f"{rows[key]['label']} minus KD w/o mask: " + "; ".join(parts) + ".")
+    for d in results.get("differences") or []:
+        if not d["pairs"]:
+            out.append(f"{d['label']}: no run had a counterfactual to train on, so it shows "
+                       "nothing about LeaF (its runs only repeat KD w/o mask).")
+            continue
+        parts = [f"{label(sp)} {paired(d['cells'][sp])}" for sp in splits if sp in d["cells"]]
+        left = d["runs_without_counterfactuals"]
+        out.append(f"{d['label']} minus KD w/o mask, paired over {d['pairs']} runs"
+                   + (f" ({left} without counterfactuals left out)" if left else "") + ": "
+                   + "; ".join(parts) + ".")
     if "leaf_instr" in rows and "leaf_collective" in rows:
         a, b = rows["leaf_collective"]["cells"], rows["leaf_instr"]["cells"]
         parts = [f"{label(s)} {compare(a[s], b[s])}" for s in splits if s in a and s in b]
@@ -82,7 +99,8 @@ def statements(results: dict) -> list[str]:
                 out.append(f"Gradient minus {other} masking: " + "; ".join(parts) + ".")
     counts = results["counts"]
     train = sum(c["train"] for c in counts.values())
-    for variant, set_names in (results.get("variants") or {}).items():
+    for variant, spec in (results.get("variants") or {}).items():
+        set_names = spec["sets"]
         if not set_names:
             continue
         extra = sum(c["sets"][n]["kept"] for c in counts.values() for n in set_names

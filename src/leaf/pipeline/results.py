@@ -6,10 +6,15 @@
      "replicates": ["data0", "data1", "data2"],
      "models": {"teacher@data0": {"test_id": {"accuracy": 1.0, "n": 200}, ...},
                 "kd-s0@data0": {...}},
+     "variants": {"kd": {"sets": [], "hybrid_lambda": 1.0}, ...},
      "rows": [{"key": "kd", "label": "KD w/o mask", "members": ["kd-s0@data0", ...],
-               "replicates": 3,
+               "replicates": 3, "hybrid_lambda": 1.0 (null for teacher and student),
+               "counterfactual_rows": [0, 0, 0] (per run; null for teacher and student),
                "cells": {"test_id": {"mean": .9, "lo": .85, "hi": .95, "values": [...], "n": 200,
                                      "interval": "t over seeds" | "Wilson over samples"}}}],
+     "differences": [{"key": "leaf_instr", "baseline": "kd", "pairs": 3,
+                      "runs_without_counterfactuals": 0,
+                      "cells": {"test_anti": {"mean", "lo", "hi", "values", "interval"}}}],
      "counts": {"data0": {"train": 1000, "screened": 1000, "teacher_right_student_wrong": 41,
                           "scored": 41, "sets": {"instruction_span": {"samples": 41,
                           "counterfactuals": 60, "verified": 14, "rejected": 46}}}},
@@ -30,15 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from leaf.data.jsonl import iter_jsonl, write_json_atomic
-
-LABELS = {
-    "teacher": "Teacher",
-    "student": "Student (Pre-KD)",
-    "kd": "KD w/o mask",
-    "leaf_instr": "LeaF (instruction)",
-    "leaf_instr_resp": "LeaF (instruction + response)",
-    "leaf_collective": "LeaF (instruction, collective pruning)",
-}
+from leaf.pipeline.config import LABELS, RunConfig, group_of
 
 
 def t_interval(values: list[float]) -> tuple[float, float, float]:
@@ -82,7 +79,8 @@ def interval(values: list[float], n: int) -> dict[str, Any]:
 
 
 def summarise(models: dict[str, dict], groups: dict[str, list[str]],
-              splits: list[str]) -> list[dict]:
+              splits: list[str], lambdas: dict[str, float] | None = None,
+              trained_on: dict[str, int] | None = None) -> list[dict]:
     """One table row per group of evaluated models (``"teacher"`` -> its replicates, ...)."""
     rows = []
     for key, members in groups.items():
@@ -96,8 +94,51 @@ def summarise(models: dict[str, dict], groups: dict[str, list[str]],
                 cells[split] = {**interval([g["accuracy"] for g in got], got[0]["n"]),
                                 "n": got[0]["n"]}
         rows.append({"key": key, "label": LABELS.get(key, key), "members": members,
-                     "replicates": len(members), "cells": cells})
+                     "replicates": len(members), "cells": cells,
+                     "hybrid_lambda": (lambdas or {}).get(key),
+                     "counterfactual_rows": [(trained_on or {})[m] for m in members]
+                     if trained_on and all(m in trained_on for m in members) else None})
     return rows
+
+
+def paired_differences(cfg: RunConfig, models: dict[str, dict], trained_on: dict[str, int],
+                       splits: list[str], baseline: str = "kd") -> list[dict]:
+    """Every variant minus ``baseline`` (KD w/o mask), paired by seed: the two models of one
+    seed trained on the same data replicate and originals and were tested on the same split,
+    so their difference removes what the replicate shares. Mean and 95% Student-t interval over
+    seeds (no interval with one seed). Runs whose variant trained on no counterfactual row are
+    counted (``runs_without_counterfactuals``) and left out: they only repeat the baseline."""
+    if baseline not in cfg.distill.variants:
+        return []
+    reps = cfg.replicates()
+    out = []
+    for variant, spec in cfg.distill.variants.items():
+        if variant == baseline or not (spec.sets or spec.extra_originals):
+            continue
+        pairs, empty = [], 0
+        for seed in cfg.seeds:
+            a = f"{variant}-s{seed}@{reps[seed]}"
+            b = f"{baseline}-s{seed}@{reps[seed]}"
+            if a not in models or b not in models:
+                continue
+            if trained_on.get(a, 0) == 0:
+                empty += 1
+                continue
+            pairs.append((models[a], models[b]))
+        cells = {}
+        for split in splits:
+            diffs = [x[split]["accuracy"] - y[split]["accuracy"] for x, y in pairs
+                     if split in x and split in y]
+            if len(diffs) >= 2:
+                mean, lo, hi = t_interval(diffs)
+                cells[split] = {"mean": mean, "lo": lo, "hi": hi, "values": diffs,
+                                "interval": "t over paired seeds"}
+            elif diffs:
+                cells[split] = {"mean": diffs[0], "lo": math.nan, "hi": math.nan,
+                                "values": diffs, "interval": "one pair: no interval"}
+        out.append({"key": variant, "label": LABELS.get(variant, variant), "baseline": baseline,
+                    "pairs": len(pairs), "runs_without_counterfactuals": empty, "cells": cells})
+    return out
 
 
 def _count_rows(path: Path) -> int:
@@ -120,13 +161,13 @@ def set_counts(path: Path) -> dict[str, int]:
             "rejected": rejected, "kept": made - rejected}
 
 
-def replicate_counts(cfg: dict, root: Path) -> dict[str, Any]:
+def replicate_counts(cfg: RunConfig, root: Path) -> dict[str, Any]:
     """Samples screened, scored and turned into counterfactuals in one data replicate."""
     screened = root / "screen" / "screened.jsonl"
     target = sum(1 for _, r in iter_jsonl(screened)
                  if r.get("teacher_correct") and not r.get("student_correct")) \
         if screened.exists() else 0
-    scores = root / "detect" / f"{cfg['detect']['levels'][0]}.jsonl"
+    scores = root / "detect" / f"{cfg.detect.levels[0]}.jsonl"
     scored = len({r["id"] for _, r in iter_jsonl(scores)}) if scores.exists() else 0
     return {
         "train": _count_rows(root / "data" / "train.jsonl"),
@@ -134,7 +175,7 @@ def replicate_counts(cfg: dict, root: Path) -> dict[str, Any]:
         "teacher_right_student_wrong": target,
         "scored": scored,
         "sets": {name: set_counts(root / "prune" / f"{name}.jsonl")
-                 for name in cfg["counterfactuals"]},
+                 for name in cfg.counterfactuals},
     }
 
 
@@ -150,28 +191,32 @@ def detection_summary(per_rep: dict[str, dict]) -> dict[str, Any]:
     return out
 
 
-def collect_results(cfg: dict, run_dir: str | Path) -> dict[str, Any]:
+def collect_results(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
     """Read every metrics file of a finished run and write ``results.json``."""
     from leaf.pipeline.manifest import Manifest
-    from leaf.pipeline.plan import model_keys, replicates, test_splits
 
     run = Path(run_dir)
-    splits = test_splits(cfg)
+    splits = cfg.test_splits()
     models: dict[str, dict] = {}
     groups: dict[str, list[str]] = {}
-    for key, dkey in model_keys(cfg):
+    trained_on: dict[str, int] = {}  # member -> counterfactual-kind rows in its training file
+    for key, dkey in cfg.model_keys():
         member = f"{key}@{dkey}"
-        group = key if key in ("teacher", "student") else key.rsplit("-s", 1)[0]
-        groups.setdefault(group, []).append(member)
+        groups.setdefault(group_of(key), []).append(member)
+        if group_of(key) in cfg.distill.variants:
+            train_file = run / dkey / "train" / f"{group_of(key)}.jsonl"
+            trained_on[member] = sum(r.get("kind") == "counterfactual"
+                                     for _, r in iter_jsonl(train_file)) \
+                if train_file.exists() else 0
         for split in splits:
             path = run / "eval" / key / dkey / split / "metrics.json"
             if path.exists():
                 m = json.loads(path.read_text(encoding="utf-8"))
                 models.setdefault(member, {})[split] = {"accuracy": score_of(m), "n": int(m["n"])}
-    dkeys = list(dict.fromkeys(replicates(cfg).values()))
+    dkeys = list(dict.fromkeys(cfg.replicates().values()))
     counts = {d: replicate_counts(cfg, run / d) for d in dkeys}
     detection = {}
-    for rule in cfg["detection"]["rules"]:
+    for rule in cfg.detection.rules:
         per_rep = {d: json.loads((run / d / "detection" / f"{rule}.json").read_text("utf-8"))
                    for d in dkeys if (run / d / "detection" / f"{rule}.json").exists()}
         if per_rep:
@@ -183,22 +228,27 @@ def collect_results(cfg: dict, run_dir: str | Path) -> dict[str, Any]:
         attention = summarise_attention(json.loads((run / "attention.json").read_text("utf-8")))
     stages = Manifest(run).stages
     timings = {k: v.get("seconds_total", v.get("seconds")) for k, v in stages.items()}
+    plain = cfg.as_dict()
+    lambdas = {v: cfg.lambda_of(v) for v in cfg.distill.variants}
     results = {
-        "name": cfg["name"],
-        "quick": cfg.get("quick", False),
-        "config_path": cfg.get("config_path"),
-        "data": cfg["data"],
-        "teacher": cfg["teacher"],
-        "student": cfg["student"],
+        "name": cfg.name,
+        "quick": cfg.is_quick,
+        "config_path": cfg.config_path,
+        "data": plain["data"],
+        "teacher": cfg.teacher,
+        "student": cfg.student,
         "splits": splits,
-        "seeds": cfg["seeds"],
+        "seeds": cfg.seeds,
         "replicates": dkeys,
-        "variants": {k: list(v or []) for k, v in cfg["distill"]["variants"].items()},
-        "distill": {"hybrid_lambda": cfg["distill"]["hybrid_lambda"], **cfg["distill"]["args"]},
-        "counterfactual_sets": cfg["counterfactuals"],
-        "prune": cfg["prune"],
+        "variants": plain["distill"]["variants"],
+        "distill": plain["distill"]["args"],
+        "counterfactual_sets": {n: {**plain["prune"], **{k: v for k, v in spec.items()
+                                                        if v is not None}}
+                                for n, spec in plain["counterfactuals"].items()},
+        "prune": plain["prune"],
         "models": models,
-        "rows": summarise(models, groups, splits),
+        "rows": summarise(models, groups, splits, lambdas, trained_on),
+        "differences": paired_differences(cfg, models, trained_on, splits),
         "counts": counts,
         "detection": detection,
         "attention": attention,

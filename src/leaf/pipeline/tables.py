@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import math
 
-from leaf.pipeline.config import SPLIT_LABELS
-from leaf.pipeline.results import LABELS
+from leaf.pipeline.config import LABELS, SPLIT_LABELS
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -24,16 +23,59 @@ def format_cell(c: dict | None) -> str:
     return f"{c['mean']:.3f} [{c['lo']:.3f}, {c['hi']:.3f}]"
 
 
+def _adds_rows(results: dict, key: str) -> bool:
+    """True for a variant that adds counterfactual-kind rows to the originals."""
+    spec = (results.get("variants") or {}).get(key) or {}
+    return bool(spec.get("sets") or spec.get("extra_originals"))
+
+
 def accuracy_table(results: dict, keys: list[str] | None = None) -> str:
-    """Accuracy per model group and test split: mean and 95% interval."""
+    """Accuracy per model group and test split: mean and 95% interval. A variant none of
+    whose runs had a counterfactual row to train on says so instead of printing numbers that
+    only repeat KD's; one where some runs had none says how many."""
     splits = results["splits"]
-    header = ["model", "runs", *[SPLIT_LABELS.get(s, s) for s in splits]]
+    header = ["model", "lambda", "runs", *[SPLIT_LABELS.get(s, s) for s in splits]]
     rows = []
     for r in results["rows"]:
         if keys is not None and r["key"] not in keys:
             continue
-        rows.append([r["label"], str(r["replicates"]), *[format_cell(r["cells"].get(s)) for s in splits]])
+        lam = r.get("hybrid_lambda")
+        label, cells = r["label"], [format_cell(r["cells"].get(s)) for s in splits]
+        counts = r.get("counterfactual_rows")
+        if counts is not None and _adds_rows(results, r["key"]):
+            empty = sum(c == 0 for c in counts)
+            if empty == len(counts):
+                cells = ["trained on 0 counterfactuals"] * len(splits)
+            elif empty:
+                label += f" ({empty} of {len(counts)} runs had 0 counterfactuals)"
+        rows.append([label, "-" if lam is None else f"{lam:g}", str(r["replicates"]), *cells])
     return _table(header, rows)
+
+
+def _signed_cell(c: dict | None) -> str:
+    if not c:
+        return "-"
+    if isinstance(c.get("lo"), float) and math.isnan(c["lo"]):
+        return f"{c['mean']:+.3f}"
+    return f"{c['mean']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}]"
+
+
+def differences_table(results: dict) -> str | None:
+    """Each variant minus KD w/o mask, paired by seed: the run's headline."""
+    diffs = results.get("differences") or []
+    if not diffs:
+        return None
+    splits = results["splits"]
+    rows = []
+    for d in diffs:
+        note = f"{d['pairs']}"
+        if d["runs_without_counterfactuals"]:
+            note += f" ({d['runs_without_counterfactuals']} left out: 0 counterfactuals)"
+        cells = [_signed_cell(d["cells"].get(s)) for s in splits] if d["pairs"] else \
+            ["no run had counterfactuals"] * len(splits)
+        rows.append([f"{d['label']} - KD w/o mask", note, *cells])
+    return _table(["difference", "paired runs", *[SPLIT_LABELS.get(s, s) for s in splits]],
+                  rows)
 
 
 def detection_table(results: dict) -> str:
@@ -97,11 +139,21 @@ def span_vs_collective_table(results: dict) -> str | None:
 
 def render(results: dict) -> str:
     """Every table of a run, with headings and the intervals explained."""
-    parts = [
-        f"## Accuracy ({results['name']}{', quick' if results.get('quick') else ''})",
+    title = f"{results['name']}{', quick' if results.get('quick') else ''}"
+    parts = []
+    diff = differences_table(results)
+    if diff:
+        parts += [f"## LeaF minus KD, paired by seed ({title})", "", diff, "",
+                  "accuracy of each variant minus KD w/o mask's, run by run (the two runs of a "
+                  "seed share data and originals); mean [95% Student-t interval over the "
+                  "pairs]; an interval that excludes 0 is a difference the runs show. Runs "
+                  "whose variant had no counterfactual to train on are left out.", ""]
+    parts += [
+        f"## Accuracy ({title})",
         "",
         accuracy_table(results),
         "",
+        "lambda: the weight of the standard-distillation term in each variant's loss. "
         "mean [95% interval] over runs (one run per seed; with testbed data each seed also "
         "draws its own splits): Student-t with >= 2 runs (clipped to [0, 1]), Wilson over test "
         "samples with one.",
@@ -130,5 +182,5 @@ def render(results: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
-__all__ = ["LABELS", "accuracy_table", "detection_table", "counts_table", "attention_table",
+__all__ = ["LABELS", "accuracy_table", "differences_table", "detection_table", "counts_table", "attention_table",
            "span_vs_collective_table", "render"]

@@ -10,6 +10,10 @@ Inputs (any may be missing except one of scores / counterfactuals):
   ``student_correct`` when screened;
 - ``leaf attention`` outputs.
 
+Each scored row's candidate units, runs and cut-off come from
+:func:`leaf.detect.spans.confounders`, the rule ``leaf prune`` applies, on the sample's text
+(the rule needs it: whitespace units are never candidates); without the text they are unknown.
+
 Values are stored as integers in per mille to keep a 10,000-sample report a few MB.
 """
 
@@ -24,7 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from leaf.detect.scoring import DEFAULT_QUANTILE, DEFAULT_TAU, threshold
+from leaf.detect.scores_io import scored_text
+from leaf.detect.scoring import DEFAULT_QUANTILE, DEFAULT_TAU
+from leaf.detect.spans import Confounders, confounders
 from leaf.errors import LeafError, LeafInputError
 
 _RESPONSE_ID = re.compile(r"#r(\d+)\.\d+$")
@@ -144,10 +150,50 @@ def threshold_settings(
     }
 
 
-def candidate_runs(diff: Sequence[float], cut: float) -> int:
-    """Number of maximal runs of consecutive units with ``diff <= cut`` (confounder spans)."""
-    flags = np.asarray(diff, dtype=float) <= cut
-    return int(np.sum(flags[1:] & ~flags[:-1]) + (flags[0] if flags.size else 0))
+def _scored_text(s: dict[str, Any], row: dict[str, Any]) -> str | None:
+    """The text a scores row's units index, or None when the run's files do not hold it."""
+    if row.get("level", "instruction") == "instruction":
+        return s["ins"]
+    if s["resp"] is None or not isinstance(row.get("prefix_end"), int):
+        return None
+    return scored_text({"response": s["resp"]}, row)
+
+
+def row_confounders(
+    row: dict[str, Any], text: str | None, th: dict[str, Any], recorded: float | None
+) -> tuple[Confounders | None, str | None]:
+    """The confounder rule's result for one scores row, or None and why it cannot be had.
+
+    ``recorded`` is the cut-off ``leaf prune`` wrote for this row: applied as a fixed tau it
+    reproduces prune's flags whatever its mode, since every mode flags ``norm(d_i) <= t``.
+    The text is needed because whitespace units are never candidates and spans bridge
+    whitespace; without it the report says so instead of guessing.
+    """
+    if recorded is not None:
+        mode, tau = "fixed", recorded
+    elif th["mode"] == "per-row":
+        return None, "cut-off unknown (no counterfactual from this row)"
+    else:
+        mode, tau = th["mode"], th["tau"]
+    if text is None:
+        return None, "candidates unknown: the sample's text is not in the run's files"
+    units, diff = row.get("units") or [], row.get("diff") or []
+    if any(e > len(text) for _, e in units):
+        return None, "candidates unknown: the units do not fit the sample's text"
+    if len(diff) != len(units):  # the report reads scores unchecked; say so, do not crash
+        return None, "candidates unknown: 'diff' and 'units' differ in length"
+    return confounders(text, units, diff, mode, tau, th["quantile"]), None
+
+
+def candidate_fields(rule: Confounders | None, why: str | None) -> dict[str, Any]:
+    """A view's cut-off, candidate units (indices), their count and runs; None when unknown."""
+    if rule is None:
+        return {"cut": None, "c": None, "nc": None, "runs": None, "why": why}
+    flat = not np.isfinite(rule.threshold)
+    cand = [i for i, f in enumerate(rule.flags) if f]
+    return {"cut": None if flat else round(rule.threshold, 4), "c": cand, "nc": len(cand),
+            "runs": len(rule.spans),
+            "why": "differences all equal: nothing stands out, no candidates" if flat else None}
 
 
 def build_report_data(
@@ -202,22 +248,18 @@ def build_report_data(
         level = row.get("level", "instruction")
         seg = int(row.get("segment") or 0)
         d = row.get("diff") or []
-        # the cut-off leaf prune used for this row, else the rule (unknown for "per-row")
-        cut = None if th["source"] == "flags" else row_cut.get((s["id"], level, seg))
-        if cut is None and th["mode"] != "per-row":
-            cut = threshold(d, th["mode"], th["tau"], th["quantile"])
-        if cut is not None:
-            cut = float(cut) if np.isfinite(cut) else -1.0
-            cuts.append(cut)
+        # the cut-off leaf prune used for this row, unless flags ask for another rule
+        recorded = None if th["source"] == "flags" else row_cut.get((s["id"], level, seg))
+        rule, why = row_confounders(row, _scored_text(s, row), th, recorded)
+        if rule is not None and np.isfinite(rule.threshold):
+            cuts.append(rule.threshold)
         diffs.setdefault(level, []).extend(float(x) for x in d if np.isfinite(x))
         s["views"].append({
             "level": level, "seg": seg, "field": row.get("field", level),
             "pe": row.get("prefix_end"), "kind": row.get("unit_kind", "token"),
             "u": [int(x) for span in row.get("units") or [] for x in span],
             "t": _milli(row.get("teacher") or []), "s": _milli(row.get("student") or []),
-            "d": _milli(d), "cut": None if cut is None else round(cut, 4),
-            "nc": 0 if cut is None else int(sum(1 for x in d if x <= cut)),
-            "runs": 0 if cut is None else candidate_runs(d, cut),
+            "d": _milli(d), **candidate_fields(rule, why),
         })
     ordered = [by_id[i] for i in order]
     for s in ordered:
@@ -236,17 +278,22 @@ def spans_per_sample(samples: Sequence[dict[str, Any]]) -> dict[str, list[int]]:
     """Per level, the number of distinct confounder spans of each scored (or pruned) sample.
 
     Counted from the counterfactuals' ``pruned`` spans when the sample has counterfactual rows
-    for that level; otherwise from the candidate runs in its scores.
+    for that level; otherwise from the candidate runs of its scored rows (the spans the rule
+    gives, :func:`leaf.detect.spans.confounders`). A sample whose runs are unknown (no text,
+    no cut-off) is left out rather than counted as zero.
     """
     out: dict[str, list[int]] = {}
     for s in samples:
         levels = {v["level"] for v in s["views"]} | {c["level"] for c in s["cfs"]}
         for level in sorted(levels):
             cfs = [c for c in s["cfs"] if c["level"] == level]
+            runs = [v["runs"] for v in s["views"] if v["level"] == level]
             if cfs:
                 n = len({(c["seg"], *p) for c in cfs for p in c["pruned"]})
+            elif None in runs:
+                continue
             else:
-                n = sum(v["runs"] for v in s["views"] if v["level"] == level)
+                n = sum(runs)
             out.setdefault(level, []).append(n)
     return out
 
@@ -264,11 +311,14 @@ def summarise(samples: Sequence[dict[str, Any]], diffs: dict[str, list[float]],
     for level in sorted({v["level"] for v in views} | {c["level"] for c in cfs}):
         lv = [v for v in views if v["level"] == level]
         lc = [c for c in cfs if c["level"] == level]
-        units = sum(len(v["d"]) for v in lv)
+        known = [v for v in lv if v["nc"] is not None]  # rows whose candidates are known
+        known_units = sum(len(v["d"]) for v in known)
         per_level[level] = {
             "scored_rows": len(lv),
-            "units": units,
-            "candidate_share": (sum(v["nc"] for v in lv) / units) if units else None,
+            "units": sum(len(v["d"]) for v in lv),
+            "candidate_share": (sum(v["nc"] for v in known) / known_units
+                                if known_units else None),
+            "rows_without_candidates": len(lv) - len(known),
             "counterfactuals": len(lc),
             "verified": sum(c["verified"] is True for c in lc),
             "rejected": sum(c["verified"] is False for c in lc),

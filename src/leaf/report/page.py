@@ -130,7 +130,7 @@ function applyFilters() {
   if (st.sort === "cand") view.sort((a, b) => cand(S[b]) - cand(S[a]) || a - b);
   st.page = Math.min(st.page, Math.max(0, Math.ceil(view.length / st.size) - 1));
 }
-function cand(s) { let n = 0; for (const v of s.views) n += v.nc; return n; }
+function cand(s) { let n = 0; for (const v of s.views) n += v.nc || 0; return n; }
 
 // Split text at unit and pruned-span boundaries; colour units by their value.
 function heat(text, v, key, pruned, act) {
@@ -143,6 +143,7 @@ function heat(text, v, key, pruned, act) {
   const pts = Array.from(cuts).sort((a, b) => a - b);
   let ui = 0;
   const vals = v ? v[key] : null, nu = u.length / 2;
+  const cands = key === "d" && v && v.c ? new Set(v.c) : null;  // the rule's flags, from Python
   for (let i = 0; i + 1 < pts.length; i++) {
     const a = pts[i], b = pts[i + 1];
     while (ui < nu && u[2 * ui + 1] <= a) ui++;
@@ -159,7 +160,7 @@ function heat(text, v, key, pruned, act) {
       sp.style.backgroundColor = "rgba(" + c[0] + "," + c[1] + "," + c[2] + "," + (0.85 * a2).toFixed(3) + ")";
       sp.title = "teacher " + milli(v.t[ui]) + "  student " + milli(v.s[ui]) +
                  "  diff " + milli(v.d[ui]) + "  [" + u[2 * ui] + "," + u[2 * ui + 1] + ")";
-      if (key === "d" && v.cut != null && v.d[ui] != null && v.d[ui] / 1000 <= v.cut) cls += " cand";
+      if (cands && cands.has(ui)) cls += " cand";
     }
     if (isPr) cls += " pr";
     if (isAct) cls += " act";
@@ -186,10 +187,10 @@ function viewBlock(s, v) {
   const th = D.threshold;
   const rule = th.mode === "fixed" ? "tau = " + th.tau : th.mode === "per-row" ? "from leaf prune" :
     th.mode + (th.mode === "quantile" ? " q = " + th.quantile : "");
-  const cutText = v.cut == null ? "cut-off unknown (no counterfactual from this row)" :
-    "cut-off norm(d) <= " + fmt(v.cut) + " (" + rule + ")";
+  const cutText = v.cut != null ? "cut-off norm(d) <= " + fmt(v.cut) + " (" + rule + ")" : (v.why || "cut-off unknown");
+  const counts = v.nc == null ? "" : " · " + v.nc + " candidate units, " + v.runs + " runs";
   const box = el("div", { cls: "view" },
-    el("div", { cls: "vh", text: what + " · " + (v.d.length) + " " + v.kind + "s · " + cutText + " · " + v.nc + " candidate units, " + v.runs + " runs" }));
+    el("div", { cls: "vh", text: what + " · " + (v.d.length) + " " + v.kind + "s · " + cutText + counts }));
   for (const [key, lab] of [["t", "teacher"], ["s", "student"], ["d", "difference"]]) {
     const h = heat(shown, v, key, pruned, act);
     if (limit < text.length && key === "d") h.append(el("span", { cls: "tgt", text: text.slice(limit) }));
@@ -283,7 +284,8 @@ function summary() {
   if (lv.length) {
     const t = el("table", { cls: "t" }, el("tr", null, ...["level", "scored rows", "units", "candidate share", "counterfactuals", "verified", "rejected", "spans/sample (mean)", "max"].map(x => el("th", { text: x }))));
     for (const l of lv) { const r = m.levels[l];
-      t.append(el("tr", null, ...[l, r.scored_rows, r.units, pct(r.candidate_share), r.counterfactuals, r.verified, r.rejected, fmt(r.spans_per_sample_mean, 2), fmt(r.spans_per_sample_max, 0)].map(x => el("td", { text: String(x) })))); }
+      const rows = r.scored_rows + (r.rows_without_candidates ? " (" + r.rows_without_candidates + " with candidates unknown)" : "");
+      t.append(el("tr", null, ...[l, rows, r.units, pct(r.candidate_share), r.counterfactuals, r.verified, r.rejected, fmt(r.spans_per_sample_mean, 2), fmt(r.spans_per_sample_max, 0)].map(x => el("td", { text: String(x) })))); }
     box.append(t);
   }
   if (D.attention && D.attention.length) {

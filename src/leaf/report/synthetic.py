@@ -2,8 +2,8 @@
 
 For tests and for previewing the report at scale (``scripts/screenshot_report.sh``): each sample
 has a planted "hint" sentence on which the fake student's saliency is high and the fake
-teacher's low, so the normalised difference is low there and span pruning cuts it out, as
-``leaf detect`` and ``leaf prune`` would on a real run. Texts include HTML-like and script-ending
+teacher's low, so the normalised difference is low there and span pruning cuts it out; the
+counterfactual rows are made by ``leaf prune``'s own code from those scores. Texts include HTML-like and script-ending
 strings on purpose.
 
     python -m leaf.report.synthetic OUT_DIR [N]
@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from leaf.data.jsonl import write_jsonl_atomic
-from leaf.detect.scoring import minmax, normalised_difference, threshold
+from leaf.detect.counterfactuals import PruneOptions, counterfactuals_for_row, original_row
+from leaf.detect.scoring import minmax, normalised_difference
 
 _UNIT = re.compile(r"\s*\S+")
 NASTY = ["</script><script>alert(1)</script>", "<b>bold?</b> & &amp; \"quotes\" 'x'",
@@ -29,17 +30,6 @@ NASTY = ["</script><script>alert(1)</script>", "<b>bold?</b> & &amp; \"quotes\" 
 
 def _units(text: str) -> list[list[int]]:
     return [[m.start(), m.end()] for m in _UNIT.finditer(text)]
-
-
-def _runs(flags: list[bool]) -> list[tuple[int, int]]:
-    runs, start = [], None
-    for i, f in enumerate([*flags, False]):
-        if f and start is None:
-            start = i
-        elif not f and start is not None:
-            runs.append((start, i))
-            start = None
-    return runs
 
 
 def _score(rng: np.random.Generator, units: list[list[int]], hot: tuple[int, int]):
@@ -54,6 +44,7 @@ def make_rows(n: int = 50, seed: int = 0, tau: float = 0.10) -> dict[str, list[d
     """``{"screened": [...], "scores": [...], "counterfactuals": [...]}`` for ``n`` samples."""
     rng = np.random.default_rng(seed)
     pick = random.Random(seed)
+    opts = PruneOptions(tau=tau)
     screened, scores, cfs = [], [], []
     for i in range(n):
         a, b = pick.randint(2, 60), pick.randint(2, 60)
@@ -70,8 +61,7 @@ def make_rows(n: int = 50, seed: int = 0, tau: float = 0.10) -> dict[str, list[d
         screened.append({**sample, "teacher_response": response,
                          "student_response": f"The answer is {a + b + 3}.",
                          "teacher_correct": tc, "student_correct": sc})
-        cfs.append({**sample, "origin_id": sid, "kind": "original", "level": "instruction",
-                    "pruned": [], "verified": None})
+        cfs.append(original_row(sample))
         if not (tc and not sc) and i % 5:
             continue
         h0 = instruction.index(hint)
@@ -90,20 +80,9 @@ def make_rows(n: int = 50, seed: int = 0, tau: float = 0.10) -> dict[str, list[d
                            "student_raw": s_raw.round(4).tolist(),
                            "student_nll": rng.gamma(2.0, 1.0, len(units)).round(3).tolist(),
                            "unit_kind": "word"})
-            cut = threshold(diff, "fixed", tau)
-            for j, (u0, u1) in enumerate(_runs([bool(x <= cut) for x in diff])):
-                span = [units[u0][0], units[u1 - 1][1]]
-                row = {**sample, "origin_id": sid, "kind": "counterfactual", "level": level,
-                       "pruned": [span], "verified": pick.choice([True, True, False, None]),
-                       "masking": "gradient", "strategy": "span",
-                       "threshold": cut}
-                if level == "instruction":
-                    row.update(id=f"{sid}#i{j}",
-                               instruction=instruction[:span[0]] + instruction[span[1]:])
-                else:
-                    row.update(id=f"{sid}#r{seg}.{j}", prefix=text[:span[0]] + text[span[1]:],
-                               target=response[prefix_end:])
-                cfs.append(row)
+            # the rows leaf prune would write (same rule, spans and cuts), with a made-up check
+            for row in counterfactuals_for_row(sample, scores[-1], opts):
+                cfs.append({**row, "verified": pick.choice([True, True, False, None])})
     return {"screened": screened, "scores": scores, "counterfactuals": cfs}
 
 

@@ -20,6 +20,7 @@ __all__ = [
 ]
 
 Dtype = Literal["float32", "bfloat16", "float16"]
+GenerationDtype = Literal["float32", "bfloat16", "float16", "auto"]
 CUDA_DETECT_BATCH_SIZE = 4
 
 
@@ -29,7 +30,7 @@ class GenerationOptions(Checked):
 
     batch_size: int = setting(8, ge=1, help="prompts per generate call")
     max_new_tokens: int = setting(512, ge=1, help="longest answer in tokens")
-    dtype: Dtype = setting("float32", help="weights' dtype")
+    dtype: GenerationDtype = setting("float32", help="weights' dtype (auto: the checkpoint's)")
     device: str = setting("auto", help="auto (GPUs when visible), cpu, cuda or cuda:N")
     backend: Literal["hf", "vllm"] = setting("hf", help="hf (transformers generate) or vllm")
     temperature: float = setting(0.0, ge=0.0, help="0 = greedy")

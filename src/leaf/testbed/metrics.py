@@ -2,7 +2,8 @@
 
 A sample's planted confounder has a *misleading* part (the decoy number) and a *distractor*
 sentence around it (``sample["planted"]``). Given the character spans a detector flagged in the
-instruction (units with ``norm(d_i) <= tau``, or the spans ``leaf prune`` removed):
+instruction (the confounder spans of :func:`leaf.detect.spans.confounders` from the scores, or
+the spans ``leaf prune`` removed):
 
 - **span recall**: the share of planted misleading spans that overlap at least one flagged
   span. Finding the number is what matters: removing it is what frees the student.
@@ -19,6 +20,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+
+from leaf.detect.scoring import DEFAULT_QUANTILE, DEFAULT_TAU
+from leaf.detect.spans import confounders
 
 Span = Sequence[int]  # [start, end) in characters
 
@@ -87,22 +91,28 @@ def _rate(num: int, den: int) -> float:
 
 
 def flagged_from_scores(
-    rows: Iterable[Mapping], mode: str = "fixed", tau: float = 0.10, quantile: float = 0.05
+    rows: Iterable[Mapping],
+    samples: Mapping[str, Mapping],
+    mode: str = "fixed",
+    tau: float = DEFAULT_TAU,
+    quantile: float = DEFAULT_QUANTILE,
 ) -> dict[str, list[list[int]]]:
-    """Instruction-level ``scores.jsonl`` rows -> flagged unit spans per sample id.
+    """Instruction-level ``scores.jsonl`` rows -> confounder spans A_1..A_k per sample id.
 
-    A unit is flagged when its ``diff`` is at or below the threshold of
-    ``leaf.detect.scoring.threshold`` (the paper's ``norm(d_i) <= tau`` by default).
+    The spans are those of :func:`leaf.detect.spans.confounders` (the rule ``leaf prune``
+    uses, before its whitespace widening): ``samples`` maps an id to its sample, whose
+    ``instruction`` the rule needs (whitespace units are never flagged, spans bridge
+    whitespace). A scored sample with nothing flagged gets an empty list.
     """
-    from leaf.detect.scoring import threshold
-
     out: dict[str, list[list[int]]] = {}
     for row in rows:
         if row.get("level", "instruction") != "instruction":
             continue
-        cut = threshold(row["diff"], mode, tau, quantile)
-        flagged = [list(u) for u, d in zip(row["units"], row["diff"]) if d <= cut]
-        out.setdefault(row["id"], []).extend(flagged)
+        if row["id"] not in samples:
+            raise ValueError(f"scores row for {row['id']!r}: no such sample (its text is needed)")
+        rule = confounders(samples[row["id"]]["instruction"], row["units"], row["diff"],
+                           mode, tau, quantile)
+        out.setdefault(row["id"], []).extend(list(sp) for sp in rule.spans)
     return out
 
 

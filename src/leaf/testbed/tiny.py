@@ -63,11 +63,17 @@ def build_tokenizer(
     style: str = "llama3",
     corpus: Iterable[str] | None = None,
     vocab_size: int = 512,
+    *,
+    split_digits: bool = False,
+    repeats: int = 4,
 ) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE tokenizer on ``corpus`` and give it a chat template."""
+    """Train a byte-level BPE tokenizer on ``corpus`` (seen ``repeats`` times) and give it a
+    chat template; ``split_digits`` makes every digit its own token."""
     spec = STYLES[style]
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), byte_level]) if split_digits else byte_level
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -75,7 +81,7 @@ def build_tokenizer(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(list(corpus or DEFAULT_CORPUS) * 4, trainer=trainer)
+    tok.train_from_iterator(list(corpus or DEFAULT_CORPUS) * repeats, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=spec["bos"],

@@ -9,33 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from leaf.testbed.tiny import STYLES
+from leaf.testbed.tiny import build_tokenizer
 
 
 def build_testbed_tokenizer(
     corpus: Iterable[str], vocab_size: int = 320, style: str = "llama3"
 ) -> PreTrainedTokenizerFast:
     """Train a small byte-level BPE on ``corpus`` that never merges digits."""
-    spec = STYLES[style]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True),
-         pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=spec["specials"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(list(corpus), trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=spec["bos"], eos_token=spec["eos"], pad_token=spec["pad"]
-    )
-    if spec["template"]:
-        fast.chat_template = spec["template"]
-    return fast
+    return build_tokenizer(style, list(corpus), vocab_size, split_digits=True, repeats=1)

@@ -1,0 +1,334 @@
+"""Stage 1, confounding-token detection: :func:`screen`, :func:`detect`, :func:`prune`.
+
+Each function reads its inputs (a JSONL path, or for ``data`` the sample dicts themselves,
+checked by the same rules, errors naming ``data[i]``), writes its output through
+``OUT.part`` (renamed when done; a rerun resumes from it) and returns a small summary whose
+``str()`` is the line ``leaf <stage>`` prints. Options are checked when they are made, so a bad
+value fails before any model loads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from leaf.data.jsonl import Records
+from leaf.detect.counterfactuals import PruneOptions
+from leaf.errors import LeafError
+from leaf.settings import SettingError
+from leaf.stages._common import options_or_default, resumable
+from leaf.stages.options import DetectOptions, GenerationOptions, VerifyOptions
+
+__all__ = ["DetectSummary", "PruneSummary", "ScreenSummary", "detect", "prune", "screen",
+           "select_samples"]
+
+
+# ---------------------------------------------------------------------------------------------
+# screen
+
+
+@dataclass(frozen=True)
+class ScreenSummary:
+    """Counts over every sample of a screened file (resumed rows included)."""
+
+    n: int
+    teacher_correct: int
+    student_correct: int
+    teacher_right_student_wrong: int
+    out: Path
+
+    def __str__(self) -> str:
+        return (f"teacher correct {self.teacher_correct}/{self.n}, student correct "
+                f"{self.student_correct}/{self.n}, teacher right and student wrong "
+                f"{self.teacher_right_student_wrong}; wrote {self.out}")
+
+
+def _answer_all(model: str, todo: list[dict], on_chunk: Callable[[list[dict], list[str]], None],
+                label: str, options: GenerationOptions) -> None:
+    """Answer ``todo`` with ``model`` one chunk at a time; ``on_chunk(samples, answers)``."""
+    from tqdm.auto import tqdm
+
+    from leaf.evaluate.generation import make_generator, release
+
+    if not todo:
+        return
+    generator = make_generator(model, backend=options.backend, dtype=options.dtype,
+                               device=options.device, settings=options.settings())
+    step = options.chunk_size()
+    with tqdm(total=len(todo), desc=f"screen ({label})", unit="sample") as bar:
+        for lo in range(0, len(todo), step):
+            chunk = todo[lo:lo + step]
+            on_chunk(chunk, generator.generate([s["instruction"] for s in chunk]))
+            bar.update(len(chunk))
+    release(generator)
+
+
+def screen(teacher: str | Path, student: str | Path, data: Records, out: str | Path,
+           options: GenerationOptions | None = None) -> ScreenSummary:
+    """Let teacher and student answer every sample and grade both answers.
+
+    Writes ``out``: every sample's fields plus ``teacher_response``, ``student_response`` and
+    ``teacher_correct``, ``student_correct`` (bool). The teacher answers first and its answers
+    wait in ``OUT.teacher`` until the student is done, so one model is in memory at a time.
+    Samples already in ``out`` (or ``OUT.part``) are kept, and no model loads when none is left.
+    """
+    from leaf.data.schema import read_samples
+    from leaf.evaluate.grading import grade
+
+    options = options_or_default(options, GenerationOptions)
+    samples = read_samples(data, need_response=False, need_grading=True)
+    out = Path(out)
+    teacher_path = out.with_name(out.name + ".teacher")
+
+    with resumable(out, key=lambda r: r["id"]) as final:
+        pending = [s for s in samples if s["id"] not in final.done]
+        if pending:
+            with resumable(teacher_path, key=lambda r: r["id"]) as cache:
+                _answer_all(
+                    str(teacher), [s for s in pending if s["id"] not in cache.done],
+                    lambda chunk, answers: cache.write(
+                        [{"id": s["id"], "teacher_response": a}
+                         for s, a in zip(chunk, answers, strict=True)]),
+                    "teacher", options)
+                answers = {r["id"]: r["teacher_response"] for r in cache.rows}
+
+            def record(chunk: list[dict], student_answers: list[str]) -> None:
+                final.write([{**s, "teacher_response": answers[s["id"]],
+                              "student_response": a,
+                              "teacher_correct": bool(grade(s, answers[s["id"]])["correct"]),
+                              "student_correct": bool(grade(s, a)["correct"])}
+                             for s, a in zip(chunk, student_answers, strict=True)])
+
+            _answer_all(str(student), pending, record, "student", options)
+        rows = {r["id"]: r for r in final.rows}
+    teacher_path.unlink(missing_ok=True)
+    screened = [rows[s["id"]] for s in samples]
+    return ScreenSummary(
+        n=len(samples),
+        teacher_correct=sum(bool(r["teacher_correct"]) for r in screened),
+        student_correct=sum(bool(r["student_correct"]) for r in screened),
+        teacher_right_student_wrong=sum(bool(r["teacher_correct"] and not r["student_correct"])
+                                        for r in screened),
+        out=out)
+
+
+# ---------------------------------------------------------------------------------------------
+# detect
+
+
+@dataclass(frozen=True)
+class DetectSummary:
+    """``scored`` samples now, ``already_done`` kept from an earlier run, of ``selected``."""
+
+    scored: int
+    already_done: int
+    selected: int
+    out: Path
+
+    def __str__(self) -> str:
+        return (f"leaf detect: {self.scored} scored, {self.already_done} already done, "
+                f"{self.selected} selected -> {self.out}")
+
+
+def select_samples(samples: list[dict], score_all: bool = False) -> list[dict]:
+    """The samples detection scores: screened rows (both correctness fields present) only when
+    the teacher is right and the student wrong, unless ``score_all``; other rows always."""
+    if score_all:
+        return samples
+    return [
+        s for s in samples
+        if not ("teacher_correct" in s and "student_correct" in s)
+        or (s["teacher_correct"] is True and s["student_correct"] is False)
+    ]
+
+
+def _check_detect_resume(rows: list[dict], samples: list[dict], options: DetectOptions,
+                         tokenizer, out: Path) -> None:
+    """Refuse to resume into an output written with another level or number of segments."""
+    from leaf.detect.scorer import plan_jobs
+
+    by_id = {s["id"]: s for s in samples}
+    found: dict[str, set] = {}
+    for r in rows:
+        found.setdefault(r.get("id"), set()).add((r.get("level"), r.get("segment"),
+                                                   r.get("prefix_end")))
+    for sid, got in found.items():
+        if sid not in by_id:
+            continue
+        want = {(j.level, j.segment, j.prefix_end)
+                for j in plan_jobs(by_id[sid], options.level, options.segments, tokenizer)}
+        missing_level = {lv for lv, _, _ in want} - {lv for lv, _, _ in got}
+        if not got <= want or missing_level:
+            raise LeafError(
+                f"{out} (or its .part) holds rows for sample {sid!r} that another --level "
+                "or --segments wrote; use a new --out, or delete the old file to start over"
+            )
+
+
+def detect(teacher: str | Path, student: str | Path, data: Records, out: str | Path,
+           options: DetectOptions | None = None) -> DetectSummary:
+    """Score every selected sample: teacher vs student input-gradient saliency per unit.
+
+    Writes ``out`` (one row per sample and scored text; see ``leaf detect --help`` for the
+    fields). Screened rows are filtered to teacher-right/student-wrong unless
+    ``options.score_all``. Samples already in ``out`` (or ``OUT.part``) are skipped.
+    """
+    from tqdm import tqdm
+
+    from leaf.data.schema import read_samples
+    from leaf.detect.scorer import Scorer, score_samples
+    from leaf.models import check_model_path, load_model, load_tokenizer
+
+    options = options_or_default(options, DetectOptions)
+    teacher, student, out = str(teacher), str(student), Path(out)
+    check_model_path(teacher, "teacher")
+    check_model_path(student, "student")
+    samples = select_samples(read_samples(data), options.score_all)
+    batch_size = options.resolved_batch_size()
+
+    student_tok = load_tokenizer(student, "student")
+    with resumable(out, key=lambda r: r["id"],
+                   check=lambda rows: _check_detect_resume(rows, samples, options, student_tok,
+                                                           out)) as writer:
+        todo = [s for s in samples if s["id"] not in writer.done]
+        if todo:
+            teacher_scorer = Scorer(load_model(teacher, options.dtype, options.device, "teacher"),
+                                    load_tokenizer(teacher, "teacher"))
+            student_scorer = Scorer(load_model(student, options.dtype, options.device, "student"),
+                                    student_tok)
+            with tqdm(total=len(todo), desc="detect", unit="sample") as bar:
+                for _, rows in score_samples(teacher_scorer, student_scorer, todo, options.level,
+                                             options.segments, batch_size):
+                    writer.write(rows)
+                    bar.update(1)
+    return DetectSummary(scored=len(todo), already_done=len(samples) - len(todo),
+                         selected=len(samples), out=out)
+
+
+# ---------------------------------------------------------------------------------------------
+# prune
+
+
+@dataclass(frozen=True)
+class PruneSummary:
+    """``samples`` pruned now (``already_done`` kept from an earlier run), the
+    ``counterfactuals`` they gave and, with verification, how many were ``verified``."""
+
+    samples: int
+    counterfactuals: int
+    verified: int | None
+    already_done: int
+    out: Path
+
+    def __str__(self) -> str:
+        msg = f"leaf prune: {self.samples} samples, {self.counterfactuals} counterfactuals"
+        if self.verified is not None:
+            msg += f", {self.verified} verified"
+        if self.already_done:
+            msg += f" ({self.already_done} samples already done)"
+        return msg + f" -> {self.out}"
+
+
+def _check_prune_resume(rows: list[dict[str, Any]], options: PruneOptions, verify: bool,
+                        out: Path) -> None:
+    for r in rows:
+        if r.get("kind") != "counterfactual":
+            continue
+        if r.get("masking") != options.masking or r.get("strategy") != options.strategy:
+            raise LeafError(
+                f"{out} already holds rows made with --masking {r.get('masking')} "
+                f"--strategy {r.get('strategy')}; delete it (and {out}.part) or choose "
+                "another --out"
+            )
+        if (r.get("verified") is None) == verify:
+            raise LeafError(f"{out} was started {'without' if verify else 'with'} "
+                            "--verify; delete it or choose another --out")
+
+
+def _verify(rows: list[dict[str, Any]], verify: VerifyOptions) -> None:
+    """Set ``verified`` on the counterfactual rows in place."""
+    todo = [r for r in rows if r["kind"] == "counterfactual"]
+    if not todo:
+        return
+    try:
+        from leaf.evaluate.verify import verify_counterfactuals
+    except ImportError as exc:
+        raise LeafError(f"--verify needs leaf.evaluate.verify, which failed to import ({exc})"
+                        ) from None
+    g = verify.generation
+    # the sampling knobs are passed only when they differ from greedy hf decoding
+    extra = {k: v for k, v, default in (("backend", g.backend, "hf"),
+                                        ("temperature", g.temperature, 0.0),
+                                        ("top_p", g.top_p, 1.0), ("seed", g.seed, 0))
+             if v != default}
+    ok = verify_counterfactuals(todo, verify.teacher, verify.student, batch_size=g.batch_size,
+                                max_new_tokens=g.max_new_tokens, device=g.device, dtype=g.dtype,
+                                **extra)
+    if len(ok) != len(todo):
+        raise LeafError(f"verify_counterfactuals returned {len(ok)} results for {len(todo)} rows")
+    for row, good in zip(todo, ok, strict=True):
+        row["verified"] = bool(good)
+
+
+def _sample_rows(sample: dict, score_rows: dict | None, options: PruneOptions) -> list[dict]:
+    from leaf.detect.counterfactuals import sample_rows
+
+    try:
+        return sample_rows(sample, None if score_rows is None else
+                           score_rows.get(sample["id"], []), options)
+    except ValueError as exc:  # planted masking on a row without planted spans
+        raise LeafError(str(exc)) from None
+
+
+def prune(data: Records, scores: Records | None, out: str | Path,
+          options: PruneOptions | None = None,
+          verify: VerifyOptions | None = None) -> PruneSummary:
+    """Turn confounder scores into counterfactual samples.
+
+    Writes ``out``: every sample's ``original`` row followed by its ``counterfactual`` rows
+    (see :mod:`leaf.detect.counterfactuals`). With ``verify``, teacher and student answer each
+    counterfactual and ``verified`` is true or false (rejected rows are kept); samples are
+    verified ``verify.chunk`` at a time, one model load per chunk, the output saved after each.
+    Samples already in ``out`` (or ``OUT.part``) are kept; resuming with another masking,
+    strategy or verification setting is refused. ``scores`` may be None only with
+    ``options.masking == "planted"`` (the testbed oracle), which then prunes every sample; with
+    scores it prunes the samples they cover, like the other rules.
+    """
+    from tqdm import tqdm
+
+    from leaf.data.schema import read_samples
+    from leaf.detect.scores_io import read_scores
+
+    options = options_or_default(options, PruneOptions)
+    if verify is not None:
+        verify = options_or_default(verify, VerifyOptions, "verify")
+    out = Path(out)
+    samples = read_samples(data)
+    by_id = {s["id"]: s for s in samples}
+    if scores is None and options.masking != "planted":
+        raise SettingError("scores: needed unless options.masking is 'planted'")
+    score_rows = None if scores is None else \
+        read_scores(scores, by_id, need_nll=options.masking == "ppl")
+    n_cf = n_ok = 0
+    with resumable(out, key=lambda r: r["origin_id"],
+                   check=lambda rows: _check_prune_resume(rows, options, verify is not None,
+                                                          out)) as writer:
+        todo = [s for s in samples if s["id"] not in writer.done]
+        # without verification each sample is written as soon as it is built; with it, a
+        # chunk of samples shares one model load
+        chunk = (verify.chunk or max(len(todo), 1)) if verify is not None else 1
+        with tqdm(total=len(todo), desc="prune", unit="sample", disable=None) as bar:
+            for start in range(0, len(todo), chunk):
+                groups = [_sample_rows(s, score_rows, options) for s in todo[start:start + chunk]]
+                if verify is not None:
+                    _verify([r for g in groups for r in g], verify)
+                for g in groups:
+                    writer.write(g)
+                    n_cf += len(g) - 1
+                    n_ok += sum(r["verified"] is True for r in g)
+                    bar.update(1)
+    return PruneSummary(samples=len(todo), counterfactuals=n_cf,
+                        verified=n_ok if verify is not None else None,
+                        already_done=len(samples) - len(todo), out=out)
