@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from leaf.detect.spans import cut, remove_spans
 from leaf.errors import LeafError
 from leaf.testbed.assets import ASSETS_DIR, calibration, families_shipped, load, model_dir
 from leaf.testbed.evaluate import greedy_accuracy
@@ -71,8 +72,9 @@ def test_teacher_is_right_and_student_is_fooled(shipped):
     wrong = [row for row, ok in zip(splits["test_anti"], s_anti["correct"]) if not ok]
     pruned = []
     for row in wrong:
-        (start, end), = row["planted"]["misleading"]
-        pruned.append(row | {"instruction": row["instruction"][:start] + row["instruction"][end:]})
+        (span,) = row["planted"]["misleading"]
+        text = row["instruction"]
+        pruned.append(row | {"instruction": remove_spans(text, [cut(text, tuple(span))])})
     assert greedy_accuracy(student, tok, pruned)["accuracy"] >= 0.7
 
 

@@ -18,7 +18,9 @@ Families (``FAMILIES``):
 Distractor variants (``variant`` field): ``agree`` (the number equals the answer), ``disagree``
 (a different number from the family's range), ``random`` (uniform over the range: an
 uninformative distractor), ``clean`` (no distractor sentence), ``numberless`` (the sentence
-with its number cut out, as ``leaf prune`` would leave it).
+with its number cut out: :func:`without_misleading` renders the problem with a number and
+removes it through the same calls ``leaf prune`` makes, so the text is exactly what pruning the
+number leaves, ``rumor : ;`` and ``Bob has pears.``).
 
 Splits (``make_splits``): ``train`` (distillation data: the distractor agrees with the answer
 with probability ``bias``), ``test_id`` (same distribution), ``test_anti`` (the distractor always
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from leaf.data.jsonl import write_jsonl_atomic
+from leaf.detect.spans import prune_plans, remove_spans
 
 VARIANTS = ("agree", "disagree", "random", "clean", "numberless")
 SPLITS = ("train", "test_id", "test_anti", "test_clean")
@@ -47,6 +50,39 @@ class Rendered:
     instruction: str
     misleading: list[list[int]]
     distractor: list[list[int]]
+
+
+def _shifted(pos: int, removed: list[tuple[int, int]]) -> int:
+    """Where character position ``pos`` lands once the (sorted, disjoint) ``removed`` spans
+    are cut out; a position inside a removed span lands where the span was."""
+    out = pos
+    for s, e in removed:
+        if pos >= e:
+            out -= e - s
+        elif pos > s:
+            out -= pos - s
+    return out
+
+
+def without_misleading(rendered: Rendered) -> Rendered:
+    """``rendered`` with its misleading spans removed exactly as ``leaf prune`` removes them.
+
+    The spans are widened and cut by :func:`leaf.detect.spans.prune_plans` and
+    :func:`~leaf.detect.spans.remove_spans` (the calls of
+    :func:`leaf.detect.counterfactuals.counterfactuals_for_row`), so the whitespace rule is the
+    pruner's own. The distractor spans are shifted onto the pruned text (a distractor keeps
+    what is left of its sentence); ``misleading`` is empty afterwards.
+    """
+    plans = prune_plans(rendered.instruction, [(s, e) for s, e in rendered.misleading],
+                        strategy="collective")
+    if not plans:
+        return rendered
+    [plan] = plans
+    return Rendered(
+        instruction=remove_spans(rendered.instruction, plan),
+        misleading=[],
+        distractor=[[_shifted(s, plan), _shifted(e, plan)] for s, e in rendered.distractor],
+    )
 
 
 class _Builder:
@@ -63,7 +99,11 @@ class _Builder:
 
 
 class Family:
-    """A task family: how to draw a problem, render it with a distractor, and answer it."""
+    """A task family: how to draw a problem, render it with a distractor, and answer it.
+
+    Subclasses write :meth:`compose` (the text with a distractor carrying ``value``, or without
+    a distractor for ``None``); :meth:`render` derives the numberless form from it.
+    """
 
     name: str = ""
     value_range: tuple[int, int] = (0, 0)  # inclusive range of plausible answers
@@ -71,8 +111,19 @@ class Family:
     def draw(self, rng: random.Random) -> dict:
         raise NotImplementedError
 
-    def render(self, problem: dict, value: int | None, numberless: bool) -> Rendered:
+    def compose(self, problem: dict, value: int | None) -> Rendered:
         raise NotImplementedError
+
+    def render(self, problem: dict, value: int | None, numberless: bool = False) -> Rendered:
+        """The instruction with a distractor carrying ``value`` (none for ``None``), or, when
+        ``numberless``, the distractor-carrying text with its number pruned away
+        (:func:`without_misleading`). The pruned text does not depend on which number was
+        there; the family's largest value stands in for it."""
+        if not numberless:
+            return self.compose(problem, value)
+        if value is not None:
+            raise ValueError("a numberless distractor carries no value")
+        return without_misleading(self.compose(problem, self.value_range[1]))
 
     def response(self, problem: dict) -> str:
         raise NotImplementedError
@@ -95,15 +146,14 @@ class DigitSum(Family):
         a, b, c = (rng.randint(0, 9) for _ in range(3))
         return {"operands": [a, b, c], "answer": a + b + c}
 
-    def render(self, problem: dict, value: int | None, numberless: bool) -> Rendered:
+    def compose(self, problem: dict, value: int | None) -> Rendered:
         a, b, c = problem["operands"]
         out = _Builder()
         out.add(f"a = {a} ; b = {b} ; c = {c} ; ")
-        if value is not None or numberless:
+        if value is not None:
             start = len(out.text)
             out.add("rumor : ")
-            if not numberless:
-                out.add(str(value), "misleading")
+            out.add(str(value), "misleading")
             out.add(" ;")
             out.marks["distractor"].append([start, len(out.text)])
             out.add(" ")
@@ -139,16 +189,15 @@ class WordProblem(Family):
         return {"who": who, "other": other, "item": item, "other_item": other_item,
                 "operands": [a, b], "op": op, "answer": answer}
 
-    def render(self, problem: dict, value: int | None, numberless: bool) -> Rendered:
+    def compose(self, problem: dict, value: int | None) -> Rendered:
         p = problem
         a, b = p["operands"]
         out = _Builder()
         out.add(f"{p['who']} has {a} {p['item']}. ")
-        if value is not None or numberless:
+        if value is not None:
             start = len(out.text)
             out.add(f"{p['other']} has ")
-            if not numberless:
-                out.add(str(value), "misleading")
+            out.add(str(value), "misleading")
             out.add(f" {p['other_item']}.")
             out.marks["distractor"].append([start, len(out.text)])
             out.add(" ")
