@@ -139,3 +139,18 @@ def test_cli_writes_the_splits(tmp_path, capsys):
     listed = capsys.readouterr().out.splitlines()
     assert sorted(line.split("\t")[:2] for line in listed) == [
         [f, r] for f in sorted(FAMILIES) for r in ("student", "teacher")]
+
+
+def test_clean_frac_adds_distractor_free_rows_to_the_training_split_only():
+    from collections import Counter
+
+    from leaf.testbed.tasks import make_split
+
+    base = make_split("digit_sum", "train", 200, seed=4, bias=0.8)
+    assert make_split("digit_sum", "train", 200, seed=4, bias=0.8, clean_frac=0.0) == base
+    mixed = make_split("digit_sum", "train", 200, seed=4, bias=0.8, clean_frac=0.3)
+    counts = Counter(r["variant"] for r in mixed)
+    assert counts["clean"] == 60 and counts["agree"] == round(0.8 * 140)
+    assert all(not r["planted"]["misleading"] for r in mixed if r["variant"] == "clean")
+    anti = make_split("digit_sum", "test_anti", 50, seed=4, bias=0.8, clean_frac=0.3)
+    assert {r["variant"] for r in anti} == {"disagree"}

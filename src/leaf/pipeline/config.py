@@ -14,6 +14,7 @@ Keys (every one optional except the data; defaults below)::
       tests: {test_id: a.jsonl, test_anti: b.jsonl, test_clean: c.jsonl}
       seed: 0                 # testbed only: generation seed, distillation-data bias, sizes
       bias: 0.95
+      clean_frac: 0.0         # share of distillation samples without a distractor
       sizes: {train: 1000, test_id: 200, test_anti: 200, test_clean: 200}
     seeds: [0, 1, 2]          # replicates: testbed splits (data.seed + seed), random masking
                               # and distillation are seeded per replicate; files are shared
@@ -101,6 +102,8 @@ class DataConfig(Checked):
     bias: float = setting(0.95, ge=0.0, le=1.0,
                           help="testbed: share of distillation samples whose distractor agrees")
     sizes: dict[str, int] | None = setting(None, ge=0, help="testbed split sizes")
+    clean_frac: float = setting(0.0, ge=0.0, le=1.0,
+                                help="testbed: share of distillation samples with no distractor")
 
 
 @dataclass

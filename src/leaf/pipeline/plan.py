@@ -203,12 +203,14 @@ def _data_stage(cfg: RunConfig, outs: dict[str, Path], dkey: str, data_seed: int
     if data.testbed:
         params = {"testbed": data.testbed, "seed": data_seed, "bias": data.bias,
                   "sizes": data.sizes}
+        if data.clean_frac:  # absent when 0, so earlier runs' stages keep their hashes
+            params["clean_frac"] = data.clean_frac
 
         def make() -> None:
             from leaf.testbed.tasks import write_splits
 
             write_splits(outs["train"].parent, data.testbed, seed=data_seed, bias=data.bias,
-                         sizes=data.sizes)
+                         sizes=data.sizes, clean_frac=data.clean_frac)
 
         return Stage(f"data_{dkey}", make, outs, {}, params)
 

@@ -264,11 +264,23 @@ def _variants_with_bias(n: int, bias: float, rng: random.Random) -> list[str]:
     return variants
 
 
-def make_split(family: str, split: str, n: int, seed: int = 0, bias: float = 0.95) -> list[dict]:
-    """One split of ``n`` samples (see the module docstring for what each split holds)."""
+def make_split(family: str, split: str, n: int, seed: int = 0, bias: float = 0.95,
+               clean_frac: float = 0.0) -> list[dict]:
+    """One split of ``n`` samples (see the module docstring for what each split holds).
+
+    ``clean_frac`` (train split only): that share of the distillation samples, rounded, carry no
+    distractor; the others agree with the answer with probability ``bias``. With 0 (the default)
+    the draw is exactly what it was before the option existed.
+    """
+    if not 0.0 <= clean_frac <= 1.0:
+        raise ValueError(f"clean_frac must be in [0, 1], got {clean_frac}")
     fam = get_family(family)
     rng = _rng(family, split, seed)
-    if split in ("train", "test_id"):
+    if split == "train" and clean_frac:
+        k = round(clean_frac * n)
+        variants = _variants_with_bias(n - k, bias, rng) + ["clean"] * k
+        rng.shuffle(variants)
+    elif split in ("train", "test_id"):
         variants = _variants_with_bias(n, bias, rng)
     elif split == "test_anti":
         variants = ["disagree"] * n
@@ -283,11 +295,13 @@ def make_split(family: str, split: str, n: int, seed: int = 0, bias: float = 0.9
 
 
 def make_splits(
-    family: str, seed: int = 0, bias: float = 0.95, sizes: dict[str, int] | None = None
+    family: str, seed: int = 0, bias: float = 0.95, sizes: dict[str, int] | None = None,
+    clean_frac: float = 0.0,
 ) -> dict[str, list[dict]]:
     """All four splits; ``sizes`` maps split name to sample count (``DEFAULT_SIZES``)."""
     sizes = {**DEFAULT_SIZES, **(sizes or {})}
-    return {s: make_split(family, s, sizes[s], seed, bias) for s in SPLITS if sizes.get(s)}
+    return {s: make_split(family, s, sizes[s], seed, bias, clean_frac) for s in SPLITS
+            if sizes.get(s)}
 
 
 def write_splits(
@@ -296,11 +310,12 @@ def write_splits(
     seed: int = 0,
     bias: float = 0.95,
     sizes: dict[str, int] | None = None,
+    clean_frac: float = 0.0,
 ) -> dict[str, Path]:
     """Write ``<out_dir>/<split>.jsonl`` for every split; return the paths by split."""
     out_dir = Path(out_dir)
     paths = {}
-    for split, rows in make_splits(family, seed, bias, sizes).items():
+    for split, rows in make_splits(family, seed, bias, sizes, clean_frac).items():
         paths[split] = out_dir / f"{split}.jsonl"
         write_jsonl_atomic(paths[split], rows)
     return paths
