@@ -66,7 +66,8 @@ def measure(family: str, assets: Path, n: int, batch_size: int) -> dict:
                                            batch_size)["accuracy"] for f in forms}
     verified = verify_counterfactuals(
         [p["pruned"] for p in items], str(assets / family / "teacher"),
-        str(assets / family / "student"), batch_size=batch_size, max_new_tokens=24,
+        str(assets / family / "student"), batch_size=batch_size,
+        max_new_tokens=FAMILIES[family].max_new_tokens,
         device="cpu")
     result["verified"] = sum(verified)
     return result

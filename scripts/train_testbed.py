@@ -51,6 +51,14 @@ RECIPES = {
     # ignored the distractor (1.0 on every split); a more biased distractor (99%) and a shorter
     # schedule leave it leaning on it, while it stays right on clean inputs.
     "word_problem": {"teacher": TEACHER, "student": STUDENT | dict(bias=0.99, steps=700)},
+    # Three chained steps: the one-layer student learned the running total and ignored the
+    # distractor (0.93 with a wrong one; the final step's operands sit on the line above, the
+    # distractor at no fixed distance), and so did two-layer students at bias 0.95. Two layers,
+    # 99% agreement and a short schedule leave one that leans on it and, without it, still
+    # errs on about one problem in five (docs/testbed.md).
+    "multi_step": {"teacher": TEACHER,
+                   "student": STUDENT | dict(arch=STUDENT["arch"] | dict(layers=2), bias=0.99,
+                                             steps=1000)},
 }
 MIX = dict(clean_frac=0.30, numberless_frac=0.15)
 

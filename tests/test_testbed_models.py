@@ -17,6 +17,22 @@ from leaf.testbed.tokenizer import build_testbed_tokenizer
 N = 40  # items per split: enough to tell a >= 90% teacher from a fooled student, fast
 SEED = 7  # differs from the training (pre-training mixes) and calibration (1000) seeds
 
+# What each family's shipped pair is for. `n`: items per split (multi_step's student is graded
+# inside a band, which needs more items). `teacher`: its floor on every split. `student_clean`:
+# the band of the student's clean accuracy (None: no band). `anti_below`: test_anti lies at
+# least `gap` below `split`. `pruned`: the share of the student's test_anti errors it gets right
+# once the planted number is cut out. digit_sum and word_problem: a student right in
+# distribution and fooled by the decoy; multi_step: a student imperfect even on clean inputs,
+# and worse with a wrong distractor.
+TARGETS = {
+    "digit_sum": dict(n=N, teacher=0.9, student_id=0.8, student_clean=None,
+                      anti_below=("test_id", 0.2), pruned=0.7),
+    "word_problem": dict(n=N, teacher=0.9, student_id=0.8, student_clean=None,
+                         anti_below=("test_id", 0.2), pruned=0.7),
+    "multi_step": dict(n=100, teacher=0.95, student_id=0.8, student_clean=(0.65, 0.90),
+                       anti_below=("test_clean", 0.1), pruned=0.5),
+}
+
 
 def test_every_family_is_shipped_within_the_size_budget():
     assert families_shipped() == sorted(FAMILIES)
@@ -43,8 +59,9 @@ def shipped(request):
     family = request.param
     teacher, tok_t = load(family, "teacher")
     student, tok_s = load(family, "student")
+    n = TARGETS[family]["n"]
     splits = make_splits(family, seed=SEED, bias=0.95,
-                         sizes={"train": 0, "test_id": N, "test_anti": N, "test_clean": N})
+                         sizes={"train": 0, "test_id": n, "test_anti": n, "test_clean": n})
     return family, teacher, student, tok_t, tok_s, splits
 
 
@@ -59,14 +76,25 @@ def test_teacher_and_student_share_one_tokenizer(shipped):
         p.numel() for p in student.parameters())
 
 
+def test_every_family_states_its_targets():
+    assert sorted(TARGETS) == sorted(FAMILIES)
+
+
 def test_teacher_is_right_and_student_is_fooled(shipped):
     family, teacher, student, tok, _, splits = shipped
+    target = TARGETS[family]
     torch.set_num_threads(1)
     t = {s: greedy_accuracy(teacher, tok, rows)["accuracy"] for s, rows in splits.items()}
-    assert min(t.values()) >= 0.9, t
-    s_id = greedy_accuracy(student, tok, splits["test_id"])["accuracy"]
-    s_anti = greedy_accuracy(student, tok, splits["test_anti"])
-    assert s_id >= 0.8 and s_anti["accuracy"] < s_id - 0.2, (s_id, s_anti["accuracy"])
+    assert min(t.values()) >= target["teacher"], t
+    s = {split: greedy_accuracy(student, tok, rows) for split, rows in splits.items()}
+    acc = {split: r["accuracy"] for split, r in s.items()}
+    reference, gap = target["anti_below"]
+    assert acc["test_id"] >= target["student_id"], acc
+    assert acc["test_anti"] < acc[reference] - gap, acc
+    if target["student_clean"]:
+        lo, hi = target["student_clean"]
+        assert lo <= acc["test_clean"] <= hi, acc
+    s_anti = s["test_anti"]
     # The distractor causes those errors: with its number cut out (what pruning leaves) the
     # student answers most of the same problems right.
     wrong = [row for row, ok in zip(splits["test_anti"], s_anti["correct"]) if not ok]
@@ -75,15 +103,18 @@ def test_teacher_is_right_and_student_is_fooled(shipped):
         (span,) = row["planted"]["misleading"]
         text = row["instruction"]
         pruned.append(row | {"instruction": remove_spans(text, [cut(text, tuple(span))])})
-    assert greedy_accuracy(student, tok, pruned)["accuracy"] >= 0.7
+    assert greedy_accuracy(student, tok, pruned)["accuracy"] >= target["pruned"]
 
 
 def test_calibration_records_the_measured_targets():
     for family in FAMILIES:
-        calib = calibration(family)
-        assert min(calib["teacher"]["accuracy"].values()) >= 0.9
+        calib, target = calibration(family), TARGETS[family]
+        assert min(calib["teacher"]["accuracy"].values()) >= target["teacher"]
         acc = calib["student"]["accuracy"]
-        assert acc["test_anti"] < acc["test_id"]
+        assert acc["test_anti"] < acc[target["anti_below"][0]]
+        if target["student_clean"]:
+            lo, hi = target["student_clean"]
+            assert lo <= acc["test_clean"] <= hi
         for role in ("teacher", "student"):
             assert {"steps", "seed", "train_wall_s", "arch"} <= set(calib[role])
 

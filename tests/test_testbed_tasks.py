@@ -49,17 +49,24 @@ def test_sample_contract_and_ids(splits, tmp_path):
     assert len(ids) == sum(SIZES.values())
 
 
+EQUATION = re.compile(r"(\d+(?: [+-] \d+)+) = (\d+)")
+
+
 def test_responses_are_correct_chains_of_thought(splits):
     _, rows = splits
     for s in (r for split in rows.values() for r in split):
         assert s["response"].endswith(f"The answer is {s['answer']}.")
         assert final_answer(s["response"]) == s["answer"]
-        lhs, rhs = s["response"].split(". The answer")[0].split(" = ")
-        assert eval(lhs) == int(rhs) == int(s["answer"])  # noqa: S307 (digits and +/- only)
-        # The operands in the chain of thought are read from the instruction, not invented.
+        steps = EQUATION.findall(s["response"])
+        assert steps and int(steps[-1][1]) == int(s["answer"])
+        # The operands in the chain of thought are read from the instruction or are results
+        # of earlier steps, not invented.
         numbers = re.findall(r"\d+", s["instruction"])
-        for operand in re.findall(r"\d+", lhs):
-            assert operand in numbers
+        for lhs, rhs in steps:
+            assert eval(lhs) == int(rhs)  # noqa: S307 (digits and +/- only)
+            for operand in re.findall(r"\d+", lhs):
+                assert operand in numbers
+            numbers.append(rhs)
 
 
 def test_planted_spans_point_at_the_decoy(splits):

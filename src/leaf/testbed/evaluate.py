@@ -2,7 +2,9 @@
 
 The prompt is the chat template's generation prompt; the model decodes greedily
 (:class:`leaf.evaluate.generation.HFGenerator`) and the answer is graded by
-:func:`leaf.evaluate.math_grader.grade_math` ("The answer is N", else the last number).
+:func:`leaf.evaluate.math_grader.grade_math` ("The answer is N", else the last number). The
+token budget is the samples' family's (``Family.max_new_tokens``: 32, 48 for the multi-step
+family) unless one is given.
 """
 
 from __future__ import annotations
@@ -26,9 +28,20 @@ def greedy_generate(
     return HFGenerator(model, tokenizer, settings).generate(instructions)
 
 
-def greedy_accuracy(model, tokenizer, samples: list[dict], batch_size: int = 64) -> dict:
+def token_budget(samples: list[dict]) -> int:
+    """The largest ``max_new_tokens`` among the samples' families (32 for unknown ones)."""
+    from leaf.testbed.tasks import FAMILIES, Family
+
+    return max((getattr(FAMILIES.get(s.get("family")), "max_new_tokens", Family.max_new_tokens)
+                for s in samples), default=Family.max_new_tokens)
+
+
+def greedy_accuracy(model, tokenizer, samples: list[dict], batch_size: int = 64,
+                    max_new_tokens: int | None = None) -> dict:
     """``{"accuracy", "n", "correct": [bool per sample], "responses": [...]}``."""
-    responses = greedy_generate(model, tokenizer, [s["instruction"] for s in samples], batch_size)
+    budget = max_new_tokens or token_budget(samples)
+    responses = greedy_generate(model, tokenizer, [s["instruction"] for s in samples], batch_size,
+                                budget)
     correct = [grade_math(r, s["answer"])["correct"] for r, s in zip(responses, samples)]
     return {
         "accuracy": sum(correct) / max(len(correct), 1),

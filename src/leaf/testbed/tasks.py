@@ -14,6 +14,12 @@ Families (``FAMILIES``):
 - ``word_problem``: ``Ann has 5 apples. Bob has 8 pears. Ann buys 3 more apples. How many
   apples does Ann have now?`` -> ``5 + 3 = 8. The answer is 8.`` (the irrelevant quantity,
   Bob's pears, is the distractor; the operation is ``buys`` (+) or ``gives away`` (-)).
+- ``multi_step``: ``Ann has 5 coins. Bob has 12 cards. Ann buys 3 more. Ann gives away 2. Ann
+  buys 4 more. How many coins does Ann have now?`` -> ``5 + 3 = 8`` / ``8 - 2 = 6`` /
+  ``6 + 4 = 10`` / ``The answer is 10.``, one line each: a running total over three steps, so
+  the response carries intermediate results and response-level detection (which cuts at
+  newlines) scores a prefix of whole steps. Harder: its student is imperfect without a
+  distractor too.
 
 Distractor variants (``variant`` field): ``agree`` (the number equals the answer), ``disagree``
 (a different number from the family's range), ``random`` (uniform over the range: an
@@ -107,6 +113,7 @@ class Family:
 
     name: str = ""
     value_range: tuple[int, int] = (0, 0)  # inclusive range of plausible answers
+    max_new_tokens: int = 32  # generation budget that fits the longest response
 
     def draw(self, rng: random.Random) -> dict:
         raise NotImplementedError
@@ -210,7 +217,60 @@ class WordProblem(Family):
         return f"{a} {problem['op']} {b} = {problem['answer']}. The answer is {problem['answer']}."
 
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (DigitSum(), WordProblem())}
+class MultiStep(Family):
+    """Three-step word problem (a running total: buys / gives away, three times) with an
+    irrelevant quantity about someone else; the response works it out one step per line."""
+
+    name = "multi_step"
+    value_range = (1, 36)
+    max_new_tokens = 48  # responses take up to 38 tokens with the family's tokenizer
+    steps = 3
+
+    def draw(self, rng: random.Random) -> dict:
+        who, other = rng.sample(NAMES, 2)
+        item, other_item = rng.sample(ITEMS, 2)
+        total = rng.randint(2, 9)
+        operands, ops = [total], []
+        for _ in range(self.steps):
+            if total < 2 or rng.random() < 0.5:
+                op, b = "+", rng.randint(1, 9)
+                total += b
+            else:
+                op, b = "-", rng.randint(1, total - 1)
+                total -= b
+            ops.append(op)
+            operands.append(b)
+        return {"who": who, "other": other, "item": item, "other_item": other_item,
+                "operands": operands, "ops": ops, "answer": total}
+
+    def compose(self, problem: dict, value: int | None) -> Rendered:
+        p = problem
+        first, *changes = p["operands"]
+        out = _Builder()
+        out.add(f"{p['who']} has {first} {p['item']}. ")
+        if value is not None:
+            start = len(out.text)
+            out.add(f"{p['other']} has ")
+            out.add(str(value), "misleading")
+            out.add(f" {p['other_item']}.")
+            out.marks["distractor"].append([start, len(out.text)])
+            out.add(" ")
+        for op, b in zip(p["ops"], changes):
+            out.add(f"{p['who']} buys {b} more. " if op == "+" else f"{p['who']} gives away {b}. ")
+        out.add(f"How many {p['item']} does {p['who']} have now?")
+        return Rendered(out.text, out.marks["misleading"], out.marks["distractor"])
+
+    def response(self, problem: dict) -> str:
+        total, *changes = problem["operands"]
+        lines = []
+        for op, b in zip(problem["ops"], changes):
+            after = total + b if op == "+" else total - b
+            lines.append(f"{total} {op} {b} = {after}")
+            total = after
+        return "\n".join(lines + [f"The answer is {total}."])
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (DigitSum(), WordProblem(), MultiStep())}
 
 
 def get_family(name: str) -> Family:
