@@ -256,7 +256,7 @@ def test_paired_steps_hold_both_kinds_in_a_fixed_proportion(tmp_path, tiny_llama
         assert h["loss"] == pytest.approx(0.3 * h["loss_kd"] + 0.7 * h["loss_cd"], rel=1e-4)
         assert h["share_cd"] == pytest.approx(0.7 * h["loss_cd"] / h["loss"], rel=1e-4)
     usage = trainer.counterfactual_usage
-    assert usage["rows_per_step"] == {"original": 4, "counterfactual": 2}
+    assert usage["rows_per_step"] == 4 and usage["counterfactuals_per_step"] == 2
     # 5 steps x 2 = 10 draws from 8 counterfactual rows, least-used first
     assert usage["counterfactual"]["min"] == 1 and usage["counterfactual"]["max"] == 2
     assert usage["counterfactual"]["never_seen"] == 0

@@ -1,15 +1,16 @@
 """Which rows make up each optimizer batch: the two mixings of original and counterfactual rows.
 
-``paired`` (the default, :data:`DEFAULT_MIXING`): an epoch is one pass over the ORIGINAL rows.
+``paired``: an epoch is one pass over the ORIGINAL rows.
 Every optimizer batch holds ``G`` originals (``per_device_train_batch_size x
 gradient_accumulation_steps x processes``) plus ``C = max(1, round(counterfactual_ratio x G))``
 counterfactual rows, so both terms of ``L = lambda * L_kd + (1 - lambda) * L_cd`` are present in
 every step and lambda means the same thing in each. Counterfactuals are added, never
 substituted: the number of optimizer steps does not depend on how many there are.
-Counterfactuals are chosen least-used first (so each is seen about equally often; drawn again,
-cycling through a seeded order, when there are fewer than the epoch needs); among equally-used
-ones, those whose ``origin_id`` is one of the batch's originals come first, then those whose
-original has already been trained on this epoch, then the rest. Inside the batch a
+Counterfactuals are chosen least-used first over the whole run, so each is seen about equally
+often: none is drawn a second time before every one has been drawn once (when the run needs
+more than there are, they are drawn again, round after round). Among equally-used ones, those
+whose ``origin_id`` is one of the batch's originals come first, then those whose original has
+already been trained on this epoch, then the rest in a seeded order. Inside the batch a
 counterfactual goes to the micro-batch of its original when that micro-batch has room.
 
 ``uniform`` (the authors' released behaviour): originals and counterfactuals are rows of one
@@ -80,7 +81,6 @@ class MixingBatchSampler:
         self.per_device = per_device
         self.micro_batches = micro_batches
         self.seed = seed
-        self.drop_last_batch = drop_last
         self.originals = [i for i, cf in enumerate(is_counterfactual) if not cf]
         self.counterfactuals = [i for i, cf in enumerate(is_counterfactual) if cf]
         self.origins = list(origins)

@@ -2,7 +2,7 @@
 
 The loss of one optimisation batch (docs/distillation.md; "one batch" is everything that feeds
 one optimizer step, over gradient accumulation and processes, so the result does not depend on
-how the batch is split over devices). With ``mixing: paired`` (the default)::
+how the batch is split over devices). With ``mixing: paired``::
 
     L_kd = sum_{original rows r} sum_{target positions i of r} D_i  /  N_kd
     L_cd = sum_{counterfactual rows r} sum_{target positions i of r} D_i  /  N_cd
@@ -321,8 +321,9 @@ class DistillTrainer(Trainer):
             "hybrid_lambda": self.effective_lambda,
             "steps": self.state.global_step,
             "steps_per_epoch": sampler.steps_per_epoch,
-            "rows_per_step": {"original" if self.args.mixing == "paired" else "any":
-                              sampler.rows_per_step, "counterfactual": sampler.cf_per_step},
+            # paired: rows_per_step originals plus counterfactuals_per_step; uniform: rows
+            "rows_per_step": sampler.rows_per_step,
+            "counterfactuals_per_step": sampler.cf_per_step,
             "original": summary(sampler.originals),
             "counterfactual": {**summary(sampler.counterfactuals),
                                "seen": {ids[i]: seen[i] for i in sampler.counterfactuals}},
