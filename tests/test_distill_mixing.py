@@ -154,3 +154,16 @@ def test_processes_share_one_global_batch_per_step(mixing):
         assert sorted(i for b in step for i in b) == sorted(originals + cfs)
         assert all(len(b) == 1 if mixing == "uniform" else sum(not is_cf[i] for i in b) == 1
                    for b in step)
+
+
+@pytest.mark.parametrize("setting,match", [
+    ({"mixing": "shuffled"}, "mixing must be one of"),
+    ({"counterfactual_ratio": 0.0}, "counterfactual_ratio must be positive"),
+    ({"train_sampling_strategy": "group_by_length"}, "train_sampling_strategy"),
+])
+def test_arguments_refuse_bad_mixing_settings(tmp_path, setting, match):
+    from leaf.distill.config import DistillArguments
+
+    assert DistillArguments(output_dir=str(tmp_path)).counterfactual_ratio == 1.0
+    with pytest.raises(ValueError, match=match):
+        DistillArguments(output_dir=str(tmp_path), use_cpu=True, **setting)
