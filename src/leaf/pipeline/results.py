@@ -96,6 +96,8 @@ def summarise(models: dict[str, dict], groups: dict[str, list[str]],
         rows.append({"key": key, "label": LABELS.get(key, key), "members": members,
                      "replicates": len(members), "cells": cells,
                      "hybrid_lambda": (lambdas or {}).get(key),
+                     "mixing": "uniform" if key in (lambdas or {}) and lambdas[key] is None
+                     else None,
                      "counterfactual_rows": [(trained_on or {})[m] for m in members]
                      if trained_on and all(m in trained_on for m in members) else None})
     return rows
@@ -241,7 +243,9 @@ def collect_results(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
     stages = Manifest(run).stages
     timings = {k: v.get("seconds_total", v.get("seconds")) for k, v in stages.items()}
     plain = cfg.as_dict()
-    lambdas = {v: cfg.lambda_of(v) for v in cfg.distill.variants}
+    # under uniform mixing there is no lambda: every token weighs the same
+    lambdas = {v: (None if cfg.mixing_of(v) == "uniform" else cfg.lambda_of(v))
+               for v in cfg.distill.variants}
     results = {
         "name": cfg.name,
         "quick": cfg.is_quick,

@@ -48,7 +48,8 @@ def accuracy_table(results: dict, keys: list[str] | None = None) -> str:
                 cells = ["trained on 0 counterfactuals"] * len(splits)
             elif empty:
                 label += f" ({empty} of {len(counts)} runs had 0 counterfactuals)"
-        rows.append([label, "-" if lam is None else f"{lam:g}", str(r["replicates"]), *cells])
+        lam_cell = "uniform" if r.get("mixing") == "uniform" else "-" if lam is None else f"{lam:g}"
+        rows.append([label, lam_cell, str(r["replicates"]), *cells])
     return _table(header, rows)
 
 
@@ -153,7 +154,8 @@ def render(results: dict) -> str:
         "",
         accuracy_table(results),
         "",
-        "lambda: the weight of the standard-distillation term in each variant's loss. "
+        "lambda: the weight of the standard-distillation term in each variant's loss "
+        "('uniform': no lambda, every target token weighs the same). "
         "mean [95% interval] over runs (one run per seed; with testbed data each seed also "
         "draws its own splits): Student-t with >= 2 runs (clipped to [0, 1]), Wilson over test "
         "samples with one.",
