@@ -161,8 +161,10 @@ def _count_rows(path: Path) -> int:
 
 def set_counts(path: Path) -> dict[str, int]:
     """How many samples got counterfactuals, how many were made, verified, rejected, and kept
-    for training (not rejected: verified, or unchecked)."""
-    made = verified = rejected = 0
+    for training (not rejected: verified, or unchecked); with testbed rows (``planted``),
+    ``kept_remove_planted``: kept instruction-level counterfactuals whose removed spans cover
+    every planted misleading span of their row (the whole planted number is gone)."""
+    made = verified = rejected = whole = 0
     origins: set[str] = set()
     for _, r in iter_jsonl(path):
         if r.get("kind") != "counterfactual":
@@ -171,8 +173,19 @@ def set_counts(path: Path) -> dict[str, int]:
         origins.add(r.get("origin_id"))
         verified += r.get("verified") is True
         rejected += r.get("verified") is False
+        if r.get("verified") is not False and removes_planted(r):
+            whole += 1
     return {"samples": len(origins), "counterfactuals": made, "verified": verified,
-            "rejected": rejected, "kept": made - rejected}
+            "rejected": rejected, "kept": made - rejected, "kept_remove_planted": whole}
+
+
+def removes_planted(row: dict[str, Any]) -> bool:
+    """True when an instruction-level counterfactual removed every planted misleading span."""
+    misleading = ((row.get("planted") or {}).get("misleading")) or []
+    if row.get("level") != "instruction" or not misleading:
+        return False
+    cuts = row.get("pruned") or []
+    return all(any(a <= s and e <= b for a, b in cuts) for s, e in misleading)
 
 
 def replicate_counts(cfg: RunConfig, root: Path) -> dict[str, Any]:

@@ -125,9 +125,12 @@ def counts_table(results: dict) -> str:
     rows = [[name, per(lambda c, n=name: c["sets"][n]["samples"]),
              per(lambda c, n=name: c["sets"][n]["counterfactuals"]),
              per(lambda c, n=name: c["sets"][n]["verified"]),
-             per(lambda c, n=name: c["sets"][n]["rejected"])] for name in names]
+             per(lambda c, n=name: c["sets"][n]["rejected"]),
+             per(lambda c, n=name: c["sets"][n].get("kept_remove_planted", "-"))]
+            for name in names]
     return "\n".join(lines) + "\n" + _table(
-        ["counterfactual set", "samples", "counterfactuals", "verified", "rejected"], rows)
+        ["counterfactual set", "samples", "counterfactuals", "verified", "rejected",
+         "kept, removing the whole planted number"], rows)
 
 
 def span_vs_collective_table(results: dict) -> str | None:
