@@ -14,13 +14,15 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), sep, *(line(r) for r in rows)])
 
 
-def format_cell(c: dict | None) -> str:
-    """``mean [lo, hi]`` of a results cell (the mean alone when there is no interval)."""
+def format_cell(c: dict | None, sign: str = "") -> str:
+    """``mean [lo, hi]`` of a results cell (the mean alone when there is no interval);
+    ``sign="+"`` writes differences with their sign."""
     if not c:
         return "-"
+    f = f"{sign}.3f"
     if isinstance(c.get("lo"), float) and math.isnan(c["lo"]):
-        return f"{c['mean']:.3f}"
-    return f"{c['mean']:.3f} [{c['lo']:.3f}, {c['hi']:.3f}]"
+        return f"{c['mean']:{f}}"
+    return f"{c['mean']:{f}} [{c['lo']:{f}}, {c['hi']:{f}}]"
 
 
 def _adds_rows(results: dict, key: str) -> bool:
@@ -53,14 +55,6 @@ def accuracy_table(results: dict, keys: list[str] | None = None) -> str:
     return _table(header, rows)
 
 
-def _signed_cell(c: dict | None) -> str:
-    if not c:
-        return "-"
-    if isinstance(c.get("lo"), float) and math.isnan(c["lo"]):
-        return f"{c['mean']:+.3f}"
-    return f"{c['mean']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}]"
-
-
 def differences_table(results: dict) -> str | None:
     """Each variant minus KD w/o mask, paired by seed: the run's headline."""
     diffs = results.get("differences") or []
@@ -72,7 +66,7 @@ def differences_table(results: dict) -> str | None:
         note = f"{d['pairs']}"
         if d["runs_without_counterfactuals"]:
             note += f" ({d['runs_without_counterfactuals']} left out: 0 counterfactuals)"
-        cells = [_signed_cell(d["cells"].get(s)) for s in splits] if d["pairs"] else \
+        cells = [format_cell(d["cells"].get(s), "+") for s in splits] if d["pairs"] else \
             ["no run had counterfactuals"] * len(splits)
         rows.append([f"{d['label']} - KD w/o mask", note, *cells])
     return _table(["difference", "paired runs", *[SPLIT_LABELS.get(s, s) for s in splits]],
