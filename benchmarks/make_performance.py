@@ -345,8 +345,9 @@ def findings(res: dict) -> list[str]:
             "much as distillation answers do (log-normal, sigma "
             f"{c['sigma']}); with the paper's `max_length` of 4096 and answers of a few hundred "
             "tokens the gap grows in proportion. leaf pads each batch to its own longest row; "
-            "`group_by_length: true` (a `TrainingArguments` field `leaf distill` accepts) would "
-            "batch rows of similar length and remove more padding (not measured here).",
+            "batching rows of similar length would remove more padding, but leaf's mixing "
+            "sampler forms the batches (`train_sampling_strategy` is refused), so it is not "
+            "offered (not measured here).",
             "",
         ]
     return out

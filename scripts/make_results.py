@@ -1,9 +1,12 @@
 #!/usr/bin/env python
-"""Regenerate docs/RESULTS.md from a finished `leaf demo` output directory.
+"""Regenerate docs/RESULTS.md from finished `leaf run` directories (the study, or a demo).
 
-    leaf demo --out leaf-demo                      # the full demo (3 seeds)
-    python scripts/make_results.py leaf-demo       # -> docs/RESULTS.md
-    python scripts/make_results.py leaf-demo --sweep leaf-sweep   # + the bias sweep
+    bash scripts/run_study.sh leaf-study           # the study (docs/study.md); calls this script
+    python scripts/make_results.py leaf-study      # -> docs/RESULTS.md
+    python scripts/make_results.py leaf-demo       # the same from a `leaf demo --out leaf-demo`
+
+When the runs hold the study's variants, the page opens with the verdict on each hypothesis of
+docs/study.md per run (leaf.testbed.study: paired differences and the rule written there).
 
 Every number and every sentence of the "What the numbers show" lists is read from the run
 directories (results.json, manifest.json): the accuracy, detection, counterfactual,
@@ -31,29 +34,19 @@ from leaf.pipeline.tables import render  # noqa: E402
 CAVEATS = """\
 - The testbed is synthetic and tiny: one planted confounder per sample (a number in a
   distractor sentence), and teacher and student are small models trained from scratch on CPU
-  (sizes above).
-  It can show whether the *mechanics* work (does gradient comparison find the planted tokens,
-  does counterfactual distillation change what the student relies on; the statements above
-  say what happened here); it says nothing about the size of the effect on real LLMs and
-  real benchmarks (GSM8K, MATH-500, HumanEval+, ...).
+  (sizes above). It can show whether the *mechanics* work (does gradient comparison find the
+  planted tokens, does counterfactual distillation change what the student relies on); it says
+  nothing about the size of the effect on real LLMs and real benchmarks.
 - The student was made to rely on the distractor by construction, and the teacher was made
   not to. Real confounders are neither planted nor single tokens.
-- The testbed's distillation data (the `train` split) always carries a distractor sentence;
-  it holds no distractor-free input. A drop on the clean split after distillation is
-  measured on inputs of a kind the distillation data never showed the student.
-- Distillation here is a few hundred steps at a high learning rate (settings above), not the
-  paper's 3 epochs at 1e-5 on 7.5k samples; the KD/LeaF gaps depend on how biased the
-  distillation data is and on how many counterfactuals survive verification (see the bias
-  sweep if present).
-- Intervals are Student-t 95% intervals over runs; each run (seed) draws its own testbed
-  splits, so the teacher and Pre-KD rows (fixed checkpoints) vary only with the data, while
-  the distilled rows vary with data and training seed. Three runs give wide intervals, and a
-  difference is called out only when two intervals do not overlap, so "no difference shown"
-  is not evidence of no difference.
-- The run config (`src/leaf/configs/testbed/`) was fixed before any result of the shipped
-  checkpoints was seen and was not changed afterwards; nothing was tuned on the test splits.
+- Distillation here is 3 epochs over 1,000 original rows at learning rate 1e-4 (settings
+  above), not the paper's 3 epochs at 1e-5 over about 30K samples.
+- Intervals are 95% Student-t intervals over runs; differences between variants are paired by
+  seed (the two runs of a seed share data and originals). An interval that contains 0 is "no
+  difference shown", which is not evidence of no difference.
+- The configs and the hypotheses (docs/study.md) were committed before the runs and not
+  changed after; nothing was tuned on the test splits.
 """
-
 
 def machine() -> list[str]:
     import torch
@@ -92,8 +85,8 @@ def models_section(res: dict) -> list[str]:
 
 def settings_section(res: dict) -> list[str]:
     d = res.get("distill") or {}
-    keys = ("max_steps", "learning_rate", "per_device_train_batch_size",
-            "lr_scheduler_type", "warmup_steps")
+    keys = ("mixing", "num_train_epochs", "max_steps", "learning_rate",
+            "per_device_train_batch_size", "lr_scheduler_type", "warmup_steps")
     sets = res.get("counterfactual_sets") or {}
     prune = res.get("prune") or {}
     lines = ["- distillation: " + ", ".join(f"{k} {d[k]}" for k in keys if k in d)]
@@ -103,9 +96,60 @@ def settings_section(res: dict) -> list[str]:
                      f"{merged.get('masking', 'gradient')}, strategy "
                      f"{merged.get('strategy', 'span')}, threshold {merged.get('threshold_mode')} "
                      f"tau {merged.get('tau')}, verify {bool(merged.get('verify'))}")
-    lines.append("- variants: " + "; ".join(
-        f"{k} = originals + {v['sets'] or 'nothing'} (lambda {v['hybrid_lambda']:g})"
-        for k, v in (res.get("variants") or {}).items()))
+    def variant(k: str, v: dict) -> str:
+        added = v["sets"] or ([f"copies of the originals of {v['extra_originals']}"]
+                              if v.get("extra_originals") else "nothing")
+        how = "uniform mixing" if (v.get("args") or {}).get("mixing") == "uniform" \
+            else f"lambda {v['hybrid_lambda']:g}"
+        return f"{k} = originals + {added} ({how})"
+
+    lines.append("- variants: " + "; ".join(variant(k, v)
+                                             for k, v in (res.get("variants") or {}).items()))
+    return lines
+
+
+def _num(c: dict | None, measure: str = "") -> str:
+    """A paired difference; attention shares in percentage points."""
+    if not c:
+        return "n/a"
+    k, unit = (100, " pp") if measure == "attention" else (1, "")
+    lo = c.get("lo")
+    if lo is None or lo != lo:
+        return f"{k * c['mean']:+.3f}{unit}"
+    return f"{k * c['mean']:+.3f} [{k * lo:+.3f}, {k * c['hi']:+.3f}]{unit}"
+
+
+def verdict_section(runs: list[tuple[str, dict]]) -> list[str]:
+    """The hypotheses of docs/study.md, one column per run, and every part's numbers."""
+    from leaf.testbed.study import HYPOTHESES, verdicts
+
+    found = [(name, verdicts(res)) for name, res in runs]
+    if not any(p["parts"] for _, v in found for p in v["hypotheses"].values()):
+        return []
+    lines = ["# Verdicts on the hypotheses of docs/study.md", "",
+             "Each cell: the verdict under the rule written in docs/study.md before the runs "
+             "(paired differences over seeds, 95% Student-t intervals).", "",
+             "| hypothesis | " + " | ".join(n for n, _ in found) + " |",
+             "|---|" + "---|" * len(found)]
+    for hid, (text, _) in HYPOTHESES.items():
+        lines.append(f"| {hid}: {text} | " + " | ".join(
+            v["hypotheses"][hid]["verdict"]
+            + (" (not measured)" if v["hypotheses"][hid]["missing_parts"] else "")
+            for _, v in found) + " |")
+    lines += ["", "## The comparisons behind each verdict", ""]
+    for name, v in found:
+        lines += [f"### {name}", "", "| comparison | measure | predicted | difference [95%] | "
+                  "pairs | verdict |", "|---|---|---|---|---|---|"]
+        for hid, h in v["hypotheses"].items():
+            for p in h["parts"]:
+                left = p["runs_without_counterfactuals"]
+                lines.append(f"| {hid}: {p['a']} - {p['b']} | {p['measure']} | {p['predicted']} 0 "
+                             f"| {_num(p['cell'], p['measure'])} | {p['pairs']}"
+                             + (f" ({left} left out)" if left else "") + f" | {p['verdict']} |")
+        for c in v["controls"]:
+            lines.append(f"| {c['text']}: {c['a']} - {c['b']} | {c['measure']} | (control) | "
+                         f"{_num(c['cell'], c['measure'])} | {c['pairs']} | {c['verdict']} |")
+        lines.append("")
     return lines
 
 
@@ -173,8 +217,8 @@ def main() -> int:
     parts = [
         "# Results on the planted-confounder testbed",
         "",
-        "Generated by `scripts/make_results.py` from the output of a full demo run; do not edit "
-        "by hand (re-run the commands below).",
+        "Generated by `scripts/make_results.py` from finished `leaf run` directories; do not "
+        "edit by hand (re-run the commands below).",
         "",
         "## Commands",
         "",
@@ -192,8 +236,9 @@ def main() -> int:
         *[f"- {line}" for line in machine()],
         "",
     ]
-    for run in runs:
-        res = json.loads((run / "results.json").read_text())
+    loaded = [(run, json.loads((run / "results.json").read_text())) for run in runs]
+    parts += verdict_section([(res["name"], res) for _, res in loaded])
+    for run, res in loaded:
         parts += [f"# {res['name']}", "",
                   f"Run directory `{run.name}`: {wall_time(run)}. Config: "
                   f"`{Path(res['config_path']).name}`; data: `{json.dumps(res['data'])}`.", "",

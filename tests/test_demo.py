@@ -35,12 +35,16 @@ def demo_run(tmp_path_factory):
 
 def test_demo_prints_every_table(demo_run):
     _, stdout = demo_run
+    # the headline comes first: LeaF minus KD, paired by seed
+    assert 0 <= stdout.index("## LeaF minus KD, paired by seed") < stdout.index("## Accuracy")
     for needle in ("## Accuracy", "Teacher", "Student (Pre-KD)", "KD w/o mask",
                    "LeaF (instruction)", "LeaF (instruction + response)", "in-distribution",
                    "anti-correlated", "clean", "## Detection against the planted spans",
                    "span recall", "token precision", "## Span vs collective pruning",
                    "## Counterfactuals", "## Attention on the planted distractor",
                    "attention on distractor (mean over layers)", "uniform attention",
+                   "LeaF (instruction) - KD w/o mask", "planted removal (oracle)",
+                   "extra KD rows (control)", "kept, removing the whole planted number",
                    "demo finished"):
         assert needle in stdout, needle
     for rule in ("gradient", "ppl", "random"):
@@ -68,7 +72,7 @@ def test_demo_numbers_are_sane(demo_run):
         att = json.loads((out / f"{cfg.name}-quick" / "attention.json").read_text())
         assert att["spans"] == "planted" and att["split"] == "test_anti"
         measured = {m["key"] for m in att["models"]}
-        assert measured == {"student", "kd", "leaf_instr", "leaf_instr_resp", "leaf_collective"}
+        assert measured == {"student", *cfg.distill.variants}
         n_layers = len(att["models"][0]["per_layer"])
         for m in att["models"]:
             assert m["n_items"] == cfg.attention.limit and len(m["per_layer"]) == n_layers

@@ -1,4 +1,5 @@
-"""DistillTrainer on tiny real models: the hybrid loss against an independent recomputation,
+"""DistillTrainer on tiny real models: the loss of both mixings against an independent
+recomputation, what paired batches hold, budgets that do not depend on the counterfactuals,
 gradient accumulation, resume after a crash, saving, and the `leaf distill` command."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from conftest import write_jsonl
 from distill_rows import training_rows
 from leaf.cli import main
 from leaf.distill.config import DistillArguments
-from leaf.distill.recipe import build_trainer, train
+from leaf.distill.recipe import build_trainer, resume_point, train
 from leaf.errors import LeafError
 
 TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml"
@@ -39,8 +40,9 @@ def make_args(tmp_path, student, teacher, train_file, name="out", **kw) -> Disti
     return DistillArguments(**settings)
 
 
-def reference_loss(student, teacher, batch, lam, temperature=1.0):
-    """L = lam * L_kd + (1 - lam) * L_cd written out from the loss's definition, row by row."""
+def reference_loss(student, teacher, batch, lam, temperature=1.0, mixing="paired"):
+    """The loss written out from its definition, row by row: paired, lam * L_kd + (1 - lam) *
+    L_cd (a batch of one kind: that kind's mean); uniform, the mean over every target token."""
     with torch.no_grad():
         s_logits = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         t_logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -53,12 +55,11 @@ def reference_loss(student, teacher, batch, lam, temperature=1.0):
             log_p_s = F.log_softmax(s_logits[r, i] / temperature, -1)
             kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum() * temperature**2
             per_kind[int(batch["is_counterfactual"][r])].append(kl)
-    loss = 0.0
-    if per_kind[0]:
-        loss += lam * torch.stack(per_kind[0]).mean()
-    if per_kind[1]:
-        loss += (1 - lam) * torch.stack(per_kind[1]).mean()
-    return loss
+    if mixing == "uniform":
+        return torch.stack(per_kind[0] + per_kind[1]).mean()
+    if per_kind[0] and per_kind[1]:
+        return lam * torch.stack(per_kind[0]).mean() + (1 - lam) * torch.stack(per_kind[1]).mean()
+    return torch.stack(per_kind[0] or per_kind[1]).mean()
 
 
 def batch_of(trainer, kinds):
@@ -81,15 +82,23 @@ def hybrid_trainer(tmp_path_factory, tiny_llama_dir, tiny_llama_big_dir):
     return trainer
 
 
+@pytest.mark.parametrize("mixing", ["paired", "uniform"])
 @pytest.mark.parametrize("kinds", [(0, 1, 1, 0), (0, 0), (1, 1, 1)],
                          ids=["mixed", "originals-only", "counterfactuals-only"])
-def test_hybrid_loss_matches_formula(hybrid_trainer, kinds):
+def test_loss_matches_formula(hybrid_trainer, kinds, mixing):
     batch = batch_of(hybrid_trainer, kinds)
     assert batch["is_counterfactual"].tolist() == list(kinds)
-    got = hybrid_trainer.compute_loss(hybrid_trainer.model, batch)
+    hybrid_trainer.args.mixing = mixing
+    try:
+        got = hybrid_trainer.compute_loss(hybrid_trainer.model, batch)
+    finally:
+        hybrid_trainer.args.mixing = "paired"
     want = reference_loss(hybrid_trainer.model, hybrid_trainer.teacher, batch, 0.3,
-                          temperature=2.0)
+                          temperature=2.0, mixing=mixing)
     assert abs(got.item() - float(want)) < 1e-6 * max(1.0, float(want))
+    if kinds == (0, 1, 1, 0) and mixing == "uniform":  # a different number from paired's
+        paired = reference_loss(hybrid_trainer.model, hybrid_trainer.teacher, batch, 0.3, 2.0)
+        assert abs(float(paired) - float(want)) > 1e-4 * float(want)
 
 
 def test_cross_entropy_term_is_added_over_all_target_tokens(hybrid_trainer):
@@ -154,33 +163,167 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path, tiny_llama_dir,
 
 
 class _Crash(TrainerCallback):
+    def __init__(self, at: int) -> None:
+        self.at = at
+
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == 3:
-            raise KeyboardInterrupt("simulated kill after checkpoint-2")
+        if state.global_step == self.at:
+            raise KeyboardInterrupt("simulated kill after a checkpoint")
 
 
+# 4 originals + 8 counterfactuals, 2 rows per step: paired has 2 steps per epoch and uniform 6;
+# each run is killed one step after a checkpoint in the middle of its second epoch
+@pytest.mark.parametrize("mixing,max_steps,save_steps", [("paired", 6, 3), ("uniform", 9, 7)])
 def test_resume_after_crash_matches_uninterrupted_run(tmp_path, tiny_llama_dir,
-                                                      tiny_llama_big_dir, train_file):
-    common = dict(max_steps=4, save_strategy="steps", save_steps=2)
+                                                      tiny_llama_big_dir, train_file,
+                                                      mixing, max_steps, save_steps):
+    common = dict(max_steps=max_steps, save_strategy="steps", save_steps=save_steps,
+                  mixing=mixing)
     full = train(make_args(tmp_path, tiny_llama_dir, tiny_llama_big_dir, train_file, "full",
                            **common))
     args = make_args(tmp_path, tiny_llama_dir, tiny_llama_big_dir, train_file, "crash", **common)
     crashing = build_trainer(args)
-    crashing.add_callback(_Crash())
+    crashing.add_callback(_Crash(save_steps + 1))
     with pytest.raises(KeyboardInterrupt):
         crashing.train()
-    assert (tmp_path / "crash" / "checkpoint-2").is_dir()
-    assert not (tmp_path / "crash" / "checkpoint-4").exists()
-    resumed = train(args)  # finds checkpoint-2 in output_dir by itself
-    assert resumed.state.global_step == 4
+    assert (tmp_path / "crash" / f"checkpoint-{save_steps}").is_dir()
+    assert not (tmp_path / "crash" / f"checkpoint-{max_steps}").exists()
+    steps_per_epoch = crashing.mixing_batch_sampler.steps_per_epoch
+    assert save_steps // steps_per_epoch == 1 and save_steps % steps_per_epoch  # mid-epoch 1
+    resumed = build_trainer(args)
+    after = _record_steps(resumed)
+    resumed.train(resume_from_checkpoint=resume_point(args))
+    resumed.save_model(args.output_dir)
+    assert resumed.state.global_step == max_steps
+    # the steps after the checkpoint are those the plan has for them, epoch 1 included
+    assert after == _planned(resumed, max_steps)[save_steps:]
     w_full, w_res = _weights(full.model), _weights(resumed.model)
     for k in w_full:  # tolerance: 1e-6 absolute (float32 on CPU; observed exact)
         assert torch.allclose(w_full[k], w_res[k], atol=1e-6, rtol=0), k
+    # the usage record counts the steps before the crash too
+    usage = json.loads((tmp_path / "crash" / "counterfactual_usage.json").read_text())
+    assert usage == json.loads((tmp_path / "full" / "counterfactual_usage.json").read_text())
+    assert usage["steps"] == max_steps and usage["mixing"] == mixing
     # the saved final model and the checkpoint load with from_pretrained
-    for path in (tmp_path / "crash", tmp_path / "crash" / "checkpoint-4"):
+    for path in (tmp_path / "crash", tmp_path / "crash" / f"checkpoint-{max_steps}"):
         model = AutoModelForCausalLM.from_pretrained(path)
         assert torch.allclose(model.state_dict()["lm_head.weight"], w_res["lm_head.weight"]) \
-            or path.name == "checkpoint-4"
+            or path.name.startswith("checkpoint-")
+
+
+def _record_steps(trainer) -> list[list[int]]:
+    """Spy on the trainer: per optimizer step, the sorted dataset indices of the rows it
+    trained on (found from their token ids)."""
+    index = {tuple(item["input_ids"]): i for i, item in enumerate(trainer.train_dataset.items)}
+    steps, take = [], trainer.get_batch_samples
+
+    def spy(iterator, num_batches, device):
+        batches, items = take(iterator, num_batches, device)
+        steps.append(sorted(index[tuple(ids[mask.bool()].tolist())] for b in batches
+                            for ids, mask in zip(b["input_ids"], b["attention_mask"])))
+        return batches, items
+
+    trainer.get_batch_samples = spy
+    return steps
+
+
+def _kinds(trainer, step: list[int]) -> list[int]:
+    return [trainer.train_dataset[i]["is_counterfactual"] for i in step]
+
+
+def _planned(trainer, steps: int) -> list[list[int]]:
+    sampler = trainer.mixing_batch_sampler
+    return [sorted(sum(sampler.plan(s // sampler.steps_per_epoch)[s % sampler.steps_per_epoch],
+                       [])) for s in range(steps)]
+
+
+def test_paired_steps_hold_both_kinds_in_a_fixed_proportion(tmp_path, tiny_llama_dir,
+                                                           tiny_llama_big_dir, train_file):
+    args = make_args(tmp_path, tiny_llama_dir, tiny_llama_big_dir, train_file, "paired",
+                     hybrid_lambda=0.3, per_device_train_batch_size=2,
+                     gradient_accumulation_steps=2, counterfactual_ratio=0.5, max_steps=5)
+    trainer = build_trainer(args)
+    steps = _record_steps(trainer)
+    trainer.train()
+    # 2 x 2 originals per step and round(0.5 x 4) = 2 counterfactuals, in every step
+    assert [sorted(_kinds(trainer, s)) for s in steps] == [[0, 0, 0, 0, 1, 1]] * 5
+    assert steps == _planned(trainer, 5)  # one step per epoch: each epoch's own order
+    assert len({tuple(s) for s in steps}) > 1
+    logged = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logged) == 5
+    for h in logged:  # both terms in every step, each with its weight
+        assert h["weight_cd"] == pytest.approx(0.7) and h["hybrid_lambda"] == 0.3
+        assert h["loss"] == pytest.approx(0.3 * h["loss_kd"] + 0.7 * h["loss_cd"], rel=1e-4)
+        assert h["share_cd"] == pytest.approx(0.7 * h["loss_cd"] / h["loss"], rel=1e-4)
+    usage = trainer.counterfactual_usage
+    assert usage["rows_per_step"] == 4 and usage["counterfactuals_per_step"] == 2
+    # 5 steps x 2 = 10 draws from 8 counterfactual rows, least-used first
+    assert usage["counterfactual"]["min"] == 1 and usage["counterfactual"]["max"] == 2
+    assert usage["counterfactual"]["never_seen"] == 0
+
+
+def test_budget_in_epochs_over_originals_does_not_depend_on_counterfactuals(
+        tmp_path, tiny_llama_dir, tiny_llama_big_dir):
+    rows = training_rows(4, unverified=False)
+    originals = [r for r in rows if r["kind"] == "original"]
+    variants = {"none": originals, "few": originals + [rows[1]], "many": rows}
+    for name, variant in variants.items():
+        path = write_jsonl(tmp_path / f"{name}.jsonl", variant)
+        args = make_args(tmp_path, tiny_llama_dir, tiny_llama_big_dir, path, name,
+                         max_steps=-1, num_train_epochs=2, logging_steps=10)
+        trainer = build_trainer(args)
+        steps = _record_steps(trainer)
+        trainer.train()
+        assert trainer.state.global_step == 4, name  # 2 epochs x 4 originals / 2 per step
+        kinds = [_kinds(trainer, s) for s in steps]
+        assert [k.count(0) for k in kinds] == [2] * 4, name  # originals never displaced
+        usage = trainer.counterfactual_usage
+        assert usage["original"] == {"rows": 4, "min": 2, "median": 2, "max": 2, "never_seen": 0}
+        if name == "none":  # plain KD: L = L_kd, lambda unused and logged as 1
+            assert usage["counterfactual"] == {"rows": 0, "seen": {}}
+            assert usage["hybrid_lambda"] == 1.0
+            assert all(h["hybrid_lambda"] == 1.0 and h["weight_cd"] == 0.0
+                       and h["loss"] == pytest.approx(h["loss_kd"], rel=1e-4)
+                       for h in trainer.state.log_history if "loss" in h)
+        else:
+            assert [k.count(1) for k in kinds] == [2] * 4, name  # ratio 1: 2 per step
+        assert json.loads((tmp_path / name / "counterfactual_usage.json").read_text()) == usage
+
+
+def test_uniform_epoch_is_a_pass_over_all_rows(tmp_path, tiny_llama_dir, tiny_llama_big_dir,
+                                               train_file):
+    args = make_args(tmp_path, tiny_llama_dir, tiny_llama_big_dir, train_file, "uniform",
+                     mixing="uniform", per_device_train_batch_size=4, max_steps=-1,
+                     num_train_epochs=1)
+    trainer = build_trainer(args)
+    steps = _record_steps(trainer)
+    trainer.train()
+    assert trainer.state.global_step == 3  # 12 rows / 4
+    assert sorted(i for s in steps for i in s) == list(range(12))  # each row once
+    usage = trainer.counterfactual_usage
+    assert usage["original"]["min"] == usage["counterfactual"]["max"] == 1
+    for h in (h for h in trainer.state.log_history if "loss" in h):
+        assert "hybrid_lambda" not in h
+        n_cd = _kinds(trainer, steps[h["step"] - 1]).count(1)  # weight_cd: share of cf tokens
+        assert (h["weight_cd"] > 0) == (n_cd > 0)
+        assert h["loss"] == pytest.approx(
+            (1 - h["weight_cd"]) * h.get("loss_kd", 0) + h["weight_cd"] * h.get("loss_cd", 0),
+            rel=1e-4)
+        assert h["share_cd"] == pytest.approx(h["weight_cd"] * h.get("loss_cd", 0) / h["loss"],
+                                              rel=1e-4, abs=1e-9)
+
+
+def test_eval_loss_is_the_loss_of_the_whole_set(tmp_path, tiny_llama_dir, tiny_llama_big_dir,
+                                                train_file):
+    args = make_args(tmp_path, tiny_llama_dir, tiny_llama_big_dir, train_file, "eval",
+                     eval_file=str(train_file), per_device_eval_batch_size=2, hybrid_lambda=0.3)
+    trainer = build_trainer(args)
+    metrics = trainer.evaluate()
+    whole = trainer.data_collator(trainer.eval_dataset.items)
+    want = reference_loss(trainer.model, trainer.teacher, whole, 0.3)
+    assert metrics["eval_loss"] == pytest.approx(float(want), rel=1e-5)
+    assert metrics["eval_loss"] == pytest.approx(
+        0.3 * metrics["eval_loss_kd"] + 0.7 * metrics["eval_loss_cd"], rel=1e-5)
 
 
 def test_cli_yaml_with_overrides(tmp_path, tiny_llama_dir, tiny_llama_big_dir, train_file):
@@ -197,11 +340,12 @@ def test_cli_yaml_with_overrides(tmp_path, tiny_llama_dir, tiny_llama_big_dir, t
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 2
     logged = [h for h in state["log_history"] if "loss" in h]
-    assert len(logged) == 2 and all("loss_kd" in h or "loss_cd" in h for h in logged)
+    assert len(logged) == 2 and all("loss_kd" in h and "loss_cd" in h for h in logged)
     assert [h["step"] for h in state["log_history"] if "eval_loss" in h] == [2]
     for h in logged:  # the logged loss is lambda * loss_kd + (1 - lambda) * loss_cd
-        want = 0.7 * h.get("loss_kd", 0.0) + 0.3 * h.get("loss_cd", 0.0)
-        assert h["loss"] == pytest.approx(want, rel=1e-4)
+        assert h["loss"] == pytest.approx(0.7 * h["loss_kd"] + 0.3 * h["loss_cd"], rel=1e-4)
+        assert h["weight_cd"] == pytest.approx(0.3) and h["hybrid_lambda"] == 0.7
+    assert (out / "counterfactual_usage.json").is_file()
     args = torch.load(out / "training_args.bin", weights_only=False)
     assert args.learning_rate == 2e-3 and args.hybrid_lambda == 0.7 and args.max_length == 256
     model = AutoModelForCausalLM.from_pretrained(out)

@@ -88,3 +88,14 @@ def test_paired_difference_pairs_runs_of_one_seed():
     # unpaired, the two groups' intervals overlap widely; paired, every seed gains 0.1
     assert anti["values"] == pytest.approx([0.1, 0.1, 0.1])
     assert anti["lo"] == pytest.approx(0.1) and anti["hi"] == pytest.approx(0.1)
+
+
+def test_removes_planted_needs_every_misleading_span_covered():
+    from leaf.pipeline.results import removes_planted
+
+    row = {"level": "instruction", "planted": {"misleading": [[32, 34]]}}
+    assert removes_planted({**row, "pruned": [[31, 34]]})          # number and its space
+    assert not removes_planted({**row, "pruned": [[33, 34]]})      # one digit of "15"
+    assert not removes_planted({**row, "pruned": [[10, 12]]})
+    assert not removes_planted({**row, "level": "response", "pruned": [[31, 34]]})
+    assert not removes_planted({"level": "instruction", "pruned": [[0, 3]]})  # no planted spans

@@ -11,12 +11,17 @@ HELP = "distil the teacher into the student on original and counterfactual rows"
 DESCRIPTION = """\
 Train the student with L = lambda * KL(teacher || student | X) + (1 - lambda) * KL(... | X \\ A)
 on counterfactuals.jsonl (original and counterfactual rows, written by `leaf prune`).
+With `mixing: paired` (default) every batch holds originals and counterfactuals in a fixed
+proportion, so the formula holds in every step and an epoch is a pass over the originals;
+`mixing: uniform` is the authors' released behaviour (no lambda, every token weighs the same).
 
 Reads  FILE.yaml: leaf's fields (teacher_model, student_model, train_file, hybrid_lambda,
-       divergence, temperature, ce_weight, teacher_cache, lora, max_length, ...) and any
-       transformers.TrainingArguments field (output_dir, learning_rate, ...).
+       mixing, counterfactual_ratio, divergence, temperature, ce_weight, teacher_cache, lora,
+       max_length, ...) and any transformers.TrainingArguments field (output_dir, ...).
 Writes output_dir/: the final model and tokenizer (Hugging Face format, safetensors),
-       trainer_state.json (log_history with loss, loss_kd, loss_cd), checkpoint-N/ folders.
+       trainer_state.json (log_history with loss, loss_kd, loss_cd, share_cd, weight_cd,
+       hybrid_lambda), counterfactual_usage.json (how often each row was seen),
+       checkpoint-N/ folders.
 
 Any field can be overridden after the config, with TrainingArguments' own names:
   leaf distill --config run.yaml --learning_rate 2e-5 --max_steps 100 --output_dir out/

@@ -15,6 +15,7 @@ from transformers.trainer_utils import SchedulerType
 from transformers.training_args import OptimizerNames
 
 from leaf.distill.losses import DIVERGENCES
+from leaf.distill.mixing import DEFAULT_MIXING, MIXINGS
 
 
 def _help(text: str) -> dict:
@@ -50,9 +51,25 @@ class DistillArguments(TrainingArguments):
         default=None, metadata=_help("Optional system message rendered before each instruction.")
     )
     # --- the loss ---
+    mixing: str = field(
+        default=DEFAULT_MIXING,
+        metadata={"help": "How originals and counterfactuals share the optimizer batches: "
+                          "paired (every batch holds its originals plus counterfactual_ratio times "
+                          "as many counterfactuals, so L = lambda * L_kd + (1 - lambda) * L_cd in "
+                          "every step, and an epoch is a pass over the originals) or uniform (all "
+                          "rows shuffled together into one token-weighted mean, lambda unused, and "
+                          "an epoch is a pass over all rows).",
+                  "choices": list(MIXINGS)},
+    )
+    counterfactual_ratio: float = field(
+        default=1.0,
+        metadata=_help("paired mixing: counterfactual rows added to each optimizer batch per "
+                       "original row in it (at least one; drawn again when there are too few)."),
+    )
     hybrid_lambda: float = field(
         default=0.5,
-        metadata=_help("lambda: weight of the standard-distillation term (1 - lambda: counterfactual)."),
+        metadata=_help("lambda: weight of the standard-distillation term (1 - lambda: "
+                       "counterfactual); paired mixing only."),
     )
     divergence: str = field(
         default="forward_kl",
@@ -126,6 +143,15 @@ class DistillArguments(TrainingArguments):
             raise ValueError(f"divergence must be one of {DIVERGENCES}, got {self.divergence!r}")
         if not 0.0 <= self.hybrid_lambda <= 1.0:
             raise ValueError(f"hybrid_lambda must be in [0, 1], got {self.hybrid_lambda}")
+        if self.mixing not in MIXINGS:
+            raise ValueError(f"mixing must be one of {MIXINGS}, got {self.mixing!r}")
+        if not self.counterfactual_ratio > 0:
+            raise ValueError(f"counterfactual_ratio must be positive, got "
+                             f"{self.counterfactual_ratio} (use_counterfactuals: false trains "
+                             "without them)")
+        if self.train_sampling_strategy != "random":
+            raise ValueError(f"train_sampling_strategy {self.train_sampling_strategy!r} is not "
+                             "supported: leaf's mixing sampler forms the batches (see mixing)")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         super().__post_init__()

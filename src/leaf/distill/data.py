@@ -48,7 +48,10 @@ class DistillDataset(torch.utils.data.Dataset):
     """Encoded rows: ``input_ids``, ``labels`` and ``is_counterfactual`` (and ``cache_row``
     once a teacher cache is attached).
 
-    ``ids[i]`` is the row's ``id``; ``stats`` counts kept, dropped and truncated rows. ``path``
+    ``ids[i]`` is the row's ``id`` and ``origins[i]`` the id of its original (its own ``id`` for
+    an original, ``origin_id`` for a counterfactual, ``None`` when that is missing); the paired
+    mixing uses it to put counterfactuals next to their originals (:mod:`leaf.distill.mixing`).
+    ``stats`` counts kept, dropped and truncated rows. ``path``
     is a JSONL file, or a list of row dicts (then ``name`` stands for it in messages).
     """
 
@@ -64,6 +67,7 @@ class DistillDataset(torch.utils.data.Dataset):
         self.path: Path | str = Path(path) if is_path(path) else name
         self.items: list[dict[str, Any]] = []
         self.ids: list[str] = []
+        self.origins: list[str | None] = []
         self.stats: Counter = Counter()
         seen: dict[str, tuple] = {}
         for where, line, row in iter_records(self.path if is_path(path) else path, name):
@@ -92,6 +96,7 @@ class DistillDataset(torch.utils.data.Dataset):
                 {"input_ids": input_ids, "labels": labels, "is_counterfactual": int(is_cf)}
             )
             self.ids.append(row["id"])
+            self.origins.append(row.get("origin_id") if is_cf else row["id"])
         if self.stats["truncated"]:
             logger.warning(
                 "%s: %d of %d rows are longer than max_length=%d tokens and were truncated "

@@ -69,12 +69,12 @@ def build_trainer(args: DistillArguments) -> DistillTrainer:
         return DistillDataset(path, tokenizer, args.max_length, args.system_prompt,
                               include_counterfactuals=args.use_counterfactuals)
 
-    if not args.use_counterfactuals and args.hybrid_lambda != 1.0:
-        logger.warning("use_counterfactuals is false: the loss is hybrid_lambda * L_kd with "
-                       "hybrid_lambda=%s; set hybrid_lambda: 1.0 for plain KD", args.hybrid_lambda)
     train = dataset(args.train_file)
     evaluation = dataset(args.eval_file) if args.eval_file else None
-    logger.info("training rows: %s", dict(train.stats))
+    logger.info("training rows: %s; mixing: %s", dict(train.stats), args.mixing)
+    if not train.stats["counterfactual"] and args.mixing == "paired" and args.hybrid_lambda != 1.0:
+        logger.warning("no counterfactual rows: plain KD, L = L_kd (hybrid_lambda=%s unused)",
+                       args.hybrid_lambda)
     teacher = cache = None
     if args.teacher_cache:
         from leaf.distill.cache import TeacherCache

@@ -82,6 +82,7 @@ LABELS = {  # table rows
     "collective": "LeaF (collective pruning)",
     "planted": "planted removal (oracle)",
     "extra_kd": "extra KD rows (control)",
+    "leaf_uniform": "LeaF (tau 0.10, uniform mixing)",
 }
 Level = Literal["instruction", "response"]
 # distill.args keys the pipeline sets itself, and where to set them instead
@@ -150,6 +151,8 @@ class Variant(Checked):
     hybrid_lambda: float | None = setting(
         None, ge=0.0, le=1.0, help="its lambda (default: distill.hybrid_lambda with sets, 1.0 "
                                    "without: KD w/o mask)")
+    args: dict[str, Any] = setting(default_factory=dict,
+                                   help="leaf distill fields for this variant, over distill.args")
 
 
 @dataclass
@@ -239,6 +242,14 @@ class RunConfig(Checked):
         v = self.distill.variants[variant]
         return v.hybrid_lambda if v.hybrid_lambda is not None else \
             (self.distill.hybrid_lambda if v.sets or v.extra_originals else 1.0)
+
+    def mixing_of(self, variant: str) -> str:
+        """How the variant's batches mix originals and counterfactuals (``paired`` unless its
+        args or distill.args say otherwise)."""
+        from leaf.distill.mixing import DEFAULT_MIXING
+
+        args = {**self.distill.args, **self.distill.variants[variant].args}
+        return args.get("mixing", DEFAULT_MIXING)
 
     def detect_options(self, level: str) -> DetectOptions:
         d = self.detect
@@ -449,16 +460,25 @@ def _check_and_resolve(cfg: RunConfig, path: Path) -> None:
 
 
 def check_distill_args(cfg: RunConfig) -> None:
-    """``distill.args`` must name fields of ``leaf distill`` the pipeline does not set itself,
-    with values ``DistillArguments`` accepts (checked now, not when the stage is reached)."""
-    for key in cfg.distill.args:
-        if key in RESERVED_DISTILL_ARGS:
-            raise SettingError(f"distill.args.{key}: set by the pipeline; use "
-                               f"{RESERVED_DISTILL_ARGS[key]}")
+    """``distill.args`` (and each variant's ``args``) must name fields of ``leaf distill`` the
+    pipeline does not set itself, with values ``DistillArguments`` accepts (checked now, not
+    when the stage is reached)."""
+    places = {"distill.args": cfg.distill.args}
+    places.update({f"distill.variants.{k}.args": v.args for k, v in cfg.distill.variants.items()})
+    for where, args in places.items():
+        for key in args:
+            if key in RESERVED_DISTILL_ARGS:
+                raise SettingError(f"{where}.{key}: set by the pipeline; use "
+                                   f"{RESERVED_DISTILL_ARGS[key]}")
     from leaf.stages import distill_arguments
 
-    for variant in list(cfg.distill.variants)[:1]:  # the variants differ only in set keys
-        distill_arguments(distill_config(cfg, variant, 0, "unused"), where="distill.args")
+    checked: list[dict] = []
+    for variant, spec in cfg.distill.variants.items():
+        if spec.args in checked:  # variants with the same args differ only in what the
+            continue              # pipeline sets, which is checked once
+        checked.append(spec.args)
+        where = f"distill.variants.{variant}.args" if spec.args else "distill.args"
+        distill_arguments(distill_config(cfg, variant, 0, "unused"), where=where)
 
 
 def distill_config(cfg: RunConfig, variant: str, seed: int, output_dir: str | Path,
@@ -466,7 +486,7 @@ def distill_config(cfg: RunConfig, variant: str, seed: int, output_dir: str | Pa
     """The ``leaf distill`` config of one variant and seed: ``distill.args`` plus what the
     pipeline sets (models, training file, the variant's lambda, seed, output directory)."""
     return {
-        **cfg.distill.args,
+        **cfg.distill.args, **cfg.distill.variants[variant].args,
         "teacher_model": cfg.teacher, "student_model": cfg.student,
         "train_file": str(train_file), "hybrid_lambda": cfg.lambda_of(variant),
         "use_counterfactuals": bool(cfg.distill.variants[variant].sets

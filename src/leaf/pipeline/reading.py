@@ -105,10 +105,13 @@ def statements(results: dict) -> list[str]:
             continue
         extra = sum(c["sets"][n]["kept"] for c in counts.values() for n in set_names
                     if n in c["sets"])
+        how = ("every target token weighs the same (uniform mixing)"
+               if (rows.get(variant) or {}).get("mixing") == "uniform" else
+               f"every batch holds both kinds, the counterfactual term weighing "
+               f"{1 - spec['hybrid_lambda']:g} (paired mixing)")
         out.append(f"{LABELS.get(variant, variant)} trains on {train} originals plus {extra} "
                    f"counterfactual rows over all runs ({100 * extra / max(train + extra, 1):.1f}% "
-                   "of its rows): the counterfactual term weighs only in the batches that hold "
-                   "one.")
+                   f"of its rows); {how}.")
     kept = []
     for name in next(iter(counts.values()))["sets"]:
         made = sum(c["sets"][name]["counterfactuals"] for c in counts.values())

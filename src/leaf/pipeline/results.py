@@ -96,6 +96,8 @@ def summarise(models: dict[str, dict], groups: dict[str, list[str]],
         rows.append({"key": key, "label": LABELS.get(key, key), "members": members,
                      "replicates": len(members), "cells": cells,
                      "hybrid_lambda": (lambdas or {}).get(key),
+                     "mixing": "uniform" if key in (lambdas or {}) and lambdas[key] is None
+                     else None,
                      "counterfactual_rows": [(trained_on or {})[m] for m in members]
                      if trained_on and all(m in trained_on for m in members) else None})
     return rows
@@ -159,8 +161,10 @@ def _count_rows(path: Path) -> int:
 
 def set_counts(path: Path) -> dict[str, int]:
     """How many samples got counterfactuals, how many were made, verified, rejected, and kept
-    for training (not rejected: verified, or unchecked)."""
-    made = verified = rejected = 0
+    for training (not rejected: verified, or unchecked); with testbed rows (``planted``),
+    ``kept_remove_planted``: kept instruction-level counterfactuals whose removed spans cover
+    every planted misleading span of their row (the whole planted number is gone)."""
+    made = verified = rejected = whole = 0
     origins: set[str] = set()
     for _, r in iter_jsonl(path):
         if r.get("kind") != "counterfactual":
@@ -169,8 +173,19 @@ def set_counts(path: Path) -> dict[str, int]:
         origins.add(r.get("origin_id"))
         verified += r.get("verified") is True
         rejected += r.get("verified") is False
+        if r.get("verified") is not False and removes_planted(r):
+            whole += 1
     return {"samples": len(origins), "counterfactuals": made, "verified": verified,
-            "rejected": rejected, "kept": made - rejected}
+            "rejected": rejected, "kept": made - rejected, "kept_remove_planted": whole}
+
+
+def removes_planted(row: dict[str, Any]) -> bool:
+    """True when an instruction-level counterfactual removed every planted misleading span."""
+    misleading = ((row.get("planted") or {}).get("misleading")) or []
+    if row.get("level") != "instruction" or not misleading:
+        return False
+    cuts = row.get("pruned") or []
+    return all(any(a <= s and e <= b for a, b in cuts) for s, e in misleading)
 
 
 def replicate_counts(cfg: RunConfig, root: Path) -> dict[str, Any]:
@@ -241,7 +256,9 @@ def collect_results(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
     stages = Manifest(run).stages
     timings = {k: v.get("seconds_total", v.get("seconds")) for k, v in stages.items()}
     plain = cfg.as_dict()
-    lambdas = {v: cfg.lambda_of(v) for v in cfg.distill.variants}
+    # under uniform mixing there is no lambda: every token weighs the same
+    lambdas = {v: (None if cfg.mixing_of(v) == "uniform" else cfg.lambda_of(v))
+               for v in cfg.distill.variants}
     results = {
         "name": cfg.name,
         "quick": cfg.is_quick,

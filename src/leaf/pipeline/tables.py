@@ -14,13 +14,15 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), sep, *(line(r) for r in rows)])
 
 
-def format_cell(c: dict | None) -> str:
-    """``mean [lo, hi]`` of a results cell (the mean alone when there is no interval)."""
+def format_cell(c: dict | None, sign: str = "") -> str:
+    """``mean [lo, hi]`` of a results cell (the mean alone when there is no interval);
+    ``sign="+"`` writes differences with their sign."""
     if not c:
         return "-"
+    f = f"{sign}.3f"
     if isinstance(c.get("lo"), float) and math.isnan(c["lo"]):
-        return f"{c['mean']:.3f}"
-    return f"{c['mean']:.3f} [{c['lo']:.3f}, {c['hi']:.3f}]"
+        return f"{c['mean']:{f}}"
+    return f"{c['mean']:{f}} [{c['lo']:{f}}, {c['hi']:{f}}]"
 
 
 def _adds_rows(results: dict, key: str) -> bool:
@@ -48,16 +50,9 @@ def accuracy_table(results: dict, keys: list[str] | None = None) -> str:
                 cells = ["trained on 0 counterfactuals"] * len(splits)
             elif empty:
                 label += f" ({empty} of {len(counts)} runs had 0 counterfactuals)"
-        rows.append([label, "-" if lam is None else f"{lam:g}", str(r["replicates"]), *cells])
+        lam_cell = "uniform" if r.get("mixing") == "uniform" else "-" if lam is None else f"{lam:g}"
+        rows.append([label, lam_cell, str(r["replicates"]), *cells])
     return _table(header, rows)
-
-
-def _signed_cell(c: dict | None) -> str:
-    if not c:
-        return "-"
-    if isinstance(c.get("lo"), float) and math.isnan(c["lo"]):
-        return f"{c['mean']:+.3f}"
-    return f"{c['mean']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}]"
 
 
 def differences_table(results: dict) -> str | None:
@@ -71,7 +66,7 @@ def differences_table(results: dict) -> str | None:
         note = f"{d['pairs']}"
         if d["runs_without_counterfactuals"]:
             note += f" ({d['runs_without_counterfactuals']} left out: 0 counterfactuals)"
-        cells = [_signed_cell(d["cells"].get(s)) for s in splits] if d["pairs"] else \
+        cells = [format_cell(d["cells"].get(s), "+") for s in splits] if d["pairs"] else \
             ["no run had counterfactuals"] * len(splits)
         rows.append([f"{d['label']} - KD w/o mask", note, *cells])
     return _table(["difference", "paired runs", *[SPLIT_LABELS.get(s, s) for s in splits]],
@@ -124,9 +119,12 @@ def counts_table(results: dict) -> str:
     rows = [[name, per(lambda c, n=name: c["sets"][n]["samples"]),
              per(lambda c, n=name: c["sets"][n]["counterfactuals"]),
              per(lambda c, n=name: c["sets"][n]["verified"]),
-             per(lambda c, n=name: c["sets"][n]["rejected"])] for name in names]
+             per(lambda c, n=name: c["sets"][n]["rejected"]),
+             per(lambda c, n=name: c["sets"][n].get("kept_remove_planted", "-"))]
+            for name in names]
     return "\n".join(lines) + "\n" + _table(
-        ["counterfactual set", "samples", "counterfactuals", "verified", "rejected"], rows)
+        ["counterfactual set", "samples", "counterfactuals", "verified", "rejected",
+         "kept, removing the whole planted number"], rows)
 
 
 def span_vs_collective_table(results: dict) -> str | None:
@@ -153,7 +151,8 @@ def render(results: dict) -> str:
         "",
         accuracy_table(results),
         "",
-        "lambda: the weight of the standard-distillation term in each variant's loss. "
+        "lambda: the weight of the standard-distillation term in each variant's loss "
+        "('uniform': no lambda, every target token weighs the same). "
         "mean [95% interval] over runs (one run per seed; with testbed data each seed also "
         "draws its own splits): Student-t with >= 2 runs (clipped to [0, 1]), Wilson over test "
         "samples with one.",

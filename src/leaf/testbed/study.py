@@ -49,6 +49,8 @@ CONTROLS: list[tuple[str, Part]] = [
     ("augmentation control: LeaF minus extra KD rows", Part("leaf", "extra_kd", "test_clean")),
     ("oracle: planted removal minus KD", Part("planted", "kd", "test_anti")),
     ("oracle: planted removal minus KD", Part("planted", "kd", "test_clean")),
+    ("mixing: paired minus uniform", Part("leaf", "leaf_uniform", "test_anti")),
+    ("mixing: paired minus uniform", Part("leaf", "leaf_uniform", "test_clean")),
 ]
 
 
