@@ -99,3 +99,23 @@ def test_removes_planted_needs_every_misleading_span_covered():
     assert not removes_planted({**row, "pruned": [[10, 12]]})
     assert not removes_planted({**row, "level": "response", "pruned": [[31, 34]]})
     assert not removes_planted({"level": "instruction", "pruned": [[0, 3]]})  # no planted spans
+
+
+def test_every_study_config_loads_and_names_what_the_hypotheses_compare():
+    from pathlib import Path
+
+    from leaf.pipeline.config import load_config
+    from leaf.testbed.study import CONTROLS, HYPOTHESES
+    from leaf.testbed.tasks import FAMILIES
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs" / "study").glob("*.yaml"))
+    assert [c.stem for c in configs] == sorted(FAMILIES)
+    parts = [p for _, ps in HYPOTHESES.values() for p in ps] + [p for _, p in CONTROLS]
+    for path in configs:
+        cfg = load_config(path)
+        known = set(cfg.distill.variants) | set(cfg.detection.rules)
+        assert {name for p in parts for name in (p.a, p.b)} <= known, path.name
+        assert len(cfg.seeds) >= 5 and cfg.data.testbed == path.stem
+        # every counterfactual set a variant trains on is verified the same way
+        used = {s for v in cfg.distill.variants.values() for s in v.sets}
+        assert all(cfg.counterfactuals[s].verify for s in used), path.name
