@@ -44,7 +44,7 @@ def test_two_process_ddp_matches_single_process(tmp_path, tiny_llama_dir, tiny_l
         train_file=str(train_file), use_cpu=True, optim="sgd", learning_rate=2.0,
         lr_scheduler_type="constant", warmup_steps=0, max_steps=6, logging_steps=1,
         save_strategy="steps", save_steps=3, seed=0, report_to="none", disable_tqdm=True,
-        max_length=256, hybrid_lambda=0.3,
+        max_length=256, hybrid_lambda=0.3, mixing="paired",
     )
     single = train(DistillArguments(**config, output_dir=str(tmp_path / "single"),
                                     per_device_train_batch_size=4))

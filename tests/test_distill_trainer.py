@@ -35,6 +35,7 @@ def make_args(tmp_path, student, teacher, train_file, name="out", **kw) -> Disti
         train_file=str(train_file), use_cpu=True, per_device_train_batch_size=2,
         learning_rate=1e-3, warmup_steps=1, max_steps=3, logging_steps=1, save_strategy="no",
         seed=0, report_to="none", disable_tqdm=True, max_length=256, dataloader_num_workers=0,
+        mixing="paired",  # tests of uniform mixing say so
     )
     settings.update(kw)
     return DistillArguments(**settings)

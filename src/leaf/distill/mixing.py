@@ -39,7 +39,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 MIXINGS = ("paired", "uniform")
-DEFAULT_MIXING = "paired"  # the one place the default is set (DistillArguments.mixing uses it)
+DEFAULT_MIXING = "uniform"  # the one place the default is set (DistillArguments.mixing uses it)
 _ORIGINALS, _COUNTERFACTUALS, _ALL = 0, 1, 2  # salts of the per-epoch random streams
 
 Step = tuple[list[int], list[int]]  # (original rows, counterfactual rows) of one optimizer batch
