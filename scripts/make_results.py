@@ -206,7 +206,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "RESULTS.md")
     ap.add_argument("--sweep", type=Path, default=None,
                     help="directory of `leaf run` dirs made with --set data.bias=...")
-    ap.add_argument("--command", default="leaf demo", help="the command that made demo_dir")
+    ap.add_argument("--command", action="append", default=[],
+                    help="a command that made the run directories, as run (repeatable; "
+                         "default: leaf demo --out DEMO_DIR)")
     ap.add_argument("--timing", action="append", default=[],
                     help="a measured wall time to report, e.g. 'leaf demo: 3m16s' (repeatable)")
     args = ap.parse_args()
@@ -223,7 +225,7 @@ def main() -> int:
         "## Commands",
         "",
         "```",
-        f"{args.command} --out {args.demo_dir}",
+        *(args.command or [f"leaf demo --out {args.demo_dir}"]),
         *([f"bash scripts/bias_sweep.sh {args.sweep}"] if args.sweep else []),
         f"python scripts/make_results.py {args.demo_dir}"
         + (f" --sweep {args.sweep}" if args.sweep else ""),

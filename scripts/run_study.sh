@@ -35,5 +35,5 @@ for family in $FAMILIES; do
   for regime in paper paper-0.95 clean; do echo "$family $regime"; done
 done | xargs -P "$JOBS" -L 1 bash -c 'one $0 $1'
 echo "study wall time: $(( $(date +%s) - start )) s"
-"$PY" scripts/make_results.py "$OUT" --command "bash scripts/run_study.sh $OUT" \
+"$PY" scripts/make_results.py "$OUT" --command "FAMILIES='$FAMILIES' bash scripts/run_study.sh $OUT" \
   --timing "scripts/run_study.sh: $(( $(date +%s) - start )) s with JOBS=$JOBS"
