@@ -120,12 +120,11 @@ def convert(tp: Any, value: Any, key: str) -> Any:
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
-        errors = []
         for arg in typing.get_args(tp):
             try:
                 return convert(arg, value, key)
-            except SettingError as exc:
-                errors.append(exc)
+            except SettingError:
+                continue
         raise SettingError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value in typing.get_args(tp) and not isinstance(value, bool):
@@ -172,9 +171,9 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str) -> T:
 
     Every key is checked (unknown keys, types, bounds) and named as ``where.key`` in errors.
     """
-    data = dict(data or {})
-    if not isinstance(data, dict):
+    if data is not None and not isinstance(data, Mapping):
         raise SettingError(f"{where}: expected a mapping, got {data!r}")
+    data = dict(data or {})
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown_keys(data, fields, where)
     hints = _hints(cls)
