@@ -177,6 +177,16 @@ NAMES = ("Ann", "Bob", "Cal", "Dan", "Eve", "Fay", "Gus", "Ivy")
 ITEMS = ("apples", "pears", "coins", "books", "cards", "shells")
 
 
+def _add_possession(out: _Builder, who: str, value: int, item: str) -> None:
+    """The word problems' distractor sentence, ``Bob has 8 pears. ``, with its spans marked."""
+    start = len(out.text)
+    out.add(f"{who} has ")
+    out.add(str(value), "misleading")
+    out.add(f" {item}.")
+    out.marks["distractor"].append([start, len(out.text)])
+    out.add(" ")
+
+
 class WordProblem(Family):
     """One-step word problem (+ or -) with an irrelevant quantity about someone else."""
 
@@ -202,12 +212,7 @@ class WordProblem(Family):
         out = _Builder()
         out.add(f"{p['who']} has {a} {p['item']}. ")
         if value is not None:
-            start = len(out.text)
-            out.add(f"{p['other']} has ")
-            out.add(str(value), "misleading")
-            out.add(f" {p['other_item']}.")
-            out.marks["distractor"].append([start, len(out.text)])
-            out.add(" ")
+            _add_possession(out, p["other"], value, p["other_item"])
         verb = f"buys {b} more" if p["op"] == "+" else f"gives away {b}"
         out.add(f"{p['who']} {verb} {p['item']}. How many {p['item']} does {p['who']} have now?")
         return Rendered(out.text, out.marks["misleading"], out.marks["distractor"])
@@ -249,12 +254,7 @@ class MultiStep(Family):
         out = _Builder()
         out.add(f"{p['who']} has {first} {p['item']}. ")
         if value is not None:
-            start = len(out.text)
-            out.add(f"{p['other']} has ")
-            out.add(str(value), "misleading")
-            out.add(f" {p['other_item']}.")
-            out.marks["distractor"].append([start, len(out.text)])
-            out.add(" ")
+            _add_possession(out, p["other"], value, p["other_item"])
         for op, b in zip(p["ops"], changes):
             out.add(f"{p['who']} buys {b} more. " if op == "+" else f"{p['who']} gives away {b}. ")
         out.add(f"How many {p['item']} does {p['who']} have now?")
