@@ -109,14 +109,14 @@ def settings_section(res: dict) -> list[str]:
 
 
 def _num(c: dict | None, measure: str = "") -> str:
-    """A paired difference; attention shares in percentage points."""
+    """A paired difference with its sign; attention shares in percentage points."""
+    from leaf.pipeline.tables import format_cell
+
     if not c:
         return "n/a"
-    k, unit = (100, " pp") if measure == "attention" else (1, "")
-    lo = c.get("lo")
-    if lo is None or lo != lo:
-        return f"{k * c['mean']:+.3f}{unit}"
-    return f"{k * c['mean']:+.3f} [{k * lo:+.3f}, {k * c['hi']:+.3f}]{unit}"
+    if measure != "attention":
+        return format_cell(c, "+")
+    return format_cell({k: 100 * c[k] for k in ("mean", "lo", "hi")}, "+") + " pp"
 
 
 def verdict_section(runs: list[tuple[str, dict]]) -> list[str]:

@@ -50,7 +50,7 @@ package (its bundled configs and testbed assets).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -375,12 +375,13 @@ def _typed(mapping: dict, path: Path, where: str = "") -> RunConfig:
         for v in distill["variants"].values():
             if isinstance(v, dict) and v.get("sets") is None:
                 v["sets"] = []
+    run_defaults = {f.name: f.default for f in fields(RunConfig) if f.name in ("device", "dtype")}
     for section in ("screen", "evaluate"):  # the run's device and dtype, unless set there
         sec = mapping.get(section)
         if sec is None or isinstance(sec, dict):
             sec = dict(sec or {})
-            for key in ("device", "dtype"):
-                sec.setdefault(key, mapping.get(key, "cpu" if key == "device" else "float32"))
+            for key, default in run_defaults.items():
+                sec.setdefault(key, mapping.get(key, default))
             mapping[section] = sec
     prefix = f"{where}." if where else ""
     try:

@@ -227,14 +227,17 @@ def collect_results(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
     models: dict[str, dict] = {}
     groups: dict[str, list[str]] = {}
     trained_on: dict[str, int] = {}  # member -> counterfactual-kind rows in its training file
+    per_file: dict[Path, int] = {}  # seeds sharing a data replicate share the file: read once
     for key, dkey in cfg.model_keys():
         member = f"{key}@{dkey}"
         groups.setdefault(group_of(key), []).append(member)
         if group_of(key) in cfg.distill.variants:
             train_file = run / dkey / "train" / f"{group_of(key)}.jsonl"
-            trained_on[member] = sum(r.get("kind") == "counterfactual"
-                                     for _, r in iter_jsonl(train_file)) \
-                if train_file.exists() else 0
+            if train_file not in per_file:
+                per_file[train_file] = sum(r.get("kind") == "counterfactual"
+                                           for _, r in iter_jsonl(train_file)) \
+                    if train_file.exists() else 0
+            trained_on[member] = per_file[train_file]
         for split in splits:
             path = run / "eval" / key / dkey / split / "metrics.json"
             if path.exists():
