@@ -23,6 +23,22 @@ def _command_modules():
     return [importlib.import_module(f"leaf.commands.{n}") for n in names]
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written; every flag's help ends with its default unless it states one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (not action.option_strings or default in (None, False, argparse.SUPPRESS)
+                or "default" in text or isinstance(action, argparse._VersionAction)):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, list) else str(default)
+        forms = {shown} | ({f"{default:g}"} if isinstance(default, int | float) else set())
+        if any(f"({f})" in text for f in forms):  # "prompts per generate call (8)"
+            return text
+        return f"{text} (default {shown.replace('%', '%%')})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="leaf",
@@ -39,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
             mod.NAME,
             help=mod.HELP,
             description=getattr(mod, "DESCRIPTION", mod.HELP),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=HelpFormatter,
         )
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)

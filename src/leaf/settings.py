@@ -209,3 +209,42 @@ def to_mapping(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [to_mapping(v) for v in obj]
     return obj
+
+
+def describe(cls: type, prefix: str = "", width: int = 30, defaults: Any = None) -> list[str]:
+    """One line per key of dataclass ``cls`` (nested dataclasses as dotted keys): the key, its
+    default and its help, e.g. ``prune.tau = 0.1   cut-off of the fixed rule``. A nested
+    dataclass's defaults are those of the parent's default object (``defaults``). Map-valued
+    fields whose items are dataclasses (named sets, variants) list the item's keys under
+    ``KEY.NAME.``."""
+    lines: list[str] = []
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        key = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        if defaults is not None:
+            default = getattr(defaults, f.name)
+        elif f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = "(required)"
+        help_text = f.metadata.get("help", "")
+        if dataclasses.is_dataclass(tp):
+            lines.append(f"{key}:".ljust(width) + f"  {help_text}")
+            lines += describe(tp, key + ".", width,
+                              default if dataclasses.is_dataclass(default) else None)
+            continue
+        args = typing.get_args(tp)
+        if typing.get_origin(tp) is dict and len(args) == 2 and dataclasses.is_dataclass(args[1]):
+            lines.append(f"{key}.NAME:".ljust(width) + f"  {help_text}")
+            lines += describe(args[1], key + ".NAME.", width)
+            continue
+        value = to_mapping(default)
+        shown = "null" if value is None else str(value).replace("True", "true").replace(
+            "False", "false").replace("None", "null").replace("'", "")
+        lines.append(f"{key} = {shown}".ljust(width) + f"  {help_text}")
+    return lines

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from leaf.commands._options import build
+from leaf.commands._options import add_device, add_dtype, build
 from leaf.evaluate.generation import BACKENDS
-from leaf.models import DTYPES
 from leaf.stages.options import GenerationOptions
 
 D = GenerationOptions  # the defaults of the flags are the options' own
@@ -19,15 +18,15 @@ def add_generation_arguments(parser: argparse.ArgumentParser,
                    help=f"prompts per generate call ({D.batch_size})")
     g.add_argument("--max-new-tokens", type=int, default=max_new_tokens,
                    help=f"longest answer in tokens ({max_new_tokens})")
-    g.add_argument("--dtype", choices=DTYPES, default=D.dtype, help=f"weights dtype ({D.dtype})")
-    g.add_argument("--device", default=D.device,
-                   help="auto (cuda if available, several GPUs shared), cpu, cuda, cuda:N")
+    add_dtype(g, D.dtype)
+    add_device(g, D.device)
     g.add_argument("--backend", choices=BACKENDS, default=D.backend,
-                   help="hf (transformers generate) or vllm (optional extra)")
+                   help=f"hf (transformers generate) or vllm (optional extra; default {D.backend})")
     g.add_argument("--temperature", type=float, default=D.temperature,
-                   help="0 = greedy (default)")
-    g.add_argument("--top-p", type=float, default=D.top_p, help="nucleus sampling when sampling")
-    g.add_argument("--seed", type=int, default=D.seed, help="sampling seed")
+                   help=f"0 = greedy (default {D.temperature:g})")
+    g.add_argument("--top-p", type=float, default=D.top_p,
+                   help=f"nucleus sampling when sampling (default {D.top_p:g})")
+    g.add_argument("--seed", type=int, default=D.seed, help=f"sampling seed (default {D.seed})")
 
 
 def generation_options(args: argparse.Namespace) -> GenerationOptions:

@@ -60,3 +60,52 @@ def build(cls: type[T], flags: Mapping[str, str] | None = None, **values: Any) -
         if allowed:
             raise SettingError(f"{name} must be {allowed}, got {bound.group(1)}") from None
         raise SettingError(f"{name}: {rest}") from None
+
+
+# -- flags every model-loading subcommand spells the same way ----------------------------------
+
+MODEL_HELP = "directory, hub id or testbed:FAMILY/ROLE (a shipped testbed checkpoint)"
+
+
+def model_ref(value: str) -> str:
+    """argparse ``type`` of a model flag: ``testbed:FAMILY/ROLE`` (as in run configs) becomes the
+    shipped checkpoint's directory; a directory or hub id passes unchanged."""
+    import argparse
+
+    from leaf.errors import LeafError
+    from leaf.testbed.assets import resolve_model
+
+    try:
+        return resolve_model(value)
+    except (LeafError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def device_arg(value: str) -> str:
+    """argparse ``type`` of ``--device``: auto, cpu, cuda or cuda:N."""
+    import argparse
+
+    from leaf.stages.options import check_device
+
+    try:
+        check_device(value, "--device")
+    except SettingError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--device: ")) from None
+    return value
+
+
+def add_device(parser, default: str = "auto", what: str = "") -> None:
+    """``--device``: the same values and meaning in every subcommand."""
+    from leaf.stages.options import DEVICE_HELP
+
+    parser.add_argument("--device", type=device_arg, default=default, metavar="DEVICE",
+                        help=f"{what}{DEVICE_HELP} (default {default})")
+
+
+def add_dtype(parser, default: str = "float32", what: str = "weights' dtype") -> None:
+    """``--dtype``: float32 unless said otherwise, auto = the checkpoint's own dtype."""
+    from leaf.models import DTYPES
+
+    parser.add_argument("--dtype", choices=DTYPES, default=default,
+                        help=f"{what}: {', '.join(DTYPES)} (auto: the checkpoint's own; "
+                             f"default {default})")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from leaf.commands._options import MODEL_HELP, add_device, add_dtype, model_ref
+
 NAME = "attention"
 HELP = "measure how much attention response tokens pay to confounder spans, per layer"
 DESCRIPTION = """\
@@ -24,28 +26,32 @@ per_item}]) and prints a table (one row per model).
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model directory or hub id")
-    p.add_argument("--compare", nargs="*", default=[], metavar="MODEL",
+    p.add_argument("--model", required=True, type=model_ref, metavar="MODEL",
+                   help=f"the model measured: {MODEL_HELP}")
+    p.add_argument("--compare", nargs="*", default=[], metavar="MODEL", type=model_ref,
                    help="more models measured on the same spans (e.g. KD vs LeaF students)")
     p.add_argument("--labels", nargs="*", default=None,
                    help="names for --model and --compare models, in order (default: dir names)")
     p.add_argument("--data", required=True, help="samples with 'planted' or counterfactuals.jsonl")
-    p.add_argument("--spans", choices=("planted", "pruned"), default="pruned")
+    p.add_argument("--spans", choices=("planted", "pruned"), default="pruned",
+                   help="where the confounder spans come from (see above; default pruned)")
     p.add_argument("--planted-part", choices=("distractor", "misleading"), default="distractor",
-                   help="with testbed spans: the whole distractor sentence or its misleading part")
+                   help="with testbed spans: the whole distractor sentence or its misleading part "
+                        "(default distractor)")
     p.add_argument("--verified-only", action="store_true",
                    help="with --spans pruned: only spans of counterfactuals with verified true")
-    p.add_argument("--limit", type=int, default=None, help="measure at most this many items")
-    p.add_argument("--out", default="attention.json")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--limit", type=int, default=None,
+                   help="measure at most this many items (default: all)")
+    p.add_argument("--out", default="attention.json",
+                   help="JSON file to write (default attention.json)")
+    add_device(p)
+    add_dtype(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from leaf.data.jsonl import finite_json, iter_jsonl, write_json_atomic
     from leaf.errors import LeafError
+    from leaf.models import resolve_device
     from leaf.report.attention_share import (
         compare_models,
         format_table,
@@ -67,8 +73,7 @@ def run(args: argparse.Namespace) -> int:
     labels = args.labels or [Path(m).name or m for m in models]
     if len(labels) != len(models):
         raise LeafError(f"--labels gives {len(labels)} names for {len(models)} models")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" \
-        else args.device
+    device = resolve_device(args.device)
     results = compare_models(models, items, labels, device=device, dtype=args.dtype,
                              progress=True)
     out = {"spans": args.spans, "data": str(args.data), "verified_only": args.verified_only,

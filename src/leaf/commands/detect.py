@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from leaf.commands._options import build
+from leaf.commands._options import MODEL_HELP, add_device, add_dtype, build, model_ref
 from leaf.stages.options import CUDA_DETECT_BATCH_SIZE, DetectOptions
 
 D = DetectOptions  # the defaults of the flags are the options' own
@@ -30,10 +30,10 @@ an interruption and finished samples are skipped. (Python: leaf.stages.detect.)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--teacher", required=True, metavar="DIR",
-                   help="teacher model directory (or hub id)")
-    p.add_argument("--student", required=True, metavar="DIR",
-                   help="student model directory (or hub id)")
+    p.add_argument("--teacher", required=True, metavar="MODEL", type=model_ref,
+                   help=f"teacher model: {MODEL_HELP}")
+    p.add_argument("--student", required=True, metavar="MODEL", type=model_ref,
+                   help=f"student model: {MODEL_HELP}")
     p.add_argument("--data", required=True, metavar="FILE",
                    help="samples JSONL (or screened.jsonl)")
     p.add_argument("--out", required=True, metavar="FILE", help="scores JSONL to write")
@@ -46,10 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="sequences per forward/backward pass (default: 1 on CPU, where batching "
                         "only adds padding and memory, measured in docs/PERFORMANCE.md; "
                         f"{CUDA_DETECT_BATCH_SIZE} on a GPU)")
-    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=D.dtype,
-                   help=f"weights' dtype (default {D.dtype}; gradients are normed in float32)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=D.device,
-                   help="auto: GPUs when visible (device_map=auto), else CPU")
+    add_dtype(p, D.dtype, "weights' dtype (gradients are normed in float32)")
+    add_device(p, D.device)
     p.add_argument("--all", action="store_true",
                    help="score every sample, not only teacher-right/student-wrong ones")
 

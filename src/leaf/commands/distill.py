@@ -15,42 +15,77 @@ With `mixing: paired` (default) every batch holds originals and counterfactuals 
 proportion, so the formula holds in every step and an epoch is a pass over the originals;
 `mixing: uniform` is the authors' released behaviour (no lambda, every token weighs the same).
 
-Reads  FILE.yaml: leaf's fields (teacher_model, student_model, train_file, hybrid_lambda,
+Reads  CONFIG.yaml: leaf's fields (teacher_model, student_model, train_file, hybrid_lambda,
        mixing, counterfactual_ratio, divergence, temperature, ce_weight, teacher_cache, lora,
        max_length, ...) and any transformers.TrainingArguments field (output_dir, ...).
+       teacher_model / student_model: a directory, a hub id or testbed:FAMILY/ROLE.
 Writes output_dir/: the final model and tokenizer (Hugging Face format, safetensors),
+       README.md (a model card: teacher, student, data, lambda, counterfactual counts),
        trainer_state.json (log_history with loss, loss_kd, loss_cd, share_cd, weight_cd,
        hybrid_lambda), counterfactual_usage.json (how often each row was seen),
        checkpoint-N/ folders.
 
 Any field can be overridden after the config, with TrainingArguments' own names:
-  leaf distill --config run.yaml --learning_rate 2e-5 --max_steps 100 --output_dir out/
+  leaf distill run.yaml --learning_rate 2e-5 --max_steps 100 --output_dir out/
+(`--config run.yaml` works too; put the overrides after the config.) push_to_hub: true with
+hub_model_id: ORG/NAME uploads the model and its card at the end (TrainingArguments' own
+fields; needs `huggingface-cli login`).
 A run resumes from the last checkpoint-N in output_dir automatically; pass
 --resume_from_checkpoint DIR to choose one. Multi-GPU: accelerate launch -m leaf.cli distill ...
-(see docs/distillation.md). `leaf distill --show-fields` lists every field.
+(see docs/distillation.md). `leaf distill --show-fields` lists every field, leaf's first.
 (Python: leaf.stages.distill_arguments and leaf.stages.distill.)"""
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--config", metavar="FILE.yaml", help="YAML file with the run's settings")
+    parser.add_argument("config", nargs="?", metavar="CONFIG.yaml",
+                        help="YAML file with the run's settings")
+    parser.add_argument("--config", dest="config_flag", metavar="CONFIG.yaml",
+                        help="the same as the positional CONFIG.yaml (kept for old scripts)")
     parser.add_argument("--show-fields", action="store_true",
-                        help="list every config field (leaf's and TrainingArguments') and exit")
+                        help="list every config field (leaf's, then TrainingArguments') and exit")
     parser.set_defaults(accepts_extra=True)
+
+
+def format_fields() -> str:
+    """Every config field with its type, default and help: leaf's own fields (and the training
+    defaults leaf changes) first, then the rest of ``transformers.TrainingArguments``."""
+    import dataclasses
+    import textwrap
+
+    from leaf.distill.config import DistillArguments
+
+    own = list(DistillArguments.__annotations__)  # in the order leaf declares them
+    fields = [f for f in dataclasses.fields(DistillArguments) if f.init]
+    mine = sorted((f for f in fields if f.name in own), key=lambda f: own.index(f.name))
+
+    def entry(f) -> str:
+        default = f.default if f.default is not dataclasses.MISSING else \
+            (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        default = getattr(default, "value", default)  # enums
+        kind = getattr(f.type, "__name__", None) or str(f.type).replace("typing.", "")
+        text = " ".join(str(f.metadata.get("help", "")).split())
+        body = textwrap.fill(text, 92, initial_indent="      ", subsequent_indent="      ")
+        return f"  {f.name}  ({kind}, default {default!r})" + (f"\n{body}" if text else "")
+
+    lines = ["leaf's fields (and the training defaults leaf sets; the paper's values):", ""]
+    lines += [entry(f) for f in mine]
+    lines += ["", "transformers.TrainingArguments fields (see its documentation):", ""]
+    lines += [entry(f) for f in fields if f.name not in own]
+    return "\n".join(lines)
 
 
 def run(args) -> int:
     import yaml
 
     if args.show_fields:
-        from transformers import HfArgumentParser
-
-        from leaf.distill.config import DistillArguments
-
-        HfArgumentParser(DistillArguments, prog="leaf distill --config FILE.yaml").print_help()
+        print(format_fields())
         return 0
-    if not args.config:
-        raise LeafError("--config FILE.yaml is required")
-    path = Path(args.config)
+    if args.config and args.config_flag and args.config != args.config_flag:
+        raise LeafError(f"two configs given: {args.config} and --config {args.config_flag}")
+    config_path = args.config or args.config_flag
+    if not config_path:
+        raise LeafError("give the config: leaf distill CONFIG.yaml [--field value ...]")
+    path = Path(config_path)
     if not path.is_file():
         raise LeafError(f"{path}: config file not found")
     try:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from leaf.commands._generation import add_generation_arguments, generation_options
-from leaf.commands._options import build
+from leaf.commands._options import MODEL_HELP, build, model_ref
 from leaf.commands.grade import add_grading_arguments, grading_options
 from leaf.stages.options import EvalOptions
 
@@ -22,11 +22,13 @@ Generation is resumable: rerunning the command keeps the predictions already wri
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="model directory or hub id")
+    parser.add_argument("--model", required=True, type=model_ref, metavar="MODEL",
+                        help=f"the model: {MODEL_HELP}")
     parser.add_argument("--bench", required=True, help="benchmark JSONL")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--num-samples", type=int, default=EvalOptions.num_samples,
-                        help="answers per problem (pass@k; needs --temperature > 0)")
+                        help="answers per problem (pass@k; needs --temperature > 0; default "
+                             f"{EvalOptions.num_samples})")
     add_generation_arguments(parser)
     add_grading_arguments(parser)
 

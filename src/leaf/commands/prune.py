@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from leaf.commands._options import build
+from leaf.commands._options import MODEL_HELP, add_device, add_dtype, build, model_ref
 from leaf.detect.scoring import THRESHOLD_MODES
 from leaf.detect.spans import STRATEGIES
 from leaf.errors import LeafError
@@ -61,18 +61,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verify", action="store_true",
                    help="keep the answer check: both --teacher and --student must answer each "
                         "counterfactual correctly (sets `verified`)")
-    p.add_argument("--teacher", help="teacher model dir or hub id (with --verify)")
-    p.add_argument("--student", help="student model dir or hub id (with --verify)")
+    p.add_argument("--teacher", type=model_ref, metavar="MODEL",
+                   help=f"teacher model for --verify: {MODEL_HELP}")
+    p.add_argument("--student", type=model_ref, metavar="MODEL",
+                   help=f"student model for --verify: {MODEL_HELP}")
     p.add_argument("--batch-size", type=int, default=G.batch_size,
-                   help="generation batch size (--verify)")
+                   help=f"generation batch size for --verify (default {G.batch_size})")
     p.add_argument("--max-new-tokens", type=int, default=G.max_new_tokens,
                    help=f"generation length for --verify (default {G.max_new_tokens})")
     p.add_argument("--verify-chunk", type=int, default=V.chunk,
                    help="samples verified per model load; output is saved after each chunk "
                         f"(default {V.chunk}; 0 = all at once)")
-    p.add_argument("--device", default=G.device, help="auto | cpu | cuda (--verify)")
-    p.add_argument("--dtype", default=G.dtype, choices=("float32", "bfloat16", "float16"),
-                   help=f"model dtype for --verify (default {G.dtype})")
+    add_device(p, G.device, "with --verify: ")
+    add_dtype(p, G.dtype, "weights' dtype for --verify")
 
 
 def options_from(args: argparse.Namespace) -> tuple[PruneOptions, VerifyOptions | None]:

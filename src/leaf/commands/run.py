@@ -17,10 +17,26 @@ interrupted one; a changed setting re-runs the stages it affects.
 
 The whole config (YAML, --quick and every --set) is checked before any stage runs: an unknown
 key, a value of the wrong type or out of range exits with status 2 and names the key. The keys
-are documented in docs/pipeline.md; the bundled examples are in leaf/configs/testbed/."""
+are listed below and documented in docs/pipeline.md; the bundled examples are in
+leaf/configs/testbed/."""
+
+
+def config_keys() -> str:
+    """The config keys with their defaults and help, from the typed RunConfig."""
+    import textwrap
+
+    from leaf.pipeline.config import RunConfig
+    from leaf.settings import describe
+
+    lines = []
+    for line in describe(RunConfig, width=36):
+        lines += textwrap.wrap(line, 100, subsequent_indent=" " * 40) or [line]
+    return ("config keys (KEY = default  meaning; `--set KEY=VALUE` overrides any):\n  "
+            + "\n  ".join(lines))
 
 
 def add_arguments(parser) -> None:
+    parser.epilog = config_keys()
     parser.add_argument("config", help="run config (YAML)")
     parser.add_argument("--run-dir", default=None,
                         help="run directory (default: runs/<config name>[-quick])")
@@ -30,6 +46,8 @@ def add_arguments(parser) -> None:
                         help="override a config key, dotted, value in YAML: "
                              "--set data.bias=0.8 --set seeds=[0,1] (repeatable)")
     parser.add_argument("--no-tables", action="store_true", help="do not print the tables")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show every stage's own output (default: RUN_DIR/stages.log)")
 
 
 def parse_sets(items: list[str]) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from leaf.commands._generation import add_generation_arguments, generation_options
+from leaf.commands._options import MODEL_HELP, model_ref
 
 NAME = "screen"
 HELP = "let teacher and student answer every sample and grade both (stage 1, step 1)"
@@ -21,8 +22,10 @@ so only one model is in memory at a time. Interrupted runs resume where they sto
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--teacher", required=True, help="teacher model directory or hub id")
-    parser.add_argument("--student", required=True, help="student model directory or hub id")
+    parser.add_argument("--teacher", required=True, type=model_ref, metavar="MODEL",
+                        help=f"teacher model: {MODEL_HELP}")
+    parser.add_argument("--student", required=True, type=model_ref, metavar="MODEL",
+                        help=f"student model: {MODEL_HELP}")
     parser.add_argument("--data", required=True, help="samples JSONL")
     parser.add_argument("--out", required=True, help="screened JSONL to write")
     add_generation_arguments(parser)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from leaf.commands._options import build
+from leaf.commands._options import MODEL_HELP, add_device, add_dtype, build, model_ref
 from leaf.stages.options import TeacherCacheOptions
 
 D = TeacherCacheOptions  # the defaults of the flags are the options' own
@@ -25,24 +25,28 @@ command resumes an interrupted cache. (Python: leaf.stages.teacher_cache.)"""
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--teacher", required=True, help="teacher model directory or hub id")
+    parser.add_argument("--teacher", required=True, type=model_ref, metavar="MODEL",
+                        help=f"teacher model: {MODEL_HELP}")
     parser.add_argument("--data", required=True, help="counterfactuals.jsonl to cache")
     parser.add_argument("--out", required=True, help="output directory of the cache")
     parser.add_argument("--top-k", type=int, default=D.top_k,
                         help=f"logits kept per token ({D.top_k})")
-    parser.add_argument("--student", default=D.student,
+    parser.add_argument("--student", default=D.student, type=model_ref, metavar="MODEL",
                         help="student model: its tokenizer renders the rows and its logit width "
                              "bounds the ids (default: the teacher's)")
     parser.add_argument("--max-length", type=int, default=D.max_length,
-                        help="longest sequence in tokens (as in the distill config)")
+                        help=f"longest sequence in tokens, as in the distill config (default "
+                             f"{D.max_length})")
     parser.add_argument("--system-prompt", default=D.system_prompt,
-                        help="as in the distill config")
-    parser.add_argument("--batch-size", type=int, default=D.batch_size)
-    parser.add_argument("--dtype", default=D.dtype,
-                        choices=["auto", "bfloat16", "float16", "float32"])
-    parser.add_argument("--device-map", default=D.device_map,
-                        help="e.g. auto to spread a large teacher over the GPUs")
-    parser.add_argument("--device", default=D.device, choices=["auto", "cpu", "cuda"])
+                        help="system message, as in the distill config (default: none)")
+    parser.add_argument("--batch-size", type=int, default=D.batch_size,
+                        help=f"rows per teacher forward pass (default {D.batch_size})")
+    add_dtype(parser, D.dtype, "teacher weights' dtype")
+    add_device(parser, D.device)
+    parser.add_argument("--device-map", default=D.device_map, metavar="MAP",
+                        help="a transformers device_map that overrides --device (e.g. "
+                             "balanced_low_0; --device auto already spreads the teacher over "
+                             "several GPUs; default: none)")
 
 
 def run(args) -> int:

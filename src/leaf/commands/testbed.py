@@ -21,14 +21,17 @@ The shipped teacher and student checkpoints of each family are listed with --lis
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from leaf.testbed.tasks import DEFAULT_SIZES, FAMILIES
 
-    parser.add_argument("--family", choices=sorted(FAMILIES), default="digit_sum")
+    parser.add_argument("--family", choices=sorted(FAMILIES), default="digit_sum",
+                        help="task family (default digit_sum)")
     parser.add_argument("--out", help="output directory (required unless --list)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="generation seed: the same seed gives the same files (default 0)")
     parser.add_argument("--bias", type=float, default=0.95,
                         help="P(distractor = answer) in train and test_id (default 0.95)")
-    parser.add_argument("--train-size", type=int, default=DEFAULT_SIZES["train"])
+    parser.add_argument("--train-size", type=int, default=DEFAULT_SIZES["train"],
+                        help=f"samples in train.jsonl (default {DEFAULT_SIZES['train']})")
     parser.add_argument("--test-size", type=int, default=DEFAULT_SIZES["test_id"],
-                        help="samples in each test split")
+                        help=f"samples in each test split (default {DEFAULT_SIZES['test_id']})")
     parser.add_argument("--list", action="store_true",
                         help="print the shipped checkpoints per family and exit")
 

@@ -36,6 +36,7 @@ def teacher_cache(teacher: str | Path, data: Records, out: str | Path,
     from leaf.distill.cache import write_teacher_cache
     from leaf.distill.data import DistillDataset
     from leaf.distill.recipe import load_teacher
+    from leaf.models import resolve_device
 
     options = options_or_default(options, TeacherCacheOptions)
     teacher = str(teacher)
@@ -45,11 +46,12 @@ def teacher_cache(teacher: str | Path, data: Records, out: str | Path,
         tokenizer.pad_token = tokenizer.eos_token
     dataset = DistillDataset(data, tokenizer, options.max_length, options.system_prompt)
     vocab = AutoConfig.from_pretrained(source).vocab_size
-    device = options.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_teacher(teacher, tokenizer, vocab, options.dtype, options.device_map,
-                         None if options.device_map else device)
+    device = resolve_device(options.device)
+    device_map = options.device_map  # as leaf.models.load_model: several GPUs share the teacher
+    if device_map is None and device == "cuda" and torch.cuda.device_count() > 1:
+        device_map = "auto"
+    model = load_teacher(teacher, tokenizer, vocab, options.dtype, device_map,
+                         None if device_map else device)
     return write_teacher_cache(model, tokenizer, dataset, out, options.top_k,
                                teacher_name=teacher, vocab_size=vocab,
                                batch_size=options.batch_size)
@@ -154,6 +156,11 @@ def distill_arguments(config: Mapping[str, Any], overrides: Sequence[str] = (),
         flag = next((r for r in rest if r.startswith("--")), None)
         hint = did_you_mean(flag[2:].split("=", 1)[0], known) if flag else ""
         raise SettingError(f"unrecognized arguments: {' '.join(rest)}{hint}")
+    from leaf.testbed.assets import resolve_model
+
+    for key in ("teacher_model", "student_model"):  # testbed:FAMILY/ROLE, as in run configs
+        if getattr(args, key):
+            setattr(args, key, resolve_model(getattr(args, key)))
     return args
 
 

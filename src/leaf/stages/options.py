@@ -19,9 +19,16 @@ __all__ = [
     "TeacherCacheOptions", "VerifyOptions",
 ]
 
-Dtype = Literal["float32", "bfloat16", "float16"]
 GenerationDtype = Literal["float32", "bfloat16", "float16", "auto"]
 CUDA_DETECT_BATCH_SIZE = 4
+DEVICE_HELP = "auto (GPUs when visible, several shared with device_map=auto), cpu, cuda or cuda:N"
+
+
+def check_device(value: str, where: str) -> None:
+    """Refuse a device other than auto, cpu, cuda or cuda:N (the same values everywhere)."""
+    if not (value in ("auto", "cpu", "cuda") or (value.startswith("cuda:")
+                                                 and value[5:].isdigit())):
+        raise SettingError(f"{where}: auto, cpu, cuda or cuda:N, got {value!r}")
 
 
 @dataclass
@@ -31,16 +38,14 @@ class GenerationOptions(Checked):
     batch_size: int = setting(8, ge=1, help="prompts per generate call")
     max_new_tokens: int = setting(512, ge=1, help="longest answer in tokens")
     dtype: GenerationDtype = setting("float32", help="weights' dtype (auto: the checkpoint's)")
-    device: str = setting("auto", help="auto (GPUs when visible), cpu, cuda or cuda:N")
+    device: str = setting("auto", help=DEVICE_HELP)
     backend: Literal["hf", "vllm"] = setting("hf", help="hf (transformers generate) or vllm")
     temperature: float = setting(0.0, ge=0.0, help="0 = greedy")
     top_p: float = setting(1.0, gt=0.0, le=1.0, help="nucleus sampling when sampling")
     seed: int = setting(0, help="sampling seed")
 
     def check(self) -> None:
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise SettingError(f"GenerationOptions.device: auto, cpu, cuda or cuda:N, "
-                               f"got {self.device!r}")
+        check_device(self.device, "GenerationOptions.device")
 
     def settings(self, progress: bool = False):
         """The decoding knobs the generation backends take."""
@@ -66,11 +71,14 @@ class DetectOptions(Checked):
     batch_size: int | None = setting(
         None, ge=1, help="sequences per forward/backward pass (default: 1 on CPU, where "
                          f"batching only adds padding; {CUDA_DETECT_BATCH_SIZE} on a GPU)")
-    dtype: Dtype = setting("float32", help="weights' dtype (gradients are normed in float32)")
-    device: Literal["auto", "cpu", "cuda"] = setting(
-        "auto", help="auto: GPUs when visible (device_map=auto), else CPU")
+    dtype: GenerationDtype = setting(
+        "float32", help="weights' dtype (auto: the checkpoint's; gradients are normed in float32)")
+    device: str = setting("auto", help=DEVICE_HELP)
     score_all: bool = setting(False, help="score every sample, not only teacher-right/"
                                           "student-wrong ones of a screened file")
+
+    def check(self) -> None:
+        check_device(self.device, "DetectOptions.device")
 
     def resolved_batch_size(self) -> int:
         """``batch_size``, or 1 on CPU and CUDA_DETECT_BATCH_SIZE on a GPU."""
@@ -80,7 +88,8 @@ class DetectOptions(Checked):
             return 1
         import torch
 
-        return CUDA_DETECT_BATCH_SIZE if self.device == "cuda" or torch.cuda.is_available() else 1
+        on_gpu = self.device.startswith("cuda") or torch.cuda.is_available()
+        return CUDA_DETECT_BATCH_SIZE if on_gpu else 1
 
 
 @dataclass
@@ -106,10 +115,15 @@ class TeacherCacheOptions(Checked):
     max_length: int = setting(4096, ge=1, help="longest sequence in tokens")
     system_prompt: str | None = setting(None, help="system message, as in the distill config")
     batch_size: int = setting(4, ge=1, help="rows per teacher forward pass")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = setting(
-        "auto", help="teacher weights' dtype")
-    device_map: str | None = setting(None, help="e.g. auto to spread a large teacher over GPUs")
-    device: Literal["auto", "cpu", "cuda"] = setting("auto", help="without device_map")
+    dtype: GenerationDtype = setting(
+        "float32", help="teacher weights' dtype (auto: the checkpoint's, e.g. bfloat16)")
+    device: str = setting("auto", help=DEVICE_HELP)
+    device_map: str | None = setting(
+        None, help="a transformers device_map, overriding device (rarely needed: device auto "
+                   "already spreads the teacher over several GPUs)")
+
+    def check(self) -> None:
+        check_device(self.device, "TeacherCacheOptions.device")
 
 
 @dataclass
