@@ -29,7 +29,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if (not action.option_strings or default in (None, False, argparse.SUPPRESS)
+        if (not action.option_strings or default in (None, False, [], argparse.SUPPRESS)
                 or "default" in text or isinstance(action, argparse._VersionAction)):
             return text
         shown = " ".join(map(str, default)) if isinstance(default, list) else str(default)
@@ -71,6 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     if extra and not getattr(args, "accepts_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
+    if getattr(args, "verbose", None) is False:  # run, demo: the stages log to stages.log
+        from leaf.commands._options import quiet_environment
+
+        quiet_environment()
+    if args.command not in ("report", "convert", "grade", "testbed") and \
+            not getattr(args, "verbose", False):
+        from leaf.models import quiet_transformers  # imports transformers: model commands only
+
+        quiet_transformers()
     try:
         return int(args._run(args) or 0)
     except LeafError as exc:

@@ -109,3 +109,13 @@ def add_dtype(parser, default: str = "float32", what: str = "weights' dtype") ->
     parser.add_argument("--dtype", choices=DTYPES, default=default,
                         help=f"{what}: {', '.join(DTYPES)} (auto: the checkpoint's own; "
                              f"default {default})")
+
+
+def quiet_environment() -> None:
+    """Progress bars off (tqdm, the hub) for runs whose stages log to a file; must run before
+    tqdm is imported, which reads TQDM_DISABLE once."""
+    import os
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

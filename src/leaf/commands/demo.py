@@ -52,13 +52,7 @@ def demo_configs(families: list[str] | None = None) -> list[Path]:
 
 
 def run(args) -> int:
-    import os
     import time
-
-    if not args.verbose:  # before tqdm and transformers are imported
-        os.environ.setdefault("TQDM_DISABLE", "1")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
     from leaf.pipeline import run_pipeline
     from leaf.pipeline.config import load_config

@@ -10,6 +10,8 @@ DESCRIPTION = """\
 Run every LeaF stage from one YAML config in a run directory:
   data (testbed splits or your files) -> screen -> detect (instruction, response level)
   -> prune (+ verification) -> distill (each variant x seed) -> eval (every model x test split)
+Prints one line per stage as it starts and one as it ends (its time and an estimate of what is
+left); each stage's own output goes to RUN_DIR/stages.log unless --verbose.
 Writes RUN_DIR/manifest.json (per stage: inputs, outputs, config hash, status, timings),
 RUN_DIR/results.json and the stage outputs (data/, screen/, detect/, prune/, train/,
 distill/, eval/, detection/; see docs/pipeline.md). Run the same command again to skip finished stages and resume an
@@ -76,7 +78,7 @@ def run(args) -> int:
 
     cfg = load_config(args.config, quick=args.quick, overrides=parse_sets(args.set))
     run_dir = Path(args.run_dir or Path("runs") / (cfg.name + ("-quick" if args.quick else "")))
-    results = run_pipeline(cfg, run_dir)
+    results = run_pipeline(cfg, run_dir, quiet=not args.verbose)
     if not args.no_tables:
         print(render(results))
     print(f"run directory: {run_dir}")

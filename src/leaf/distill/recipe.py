@@ -4,7 +4,8 @@ Features: online teacher (frozen, own dtype and device_map) or an offline top-k 
 vocabulary check between teacher and student; full-parameter or LoRA (peft) training;
 gradient checkpointing, mixed precision and multi-GPU through the stock ``Trainer`` and
 ``accelerate launch``; automatic resume from the last checkpoint in ``output_dir``; the final
-model and tokenizer saved in Hugging Face format (safetensors) at ``output_dir``.
+model and tokenizer saved in Hugging Face format (safetensors) at ``output_dir`` with a model
+card (``README.md``, :mod:`leaf.distill.card`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from pathlib import Path
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.trainer_utils import get_last_checkpoint
 
+from leaf.distill.card import card_for, use_leaf_card
 from leaf.distill.config import DistillArguments
 from leaf.distill.data import DistillCollator, DistillDataset
+from leaf.distill.progress import plain_logs
 from leaf.distill.trainer import DistillTrainer
 from leaf.distill.vocab import check_shared_vocab
 from leaf.errors import LeafError
@@ -87,11 +90,14 @@ def build_trainer(args: DistillArguments) -> DistillTrainer:
     else:
         teacher = load_teacher(args.teacher_model, tokenizer, student_vocab, args.teacher_dtype,
                                args.teacher_device_map, args.device)
-    return DistillTrainer(
+    trainer = DistillTrainer(
         model=model, args=args, train_dataset=train, eval_dataset=evaluation,
         data_collator=DistillCollator(tokenizer.pad_token_id), processing_class=tokenizer,
         teacher=teacher, teacher_cache=cache,
     )
+    plain_logs(trainer)
+    use_leaf_card(trainer)
+    return trainer
 
 
 def resume_point(args: DistillArguments) -> str | bool | None:
@@ -121,4 +127,6 @@ def train(args: DistillArguments) -> DistillTrainer:
     else:
         trainer.save_model(args.output_dir)
     trainer.save_state()
+    if trainer.is_world_process_zero():
+        card_for(trainer)  # README.md: teacher, student, data, lambda, counts, leaf version
     return trainer

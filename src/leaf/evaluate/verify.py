@@ -51,7 +51,8 @@ def verify_counterfactuals(
     if not rows:
         return []
     settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                  temperature=temperature, top_p=top_p, seed=seed)
+                                  temperature=temperature, top_p=top_p, seed=seed,
+                                  progress=False)  # the caller's bar (leaf prune) is the one
     verdict = [False] * len(rows)
     for step, name in enumerate((teacher, student)):
         todo = list(range(len(rows))) if step == 0 else [i for i, ok in enumerate(verdict) if ok]

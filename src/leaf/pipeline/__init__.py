@@ -68,15 +68,67 @@ def run_pipeline(
     return json.loads((run / "results.json").read_text(encoding="utf-8"))
 
 
+class LineLog:
+    """A text stream onto a log file that keeps what a terminal would have shown: a progress
+    bar redrawing itself after carriage returns leaves one line, its last state, instead of
+    every redraw on one long line."""
+
+    def __init__(self, fh) -> None:
+        self.fh = fh
+        self.line = ""  # the text since the last carriage return or newline
+        self.shown: str | None = None  # the last non-blank state of the current line
+
+    def _emit(self, text: str) -> None:
+        self.fh.write(text.rstrip() + "\n")
+
+    def write(self, text: str) -> int:
+        for piece in text.replace("\r\n", "\n").splitlines(keepends=True):
+            body = piece.rstrip("\r\n")
+            self.line += body
+            if piece.endswith("\n"):
+                if self.line.strip():
+                    self._emit(self.line)
+                elif self.shown:
+                    self._emit(self.shown)
+                self.line, self.shown = "", None
+            elif piece.endswith("\r"):
+                if self.line.strip():
+                    self.shown = self.line
+                elif self.line and self.shown:  # a bar wiping itself: keep its last state
+                    self._emit(self.shown)
+                    self.shown = None
+                self.line = ""
+        return len(text)
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+    def close(self) -> None:
+        """Write the unfinished line (a bar's last state), then flush."""
+        if self.line.strip():
+            self._emit(self.line)
+        elif self.shown:
+            self._emit(self.shown)
+        self.line, self.shown = "", None
+        self.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
 def _logged(fn: Callable[[], object], name: str, path: Path) -> Callable[[], object]:
-    """``fn`` with stdout and stderr appended to ``path``."""
+    """``fn`` with stdout and stderr appended to ``path`` (progress bars as their last state)."""
     import contextlib
 
     def call() -> object:
-        with path.open("a", encoding="utf-8") as fh, contextlib.redirect_stdout(fh), \
-                contextlib.redirect_stderr(fh):
-            print(f"== {utc_now()} {name}", flush=True)
-            return fn()
+        with path.open("a", encoding="utf-8") as fh:
+            log = LineLog(fh)
+            try:
+                with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                    print(f"== {utc_now()} {name}", flush=True)
+                    return fn()
+            finally:
+                log.close()
 
     return call
 
