@@ -12,10 +12,17 @@ Reads a run directory, or the files named by flags, and writes one HTML file (in
 data and figures; works offline) plus PNG figures next to it: for --out report.html,
 report_diff.png, report_spans.png and (with attention results) report_attention.png.
 
+The page opens on the run's results when RUN_DIR holds a `leaf run` results.json (paired
+LeaF - KD differences, accuracy per variant with 95% intervals, detection against planted
+spans, counterfactual counts and keep rates, attention), then the figures, then the samples:
+by default only the scored ones, each with its saliency heatmaps, the planted spans (testbed),
+the pruned spans and both models' answers.
+
 In RUN_DIR it uses manifest.json when present (keys: scores, counterfactuals, attention:
-a path or a list; screened or data: one path; relative to RUN_DIR, top level or under "files"),
-and otherwise looks for scores*.jsonl, counterfactuals*.jsonl, screened.jsonl (else
-samples.jsonl) and attention*.json in RUN_DIR and its direct subfolders.
+a path or a list; screened or data, results: one path; relative to RUN_DIR, top level or under
+"files"), and otherwise looks for scores*.jsonl, counterfactuals*.jsonl, screened.jsonl (else
+samples.jsonl) and attention*.json in RUN_DIR and its direct subfolders, and results.json in
+RUN_DIR.
 
 The threshold shown is taken from the flags, else from the counterfactual rows'
 threshold_mode / tau / quantile (or a row's threshold, the cut-off it used), else tau = 0.10.
@@ -73,8 +80,16 @@ def run(args: argparse.Namespace) -> int:
             attention.append(json.loads(Path(p).read_text(encoding="utf-8")))
         except (OSError, json.JSONDecodeError) as exc:
             raise LeafInputError(p, None, None, f"not a readable JSON file ({exc})") from None
+    results = None
+    if files.results:
+        try:
+            results = json.loads(files.results.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise LeafInputError(files.results, None, None,
+                                 f"not a readable JSON file ({exc})") from None
     data = build_report_data(scores, cfs, samples, attention, threshold_mode=args.threshold_mode,
-                             tau=args.tau, quantile=args.quantile, title=args.title)
+                             tau=args.tau, quantile=args.quantile, title=args.title,
+                             results=results)
     out = Path(args.out) if args.out else (Path(args.run_dir) if args.run_dir else Path(".")) \
         / "report.html"
     written = write_report(data, out, figures=not args.no_figures)

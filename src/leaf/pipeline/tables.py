@@ -35,6 +35,11 @@ def accuracy_table(results: dict, keys: list[str] | None = None) -> str:
     """Accuracy per model group and test split: mean and 95% interval. A variant none of
     whose runs had a counterfactual row to train on says so instead of printing numbers that
     only repeat KD's; one where some runs had none says how many."""
+    return _table(*accuracy_rows(results, keys))
+
+
+def accuracy_rows(results: dict, keys: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of :func:`accuracy_table` (also shown by ``leaf report``)."""
     splits = results["splits"]
     header = ["model", "lambda", "runs", *[SPLIT_LABELS.get(s, s) for s in splits]]
     rows = []
@@ -52,11 +57,17 @@ def accuracy_table(results: dict, keys: list[str] | None = None) -> str:
                 label += f" ({empty} of {len(counts)} runs had 0 counterfactuals)"
         lam_cell = "uniform" if r.get("mixing") == "uniform" else "-" if lam is None else f"{lam:g}"
         rows.append([label, lam_cell, str(r["replicates"]), *cells])
-    return _table(header, rows)
+    return header, rows
 
 
 def differences_table(results: dict) -> str | None:
     """Each variant minus KD w/o mask, paired by seed: the run's headline."""
+    got = difference_rows(results)
+    return _table(*got) if got else None
+
+
+def difference_rows(results: dict) -> tuple[list[str], list[list[str]]] | None:
+    """The header and rows of :func:`differences_table`; None when nothing is paired."""
     diffs = results.get("differences") or []
     if not diffs:
         return None
@@ -69,18 +80,23 @@ def differences_table(results: dict) -> str | None:
         cells = [format_cell(d["cells"].get(s), "+") for s in splits] if d["pairs"] else \
             ["no run had counterfactuals"] * len(splits)
         rows.append([f"{d['label']} - KD w/o mask", note, *cells])
-    return _table(["difference", "paired runs", *[SPLIT_LABELS.get(s, s) for s in splits]],
-                  rows)
+    return ["difference", "paired runs", *[SPLIT_LABELS.get(s, s) for s in splits]], rows
 
 
 def detection_table(results: dict) -> str:
     """Pruned spans against the planted distractors, one row per masking rule."""
+    got = detection_rows(results)
+    return _table(*got) if got else "(no detection metrics in this run)"
+
+
+def detection_rows(results: dict) -> tuple[list[str], list[list[str]]] | None:
+    """The header and rows of :func:`detection_table`; None without planted spans."""
     det = results.get("detection") or {}
     if not det:
-        return "(no detection metrics in this run)"
+        return None
     rows = [[rule, str(d["n_samples"]), format_cell(d.get("span_recall")),
              format_cell(d.get("token_precision"))] for rule, d in det.items()]
-    return _table(["rule", "scored samples", "span recall", "token precision"], rows)
+    return ["rule", "scored samples", "span recall", "token precision"], rows
 
 
 def _pct_cell(c: dict | None) -> str:
@@ -95,36 +111,64 @@ def _pct_cell(c: dict | None) -> str:
 
 def attention_table(results: dict) -> str | None:
     """Share of the response tokens' attention on the planted distractor, per student."""
+    got = attention_rows(results)
+    return _table(*got) if got else None
+
+
+def attention_rows(results: dict) -> tuple[list[str], list[list[str]]] | None:
+    """The header and rows of :func:`attention_table`; None when attention was not measured."""
     att = results.get("attention")
     if not att or not att.get("rows"):
         return None
     rows = [[r["label"], str(r["replicates"]), "/".join(str(n) for n in r["n_items"]),
              _pct_cell(r.get("share")), _pct_cell(r.get("uniform"))] for r in att["rows"]]
-    return _table(["model", "runs", "samples", "attention on distractor (mean over layers)",
-                   "uniform attention"], rows)
+    return ["model", "runs", "samples", "attention on distractor (mean over layers)",
+            "uniform attention"], rows
+
+
+def counts_line(results: dict) -> str:
+    """Per data replicate: training samples, teacher right and student wrong, scored."""
+    counts = results["counts"]
+    reps = list(counts)
+    per = lambda f: " / ".join(str(f(counts[d])) for d in reps)  # noqa: E731
+    return (f"per data replicate ({' / '.join(reps)}): training samples "
+            f"{per(lambda c: c['train'])}; teacher right and student wrong "
+            f"{per(lambda c: c['teacher_right_student_wrong'])}; scored by detect "
+            f"{per(lambda c: c['scored'])}")
 
 
 def counts_table(results: dict) -> str:
     """Per data replicate: samples screened and scored, counterfactuals made and kept per set."""
+    return counts_line(results) + "\n\n" + _table(*count_rows(results))
+
+
+def count_rows(results: dict, pooled: bool = False) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of :func:`counts_table`: per counterfactual set and replicate, how
+    many were made, verified, rejected, the share kept (pooled over replicates) and how many
+    kept ones remove the whole planted number. ``pooled``: totals over the replicates instead
+    of one number per replicate."""
     counts = results["counts"]
     reps = list(counts)
-    per = lambda f: " / ".join(str(f(counts[d])) for d in reps)  # noqa: E731
-    lines = [
-        f"per data replicate ({' / '.join(reps)}): training samples {per(lambda c: c['train'])}; "
-        f"teacher right and student wrong {per(lambda c: c['teacher_right_student_wrong'])}; "
-        f"scored by detect {per(lambda c: c['scored'])}",
-        "",
-    ]
+    if pooled:
+        per = lambda f: str(sum(f(counts[d]) for d in reps))  # noqa: E731
+    else:
+        per = lambda f: " / ".join(str(f(counts[d])) for d in reps)  # noqa: E731
+
+    def kept_share(name: str) -> str:
+        made = sum(counts[d]["sets"][name]["counterfactuals"] for d in reps)
+        kept = sum(counts[d]["sets"][name]["counterfactuals"] - counts[d]["sets"][name]["rejected"]
+                   for d in reps)
+        return f"{100 * kept / made:.0f}%" if made else "-"
+
     names = list(counts[reps[0]]["sets"])
     rows = [[name, per(lambda c, n=name: c["sets"][n]["samples"]),
              per(lambda c, n=name: c["sets"][n]["counterfactuals"]),
              per(lambda c, n=name: c["sets"][n]["verified"]),
-             per(lambda c, n=name: c["sets"][n]["rejected"]),
-             per(lambda c, n=name: c["sets"][n].get("kept_remove_planted", "-"))]
+             per(lambda c, n=name: c["sets"][n]["rejected"]), kept_share(name),
+             per(lambda c, n=name: c["sets"][n].get("kept_remove_planted", 0))]
             for name in names]
-    return "\n".join(lines) + "\n" + _table(
-        ["counterfactual set", "samples", "counterfactuals", "verified", "rejected",
-         "kept, removing the whole planted number"], rows)
+    return (["counterfactual set", "samples", "counterfactuals", "verified", "rejected",
+             "kept: not rejected (all replicates)", "kept, removing the whole planted number"], rows)
 
 
 def span_vs_collective_table(results: dict) -> str | None:
@@ -135,6 +179,28 @@ def span_vs_collective_table(results: dict) -> str | None:
     return accuracy_table(results, ["leaf_instr", "leaf_collective"])
 
 
+DIFFERENCES_NOTE = (
+    "accuracy of each variant minus KD w/o mask's, run by run (the two runs of a seed share "
+    "data and originals); mean [95% Student-t interval over the pairs]; an interval that "
+    "excludes 0 is a difference the runs show. Runs whose variant had no counterfactual to "
+    "train on are left out.")
+ACCURACY_NOTE = (
+    "lambda: the weight of the standard-distillation term in each variant's loss ('uniform': "
+    "no lambda, every target token weighs the same). mean [95% interval] over runs (one run "
+    "per seed; with testbed data each seed also draws its own splits): Student-t with >= 2 "
+    "runs (clipped to [0, 1]), Wilson over test samples with one.")
+
+
+def attention_note(results: dict) -> str:
+    """What the attention table's numbers are."""
+    a = results.get("attention") or {}
+    return (f"share of each response token's attention (averaged over heads, response tokens "
+            f"and layers) that lands on the planted {a.get('planted_part')} tokens, on the "
+            f"{SPLIT_LABELS.get(a.get('split'), a.get('split'))} test split; 'uniform "
+            "attention' is the share a model attending uniformly over its causal context would "
+            "give. mean [95% interval]: Student-t over runs with >= 2 runs, else over samples.")
+
+
 def render(results: dict) -> str:
     """Every table of a run, with headings and the intervals explained."""
     title = f"{results['name']}{', quick' if results.get('quick') else ''}"
@@ -142,20 +208,13 @@ def render(results: dict) -> str:
     diff = differences_table(results)
     if diff:
         parts += [f"## LeaF minus KD, paired by seed ({title})", "", diff, "",
-                  "accuracy of each variant minus KD w/o mask's, run by run (the two runs of a "
-                  "seed share data and originals); mean [95% Student-t interval over the "
-                  "pairs]; an interval that excludes 0 is a difference the runs show. Runs "
-                  "whose variant had no counterfactual to train on are left out.", ""]
+                  DIFFERENCES_NOTE, ""]
     parts += [
         f"## Accuracy ({title})",
         "",
         accuracy_table(results),
         "",
-        "lambda: the weight of the standard-distillation term in each variant's loss "
-        "('uniform': no lambda, every target token weighs the same). "
-        "mean [95% interval] over runs (one run per seed; with testbed data each seed also "
-        "draws its own splits): Student-t with >= 2 runs (clipped to [0, 1]), Wilson over test "
-        "samples with one.",
+        ACCURACY_NOTE,
         "",
         "## Detection against the planted spans",
         "",
@@ -167,14 +226,8 @@ def render(results: dict) -> str:
     ]
     att = attention_table(results)
     if att:
-        a = results["attention"]
         parts += ["", "## Attention on the planted distractor", "", att, "",
-                  f"share of each response token's attention (averaged over heads, response "
-                  f"tokens and layers) that lands on the planted {a.get('planted_part')} "
-                  f"tokens, on the {SPLIT_LABELS.get(a.get('split'), a.get('split'))} test "
-                  "split; 'uniform attention' is the share a model attending uniformly over "
-                  "its causal context would give. mean [95% interval]: Student-t over runs "
-                  "with >= 2 runs, else over samples."]
+                  attention_note(results)]
     svc = span_vs_collective_table(results)
     if svc:
         parts += ["", "## Span vs collective pruning", "", svc]

@@ -6,9 +6,12 @@ Inputs (any may be missing except one of scores / counterfactuals):
 - counterfactual rows (``leaf prune``): ``origin_id``, ``kind``, ``level``, ``pruned``,
   ``verified``, ``masking``, ``strategy``; optional ``threshold_mode``, ``tau``, ``quantile``
   (how the spans were chosen) and ``threshold`` (the cut-off actually used for that row);
-- sample rows (``samples.jsonl`` or ``screened.jsonl``): the text, and ``teacher_correct`` /
-  ``student_correct`` when screened;
-- ``leaf attention`` outputs.
+- sample rows (``samples.jsonl`` or ``screened.jsonl``): the text, ``teacher_correct`` /
+  ``student_correct`` and both models' answers (``teacher_response``, ``student_response``)
+  when screened, the gold ``answer`` and, on testbed data, the ``planted`` spans;
+- ``leaf attention`` outputs;
+- a ``leaf run`` directory's ``results.json``: the run's tables (accuracy, paired differences,
+  detection against planted spans, counterfactual counts), shown first.
 
 Each scored row's candidate units, runs and cut-off come from
 :func:`leaf.detect.spans.confounders`, the rule ``leaf prune`` applies, on the sample's text
@@ -44,6 +47,7 @@ class RunFiles:
     counterfactuals: list[Path] = field(default_factory=list)
     data: Path | None = None
     attention: list[Path] = field(default_factory=list)
+    results: Path | None = None
 
 
 def _as_paths(base: Path, value: Any) -> list[Path]:
@@ -86,8 +90,11 @@ def find_run_files(run_dir: str | Path) -> RunFiles:
     data = [p for k in ("screened", "data", "samples") for p in _as_paths(base, manifest.get(k))]
     data = data or glob("screened.jsonl") or glob("samples.jsonl")
     files.data = data[0] if data else None
+    results = _as_paths(base, manifest.get("results")) or \
+        ([base / "results.json"] if (base / "results.json").is_file() else [])
+    files.results = results[0] if results else None
     for p in [*files.scores, *files.counterfactuals, *files.attention,
-              *([files.data] if files.data else [])]:
+              *([files.data] if files.data else []), *([files.results] if files.results else [])]:
         if not p.is_file():
             raise LeafError(f"{mpath}: names {p}, which does not exist")
     if not files.scores and not files.counterfactuals:
@@ -172,7 +179,8 @@ def row_confounders(
     if recorded is not None:
         mode, tau = "fixed", recorded
     elif th["mode"] == "per-row":
-        return None, "cut-off unknown (no counterfactual from this row)"
+        return None, ("no cut-off shown: leaf prune made no counterfactual from this text, "
+                      "so it recorded none")
     else:
         mode, tau = th["mode"], th["tau"]
     if text is None:
@@ -206,8 +214,10 @@ def build_report_data(
     tau: float | None = None,
     quantile: float | None = None,
     title: str = "LeaF report",
+    results: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The object embedded in the report: samples with their views, counterfactuals, summary."""
+    """The object embedded in the report: the run's results (``results.json`` of ``leaf run``,
+    optional), samples with their views, counterfactuals, summary."""
     th = threshold_settings(counterfactuals, threshold_mode, tau, quantile)
     by_id: dict[str, dict[str, Any]] = {}
     order: list[str] = []
@@ -215,23 +225,31 @@ def build_report_data(
     def sample(sid: str) -> dict[str, Any]:
         if sid not in by_id:
             by_id[sid] = {"id": sid, "task": None, "ins": None, "resp": None, "tc": None,
-                          "sc": None, "views": [], "cfs": []}
+                          "sc": None, "ta": None, "sa": None, "gold": None, "pl": None,
+                          "views": [], "cfs": []}
             order.append(sid)
         return by_id[sid]
 
     for row in samples:
         s = sample(str(row["id"]))
         s.update(task=row.get("task"), ins=row.get("instruction"), resp=row.get("response"),
-                 tc=row.get("teacher_correct"), sc=row.get("student_correct"))
+                 tc=row.get("teacher_correct"), sc=row.get("student_correct"),
+                 ta=row.get("teacher_response"), sa=row.get("student_response"),
+                 gold=_gold(row.get("answer")), pl=planted_spans(row))
     row_cut: dict[tuple[str, str, int], float] = {}
     for row in counterfactuals:
         origin = str(row.get("origin_id", row.get("id")))
         s = sample(origin)
         if row.get("kind") == "original":
             for key, src in (("task", "task"), ("ins", "instruction"), ("resp", "response"),
-                             ("tc", "teacher_correct"), ("sc", "student_correct")):
+                             ("tc", "teacher_correct"), ("sc", "student_correct"),
+                             ("ta", "teacher_response"), ("sa", "student_response")):
                 if s[key] is None and row.get(src) is not None:
                     s[key] = row[src]
+            if s["gold"] is None:
+                s["gold"] = _gold(row.get("answer"))
+            if s["pl"] is None:
+                s["pl"] = planted_spans(row)
             continue
         level, seg = row.get("level", "instruction"), _segment_of(row)
         if isinstance(row.get("threshold"), int | float) and np.isfinite(row["threshold"]):
@@ -266,12 +284,92 @@ def build_report_data(
         s["views"].sort(key=lambda v: (v["level"] != "instruction", v["seg"]))
     return {
         "title": title,
+        "results": results_section(results) if results else None,
         "threshold": th,
         "summary": summarise(ordered, diffs, cuts, th),
         "samples": ordered,
         "attention": list(attention),
         "_diffs": diffs,  # for the plots; dropped before embedding
     }
+
+
+def _gold(answer: Any) -> str | None:
+    """The gold answer as text (a list of accepted answers joined), or None."""
+    if answer is None:
+        return None
+    if isinstance(answer, list):
+        return " | ".join(map(str, answer))
+    return str(answer)
+
+
+def planted_spans(row: dict[str, Any]) -> dict[str, list[list[int]]] | None:
+    """A testbed row's planted confounder spans in its instruction, by part (``misleading``:
+    the number that misleads; ``distractor``: the whole sentence), or None. Spans that are not
+    ``[start, end)`` pairs inside the instruction are dropped (the report reads rows as given)."""
+    planted = row.get("planted")
+    text = row.get("instruction")
+    if not isinstance(planted, dict) or not isinstance(text, str):
+        return None
+    out: dict[str, list[list[int]]] = {}
+    for part in ("misleading", "distractor"):
+        spans = [[int(a), int(b)] for a, b in (p for p in planted.get(part) or []
+                                                if isinstance(p, list | tuple) and len(p) == 2)
+                 if isinstance(a, int) and isinstance(b, int) and 0 <= a < b <= len(text)]
+        if spans:
+            out[part] = spans
+    return out or None
+
+
+def results_section(results: dict[str, Any]) -> dict[str, Any]:
+    """The run's headline tables for the top of the report, made by the same functions as
+    ``tables.md`` (:mod:`leaf.pipeline.tables`): each ``{"id", "heading", "header", "rows",
+    "note"}``; the differences also carry ``signs`` per cell (+1 / -1 where the 95% interval
+    lies above / below 0, else 0)."""
+    from leaf.pipeline import tables
+
+    name = f"{results.get('name', 'run')}{', quick' if results.get('quick') else ''}"
+    blocks: list[dict[str, Any]] = []
+
+    def add(ident: str, heading: str, got: Any, note: str, **extra: Any) -> None:
+        if got:
+            blocks.append({"id": ident, "heading": heading, "header": got[0], "rows": got[1],
+                           "note": note, **extra})
+
+    try:
+        diffs = tables.difference_rows(results)
+        signs = [[_sign(d["cells"].get(split)) for split in results["splits"]]
+                 for d in results.get("differences") or []]
+        add("differences", "LeaF minus KD, paired by seed", diffs, tables.DIFFERENCES_NOTE,
+            signs=signs, first_value_column=2)
+        add("accuracy", "Accuracy per variant", tables.accuracy_rows(results),
+            tables.ACCURACY_NOTE)
+        add("detection", "Detection against the planted spans", tables.detection_rows(results),
+            "pruned spans scored against the testbed's planted distractors, per masking rule: "
+            "span recall (share of planted numbers a counterfactual removes whole) and token "
+            "precision; mean [95% interval] over data replicates.")
+        if results.get("counts"):
+            reps = len(results["counts"])
+            add("counts", "Counterfactuals: made, verified and kept",
+                tables.count_rows(results, pooled=True),
+                f"totals over the {reps} data replicate{'s' if reps != 1 else ''} "
+                "(tables.md has them one by one); kept: not rejected by verification (sets "
+                "without verification keep every row). " + tables.counts_line(results) + ".")
+        add("attention", "Attention on the planted distractor", tables.attention_rows(results),
+            tables.attention_note(results))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LeafError(f"results.json: not a `leaf run` results file ({exc!r})") from None
+    return {"name": name, "blocks": blocks}
+
+
+def _sign(cell: dict[str, Any] | None) -> int:
+    if not cell:
+        return 0
+    lo, hi = cell.get("lo"), cell.get("hi")
+    if isinstance(lo, float) and np.isfinite(lo) and lo > 0:
+        return 1
+    if isinstance(hi, float) and np.isfinite(hi) and hi < 0:
+        return -1
+    return 0
 
 
 def spans_per_sample(samples: Sequence[dict[str, Any]]) -> dict[str, list[int]]:

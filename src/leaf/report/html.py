@@ -37,16 +37,67 @@ def _select(ident: str, key: str, label: str, options: list[tuple[str, str]]) ->
             f'<select id="{ident}" data-key="{key}">{opts}</select></span>')
 
 
+def results_html(results: Mapping[str, Any] | None) -> str:
+    """The run's tables (:func:`leaf.report.collect.results_section`) as static HTML; a line
+    saying where they would come from when the directory has none."""
+    if not results or not results.get("blocks"):
+        return ('<section id="results"><h2>Results</h2><p class="note">No results.json here '
+                '(not a <code>leaf run</code> directory, or the run has not finished): the '
+                'page shows detection and pruning only.</p></section>')
+    parts = [f'<section id="results"><h2>Results of the run: '
+             f'{html.escape(str(results.get("name", "")))}</h2>']
+    for block in results["blocks"]:
+        signs = block.get("signs") or []
+        first = int(block.get("first_value_column", 0))
+        head = "".join(f"<th>{html.escape(str(h))}</th>" for h in block["header"])
+        body = []
+        for r, row in enumerate(block["rows"]):
+            cells = []
+            for c, cell in enumerate(row):
+                sign = signs[r][c - first] if r < len(signs) and 0 <= c - first < len(
+                    signs[r]) else 0
+                cls = ' class="pos"' if sign > 0 else ' class="neg"' if sign < 0 else ""
+                cells.append(f"<td{cls}>{html.escape(str(cell))}</td>")
+            body.append("<tr>" + "".join(cells) + "</tr>")
+        legend = ""
+        if signs:
+            legend = (' <span class="pos">green</span>: the interval lies above 0; '
+                      '<span class="neg">red</span>: below 0.')
+        parts.append(
+            f'<div class="block" id="r-{html.escape(block["id"])}"><h3>'
+            f'{html.escape(block["heading"])}</h3><table class="t"><tr>{head}</tr>'
+            f'{"".join(body)}</table><p class="note">{html.escape(block["note"])}{legend}'
+            f"</p></div>")
+    parts.append("</section>")
+    return "".join(parts)
+
+
+FIGURE_CAPTIONS = {
+    "diff": "Normalised teacher-student saliency difference of every scored unit (density per "
+            "level). Units at or left of the cut-off are confounder candidates.",
+    "spans": "How many confounder spans each scored sample got, per level.",
+    "attention": "Share of the response tokens' attention that lands on the confounder spans, "
+                 "per model (mean over its runs, 95% interval as error bars).",
+}
+
+
 def render_html(data: Mapping[str, Any], figures: Mapping[str, bytes] | None = None) -> str:
     """The report page for ``data`` (from :func:`leaf.report.collect.build_report_data`).
 
-    ``figures`` maps a caption to PNG bytes; they are embedded as data URIs.
+    ``figures`` maps a name (``report_diff``...) to PNG bytes; they are embedded as data URIs,
+    with a caption when the name ends in a known figure (``diff``, ``spans``, ``attention``).
     """
     payload = {k: v for k, v in data.items() if not k.startswith("_")}
     title = html.escape(str(data.get("title", "LeaF report")))
+
+    def caption(name: str) -> str:
+        kind = next((k for k in FIGURE_CAPTIONS if name.rstrip("_0123456789").endswith(k)), None)
+        return html.escape(FIGURE_CAPTIONS[kind]) if kind else html.escape(name)
+
     figs = "".join(
-        f'<figure style="margin:0"><img alt="{html.escape(cap)}" '
-        f'src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}"></figure>'
+        f'<figure class="fig{" wide" if "attention" in cap else ""}"><img alt="{html.escape(cap)}"'
+        f' src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+        f"<figcaption>{caption(cap)}</figcaption></figure>"
         for cap, png in (figures or {}).items()
     )
     controls = " ".join([
@@ -58,7 +109,7 @@ def render_html(data: Mapping[str, Any], figures: Mapping[str, bytes] | None = N
         _select("f-verify", "verify", "Counterfactuals",
                 [("all", "all"), ("verified", "has verified"), ("rejected", "has rejected"),
                  ("unchecked", "has unchecked"), ("none", "none")]),
-        _select("f-scored", "scored", "Scored", [("all", "all"), ("yes", "yes"), ("no", "no")]),
+        _select("f-scored", "scored", "Scored", [("yes", "yes"), ("all", "all"), ("no", "no")]),
         _select("f-sort", "sort", "Sort", [("file", "file order"), ("cfs", "most counterfactuals"),
                                            ("cand", "most candidate units")]),
         _select("f-size", "size", "Per page", [("20", "20"), ("50", "50"), ("100", "100"),
@@ -71,11 +122,14 @@ def render_html(data: Mapping[str, Any], figures: Mapping[str, bytes] | None = N
         '#fff,rgba(230,126,34,.85))"></span> teacher saliency</span>'
         '<span><span class="sw" style="background:linear-gradient(90deg,#fff,'
         'rgba(142,68,173,.85))"></span> student saliency</span>'
-        '<span><span class="sw" style="background:linear-gradient(90deg,rgba(41,128,185,.85),'
-        '#fff 70%)"></span> normalised difference (dark = low = student-only focus)</span>'
+        '<span><span class="sw" style="background:linear-gradient(90deg,#fff,'
+        'rgba(41,128,185,.85))"></span> normalised difference (light = low: the student leans '
+        'on the unit, the teacher does not)</span>'
         '<span><span style="outline:1.5px solid #2c3e50;padding:0 4px">unit</span> at or below'
-        ' the cut-off</span><span><span style="border-bottom:2.5px solid #c0392b">pruned</span>'
-        ' span of a counterfactual (click a counterfactual to hatch its spans)</span></div>'
+        ' the cut-off: a confounder candidate</span><span><span style="border-bottom:2.5px '
+        'solid #c0392b">pruned</span> span of a counterfactual (click a counterfactual to '
+        'hatch its spans)</span><span><span class="pl-m">planted</span> misleading number, '
+        '<span class="pl-d">planted</span> distractor sentence (testbed)</span></div>'
     )
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>
@@ -87,12 +141,15 @@ def render_html(data: Mapping[str, Any], figures: Mapping[str, bytes] | None = N
 <style>{CSS}</style>
 </head>
 <body>
-<header><h1>{title}</h1><div class="sub">LeaF confounding-token detection and pruning ·
-generated {generated} · hover a token for its values<span id="timing"></span></div>
+<header><h1>{title}</h1><div class="sub">LeaF: the run's results, then confounding-token
+detection and pruning sample by sample · generated {generated} · hover a token for its
+values<span id="timing"></span></div>
 </header>
 <main>
-<section id="summary"><h2>Summary</h2></section>
-<section><div class="figs">{figs}</div></section>
+{results_html(data.get("results"))}
+<section id="figures"><h2>Figures</h2><div class="figs">{figs or '<p class="note">none '
+'(--no-figures)</p>'}</div></section>
+<section id="summary"><h2>Detection and pruning in the samples below</h2></section>
 <h2>Samples</h2>
 {legend}
 <div class="controls">{controls}<span id="pager-top"></span></div>

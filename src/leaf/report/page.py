@@ -24,7 +24,7 @@ table.t caption { text-align: left; color: var(--muted); padding: 2px 0; }
 table.t th, table.t td { border: 1px solid var(--line); padding: 3px 8px; text-align: right; }
 table.t th:first-child, table.t td:first-child { text-align: left; }
 .figs { display: flex; flex-wrap: wrap; gap: 10px; }
-.figs img { max-width: 100%; width: 420px; border: 1px solid var(--line); border-radius: 4px; }
+.figs img { max-width: 100%; width: 100%; border: 1px solid var(--line); border-radius: 4px; }
 .controls { position: sticky; top: 0; z-index: 5; background: #fff; padding: 8px 0;
             border-bottom: 1px solid var(--line); display: flex; flex-wrap: wrap; gap: 8px 14px;
             align-items: center; }
@@ -68,6 +68,22 @@ table.t th:first-child, table.t td:first-child { text-align: left; }
 .sw { display: inline-block; width: 60px; height: 10px; vertical-align: middle;
       border: 1px solid var(--line); }
 .empty { color: var(--muted); padding: 20px 0; }
+#results .block { margin: 4px 0 14px; }
+#results h3, #summary h3 { font-size: 14px; margin: 12px 0 2px; }
+.note { color: var(--muted); font-size: 12.5px; margin: 2px 0 8px; max-width: 1100px; }
+td.pos, span.pos { background: #dafbe1; color: #116329; }
+td.neg, span.neg { background: #ffebe9; color: #a40e26; }
+.fig { margin: 0; flex: 1 1 520px; max-width: 610px; }
+.fig.wide { flex-basis: 900px; max-width: 1000px; }
+.fig figcaption { font-size: 12.5px; color: var(--muted); margin: 2px 4px 6px; }
+.txt .pl-m, .legend .pl-m { border-top: 3px solid #1a7f37; }
+.txt .pl-d, .legend .pl-d { border-top: 2px dotted #1a7f37; }
+.txt .pl-m.pl-d { border-top: 3px solid #1a7f37; }
+.answers { display: grid; grid-template-columns: 78px 1fr; gap: 2px 8px; font-size: 12.5px;
+           margin: 6px 0 2px; }
+.answers .lab { color: var(--muted); text-align: right; }
+.answers .ans { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
+                white-space: pre-wrap; word-break: break-word; }
 @media (max-width: 700px) {
   main { padding: 8px; }
   .row { grid-template-columns: 1fr; }
@@ -81,8 +97,9 @@ JS = r"""
 const D = JSON.parse(document.getElementById("leaf-data").textContent);
 const S = D.samples;
 const COL = { t: [230, 126, 34], s: [142, 68, 173], d: [41, 128, 185] };
-const st = { page: 0, size: 20, level: "all", screen: "all", verify: "all", scored: "all",
-             sort: "file", q: "" };
+// by default only the scored samples: those the detection looked at
+const st = { page: 0, size: 20, level: "all", screen: "all", verify: "all",
+             scored: D.summary.scored_samples ? "yes" : "all", sort: "file", q: "" };
 const active = {};  // sample id -> counterfactual id highlighted
 let view = [];
 const byId = new Map(); S.forEach((s, i) => byId.set(s.id, i));
@@ -99,6 +116,7 @@ function el(tag, attrs, ...kids) {
   for (const k of kids) if (k != null) e.append(k);
   return e;
 }
+function plural(n, word) { return n + " " + word + (n === 1 ? "" : "s"); }
 function fmt(x, d) { return x == null ? "n/a" : (typeof x === "number" ? x.toFixed(d == null ? 3 : d) : String(x)); }
 function milli(x) { return x == null ? "n/a" : (x / 1000).toFixed(3); }
 function pct(x) { return x == null ? "n/a" : (100 * x).toFixed(1) + "%"; }
@@ -133,13 +151,15 @@ function applyFilters() {
 function cand(s) { let n = 0; for (const v of s.views) n += v.nc || 0; return n; }
 
 // Split text at unit and pruned-span boundaries; colour units by their value.
-function heat(text, v, key, pruned, act) {
+function heat(text, v, key, pruned, act, planted) {
+  const pl = planted || {}, mis = pl.misleading || [], dis = pl.distractor || [];
   const box = el("div", { cls: "txt" });
   const u = v ? v.u : [];
   const cuts = new Set([0, text.length]);
   for (const x of u) if (x >= 0 && x <= text.length) cuts.add(x);
   for (const p of pruned) for (const x of p) if (x >= 0 && x <= text.length) cuts.add(x);
   for (const p of act) for (const x of p) if (x >= 0 && x <= text.length) cuts.add(x);
+  for (const p of mis.concat(dis)) for (const x of p) if (x >= 0 && x <= text.length) cuts.add(x);
   const pts = Array.from(cuts).sort((a, b) => a - b);
   let ui = 0;
   const vals = v ? v[key] : null, nu = u.length / 2;
@@ -150,13 +170,14 @@ function heat(text, v, key, pruned, act) {
     const inUnit = ui < nu && u[2 * ui] <= a && u[2 * ui + 1] >= b;
     const isPr = pruned.some(p => p[0] <= a && p[1] >= b);
     const isAct = act.some(p => p[0] <= a && p[1] >= b);
+    const isMis = mis.some(p => p[0] <= a && p[1] >= b), isDis = dis.some(p => p[0] <= a && p[1] >= b);
     const piece = text.slice(a, b);
-    if (!inUnit && !isPr && !isAct) { box.append(document.createTextNode(piece)); continue; }
+    if (!inUnit && !isPr && !isAct && !isMis && !isDis) { box.append(document.createTextNode(piece)); continue; }
     const sp = el("span", { text: piece });
     let cls = inUnit ? "u" : "";
     if (inUnit && vals && vals[ui] != null) {
       const val = vals[ui] / 1000, c = COL[key];
-      const a2 = key === "d" ? (1 - val) * (1 - val) : val;
+      const a2 = val;  // every map: light where low, strong where high
       sp.style.backgroundColor = "rgba(" + c[0] + "," + c[1] + "," + c[2] + "," + (0.85 * a2).toFixed(3) + ")";
       sp.title = "teacher " + milli(v.t[ui]) + "  student " + milli(v.s[ui]) +
                  "  diff " + milli(v.d[ui]) + "  [" + u[2 * ui] + "," + u[2 * ui + 1] + ")";
@@ -164,6 +185,8 @@ function heat(text, v, key, pruned, act) {
     }
     if (isPr) cls += " pr";
     if (isAct) cls += " act";
+    if (isMis) cls += " pl-m";
+    if (isDis) cls += " pl-d";
     sp.className = cls.trim();
     box.append(sp);
   }
@@ -183,16 +206,17 @@ function viewBlock(s, v) {
   const a = mine.find(c => c.id === active[s.id]);
   const act = a ? a.pruned : [];
   const what = v.level === "instruction" ? "instruction" :
-    "response prefix before segment " + v.seg + " (chars 0-" + limit + ")";
+    "response, the part before segment " + v.seg + " (characters 0-" + limit + ")";
   const th = D.threshold;
   const rule = th.mode === "fixed" ? "tau = " + th.tau : th.mode === "per-row" ? "from leaf prune" :
     th.mode + (th.mode === "quantile" ? " q = " + th.quantile : "");
-  const cutText = v.cut != null ? "cut-off norm(d) <= " + fmt(v.cut) + " (" + rule + ")" : (v.why || "cut-off unknown");
-  const counts = v.nc == null ? "" : " · " + v.nc + " candidate units, " + v.runs + " runs";
+  const cutText = v.cut != null ? "candidates: difference <= " + fmt(v.cut) + " (" + rule + ")" : (v.why || "no cut-off known");
+  const counts = v.nc == null ? "" : " · " + plural(v.nc, "candidate " + v.kind) + " in " + plural(v.runs, "span");
   const box = el("div", { cls: "view" },
-    el("div", { cls: "vh", text: what + " · " + (v.d.length) + " " + v.kind + "s · " + cutText + counts }));
+    el("div", { cls: "vh", text: what + " · " + plural(v.d.length, v.kind) + " · " + cutText + counts }));
+  const planted = v.field === "response" ? null : s.pl;
   for (const [key, lab] of [["t", "teacher"], ["s", "student"], ["d", "difference"]]) {
-    const h = heat(shown, v, key, pruned, act);
+    const h = heat(shown, v, key, pruned, act, planted);
     if (limit < text.length && key === "d") h.append(el("span", { cls: "tgt", text: text.slice(limit) }));
     box.append(el("div", { cls: "row" }, el("div", { cls: "lab", text: lab }), h));
   }
@@ -233,8 +257,16 @@ function card(s) {
       if (text == null || (lev === "response" && !mine.length) || (st.level !== "all" && st.level !== lev)) continue;
       const pr = [].concat(...mine.map(x => x.pruned));
       c.append(el("div", { cls: "view" }, el("div", { cls: "vh", text: lev + " (not scored)" }),
-        heat(text, null, "t", pr, a && a.level === lev ? a.pruned : [])));
+        heat(text, null, "t", pr, a && a.level === lev ? a.pruned : [], lev === "instruction" ? s.pl : null)));
     }
+  }
+  if (s.ta != null || s.sa != null || s.gold != null) {
+    const ans = el("div", { cls: "answers" });
+    const mark = ok => ok === true ? "  \u2713 right" : ok === false ? "  \u2717 wrong" : "";
+    if (s.gold != null) ans.append(el("div", { cls: "lab", text: "gold answer" }), el("div", { cls: "ans", text: s.gold }));
+    if (s.ta != null) ans.append(el("div", { cls: "lab", text: "teacher said" }), el("div", { cls: "ans", text: s.ta + mark(s.tc) }));
+    if (s.sa != null) ans.append(el("div", { cls: "lab", text: "student said" }), el("div", { cls: "ans", text: s.sa + mark(s.sc) }));
+    c.append(ans);
   }
   const cfs = st.level === "all" ? s.cfs : s.cfs.filter(x => x.level === st.level);
   if (cfs.length) c.append(el("ul", { cls: "cfs" }, ...cfs.map(x => cfItem(s, x))));
@@ -275,26 +307,28 @@ function summary() {
   const stat = (v, l) => el("div", { cls: "stat" }, el("b", { text: String(v) }), el("span", { text: l }));
   const th = D.threshold;
   box.append(el("div", { cls: "stats" },
-    stat(m.samples, "samples"), stat(m.scored_samples, "scored samples"),
+    stat(m.samples, "samples"), stat(m.scored_samples, "scored samples (shown by default)"),
     stat(m.screened ? m.student_wrong_teacher_right + " / " + m.screened : "n/a", "student wrong, teacher right / screened"),
     stat(m.counterfactuals, "counterfactuals"),
-    stat(pct(m.verified_share), "verified share (" + m.verified + " kept, " + m.rejected + " rejected, " + m.unchecked + " not checked)"),
+    stat(pct(m.verified_share), "of the checked counterfactuals kept (" + m.verified + " kept, " + m.rejected + " rejected, " + m.unchecked + " not checked)"),
     stat(th.mode === "fixed" ? "tau " + th.tau : th.mode === "quantile" ? "quantile " + th.quantile : th.mode, "threshold (" + th.source + ")" + (m.threshold_median != null ? ", median cut-off " + fmt(m.threshold_median) : ""))));
   const lv = Object.keys(m.levels);
   if (lv.length) {
-    const t = el("table", { cls: "t" }, el("tr", null, ...["level", "scored rows", "units", "candidate share", "counterfactuals", "verified", "rejected", "spans/sample (mean)", "max"].map(x => el("th", { text: x }))));
+    const t = el("table", { cls: "t" }, el("tr", null, ...["level", "scored texts", "units", "candidates among units", "counterfactuals", "verified", "rejected", "spans per sample (mean)", "max"].map(x => el("th", { text: x }))));
     for (const l of lv) { const r = m.levels[l];
-      const rows = r.scored_rows + (r.rows_without_candidates ? " (" + r.rows_without_candidates + " with candidates unknown)" : "");
+      const rows = r.scored_rows + (r.rows_without_candidates ? " (" + r.rows_without_candidates + " without a known cut-off)" : "");
       t.append(el("tr", null, ...[l, rows, r.units, pct(r.candidate_share), r.counterfactuals, r.verified, r.rejected, fmt(r.spans_per_sample_mean, 2), fmt(r.spans_per_sample_max, 0)].map(x => el("td", { text: String(x) })))); }
     box.append(t);
   }
-  if (D.attention && D.attention.length) {
-    box.append(el("h2", { text: "Attention on confounder spans" }));
+  const runAttention = D.results && D.results.blocks && D.results.blocks.some(b => b.id === "attention");
+  if (D.attention && D.attention.length && !runAttention) {
+    box.append(el("h3", { text: "Attention on confounder spans" }));
     for (const a of D.attention) {
-      const n = Math.max(0, ...a.models.map(x => (x.per_layer || []).length));
-      const head = ["model", "items", "mean", "uniform"]; for (let k = 0; k < n; k++) head.push("L" + k);
+      const n0 = Math.max(0, ...a.models.map(x => (x.per_layer || []).length));
+      const n = n0 > 1 ? n0 : 0;  // one layer: its column is the mean
+      const head = ["model", "items", "mean over layers", "uniform"]; for (let k = 0; k < n; k++) head.push("layer " + k);
       const t = el("table", { cls: "t" }, el("caption", { text: "spans: " + a.spans + " \u00b7 " + (a.data || "") }), el("tr", null, ...head.map(x => el("th", { text: x }))));
-      for (const x of a.models) t.append(el("tr", null, ...[x.label, x.n_items, pct(x.mean), pct(x.uniform), ...(x.per_layer || []).map(pct)].map(y => el("td", { text: String(y) }))));
+      for (const x of a.models) t.append(el("tr", null, ...[x.label, x.n_items, pct(x.mean), pct(x.uniform), ...(n ? (x.per_layer || []) : []).map(pct)].map(y => el("td", { text: String(y) }))));
       box.append(t);
     }
   }
@@ -325,6 +359,9 @@ const params = new URLSearchParams(location.search);
 for (const k of ["level", "screen", "verify", "scored", "sort", "size", "q"]) {
   if (!params.has(k)) continue;
   st[k] = k === "size" ? (Number(params.get(k)) || 20) : params.get(k);
+  const c = document.querySelector("[data-key=" + k + "]"); if (c) c.value = String(st[k]);
+}
+for (const k of ["level", "screen", "verify", "scored", "sort", "size", "q"]) {
   const c = document.querySelector("[data-key=" + k + "]"); if (c) c.value = String(st[k]);
 }
 if (params.has("cf") && cfOrigin.has(params.get("cf"))) active[S[cfOrigin.get(params.get("cf"))].id] = params.get("cf");
