@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-COLORS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860"]
+COLORS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3",
+          "#8c8c8c", "#ccb974", "#64b5cd"]
 
 
 def _pyplot():
