@@ -11,9 +11,9 @@ HELP = "distil the teacher into the student on original and counterfactual rows"
 DESCRIPTION = """\
 Train the student with L = lambda * KL(teacher || student | X) + (1 - lambda) * KL(... | X \\ A)
 on counterfactuals.jsonl (original and counterfactual rows, written by `leaf prune`).
-With `mixing: paired` (default) every batch holds originals and counterfactuals in a fixed
-proportion, so the formula holds in every step and an epoch is a pass over the originals;
-`mixing: uniform` is the authors' released behaviour (no lambda, every token weighs the same).
+With `mixing: paired` every batch holds originals and counterfactuals in a fixed proportion,
+so the formula holds in every step and an epoch is a pass over the originals; `mixing: uniform`
+(the default) is the authors' released behaviour (no lambda, every token weighs the same).
 
 Reads  CONFIG.yaml: leaf's fields (teacher_model, student_model, train_file, hybrid_lambda,
        mixing, counterfactual_ratio, divergence, temperature, ce_weight, teacher_cache, lora,

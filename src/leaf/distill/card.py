@@ -39,7 +39,8 @@ def model_card(args: Any, stats: Mapping[str, int], last_log: Mapping[str, Any] 
         ("divergence, temperature", f"`{args.divergence}`, {args.temperature:g}"),
         ("cross-entropy weight", f"{args.ce_weight:g}"),
         ("learning rate, schedule", f"{args.learning_rate:g}, `{getattr(args.lr_scheduler_type, 'value', args.lr_scheduler_type)}`"),
-        ("epochs / max steps", f"{args.num_train_epochs:g} / {args.max_steps}"),
+        ("training length", f"{args.max_steps} steps" if args.max_steps and args.max_steps > 0
+         else f"{args.num_train_epochs:g} epochs"),
         ("batch size per device, accumulation", f"{args.per_device_train_batch_size}, "
                                                  f"{args.gradient_accumulation_steps}"),
         ("seed", str(args.seed)),
@@ -50,6 +51,13 @@ def model_card(args: Any, stats: Mapping[str, int], last_log: Mapping[str, Any] 
         rows.append(("final training loss", f"{last_log.get('train_loss', float('nan')):.4g}"
                      if isinstance(last_log.get("train_loss"), int | float) else "-"))
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    if args.mixing == "uniform":
+        loss = ("The loss is the mean of `D(teacher, student)` over every target token of the "
+                "original and counterfactual rows together (uniform mixing; D: the divergence "
+                "below)")
+    else:
+        loss = ("The loss is `lambda * D(teacher, student | original) + (1 - lambda) * "
+                "D(... | counterfactual)` in every batch (paired mixing; D: the divergence below)")
     return f"""---
 library_name: transformers
 tags:
@@ -62,8 +70,7 @@ tags:
 
 This model is the student `{student}` distilled from the teacher
 `{args.teacher_model or args.teacher_cache}` by leaf
-(LeaF: causal attention distillation via gradient-guided token pruning). The loss is
-`lambda * KL(teacher || student | original) + (1 - lambda) * KL(... | counterfactual)`, where a
+(LeaF: causal attention distillation via gradient-guided token pruning). {loss}; a
 counterfactual is an original sample with the tokens the student leans on and the teacher
 ignores removed.
 
