@@ -114,6 +114,10 @@ def test_distill_config_is_positional_writes_a_model_card_and_logs_numbers(
     out = tmp_path / "student"
     assert main(["distill", str(path), "--output_dir", str(out), "--max_steps", "2",
                  "--save_strategy", "no", "--logging_steps", "1"]) == 0
+    # --config as a flag, before or after the overrides, reads the same file
+    args = build_parser().parse_known_args(["distill", "--config", str(path), "--output_dir",
+                                            "x"])[0]
+    assert args.config_flag == str(path)
     logged = capsys.readouterr()
     assert "{'loss'" not in logged.out + logged.err
     assert "step 1/2  loss " in logged.out + logged.err
@@ -129,6 +133,8 @@ def test_distill_config_is_positional_writes_a_model_card_and_logs_numbers(
     assert "two configs" in capsys.readouterr().err
     assert main(["distill"]) == 2
     assert "leaf distill CONFIG.yaml" in capsys.readouterr().err
+    assert main(["distill", "--max_steps", "2", str(path)]) == 2
+    assert "came after a field" in capsys.readouterr().err
 
 
 def test_done_lines_give_the_time_and_an_estimate_of_what_is_left(tmp_path):

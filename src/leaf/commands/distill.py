@@ -37,10 +37,12 @@ A run resumes from the last checkpoint-N in output_dir automatically; pass
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("config", nargs="?", metavar="CONFIG.yaml",
-                        help="YAML file with the run's settings")
+    # CONFIG.yaml is read from the first of the unparsed arguments (see run): an argparse
+    # positional would also swallow the value of a field override (--output_dir DIR)
+    parser.usage = "%(prog)s CONFIG.yaml [--FIELD VALUE ...] | --show-fields"
     parser.add_argument("--config", dest="config_flag", metavar="CONFIG.yaml",
-                        help="the same as the positional CONFIG.yaml (kept for old scripts)")
+                        help="the config as a flag, the same as the first argument CONFIG.yaml "
+                             "(kept for old scripts)")
     parser.add_argument("--show-fields", action="store_true",
                         help="list every config field (leaf's, then TrainingArguments') and exit")
     parser.set_defaults(accepts_extra=True)
@@ -80,11 +82,15 @@ def run(args) -> int:
     if args.show_fields:
         print(format_fields())
         return 0
-    if args.config and args.config_flag and args.config != args.config_flag:
-        raise LeafError(f"two configs given: {args.config} and --config {args.config_flag}")
-    config_path = args.config or args.config_flag
+    extra = list(args.extra or [])
+    positional = extra.pop(0) if extra and not extra[0].startswith("-") else None
+    if positional and args.config_flag and positional != args.config_flag:
+        raise LeafError(f"two configs given: {positional} and --config {args.config_flag}")
+    config_path = positional or args.config_flag
     if not config_path:
-        raise LeafError("give the config: leaf distill CONFIG.yaml [--field value ...]")
+        late = next((e for e in extra if e.endswith((".yaml", ".yml"))), None)
+        raise LeafError("give the config first: leaf distill CONFIG.yaml [--field value ...]"
+                        + (f" ({late} came after a field)" if late else ""))
     path = Path(config_path)
     if not path.is_file():
         raise LeafError(f"{path}: config file not found")
@@ -97,7 +103,7 @@ def run(args) -> int:
 
     from leaf.stages import distill, distill_arguments
 
-    dargs = distill_arguments(config, list(args.extra or []))
+    dargs = distill_arguments(config, extra)
     trainer = distill(dargs)
     if trainer.is_world_process_zero():
         print(f"saved the distilled student to {dargs.output_dir}")
