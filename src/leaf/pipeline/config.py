@@ -254,7 +254,7 @@ class RunConfig(Checked):
     def detect_options(self, level: str) -> DetectOptions:
         d = self.detect
         return DetectOptions(level=level, segments=d.segments, batch_size=d.batch_size,
-                             dtype=self.dtype, device=_detect_device(self.device),
+                             dtype=self.dtype, device=self.device,
                              score_all=d.all)
 
     def prune_options(self, name: str, seed: int) -> PruneOptions:
@@ -281,10 +281,6 @@ class RunConfig(Checked):
 def group_of(key: str) -> str:
     """Table row of an evaluated model key: ``student`` -> ``student``, ``kd-s1`` -> ``kd``."""
     return key if key in ("teacher", "student") else key.rsplit("-s", 1)[0]
-
-
-def _detect_device(device: str) -> str:
-    return "cuda" if device.startswith("cuda") else device
 
 
 def deep_merge(base: dict, over: dict) -> dict:
