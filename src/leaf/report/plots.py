@@ -35,7 +35,7 @@ def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # long tick labels stay whole
     _pyplot().close(fig)
     return path
 
@@ -197,6 +197,8 @@ def plot_attention(models: Sequence[Mapping[str, Any]], path: str | Path) -> Pat
         notes.append(f"mean of {runs[0]} runs per model")
     if has_ci:
         notes.append("error bars: 95% interval over runs")
+    else:
+        notes.append("one run per model: no interval over runs")
     if shown:
         span = max(shown) - min(shown)
         pad = max(span * 0.3, 0.02 * max(shown), 0.01)
