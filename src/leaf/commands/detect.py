@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from leaf.commands._data import add_columns_argument, data_source
 from leaf.commands._options import build
 from leaf.stages.options import CUDA_DETECT_BATCH_SIZE, DetectOptions
 
@@ -52,6 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto: GPUs when visible (device_map=auto), else CPU")
     p.add_argument("--all", action="store_true",
                    help="score every sample, not only teacher-right/student-wrong ones")
+    add_columns_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,5 +62,5 @@ def run(args: argparse.Namespace) -> int:
     options = build(DetectOptions, {"score_all": "--all"}, level=args.level,
                     segments=args.segments, batch_size=args.batch_size, dtype=args.dtype,
                     device=args.device, score_all=args.all)
-    print(detect(args.teacher, args.student, args.data, args.out, options))
+    print(detect(args.teacher, args.student, data_source(args.data, args), args.out, options))
     return 0

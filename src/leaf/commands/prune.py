@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from leaf.commands._data import add_columns_argument, data_source
 from leaf.commands._options import build
 from leaf.detect.scoring import THRESHOLD_MODES
 from leaf.detect.spans import STRATEGIES
@@ -73,6 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=G.device, help="auto | cpu | cuda (--verify)")
     p.add_argument("--dtype", default=G.dtype, choices=("float32", "bfloat16", "float16"),
                    help=f"model dtype for --verify (default {G.dtype})")
+    add_columns_argument(p)
 
 
 def options_from(args: argparse.Namespace) -> tuple[PruneOptions, VerifyOptions | None]:
@@ -99,5 +101,5 @@ def run(args: argparse.Namespace) -> int:
     from leaf.stages import prune
 
     options, verify = options_from(args)
-    print(prune(args.data, args.scores, args.out, options, verify), file=sys.stderr)
+    print(prune(data_source(args.data, args), args.scores, args.out, options, verify), file=sys.stderr)
     return 0

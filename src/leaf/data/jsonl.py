@@ -63,6 +63,11 @@ def iter_records(source: Records, name: str = "data"
     iterable) of dicts is taken as the rows themselves: ``where`` is ``"name[i]"`` and ``line``
     None. Either way ``LeafInputError(where, line, field, message)`` names the record.
     """
+    from leaf.data import readers
+
+    if readers.is_table(source):  # .json/.csv/.parquet, a save_to_disk dir, a hub NAME:SPLIT
+        yield from readers.iter_table(readers.as_source(source))
+        return
     if is_path(source):
         for line, obj in iter_jsonl(source):
             yield source, line, obj
