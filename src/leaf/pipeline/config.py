@@ -23,6 +23,10 @@ Keys (every one optional except the data; defaults below)::
     device: cpu               # every stage's device and dtype, unless its section sets its own
     dtype: float32
     threads: null             # torch CPU threads for the whole run (1 is fastest for tiny models)
+    parallel:                 # run these stages on N data-parallel ranks (torchrun, one node);
+      processes: 1            # same bytes as one process, so changing it re-runs nothing
+      stages: [screen, detect, prune, eval]
+      launcher_args: [--standalone]
     screen:   {batch_size: 64, max_new_tokens: 32}   # leaf.stages.GenerationOptions (also used
     evaluate: {batch_size: 64, max_new_tokens: 32}   # by verification); any of its fields
     detect:  {levels: [instruction, response], segments: 2, batch_size: 16, all: false}
@@ -178,6 +182,18 @@ class AttentionConfig(Checked):
 
 
 @dataclass
+class ParallelConfig(Checked):
+    processes: int = setting(1, ge=1, help="data-parallel ranks (torchrun) for the stages "
+                                           "below; 1: in the leaf run process")
+    stages: list[Literal["screen", "detect", "prune", "eval"]] = setting(
+        default_factory=lambda: ["screen", "detect", "prune", "eval"],
+        help="stages run on `processes` ranks (prune: only sets with verify)")
+    launcher_args: list[str] = setting(
+        default_factory=lambda: ["--standalone"],
+        help="extra torchrun arguments (default --standalone: a free local port)")
+
+
+@dataclass
 class RunConfig(Checked):
     """A whole ``leaf run``: every stage's settings, typed and checked."""
 
@@ -191,6 +207,8 @@ class RunConfig(Checked):
     device: str = setting("cpu", help="device of every stage")
     dtype: Literal["float32", "bfloat16", "float16"] = setting("float32", help="weights' dtype")
     threads: int | None = setting(None, ge=1, help="torch CPU threads")
+    parallel: ParallelConfig = setting(default_factory=ParallelConfig,
+                                       help="data-parallel stage 1 and evaluation (torchrun)")
     screen: GenerationOptions = setting(
         default_factory=lambda: GenerationOptions(batch_size=64, max_new_tokens=32),
         help="screening and verification generation")
