@@ -2,8 +2,8 @@
 process writes, a rank killed mid-stage resumes to the same bytes, and `leaf run` can launch
 the stages itself. Also: the merge itself, and data from parquet / CSV / save_to_disk.
 
-One torchrun launch (screen, detect and prune --verify through the Python API) is in the fast
-suite; the command-line runs and the kill are slow.
+One torchrun launch (`leaf detect`) is in the fast suite; screen, prune --verify, the kill and
+`leaf run` are slow (each launch starts two Python processes and loads the models again).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def testbed_data(tmp_path_factory) -> Path:
     from leaf.testbed.tasks import write_splits
 
     root = tmp_path_factory.mktemp("dp-data")
-    write_splits(root, "digit_sum", seed=3, sizes={"train": 22, "test_id": 0, "test_anti": 0,
+    write_splits(root, "digit_sum", seed=3, sizes={"train": 12, "test_id": 0, "test_anti": 0,
                                                   "test_clean": 0})
     return root / "train.jsonl"
 
@@ -145,6 +145,11 @@ def test_columns_constant_and_numbered_ids(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # torchrun: the same bytes as one process
 
+
+def _cli(stage: str, *args: str) -> list[str]:
+    return ["-m", "leaf.cli", stage, *args]
+
+
 _SCRIPT = """
 import sys
 from leaf import stages as S
@@ -154,7 +159,7 @@ S.screen(teacher, student, data, out + "/screened.jsonl", gen)
 S.detect(teacher, student, data, out + "/scores.jsonl",
          S.DetectOptions(level="both", device="cpu", batch_size=1))
 S.prune(data, out + "/scores.jsonl", out + "/cf.jsonl", None,
-        S.VerifyOptions(teacher=teacher, student=student, generation=gen, chunk=3))
+        S.VerifyOptions(teacher=teacher, student=student, generation=gen, chunk=4))
 """
 
 
@@ -166,9 +171,22 @@ def _stage1_in_process(data: Path, out: Path) -> None:
     S.detect(TEACHER, STUDENT, data, out / "scores.jsonl",
              S.DetectOptions(level="both", device="cpu", batch_size=1))
     S.prune(data, out / "scores.jsonl", out / "cf.jsonl", None,
-            S.VerifyOptions(teacher=TEACHER, student=STUDENT, generation=gen, chunk=3))
+            S.VerifyOptions(teacher=TEACHER, student=STUDENT, generation=gen, chunk=4))
 
 
+def test_torchrun_detect_writes_the_bytes_of_one_process(testbed_data, tmp_path):
+    args = ["--teacher", TEACHER, "--student", STUDENT, "--data", str(testbed_data),
+            "--device", "cpu"]
+    proc = _torchrun(_cli("detect", *args, "--out", str(tmp_path / "two.jsonl")))
+    assert leaf_main(["detect", *args, "--out", str(tmp_path / "one.jsonl")]) == 0
+    out = _check(proc)
+    one = (tmp_path / "one.jsonl").read_bytes()
+    assert one.count(b"\n") == 12 and one == (tmp_path / "two.jsonl").read_bytes()
+    assert out.count("leaf detect: 12 scored") == 1  # rank 0 alone prints, counting all ranks
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.jsonl", "two.jsonl"]
+
+
+@pytest.mark.slow
 def test_torchrun_two_ranks_write_the_bytes_of_one_process(testbed_data, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir()
@@ -189,10 +207,6 @@ def test_torchrun_two_ranks_write_the_bytes_of_one_process(testbed_data, tmp_pat
 
 # ---------------------------------------------------------------------------------------------
 # slow: the commands themselves, a killed rank, leaf run
-
-
-def _cli(stage: str, *args: str) -> list[str]:
-    return ["-m", "leaf.cli", stage, *args]
 
 
 @pytest.mark.slow
