@@ -10,7 +10,9 @@ Keys (every one optional except the data; defaults below)::
     name: digit_sum
     data:
       testbed: digit_sum      # a family of leaf.testbed.tasks: generate the splits below, or
-      train: train.jsonl      # ... give the files yourself (paths relative to this config)
+      train: train.jsonl      # ... give the files yourself (paths relative to this config;
+                              # also .json/.csv/.parquet, a save_to_disk dir, hub NAME:SPLIT)
+      columns: null           # with files: leaf field -> column, e.g. {instruction: question}
       tests: {test_id: a.jsonl, test_anti: b.jsonl, test_clean: c.jsonl}
       seed: 0                 # testbed only: generation seed, distillation-data bias, sizes
       bias: 0.95
@@ -109,6 +111,8 @@ class DataConfig(Checked):
     sizes: dict[str, int] | None = setting(None, ge=0, help="testbed split sizes")
     clean_frac: float = setting(0.0, ge=0.0, le=1.0,
                                 help="testbed: share of distillation samples with no distractor")
+    columns: dict[str, str] | None = setting(
+        None, help="leaf field -> column of train and tests (e.g. instruction: question)")
 
 
 @dataclass
@@ -341,6 +345,16 @@ def resolve_path(value: str | None, base: Path, *, is_file: bool = False) -> str
     return value
 
 
+def _resolve_data(value: str, base: Path) -> str:
+    """A data file or directory relative to ``base``; a hub ``NAME:SPLIT`` as given."""
+    from leaf.data.readers import is_table
+
+    if not (base / value).exists() and not Path(value).expanduser().is_absolute() \
+            and is_table(value) and ":" in value:
+        return value
+    return resolve_path(value, base, is_file=True)
+
+
 def read_yaml_mapping(path: Path) -> dict:
     import yaml
 
@@ -433,8 +447,8 @@ def _check_and_resolve(cfg: RunConfig, path: Path) -> None:
         if not data.train or not data.tests:
             raise SettingError("data: give either `testbed: FAMILY` or both `train:` and "
                                "`tests:`")
-        data.train = resolve_path(data.train, base, is_file=True)
-        data.tests = {k: resolve_path(v, base, is_file=True) for k, v in data.tests.items()}
+        data.train = _resolve_data(data.train, base)
+        data.tests = {k: _resolve_data(v, base) for k, v in data.tests.items()}
     for role in ("teacher", "student"):
         if not getattr(cfg, role):
             raise SettingError(f"{role}: missing (a model directory or hub id)")

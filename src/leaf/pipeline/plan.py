@@ -221,15 +221,23 @@ def _data_stage(cfg: RunConfig, outs: dict[str, Path], dkey: str, data_seed: int
     src = {"train": data.train, **data.tests}
 
     def copy() -> None:
+        from leaf.data.readers import is_table, with_columns
         from leaf.data.schema import read_samples
 
         for k, path in src.items():
-            read_samples(path, need_response=(k == "train"), need_grading=True)
+            source = with_columns(path, data.columns)
+            rows = read_samples(source, need_response=(k == "train"), need_grading=True)
             outs[k].parent.mkdir(parents=True, exist_ok=True)
+            if is_table(source):  # another format or a column mapping: leaf's JSONL
+                write_jsonl_atomic(outs[k], rows)
+                continue
             shutil.copyfile(path, outs[k].with_name(outs[k].name + ".tmp"))
             outs[k].with_name(outs[k].name + ".tmp").replace(outs[k])
 
-    return Stage(f"data_{dkey}", copy, outs, dict(src), {"files": sorted(src)})
+    params: dict[str, Any] = {"files": sorted(src)}
+    if data.columns:  # absent when unset, so earlier runs' stages keep their hashes
+        params["columns"] = data.columns
+    return Stage(f"data_{dkey}", copy, outs, dict(src), params)
 
 
 def build_train_file(train: Path, sets: dict[str, Path], out: Path,
