@@ -307,3 +307,90 @@ def test_leaf_run_launches_stage1_on_two_ranks(testbed_data, tmp_path):
     for rel in ("data/screen/screened.jsonl", "data/detect/instruction.jsonl",
                 "data/prune/instruction_span.jsonl", "eval/teacher/data/test_id/predictions.jsonl"):
         assert (results[1] / rel).read_bytes() == (results[2] / rel).read_bytes(), rel
+
+
+# ---------------------------------------------------------------------------------------------
+# leaf run: the parallel section and table inputs (fake stages, no launcher)
+
+
+def test_leaf_run_sends_stage1_and_eval_to_the_launcher_and_reads_tables(monkeypatch, tmp_path):
+    import datasets
+    import yaml
+
+    import leaf.pipeline.launch as launch_mod
+    import leaf.pipeline.plan as plan
+    import leaf.stages as leaf_stages
+    from leaf.data.jsonl import read_jsonl, write_json_atomic
+    from leaf.pipeline import run_pipeline
+    from leaf.pipeline.config import load_config
+    from test_pipeline_plan import FakeStages, _sample
+
+    fake = FakeStages()
+    for name in ("screen", "detect", "prune", "distill", "evaluate"):
+        monkeypatch.setattr(leaf_stages, name, getattr(fake, name))
+    monkeypatch.setattr(plan, "detection_metrics", lambda cf, sc, out: write_json_atomic(
+        out, {"span_recall": 1.0, "token_precision": 0.5, "n_samples": 3}))
+    launched = []
+
+    def fake_launch(fn_name, args, kwargs, processes, launcher_args, threads=None):
+        # what the ranks would receive: the call through JSON, options rebuilt and checked
+        spec = json.loads(json.dumps({"args": [launch_mod._encode(a) for a in args],
+                                      "kwargs": {k: launch_mod._encode(v)
+                                                 for k, v in kwargs.items()}}))
+        launched.append((fn_name, processes, launcher_args))
+        getattr(leaf_stages, fn_name)(*[launch_mod._decode(a) for a in spec["args"]],
+                                      **{k: launch_mod._decode(v)
+                                         for k, v in spec["kwargs"].items()})
+
+    monkeypatch.setattr(launch_mod, "launch", fake_launch)
+    renamed = [{"q": r["instruction"], "sol": r["response"], "ans": r["answer"], "uid": r["id"],
+                "planted": r["planted"]} for r in (_sample(i, "train") for i in range(6))]
+    datasets.Dataset.from_list(renamed).to_parquet(str(tmp_path / "train.parquet"))
+    datasets.Dataset.from_list([{k: v for k, v in r.items() if k != "planted"}
+                                for r in renamed[:4]]).to_csv(str(tmp_path / "test.csv"),
+                                                              index=False)
+    for role in ("teacher", "student"):
+        (tmp_path / role).mkdir()
+        (tmp_path / role / "config.json").write_text("{}")
+    cfg = {"name": "fake", "teacher": "teacher", "student": "student", "seeds": [0],
+           "data": {"train": "train.parquet", "tests": {"test_id": "test.csv"},
+                    "columns": {"id": "uid", "instruction": "q", "response": "sol",
+                                "answer": "ans", "task": "'math'"}},
+           "counterfactuals": {"instruction_span": {"level": "instruction", "verify": True},
+                               "instruction_random": {"level": "instruction",
+                                                      "masking": "random"}},
+           "detect": {"levels": ["instruction"]},
+           "distill": {"args": {"max_steps": 3}, "variants": {"kd": []}},
+           "parallel": {"processes": 3}}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run_pipeline(load_config(path), tmp_path / "run", log=lambda s: None)
+
+    names = [n for n, _, _ in launched]
+    assert names.count("screen") == 1 and names.count("detect") == 1
+    assert names.count("prune") == 1  # the verified set only; random masking runs in process
+    assert names.count("evaluate") == 3  # teacher, student, kd-s0 on test_id
+    assert {(p, tuple(a)) for _, p, a in launched} == {(3, ("--standalone",))}
+    assert [c for c, _ in fake.calls].count("prune") == 2
+    train = read_jsonl(tmp_path / "run" / "data" / "data" / "train.jsonl")
+    assert train[0] == {"id": "train-0", "instruction": "a = 0 ; rumor : 9 ; query a ?",
+                        "response": "0. The answer is 0.", "answer": "0",
+                        "planted": _sample(0, "train")["planted"], "task": "math"}
+    assert len(read_jsonl(tmp_path / "run" / "data" / "data" / "test_id.jsonl")) == 4
+
+
+def test_parallel_and_columns_settings_are_checked(tmp_path):
+    import yaml
+
+    from leaf.errors import LeafError
+    from leaf.pipeline.config import load_config
+
+    base = {"data": {"testbed": "digit_sum"}}
+    for patch, message in (({"parallel": {"processes": 0}}, r"parallel.processes: must be >= 1"),
+                           ({"parallel": {"stages": ["distill"]}}, r"parallel.stages\[0\]"),
+                           ({"data": {"testbed": "digit_sum", "columns": {"id": 3}}},
+                            r"data.columns: expected dict")):
+        path = tmp_path / "c.yaml"
+        path.write_text(yaml.safe_dump({**base, **patch}))
+        with pytest.raises(LeafError, match=message):
+            load_config(path)
