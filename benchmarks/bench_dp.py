@@ -37,7 +37,7 @@ from pathlib import Path
 import _common as C
 
 QUICK = dict(samples=16, words=(40, 60), teacher=(128, 3), student=(64, 2), reps=2, threads=2)
-FULL = dict(samples=96, words=(120, 180), teacher=(320, 6), student=(160, 3), reps=3,
+FULL = dict(samples=48, words=(80, 120), teacher=(256, 4), student=(128, 2), reps=3,
             threads=2)
 # for GPUs: larger models, more samples (the GPU runs batch 4, the leaf detect default there)
 GPU = dict(samples=512, words=(200, 300), teacher=(1024, 12), student=(512, 6), reps=3,
