@@ -233,6 +233,28 @@ def test_torchrun_cli_detect_screen_prune_match_one_process(testbed_data, tmp_pa
     assert one.read_bytes() == two.read_bytes()
 
 
+@pytest.mark.slow
+def test_torchrun_teacher_cache_matches_one_process(tmp_path):
+    from leaf.testbed.tasks import write_splits
+
+    write_splits(tmp_path / "d", "digit_sum", seed=5, sizes={"train": 300, "test_id": 0,
+                                                            "test_anti": 0, "test_clean": 0})
+    cf = tmp_path / "cf.jsonl"  # 600 rows: 3 cache shards of 256, split over the 2 ranks
+    assert leaf_main(["prune", "--data", str(tmp_path / "d" / "train.jsonl"), "--masking",
+                      "planted", "--out", str(cf)]) == 0
+    args = ["--teacher", TEACHER, "--data", str(cf), "--device", "cpu"]
+    subprocess.run([sys.executable, *_cli("teacher-cache", *args, "--out",
+                                          str(tmp_path / "one"))],
+                   env=_env(), check=True, capture_output=True)
+    _check(_torchrun(_cli("teacher-cache", *args, "--out", str(tmp_path / "two"))))
+    names = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert names == ["index.jsonl", "meta.json", "shard-00000.safetensors",
+                     "shard-00001.safetensors", "shard-00002.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == names
+    for name in names:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+
+
 def _rank_pid(parent: int, rank: int) -> int | None:
     """The pid of the torchrun worker with RANK=rank (a child of ``parent``)."""
     for entry in Path("/proc").iterdir():
