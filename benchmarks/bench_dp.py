@@ -6,7 +6,8 @@ Both sides run the real command on the same teacher, student and samples, from a
 - **dp1**: ``python -m leaf.cli detect ...``, one process, ``OMP_NUM_THREADS = T`` threads;
 - **dp2**: ``torchrun --nproc_per_node 2 -m leaf.cli detect ...``, two processes of ``T / 2``
   threads each (with ``--device cuda``: one process on the GPU against two ranks, each with
-  its own GPU when there are two; both share one GPU otherwise).
+  its own GPU when there are two; both share one GPU otherwise);
+- **dp1_1thread** (a control): one process of ``T / 2`` threads, what each rank of dp2 gets.
 
 Samples/s is the number of samples over the command's wall time, start-up included (Python,
 torch and the two model loads: paid once per process, so it weighs more on short runs).
@@ -18,7 +19,7 @@ test tokenizer (sizes below), saved to a temporary directory; the samples are ra
 sequences from that tokenizer's corpus.
 
 Run: ``python benchmarks/bench_dp.py [--quick] [--device cuda] [--json FILE]``. The last
-line is ``RATIO dp2_over_dp1=<samples/s with 2 processes / with 1>``. Only ``--json`` writes a
+line is ``RATIO dp2_over_dp1=<samples/s with 2 processes / with 1> dp2_over_dp1_1thread=<...>``. Only ``--json`` writes a
 file outside the temporary directory.
 """
 
@@ -73,7 +74,7 @@ def command(side: str, teacher: Path, student: Path, data: Path, out: Path,
             device: str) -> list[str]:
     args = ["-m", "leaf.cli", "detect", "--teacher", str(teacher), "--student", str(student),
             "--data", str(data), "--out", str(out), "--device", device]
-    if side == "dp1":
+    if side != "dp2":
         return [sys.executable, *args]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
             "--nproc_per_node", "2", *args]
@@ -116,40 +117,47 @@ def main(argv=None) -> int:
         data = root / "samples.jsonl"
         make_data(data, cfg)
         paths = (teacher, student, data)
-        outs = {s: root / f"{s}.jsonl" for s in ("dp1", "dp2")}
+        sides = ("dp1", "dp2", "dp1_1thread")
+        outs = {s: root / f"{s}.jsonl" for s in sides}
         # the same bytes first (also the warm-up: files cached, kernels compiled)
-        for side in ("dp1", "dp2"):
+        for side in sides:
             run_side(side, cfg, paths, outs[side], args.device)
-        same = outs["dp1"].read_bytes() == outs["dp2"].read_bytes()
+        same = len({outs[s].read_bytes() for s in sides}) == 1
         assert same, "2 processes wrote other bytes than 1"
         n_rows = outs["dp1"].read_bytes().count(b"\n")
-        times: dict[str, list[float]] = {"dp1": [], "dp2": []}
+        times: dict[str, list[float]] = {s: [] for s in sides}
         for r in range(cfg["reps"]):
-            for side in ("dp1", "dp2") if r % 2 == 0 else ("dp2", "dp1"):
+            for side in sides if r % 2 == 0 else sides[::-1]:
                 times[side].append(run_side(side, cfg, paths, outs[side], args.device))
                 print(f"rep {r} {side}: {times[side][-1]:.1f} s", flush=True)
 
     n = cfg["samples"]
     rate = {s: C.summary([n / t for t in ts]) for s, ts in times.items()}
     ratio = C.summary(C.ratios(times["dp1"], times["dp2"]))  # = rate dp2 / rate dp1
+    ratio_1 = C.summary(C.ratios(times["dp1_1thread"], times["dp2"]))
     machine = C.machine_info(args.device, cfg["threads"])
     print(f"machine: {machine}")
     print(f"{n} samples, {n_rows} score rows, same bytes from both sides: {same}")
+    half = max(cfg["threads"] // 2, 1)
     for side, label in (("dp1", f"1 process x {cfg['threads']} threads"),
-                        ("dp2", f"2 processes x {max(cfg['threads'] // 2, 1)} thread(s)")):
+                        ("dp2", f"2 processes x {half} thread(s)"),
+                        ("dp1_1thread", f"1 process x {half} thread(s)")):
         print(f"{side} ({label}): {C.fmt(C.summary(times[side]))} s, "
               f"{C.fmt(rate[side])} samples/s")
-    print(f"samples/s, 2 processes / 1: {C.fmt(ratio)}")
+    print(f"samples/s, 2 processes / 1: {C.fmt(ratio)}; 2 processes / 1 process of "
+          f"{half} thread(s): {C.fmt(ratio_1)}")
     if args.json:
         result = {
             "command": "python benchmarks/bench_dp.py" + (" --quick" if args.quick else "")
                        + (f" --device {args.device}" if args.device != "cpu" else ""),
             "machine": machine, "config": {**cfg, "rows": n_rows},
             "time_s": {s: C.summary(ts) for s, ts in times.items()},
-            "samples_per_s": rate, "dp2_over_dp1": ratio, "same_bytes": same,
+            "samples_per_s": rate, "dp2_over_dp1": ratio, "dp2_over_dp1_1thread": ratio_1,
+            "same_bytes": same,
         }
         Path(args.json).write_text(json.dumps(result, indent=1))
-    print(C.ratio_line({"dp2_over_dp1": ratio["median"]}))
+    print(C.ratio_line({"dp2_over_dp1": ratio["median"],
+                        "dp2_over_dp1_1thread": ratio_1["median"]}))
     return 0
 
 

@@ -226,8 +226,12 @@ def render_dp(r: dict) -> list[str]:
         f"| {f(r['samples_per_s']['dp1'])} |",
         f"| 2 processes x {half} thread(s) (torchrun) | {f(r['time_s']['dp2'])} "
         f"| {f(r['samples_per_s']['dp2'])} |",
+        f"| control: 1 process x {half} thread(s) | {f(r['time_s']['dp1_1thread'])} "
+        f"| {f(r['samples_per_s']['dp1_1thread'])} |",
         "",
-        f"Samples/s, 2 processes / 1: **{f(r['dp2_over_dp1'])}**.",
+        f"Samples/s, 2 processes / 1 process of {c['threads']} threads: "
+        f"**{f(r['dp2_over_dp1'])}**; 2 processes / 1 process of {half} thread(s) "
+        f"(the control: what each rank has): {f(r['dp2_over_dp1_1thread'])}.",
         "",
     ]
 
@@ -388,17 +392,27 @@ def findings(res: dict) -> list[str]:
         ]
     dp = res.get("dp")
     if dp:
-        ratio = dp["dp2_over_dp1"]["median"]
+        ratio, ratio_1 = dp["dp2_over_dp1"]["median"], dp["dp2_over_dp1_1thread"]["median"]
+        rate = dp["samples_per_s"]
+        threads = dp["config"]["threads"]
+        two_vs_one = rate["dp1"]["median"] / rate["dp1_1thread"]["median"]
         out += [
-            "**Data-parallel detection.** On these 2 shared cores, two single-threaded "
-            f"processes ran detection at {ratio:.2f}x the samples/s of one process with two "
-            "threads. The tiny models' matrix products are too small for two threads to share "
-            "one well, while two processes each keep a core busy on their own samples, and a "
-            "loaded machine makes the gap larger: a thread that loses its core stalls the "
-            "other at every synchronisation, a process does not. Start-up (Python, torch and "
-            "the models, paid by each process) is in both times. On GPUs the gain to expect is "
-            "the number of model copies that fit, less start-up and the merge; "
-            "[scaling.md](scaling.md) explains how to size ranks.",
+            "**Data-parallel detection.** Two single-threaded processes ran `leaf detect` at "
+            f"{ratio:.2f}x the samples/s of one process with {threads} threads, and at "
+            f"{ratio_1:.2f}x one process with one thread (the control: what each rank has; "
+            "2 is the most two processes can give, less start-up and the merge). "
+            + ("The first ratio is the larger because the single process gained nothing from "
+               "its extra threads here" if two_vs_one < 1.05 else
+               "The single process's extra threads helped less than a second process")
+            + f": with {threads} threads it ran at {two_vs_one:.2f}x its one-thread speed. "
+            "These models' matrix products are small, and the cores were shared with other "
+            "busy processes (see the load average), which likely hurts threads that wait for "
+            "each other more than independent processes (not measured separately); on an idle "
+            "machine or with larger models the first ratio should come down towards the "
+            "second. Start-up (Python, torch and "
+            "the two models, paid by each process) is inside every time. On GPUs, expect about "
+            "the number of model copies that fit, less start-up and the merge "
+            "([scaling.md](scaling.md) explains how to size ranks); not measured here.",
             "",
         ]
     return out
