@@ -411,9 +411,9 @@ def findings(res: dict) -> list[str]:
                 f"already busy with other work (load average {load} at the end), so the second "
                 "process found no idle core to use, while it still paid its own start-up "
                 "(Python, torch and both models, inside every time; the detection work itself "
-                "is a few tens of seconds) and the merge. What this run shows is that the "
-                "machinery costs little and the bytes match; the speed-up needs free cores or "
-                "GPUs, which this machine did not have. ")
+                "is a few tens of seconds) and the merge. This run shows that the outputs match "
+                "byte for byte, not a speed-up: that needs idle cores or GPUs, which this "
+                "machine did not have. ")
         text += ("On GPUs, expect about the number of model copies that fit, less start-up "
                  "and the merge ([scaling.md](scaling.md) explains how to size ranks); not "
                  "measured here.")
