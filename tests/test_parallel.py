@@ -416,3 +416,16 @@ def test_parallel_and_columns_settings_are_checked(tmp_path):
         path.write_text(yaml.safe_dump({**base, **patch}))
         with pytest.raises(LeafError, match=message):
             load_config(path)
+
+
+def test_jsonl_with_columns_keeps_line_numbers(tmp_path):
+    from leaf.data.readers import Table
+    from leaf.data.schema import read_samples
+    from leaf.errors import LeafInputError
+
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"uid": "a", "q": "x ?", "kind": "qa", "gold": "y"}\n\n'
+                    '{"uid": "b", "q": "", "kind": "qa", "gold": "y"}\n')
+    mapping = {"id": "uid", "instruction": "q", "task": "kind", "answer": "gold"}
+    with pytest.raises(LeafInputError, match=r"s.jsonl:3: field 'instruction'"):
+        read_samples(Table(str(path), mapping), need_response=False)

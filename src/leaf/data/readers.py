@@ -126,10 +126,8 @@ def _load(source: str):
         if suffix in FORMATS or path.exists():
             if not path.is_file():
                 raise LeafError(f"{source}: file not found")
-            if suffix not in FORMATS:  # leaf's JSONL, with its line numbers
-                from leaf.data.jsonl import iter_jsonl
-
-                return list(iter_jsonl(path))
+            if suffix not in FORMATS:  # leaf's JSONL: read by leaf.data.jsonl.iter_records
+                raise LeafError(f"{source}: a JSONL file; read it with iter_records")
             reader = {"json": datasets.Dataset.from_json, "csv": datasets.Dataset.from_csv,
                       "parquet": datasets.Dataset.from_parquet}[FORMATS[suffix]]
             return reader(str(path), keep_in_memory=True)
@@ -158,14 +156,25 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def iter_table(table: Table) -> Iterator[tuple[str, int | None, dict[str, Any]]]:
+def is_jsonl(source: str) -> bool:
+    """Whether a table's source is a local file leaf reads as JSONL (not through datasets)."""
+    path = Path(source)
+    return path.suffix.lower() not in FORMATS and path.is_file()
+
+
+def iter_table(table: Table, jsonl: list[tuple[int, dict[str, Any]]] | None = None
+               ) -> Iterator[tuple[str, int | None, dict[str, Any]]]:
     """Yield ``(where, line, row)`` with the mapping applied: ``where`` names the source and
-    ``line`` the JSONL or CSV line (CSV header = 1) or, elsewhere, ``where`` ends with ``row N`` (1-based)."""
-    rows = _load(table.source)
+    ``line`` the JSONL or CSV line (CSV header = 1) or, elsewhere, ``where`` ends with
+    ``row N`` (1-based). ``jsonl``: the ``(line, object)`` pairs of a JSONL source, read by
+    the caller (:func:`leaf.data.jsonl.iter_records`)."""
     lines = None
-    if isinstance(rows, list):  # JSONL: (line, object) pairs
-        lines = [line for line, _ in rows]
-        rows = [obj for _, obj in rows]
+    if jsonl is not None:
+        lines = [line for line, _ in jsonl]
+        rows: Any = [obj for _, obj in jsonl]
+    else:
+        rows = _load(table.source)
+    if lines is not None:
         names = list(dict.fromkeys(k for r in rows for k in r))
     else:
         names = list(rows.column_names)
