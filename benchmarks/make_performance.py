@@ -247,7 +247,7 @@ warms up first, then alternates the sides (A B, B A, ...) over several repetitio
 from other processes falls on all of them, and reports the median with the [min-max] range over
 repetitions. Ratios, not absolute figures, are what these CPU runs can tell: **the machine was
 a 2-core virtual machine shared with other busy processes (load average between about 1 and
-10 during these runs; each table prints it)**, so absolute times are slow and noisy.
+12 during these runs; each table prints it)**, so absolute times are slow and noisy.
 
 Section 4 measures data-parallel detection (two processes against one) the same way.
 
