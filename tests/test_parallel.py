@@ -429,3 +429,17 @@ def test_jsonl_with_columns_keeps_line_numbers(tmp_path):
     mapping = {"id": "uid", "instruction": "q", "task": "kind", "answer": "gold"}
     with pytest.raises(LeafInputError, match=r"s.jsonl:3: field 'instruction'"):
         read_samples(Table(str(path), mapping), need_response=False)
+
+
+@pytest.mark.parametrize("visible, local_rank, local_world, want", [
+    ("0,1,2,3,4,5,6,7", 1, 2, "4,5,6,7"),   # 2 ranks x 4 GPUs
+    ("0,1,2,3,4,5,6,7", 3, 8, "3"),         # one GPU a rank
+    ("2,5", 2, 3, "2"),                     # fewer GPUs than ranks: shared round-robin
+])
+def test_each_rank_gets_its_slice_of_the_gpus(monkeypatch, visible, local_rank, local_world,
+                                              want):
+    from leaf import distributed
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    distributed._split_gpus(distributed.Ranks(local_rank, local_world, local_rank, local_world))
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == want

@@ -80,12 +80,18 @@ def _split_gpus(r: Ranks) -> None:
     """Give this rank its slice of the node's GPUs, before CUDA starts (see module doc)."""
     if r.local_world <= 1 or os.environ.get("LEAF_SPLIT_GPUS", "1") == "0":
         return
+    import torch
+
+    if torch.cuda.is_initialized():  # too late to choose: every rank sees every GPU
+        import warnings
+
+        warnings.warn("leaf: CUDA started before leaf.distributed.init(); ranks share all "
+                      "GPUs (set CUDA_VISIBLE_DEVICES per rank yourself)", stacklevel=3)
+        return
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
         gpus = [g.strip() for g in env.split(",") if g.strip()]
     else:
-        import torch
-
         try:
             count = torch.cuda._device_count_nvml()  # does not start CUDA
         except Exception:  # noqa: BLE001 - no NVML: leave the GPUs alone
