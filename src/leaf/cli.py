@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -80,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         from leaf.models import quiet_transformers  # imports transformers: model commands only
 
         quiet_transformers()
+    rank = os.environ.get("RANK", "").strip()
+    if rank not in ("", "0"):  # a data-parallel rank other than 0: rank 0 prints the results
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     try:
         return int(args._run(args) or 0)
     except LeafError as exc:

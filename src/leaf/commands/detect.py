@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from leaf.commands._data import add_columns_argument, data_source
 from leaf.commands._options import MODEL_HELP, add_device, add_dtype, build, model_ref
 from leaf.stages.options import CUDA_DETECT_BATCH_SIZE, DetectOptions
 
@@ -50,6 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_device(p, D.device)
     p.add_argument("--all", action="store_true",
                    help="score every sample, not only teacher-right/student-wrong ones")
+    add_columns_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,5 +60,5 @@ def run(args: argparse.Namespace) -> int:
     options = build(DetectOptions, {"score_all": "--all"}, level=args.level,
                     segments=args.segments, batch_size=args.batch_size, dtype=args.dtype,
                     device=args.device, score_all=args.all)
-    print(detect(args.teacher, args.student, args.data, args.out, options))
+    print(detect(args.teacher, args.student, data_source(args.data, args), args.out, options))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from leaf.commands._data import add_columns_argument, data_source
 from leaf.commands._generation import add_generation_arguments, generation_options
 from leaf.commands._options import MODEL_HELP, build, model_ref
 from leaf.commands.grade import add_grading_arguments, grading_options
@@ -29,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-samples", type=int, default=EvalOptions.num_samples,
                         help="answers per problem (pass@k; needs --temperature > 0; default "
                              f"{EvalOptions.num_samples})")
+    add_columns_argument(parser)
     add_generation_arguments(parser)
     add_grading_arguments(parser)
 
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
                     generation=generation_options(args), grading=grading_options(args),
                     num_samples=args.num_samples)
     out_dir = Path(args.out)
-    metrics = evaluate(args.model, args.bench, out_dir, options)
+    metrics = evaluate(args.model, data_source(args.bench, args), out_dir, options)
     metrics_path = out_dir / "metrics.json"
     print(f"{summary(metrics)}; wrote {out_dir / 'predictions.jsonl'}, {metrics_path} and "
           f"{samples_path(metrics_path)}")

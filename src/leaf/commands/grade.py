@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from leaf.commands._data import add_columns_argument, data_source
 from leaf.commands._options import build
 from leaf.stages.options import GradingOptions
 
@@ -26,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bench", required=True, help="benchmark JSONL")
     parser.add_argument("--predictions", required=True, help="predictions JSONL (id, response)")
     parser.add_argument("--out", required=True, help="metrics JSON to write")
+    add_columns_argument(parser)
     add_grading_arguments(parser)
 
 
@@ -50,6 +52,6 @@ def run(args: argparse.Namespace) -> int:
     from leaf.stages import grade
 
     out = Path(args.out)
-    metrics = grade(args.bench, args.predictions, out, grading_options(args))
+    metrics = grade(data_source(args.bench, args), args.predictions, out, grading_options(args))
     print(f"{summary(metrics)}; wrote {out} and {samples_path(out)}")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from leaf.commands._data import add_columns_argument, data_source
 from leaf.commands._options import MODEL_HELP, add_device, add_dtype, build, model_ref
 from leaf.detect.scoring import THRESHOLD_MODES
 from leaf.detect.spans import STRATEGIES
@@ -74,6 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"(default {V.chunk}; 0 = all at once)")
     add_device(p, G.device, "with --verify: ")
     add_dtype(p, G.dtype, "weights' dtype for --verify")
+    add_columns_argument(p)
 
 
 def options_from(args: argparse.Namespace) -> tuple[PruneOptions, VerifyOptions | None]:
@@ -100,5 +102,5 @@ def run(args: argparse.Namespace) -> int:
     from leaf.stages import prune
 
     options, verify = options_from(args)
-    print(prune(args.data, args.scores, args.out, options, verify), file=sys.stderr)
+    print(prune(data_source(args.data, args), args.scores, args.out, options, verify), file=sys.stderr)
     return 0

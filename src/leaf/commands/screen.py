@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from leaf.commands._data import add_columns_argument, data_source
 from leaf.commands._generation import add_generation_arguments, generation_options
 from leaf.commands._options import MODEL_HELP, model_ref
 
@@ -28,11 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"student model: {MODEL_HELP}")
     parser.add_argument("--data", required=True, help="samples JSONL")
     parser.add_argument("--out", required=True, help="screened JSONL to write")
+    add_columns_argument(parser)
     add_generation_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from leaf.stages import screen
 
-    print(screen(args.teacher, args.student, args.data, args.out, generation_options(args)))
+    print(screen(args.teacher, args.student, data_source(args.data, args), args.out, generation_options(args)))
     return 0

@@ -63,6 +63,13 @@ def iter_records(source: Records, name: str = "data"
     iterable) of dicts is taken as the rows themselves: ``where`` is ``"name[i]"`` and ``line``
     None. Either way ``LeafInputError(where, line, field, message)`` names the record.
     """
+    from leaf.data import readers
+
+    if readers.is_table(source):  # .json/.csv/.parquet, a save_to_disk dir, a hub NAME:SPLIT
+        table = readers.as_source(source)  # (or JSONL with a column mapping)
+        lines = list(iter_jsonl(table.source)) if readers.is_jsonl(table.source) else None
+        yield from readers.iter_table(table, lines)
+        return
     if is_path(source):
         for line, obj in iter_jsonl(source):
             yield source, line, obj

@@ -71,10 +71,20 @@ def read_samples(
 ) -> list[dict[str, Any]]:
     """Read and validate a samples/bench file, or a list of sample dicts (errors then name
     ``name[i]``); ids must be unique."""
+    from leaf.data import readers
+
+    source = readers.as_source(source)
     rows: list[dict[str, Any]] = []
     seen: dict[str, tuple] = {}
     for where, line, obj in iter_records(source, name):
-        check_sample(obj, where, line, need_response=need_response, need_grading=need_grading)
+        try:
+            check_sample(obj, where, line, need_response=need_response,
+                         need_grading=need_grading)
+        except LeafInputError as exc:
+            if exc.field and exc.field not in obj and readers.missing_hint(source):
+                raise LeafInputError(where, line, exc.field, "missing (map a column to it "
+                                     f"with --columns){readers.missing_hint(source)}") from None
+            raise
         if obj["id"] in seen:
             raise LeafInputError(
                 where, line, "id",

@@ -17,7 +17,7 @@ Layout of the cache directory::
 
 ``hash`` fingerprints the row's token ids: training refuses a cache built from a different
 rendering. Writing is resumable: shards are written atomically and ``index.jsonl`` through
-:class:`leaf.data.jsonl.ResumableWriter`.
+:class:`leaf.data.jsonl.ResumableWriter` (per rank under a launcher).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from leaf.data.jsonl import ResumableWriter, read_jsonl, write_json_atomic
+from leaf.data.jsonl import read_jsonl, write_json_atomic
 from leaf.distill.data import DistillCollator, DistillDataset
 from leaf.distill.losses import chunked_sparse_divergence
 from leaf.distill.trainer import target_groups
@@ -64,7 +64,8 @@ def write_teacher_cache(
     ``vocab_size``: the student's logit width; the teacher's extra logits are dropped before
     taking the top k, as in online distillation.
     """
-    from tqdm import tqdm
+    from leaf import distributed
+    from leaf.stages._parallel import sharded
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -79,15 +80,24 @@ def write_teacher_cache(
             k: meta[k] for k in ("format", "top_k", "vocab_size")
         }:
             raise LeafError(f"{out} holds a different cache ({old}); choose another --out")
-    write_json_atomic(meta_path, meta)
+    if distributed.ranks().main:
+        write_json_atomic(meta_path, meta)
     collate = DistillCollator(tokenizer.pad_token_id)
     teacher.eval()
-    with ResumableWriter(out / "index.jsonl", key=lambda r: r["id"]) as writer:
-        todo = [i for i, rid in enumerate(dataset.ids) if rid not in writer.done]
-        shard = 1 + max((r["shard"] for r in writer.rows), default=-1)
-        bar = tqdm(total=len(todo), desc="teacher top-k", disable=not progress)
-        for lo in range(0, len(todo), shard_rows):
-            part = todo[lo : lo + shard_rows]
+    # a unit is one shard file of shard_rows rows; under a launcher rank k writes the shards
+    # j with j % world == k, numbered as one process numbers them, and its index rows to
+    # index.jsonl.rank<k> (merged into index.jsonl in row order)
+    with sharded(out / "index.jsonl", list(range(len(dataset))), shard_rows,
+                 key=lambda r: r["id"], item_key=lambda i: dataset.ids[i]) as work:
+        writer = work.writer
+        first = 1 + max((r["shard"] for r in work.base), default=-1)
+        units = [(first + j, [i for i in unit if dataset.ids[i] not in writer.done])
+                 for j, unit in work.units]
+        bar = distributed.progress(sum(len(u) for _, u in units), "teacher top-k", unit="row",
+                                   disable=not progress)
+        for shard, part in units:
+            if not part:
+                continue
             indices, values, index_rows, start = [], [], [], 0
             for b in range(0, len(part), batch_size):
                 rows = part[b : b + batch_size]
@@ -112,7 +122,6 @@ def write_teacher_cache(
                        "logits": torch.cat(values).contiguous()}, str(tmp))
             os.replace(tmp, name)
             writer.write(index_rows)
-            shard += 1
         bar.close()
     return out
 

@@ -10,7 +10,9 @@ Keys (every one optional except the data; defaults below)::
     name: digit_sum
     data:
       testbed: digit_sum      # a family of leaf.testbed.tasks: generate the splits below, or
-      train: train.jsonl      # ... give the files yourself (paths relative to this config)
+      train: train.jsonl      # ... give the files yourself (paths relative to this config;
+                              # also .json/.csv/.parquet, a save_to_disk dir, hub NAME:SPLIT)
+      columns: null           # with files: leaf field -> column, e.g. {instruction: question}
       tests: {test_id: a.jsonl, test_anti: b.jsonl, test_clean: c.jsonl}
       seed: 0                 # testbed only: generation seed, distillation-data bias, sizes
       bias: 0.95
@@ -23,6 +25,10 @@ Keys (every one optional except the data; defaults below)::
     device: cpu               # every stage's device and dtype, unless its section sets its own
     dtype: float32
     threads: null             # torch CPU threads for the whole run (1 is fastest for tiny models)
+    parallel:                 # run these stages on N data-parallel ranks (torchrun, one node);
+      processes: 1            # same bytes as one process, so changing it re-runs nothing
+      stages: [screen, detect, prune, eval]
+      launcher_args: [--standalone]
     screen:   {batch_size: 64, max_new_tokens: 32}   # leaf.stages.GenerationOptions (also used
     evaluate: {batch_size: 64, max_new_tokens: 32}   # by verification); any of its fields
     detect:  {levels: [instruction, response], segments: 2, batch_size: 16, all: false}
@@ -105,6 +111,8 @@ class DataConfig(Checked):
     sizes: dict[str, int] | None = setting(None, ge=0, help="testbed split sizes")
     clean_frac: float = setting(0.0, ge=0.0, le=1.0,
                                 help="testbed: share of distillation samples with no distractor")
+    columns: dict[str, str] | None = setting(
+        None, help="leaf field -> column of train and tests (e.g. instruction: question)")
 
 
 @dataclass
@@ -178,6 +186,18 @@ class AttentionConfig(Checked):
 
 
 @dataclass
+class ParallelConfig(Checked):
+    processes: int = setting(1, ge=1, help="data-parallel ranks (torchrun) for the stages "
+                                           "below; 1: in the leaf run process")
+    stages: list[Literal["screen", "detect", "prune", "eval"]] = setting(
+        default_factory=lambda: ["screen", "detect", "prune", "eval"],
+        help="stages run on `processes` ranks (prune: only sets with verify)")
+    launcher_args: list[str] = setting(
+        default_factory=lambda: ["--standalone"],
+        help="extra torchrun arguments (default --standalone: a free local port)")
+
+
+@dataclass
 class RunConfig(Checked):
     """A whole ``leaf run``: every stage's settings, typed and checked."""
 
@@ -191,6 +211,8 @@ class RunConfig(Checked):
     device: str = setting("cpu", help="device of every stage")
     dtype: Literal["float32", "bfloat16", "float16"] = setting("float32", help="weights' dtype")
     threads: int | None = setting(None, ge=1, help="torch CPU threads")
+    parallel: ParallelConfig = setting(default_factory=ParallelConfig,
+                                       help="data-parallel stage 1 and evaluation (torchrun)")
     screen: GenerationOptions = setting(
         default_factory=lambda: GenerationOptions(batch_size=64, max_new_tokens=32),
         help="screening and verification generation")
@@ -319,6 +341,16 @@ def resolve_path(value: str | None, base: Path, *, is_file: bool = False) -> str
     return value
 
 
+def _resolve_data(value: str, base: Path) -> str:
+    """A data file or directory relative to ``base``; a hub ``NAME:SPLIT`` as given."""
+    from leaf.data.readers import is_table
+
+    if not (base / value).exists() and not Path(value).expanduser().is_absolute() \
+            and is_table(value) and ":" in value:
+        return value
+    return resolve_path(value, base, is_file=True)
+
+
 def read_yaml_mapping(path: Path) -> dict:
     import yaml
 
@@ -411,8 +443,8 @@ def _check_and_resolve(cfg: RunConfig, path: Path) -> None:
         if not data.train or not data.tests:
             raise SettingError("data: give either `testbed: FAMILY` or both `train:` and "
                                "`tests:`")
-        data.train = resolve_path(data.train, base, is_file=True)
-        data.tests = {k: resolve_path(v, base, is_file=True) for k, v in data.tests.items()}
+        data.train = _resolve_data(data.train, base)
+        data.tests = {k: _resolve_data(v, base) for k, v in data.tests.items()}
     for role in ("teacher", "student"):
         if not getattr(cfg, role):
             raise SettingError(f"{role}: missing (a model directory or hub id)")

@@ -32,6 +32,7 @@ from leaf import stages as S
 from leaf.data.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
 from leaf.errors import LeafError
 from leaf.pipeline.config import RunConfig, distill_config, group_of
+from leaf.pipeline.launch import stage_call
 from leaf.pipeline.runner import Stage
 from leaf.settings import to_mapping
 
@@ -63,7 +64,8 @@ def build_stages(cfg: RunConfig, run_dir: str | Path) -> list[Stage]:
             model, bench = models[key], tests[dkey][split]
             stages.append(Stage(
                 f"eval_{key}_{dkey}_{split}",
-                lambda m=model, b=bench, o=out: S.evaluate(m, b, o, options),
+                stage_call(cfg.parallel, "eval", S.evaluate, model, bench, out, options,
+                           threads=cfg.threads),
                 {"dir": out, "metrics": out / "metrics.json"}, {"model": model, "bench": bench},
                 {"evaluate": to_mapping(options)}))
 
@@ -128,7 +130,8 @@ def _stage1(cfg: RunConfig, root: Path, dkey: str, seed: int, splits: list[str],
 
     screened = root / "screen" / "screened.jsonl"
     stages.append(Stage(f"screen_{dkey}",
-                        lambda: S.screen(teacher, student, train, screened, cfg.screen),
+                        stage_call(cfg.parallel, "screen", S.screen, teacher, student, train,
+                                   screened, cfg.screen, threads=cfg.threads),
                         {"screened": screened},
                         {"teacher": teacher, "student": student, "data": train},
                         {"screen": to_mapping(cfg.screen)}))
@@ -139,7 +142,8 @@ def _stage1(cfg: RunConfig, root: Path, dkey: str, seed: int, splits: list[str],
         options = cfg.detect_options(level)
         scores[level] = out
         stages.append(Stage(f"detect_{dkey}_{level}",
-                            lambda o=out, opt=options: S.detect(teacher, student, screened, o, opt),
+                            stage_call(cfg.parallel, "detect", S.detect, teacher, student,
+                                       screened, out, options, threads=cfg.threads),
                             {"scores": out},
                             {"teacher": teacher, "student": student, "data": screened},
                             {"detect": to_mapping(options)}))
@@ -157,8 +161,8 @@ def _stage1(cfg: RunConfig, root: Path, dkey: str, seed: int, splits: list[str],
         sets[name] = out
         stages.append(Stage(
             f"prune_{dkey}_{name}",
-            lambda sc=scores[spec.level], o=out, opt=options, v=verify:
-                S.prune(train, sc, o, opt, verify=v),
+            stage_call(cfg.parallel, "prune" if verify else "", S.prune, train,
+                       scores[spec.level], out, options, verify=verify, threads=cfg.threads),
             {"counterfactuals": out}, inputs, params))
 
     for rule, set_name in cfg.detection.rules.items():
@@ -217,15 +221,23 @@ def _data_stage(cfg: RunConfig, outs: dict[str, Path], dkey: str, data_seed: int
     src = {"train": data.train, **data.tests}
 
     def copy() -> None:
+        from leaf.data.readers import is_table, with_columns
         from leaf.data.schema import read_samples
 
         for k, path in src.items():
-            read_samples(path, need_response=(k == "train"), need_grading=True)
+            source = with_columns(path, data.columns)
+            rows = read_samples(source, need_response=(k == "train"), need_grading=True)
             outs[k].parent.mkdir(parents=True, exist_ok=True)
+            if is_table(source):  # another format or a column mapping: leaf's JSONL
+                write_jsonl_atomic(outs[k], rows)
+                continue
             shutil.copyfile(path, outs[k].with_name(outs[k].name + ".tmp"))
             outs[k].with_name(outs[k].name + ".tmp").replace(outs[k])
 
-    return Stage(f"data_{dkey}", copy, outs, dict(src), {"files": sorted(src)})
+    params: dict[str, Any] = {"files": sorted(src)}
+    if data.columns:  # absent when unset, so earlier runs' stages keep their hashes
+        params["columns"] = data.columns
+    return Stage(f"data_{dkey}", copy, outs, dict(src), params)
 
 
 def build_train_file(train: Path, sets: dict[str, Path], out: Path,

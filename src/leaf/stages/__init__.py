@@ -6,12 +6,15 @@ Stage 1 (:mod:`leaf.stages.confounders`): :func:`screen` -> :func:`detect` -> :f
 :func:`grade` (:mod:`leaf.stages.evaluation`).
 
 Every function takes input and output paths (``data`` and ``bench`` may also be lists of
-sample dicts, checked like files, errors naming the row index) and a typed options object
+sample dicts, checked like files, errors naming the row index; or any table
+:mod:`leaf.data.readers` reads, with a column mapping) and a typed options object
 (:mod:`leaf.stages.options`), checked when it is made, so a bad value fails before any model
 loads. Outputs are written through ``OUT.part`` and renamed when complete; calling a function
 again after an interruption resumes. Functions print nothing but progress bars; the stage-1
 functions return a summary whose ``str()`` is the line the command prints. torch and
-transformers are imported only when a function runs.
+transformers are imported only when a function runs. Started by ``torchrun``, screen,
+detect, prune, teacher_cache and evaluate run data-parallel (:mod:`leaf.distributed`): the
+same call on every rank, one merged output, the bytes one process writes.
 """
 
 from leaf.stages.confounders import (

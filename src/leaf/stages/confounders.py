@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from leaf import distributed
 from leaf.data.jsonl import Records
 from leaf.detect.counterfactuals import PruneOptions
 from leaf.errors import LeafError
 from leaf.settings import SettingError
 from leaf.stages._common import options_or_default, resumable
+from leaf.stages._parallel import sharded
 from leaf.stages.options import DetectOptions, GenerationOptions, VerifyOptions
 
 __all__ = ["DetectSummary", "PruneSummary", "ScreenSummary", "detect", "prune", "screen",
@@ -48,8 +50,6 @@ class ScreenSummary:
 def _answer_all(model: str, todo: list[dict], on_chunk: Callable[[list[dict], list[str]], None],
                 label: str, options: GenerationOptions) -> None:
     """Answer ``todo`` with ``model`` one chunk at a time; ``on_chunk(samples, answers)``."""
-    from tqdm.auto import tqdm
-
     from leaf.evaluate.generation import make_generator, release
 
     if not todo:
@@ -57,7 +57,7 @@ def _answer_all(model: str, todo: list[dict], on_chunk: Callable[[list[dict], li
     generator = make_generator(model, backend=options.backend, dtype=options.dtype,
                                device=options.device, settings=options.settings())
     step = options.chunk_size()
-    with tqdm(total=len(todo), desc=f"screen ({label})", unit="sample") as bar:
+    with distributed.progress(len(todo), f"screen ({label})") as bar:
         for lo in range(0, len(todo), step):
             chunk = todo[lo:lo + step]
             on_chunk(chunk, generator.generate([s["instruction"] for s in chunk]))
@@ -78,12 +78,15 @@ def screen(teacher: str | Path, student: str | Path, data: Records, out: str | P
     from leaf.evaluate.grading import grade
 
     options = options_or_default(options, GenerationOptions)
+    distributed.init()  # under a launcher: this rank's GPUs, before CUDA starts
     samples = read_samples(data, need_response=False, need_grading=True)
     out = Path(out)
-    teacher_path = out.with_name(out.name + ".teacher")
 
-    with resumable(out, key=lambda r: r["id"]) as final:
-        pending = [s for s in samples if s["id"] not in final.done]
+    # a unit is one generation chunk, so every batch holds the samples one process gives it
+    with sharded(out, samples, options.chunk_size(), key=lambda r: r["id"]) as shard:
+        final = shard.writer
+        teacher_path = final.path.with_name(final.path.name + ".teacher")
+        pending = [s for s in shard.items if s["id"] not in final.done]
         if pending:
             with resumable(teacher_path, key=lambda r: r["id"]) as cache:
                 _answer_all(
@@ -102,8 +105,8 @@ def screen(teacher: str | Path, student: str | Path, data: Records, out: str | P
                              for s, a in zip(chunk, student_answers, strict=True)])
 
             _answer_all(str(student), pending, record, "student", options)
-        rows = {r["id"]: r for r in final.rows}
     teacher_path.unlink(missing_ok=True)
+    rows = {r["id"]: r for r in shard.rows()}
     screened = [rows[s["id"]] for s in samples]
     return ScreenSummary(
         n=len(samples),
@@ -175,13 +178,12 @@ def detect(teacher: str | Path, student: str | Path, data: Records, out: str | P
     fields). Screened rows are filtered to teacher-right/student-wrong unless
     ``options.score_all``. Samples already in ``out`` (or ``OUT.part``) are skipped.
     """
-    from tqdm import tqdm
-
     from leaf.data.schema import read_samples
     from leaf.detect.scorer import Scorer, score_samples
     from leaf.models import check_model_path, load_model, load_tokenizer
 
     options = options_or_default(options, DetectOptions)
+    distributed.init()  # under a launcher: this rank's GPUs, before CUDA starts
     teacher, student, out = str(teacher), str(student), Path(out)
     check_model_path(teacher, "teacher")
     check_model_path(student, "student")
@@ -189,21 +191,24 @@ def detect(teacher: str | Path, student: str | Path, data: Records, out: str | P
     batch_size = options.resolved_batch_size()
 
     student_tok = load_tokenizer(student, "student")
-    with resumable(out, key=lambda r: r["id"],
-                   check=lambda rows: _check_detect_resume(rows, samples, options, student_tok,
-                                                           out)) as writer:
-        todo = [s for s in samples if s["id"] not in writer.done]
+    # a unit is one chunk of score_samples (4 x batch_size samples, length-sorted together)
+    with sharded(out, samples, 4 * batch_size, key=lambda r: r["id"],
+                 check=lambda rows: _check_detect_resume(rows, samples, options, student_tok,
+                                                         out)) as shard:
+        writer = shard.writer
+        todo = [s for s in shard.items if s["id"] not in writer.done]
         if todo:
             teacher_scorer = Scorer(load_model(teacher, options.dtype, options.device, "teacher"),
                                     load_tokenizer(teacher, "teacher"))
             student_scorer = Scorer(load_model(student, options.dtype, options.device, "student"),
                                     student_tok)
-            with tqdm(total=len(todo), desc="detect", unit="sample") as bar:
+            with distributed.progress(len(todo), "detect") as bar:
                 for _, rows in score_samples(teacher_scorer, student_scorer, todo, options.level,
                                              options.segments, batch_size):
                     writer.write(rows)
                     bar.update(1)
-    return DetectSummary(scored=len(todo), already_done=len(samples) - len(todo),
+    (scored,) = shard.sum(len(todo))
+    return DetectSummary(scored=scored, already_done=len(samples) - scored,
                          selected=len(samples), out=out)
 
 
@@ -296,12 +301,11 @@ def prune(data: Records, scores: Records | None, out: str | Path,
     ``options.masking == "planted"`` (the testbed oracle), which then prunes every sample; with
     scores it prunes the samples they cover, like the other rules.
     """
-    from tqdm import tqdm
-
     from leaf.data.schema import read_samples
     from leaf.detect.scores_io import read_scores
 
     options = options_or_default(options, PruneOptions)
+    distributed.init()  # under a launcher: this rank's GPUs, before CUDA starts
     if verify is not None:
         verify = options_or_default(verify, VerifyOptions, "verify")
     out = Path(out)
@@ -312,14 +316,17 @@ def prune(data: Records, scores: Records | None, out: str | Path,
     score_rows = None if scores is None else \
         read_scores(scores, by_id, need_nll=options.masking == "ppl")
     n_cf = n_ok = 0
-    with resumable(out, key=lambda r: r["origin_id"],
-                   check=lambda rows: _check_prune_resume(rows, options, verify is not None,
-                                                          out)) as writer:
-        todo = [s for s in samples if s["id"] not in writer.done]
+    # a unit is one verification chunk (its counterfactuals are batched together), or a sample
+    unit = (verify.chunk or len(samples)) if verify is not None else 1
+    with sharded(out, samples, unit, key=lambda r: r["origin_id"],
+                 check=lambda rows: _check_prune_resume(rows, options, verify is not None,
+                                                        out)) as shard:
+        writer = shard.writer
+        todo = [s for s in shard.items if s["id"] not in writer.done]
         # without verification each sample is written as soon as it is built; with it, a
         # chunk of samples shares one model load
         chunk = (verify.chunk or max(len(todo), 1)) if verify is not None else 1
-        with tqdm(total=len(todo), desc="prune", unit="sample", disable=None) as bar:
+        with distributed.progress(len(todo), "prune", disable=None) as bar:
             for start in range(0, len(todo), chunk):
                 groups = [_sample_rows(s, score_rows, options) for s in todo[start:start + chunk]]
                 if verify is not None:
@@ -329,6 +336,7 @@ def prune(data: Records, scores: Records | None, out: str | Path,
                     n_cf += len(g) - 1
                     n_ok += sum(r["verified"] is True for r in g)
                     bar.update(1)
-    return PruneSummary(samples=len(todo), counterfactuals=n_cf,
+    n_todo, n_cf, n_ok = shard.sum(len(todo), n_cf, n_ok)
+    return PruneSummary(samples=n_todo, counterfactuals=n_cf,
                         verified=n_ok if verify is not None else None,
-                        already_done=len(samples) - len(todo), out=out)
+                        already_done=len(samples) - n_todo, out=out)

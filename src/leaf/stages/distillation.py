@@ -33,12 +33,14 @@ def teacher_cache(teacher: str | Path, data: Records, out: str | Path,
     import torch
     from transformers import AutoConfig, AutoTokenizer
 
+    from leaf import distributed
     from leaf.distill.cache import write_teacher_cache
     from leaf.distill.data import DistillDataset
     from leaf.distill.recipe import load_teacher
     from leaf.models import resolve_device
 
     options = options_or_default(options, TeacherCacheOptions)
+    distributed.init()  # under a launcher: this rank's GPUs, before CUDA starts
     teacher = str(teacher)
     source = options.student or teacher
     tokenizer = AutoTokenizer.from_pretrained(source)

@@ -3,13 +3,16 @@ grades given predictions (no model)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from leaf import distributed
 from leaf.data.jsonl import Records
 from leaf.evaluate.metrics import samples_path, summary
-from leaf.stages._common import options_or_default, resumable
+from leaf.stages._common import options_or_default
+from leaf.stages._parallel import sharded
 from leaf.stages.options import EvalOptions, GradingOptions
 
 __all__ = ["evaluate", "grade", "grade_to_files", "samples_path", "summary"]
@@ -58,24 +61,26 @@ def evaluate(model: str | Path, bench: Records, out_dir: str | Path,
     the metrics. Predictions already in ``out_dir`` (or its ``.part``) are kept, and no model
     loads when every problem has one.
     """
-    from tqdm.auto import tqdm
-
     from leaf.data.schema import read_samples
     from leaf.evaluate.generation import make_generator, release
 
     options = options_or_default(options, EvalOptions)
+    ranks = distributed.init()  # under a launcher: this rank's GPUs, before CUDA starts
     rows = read_samples(bench, need_response=False, need_grading=True, name="bench")
     gen, n = options.generation, options.num_samples
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    with resumable(out_dir / "predictions.jsonl", key=lambda r: r["id"]) as writer:
-        todo = [s for s in rows if s["id"] not in writer.done]
+    # a unit is one generation chunk, so every batch holds the problems one process gives it
+    with sharded(out_dir / "predictions.jsonl", rows, gen.chunk_size(),
+                 key=lambda r: r["id"]) as shard:
+        writer = shard.writer
+        todo = [s for s in shard.items if s["id"] not in writer.done]
         if todo:
             generator = make_generator(str(model), backend=gen.backend, dtype=gen.dtype,
                                        device=gen.device, settings=gen.settings())
             step = gen.chunk_size()
-            with tqdm(total=len(todo), desc="eval (generate)", unit="problem") as bar:
+            with distributed.progress(len(todo), "eval (generate)", unit="problem") as bar:
                 for lo in range(0, len(todo), step):
                     chunk = todo[lo:lo + step]
                     answers = generator.generate_n([s["instruction"] for s in chunk], n=n)
@@ -84,5 +89,10 @@ def evaluate(model: str | Path, bench: Records, out_dir: str | Path,
                                   for s, a in zip(chunk, answers, strict=True)])
                     bar.update(len(chunk))
             release(generator)
-        predictions = {r["id"]: r.get("responses") or [r["response"]] for r in writer.rows}
-    return grade_to_files(rows, predictions, out_dir / "metrics.json", options.grading)
+    if not ranks.main:  # rank 0 grades; the others read what it wrote
+        distributed.barrier()
+        return json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))
+    predictions = {r["id"]: r.get("responses") or [r["response"]] for r in shard.rows()}
+    metrics = grade_to_files(rows, predictions, out_dir / "metrics.json", options.grading)
+    distributed.barrier()
+    return metrics
