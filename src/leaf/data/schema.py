@@ -63,6 +63,9 @@ def check_sample(
         ep = obj.get("entry_point")
         if ep is not None and (not isinstance(ep, str) or not ep):
             raise bad("entry_point", "must be a non-empty string (the function under test)")
+        if ep is None and isinstance(tests, str) and tests.lstrip()[:1] not in ("[", "{"):
+            raise bad("entry_point", "missing: a code sample whose 'tests' is a check(candidate) "
+                      "program needs 'entry_point', the name of the function under test")
 
 
 def read_samples(

@@ -20,7 +20,7 @@ from leaf.distill.data import DistillCollator, DistillDataset
 from leaf.distill.trainer import DistillTrainer
 from leaf.distill.vocab import check_shared_vocab
 from leaf.errors import LeafError
-from leaf.models import load_tokenizer, torch_dtype
+from leaf.models import load_failure, load_tokenizer, model_load_errors, torch_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,11 @@ logger = logging.getLogger(__name__)
 def load_student(args: DistillArguments):
     """The student model (LoRA-wrapped when ``args.lora``) and its tokenizer."""
     tokenizer = load_tokenizer(args.student_model, "student", padding_side="right")
-    model = AutoModelForCausalLM.from_pretrained(args.student_model, dtype=torch_dtype(args.student_dtype))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(args.student_model,
+                                                     dtype=torch_dtype(args.student_dtype))
+    except model_load_errors() as exc:
+        raise load_failure(exc, "student", args.student_model) from None
     if args.lora:
         from peft import LoraConfig, get_peft_model
 
@@ -46,7 +50,10 @@ def load_teacher(
     kwargs = {"dtype": torch_dtype(dtype)}
     if device_map:
         kwargs["device_map"] = device_map
-    teacher = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    try:
+        teacher = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except model_load_errors() as exc:
+        raise load_failure(exc, "teacher", path) from None
     check_shared_vocab(student_tokenizer, teacher_tokenizer, student_vocab,
                        teacher.get_output_embeddings().weight.shape[0])
     if not device_map and device is not None:

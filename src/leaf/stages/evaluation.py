@@ -9,7 +9,7 @@ from typing import Any
 
 from leaf.data.jsonl import Records
 from leaf.evaluate.metrics import samples_path, summary
-from leaf.stages._common import options_or_default, resumable
+from leaf.stages._common import options_or_default, refuse_overwriting_inputs, resumable
 from leaf.stages.options import EvalOptions, GradingOptions
 
 __all__ = ["evaluate", "grade", "grade_to_files", "samples_path", "summary"]
@@ -42,6 +42,8 @@ def grade(bench: Records, predictions: Records | Mapping[str, str | list[str]],
     from leaf.evaluate.metrics import match_predictions, read_predictions
 
     options = options_or_default(options, GradingOptions)
+    for target in (out, samples_path(out)):
+        refuse_overwriting_inputs(target, [bench, predictions])
     rows = read_samples(bench, need_response=False, need_grading=True, name="bench")
     answers = read_predictions(predictions)
     match_predictions(rows, answers, predictions if isinstance(predictions, str | Path)
@@ -55,11 +57,15 @@ def evaluate(model: str | Path, bench: Records, out_dir: str | Path,
 
     Writes into ``out_dir``: ``predictions.jsonl`` (``id``, ``response``; or ``responses``
     with ``options.num_samples > 1``), ``metrics.json`` and ``metrics.samples.jsonl``; returns
-    the metrics. Predictions already in ``out_dir`` (or its ``.part``) are kept, and no model
-    loads when every problem has one.
+    the metrics. Predictions already in ``out_dir`` (or its ``.part``) are kept, unless the
+    problem's text, the model or the decoding settings changed (each row's ``input_hash``), and
+    no model loads when every problem has one.
     """
+    import dataclasses
+
     from tqdm.auto import tqdm
 
+    from leaf.data.jsonl import input_hash
     from leaf.data.schema import read_samples
     from leaf.evaluate.generation import make_generator, release
 
@@ -69,7 +75,12 @@ def evaluate(model: str | Path, bench: Records, out_dir: str | Path,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    with resumable(out_dir / "predictions.jsonl", key=lambda r: r["id"]) as writer:
+    # what makes a prediction: the problem's text, the model and the decoding settings
+    made_by = {k: v for k, v in dataclasses.asdict(gen).items()
+               if k not in ("batch_size", "device")}
+    hashes = {s["id"]: input_hash("eval", s["instruction"], str(model), made_by, n) for s in rows}
+    with resumable(out_dir / "predictions.jsonl", key=lambda r: r["id"],
+                   current_hash=lambda r: hashes.get(r.get("id")), inputs=[bench]) as writer:
         todo = [s for s in rows if s["id"] not in writer.done]
         if todo:
             generator = make_generator(str(model), backend=gen.backend, dtype=gen.dtype,
@@ -79,8 +90,9 @@ def evaluate(model: str | Path, bench: Records, out_dir: str | Path,
                 for lo in range(0, len(todo), step):
                     chunk = todo[lo:lo + step]
                     answers = generator.generate_n([s["instruction"] for s in chunk], n=n)
-                    writer.write([{"id": s["id"], "response": a[0]} if n == 1 else
-                                  {"id": s["id"], "responses": a}
+                    writer.write([{"id": s["id"], "response": a[0],
+                                   "input_hash": hashes[s["id"]]} if n == 1 else
+                                  {"id": s["id"], "responses": a, "input_hash": hashes[s["id"]]}
                                   for s, a in zip(chunk, answers, strict=True)])
                     bar.update(len(chunk))
             release(generator)

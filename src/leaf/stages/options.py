@@ -71,6 +71,9 @@ class DetectOptions(Checked):
         "auto", help="auto: GPUs when visible (device_map=auto), else CPU")
     score_all: bool = setting(False, help="score every sample, not only teacher-right/"
                                           "student-wrong ones of a screened file")
+    max_length: int | None = setting(
+        None, ge=1, help="longest instruction + response in tokens; longer samples are refused "
+                         "before any model loads (default: the models' context length)")
 
     def resolved_batch_size(self) -> int:
         """``batch_size``, or 1 on CPU and CUDA_DETECT_BATCH_SIZE on a GPU."""
