@@ -192,11 +192,13 @@ class ResumableWriter:
 
         ``current_hash(row)`` is the :func:`input_hash` the row would have now, or None when its
         key is not among the current inputs (its rows are kept as they are). A key is stale when
-        any of its rows has another ``input_hash`` (or none); its rows are removed from
-        ``OUT.part`` (rewritten atomically), so they are made again.
+        any of its rows has another ``input_hash``; its rows are removed from ``OUT.part``
+        (rewritten atomically), so they are made again. Rows without ``input_hash`` (written
+        by hand or by an older leaf) are kept.
         """
         stale = {self.key(r) for r in self.rows
-                 if (want := current_hash(r)) is not None and r.get("input_hash") != want}
+                 if (want := current_hash(r)) is not None
+                 and r.get("input_hash", want) != want}
         if stale:
             self.rows = [r for r in self.rows if self.key(r) not in stale]
             os.close(self._fd)

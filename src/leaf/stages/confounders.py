@@ -94,10 +94,9 @@ def screen(teacher: str | Path, student: str | Path, data: Records, out: str | P
     out = Path(out)
     teacher_path = out.with_name(out.name + ".teacher")
     gen = _generation_settings(options)
-    # what makes a row: the sample (its answers are graded against it), the models, decoding
-    hashes = {s["id"]: input_hash("screen", s, str(teacher), str(student), gen)
-              for s in samples}
-    teacher_hashes = {s["id"]: input_hash("screen-teacher", s["instruction"], str(teacher), gen)
+    # what makes a row: the sample (its answers are graded against it) and the decoding
+    hashes = {s["id"]: input_hash("screen", s, gen) for s in samples}
+    teacher_hashes = {s["id"]: input_hash("screen-teacher", s["instruction"], gen)
                       for s in samples}
 
     with resumable(out, key=lambda r: r["id"], current_hash=lambda r: hashes.get(r.get("id")),
@@ -246,9 +245,9 @@ def detect(teacher: str | Path, student: str | Path, data: Records, out: str | P
     if limit is not None:
         for tok in (student_tok, teacher_tok):
             refuse_too_long(samples, tok, limit, data, why)
-    # what makes a row: the sample's text and the settings that change its numbers
-    made_by = {"level": options.level, "segments": options.segments, "dtype": options.dtype,
-               "teacher": teacher, "student": student}
+    # what makes a row: the sample's text and the settings that change its numbers (models are
+    # named by path, which says nothing of their weights: other models need another --out)
+    made_by = {"level": options.level, "segments": options.segments, "dtype": options.dtype}
     texts = {s["id"]: text_hash(s) for s in samples}
     hashes = {sid: input_hash("detect", th, made_by) for sid, th in texts.items()}
     with resumable(out, key=lambda r: r["id"],
@@ -387,8 +386,7 @@ def prune(data: Records, scores: Records | None, out: str | Path,
     # what makes a sample's rows: the sample, its scores and the settings that change them
     made_by: dict[str, Any] = {"options": dataclasses.asdict(options), "verify": None}
     if verify is not None:
-        made_by["verify"] = {"teacher": verify.teacher, "student": verify.student,
-                             "generation": _generation_settings(verify.generation)}
+        made_by["verify"] = _generation_settings(verify.generation)
     hashes = {sid: input_hash("prune", s, None if score_rows is None
                               else score_rows.get(sid, []), made_by)
               for sid, s in by_id.items()}

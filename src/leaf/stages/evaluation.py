@@ -58,7 +58,7 @@ def evaluate(model: str | Path, bench: Records, out_dir: str | Path,
     Writes into ``out_dir``: ``predictions.jsonl`` (``id``, ``response``; or ``responses``
     with ``options.num_samples > 1``), ``metrics.json`` and ``metrics.samples.jsonl``; returns
     the metrics. Predictions already in ``out_dir`` (or its ``.part``) are kept, unless the
-    problem's text, the model or the decoding settings changed (each row's ``input_hash``), and
+    problem's text or the decoding settings changed (each row's ``input_hash``), and
     no model loads when every problem has one.
     """
     import dataclasses
@@ -75,10 +75,10 @@ def evaluate(model: str | Path, bench: Records, out_dir: str | Path,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    # what makes a prediction: the problem's text, the model and the decoding settings
+    # what makes a prediction: the problem's text and the decoding settings
     made_by = {k: v for k, v in dataclasses.asdict(gen).items()
                if k not in ("batch_size", "device")}
-    hashes = {s["id"]: input_hash("eval", s["instruction"], str(model), made_by, n) for s in rows}
+    hashes = {s["id"]: input_hash("eval", s["instruction"], made_by, n) for s in rows}
     with resumable(out_dir / "predictions.jsonl", key=lambda r: r["id"],
                    current_hash=lambda r: hashes.get(r.get("id")), inputs=[bench]) as writer:
         todo = [s for s in rows if s["id"] not in writer.done]
