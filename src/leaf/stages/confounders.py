@@ -174,7 +174,6 @@ def _check_detect_resume(rows: list[dict], samples: list[dict], options: DetectO
                          tokenizer, out: Path) -> None:
     """Refuse to resume into an output written with another level or number of segments."""
     from leaf.detect.scorer import plan_jobs
-
     from leaf.detect.scores_io import text_hash
 
     by_id = {s["id"]: s for s in samples}
@@ -361,9 +360,9 @@ def prune(data: Records, scores: Records | None, out: str | Path,
     Samples already in ``out`` (or ``OUT.part``) are kept, unless the sample, its scores or a
     setting changed since (each row's ``input_hash``): those are pruned again. Resuming with
     another masking, strategy or verification setting is refused, and so are scores whose
-    ``text_hash`` says they were computed from another text of the sample. ``scores`` may be None only with
-    ``options.masking == "planted"`` (the testbed oracle), which then prunes every sample; with
-    scores it prunes the samples they cover, like the other rules.
+    ``text_hash`` says they were computed from another text of the sample. ``scores`` may be
+    None only with ``options.masking == "planted"`` (the testbed oracle), which then prunes
+    every sample; with scores it prunes the samples they cover, like the other rules.
     """
     import dataclasses
 
