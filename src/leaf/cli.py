@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: OSErrors that say the user's files or disk are the problem, not leaf: one line, no traceback
 _USER_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG,
-                errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.EMFILE}
+                errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG,
+                errno.EMFILE}
 _RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
 

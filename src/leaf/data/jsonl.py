@@ -12,6 +12,7 @@ A UTF-8 byte-order mark at the start of a file is accepted (Windows tools write 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -28,7 +29,8 @@ Records = str | os.PathLike | Sequence[dict[str, Any]]
 
 _BOM = b"\xef\xbb\xbf"
 #: Errors that mean "this file cannot be written here", reported as one line, not a traceback.
-WRITE_ERRNOS = (errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG)
+WRITE_ERRNOS = (errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG,
+                errno.ENOTDIR, errno.EEXIST, errno.EISDIR)
 
 
 def input_hash(*parts: Any) -> str:
@@ -42,6 +44,8 @@ def input_hash(*parts: Any) -> str:
 def write_error(path: str | Path, exc: OSError) -> LeafError:
     """The one-line error for an OSError met writing ``path`` (read-only folder, full disk)."""
     reason = exc.strerror or type(exc).__name__
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        reason += " (a file stands where a folder is needed)"
     return LeafError(f"cannot write {exc.filename or path}: {reason}")
 
 
@@ -135,7 +139,8 @@ def write_jsonl_atomic(path: str | Path, rows: Iterable[dict[str, Any]]) -> None
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         if exc.errno in WRITE_ERRNOS:
             raise write_error(path, exc) from None
         raise
@@ -149,7 +154,8 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         if exc.errno in WRITE_ERRNOS:
             raise write_error(path, exc) from None
         raise

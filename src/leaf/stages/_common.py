@@ -64,7 +64,13 @@ def resumable(out: str | Path, key: Callable[[dict[str, Any]], Any],
     refuse_overwriting_inputs(out, inputs)
     part = Path(out).with_name(Path(out).name + ".part")
     had_part = part.exists()
-    with ResumableWriter(out, key=key) as writer:
+    try:
+        opened = ResumableWriter(out, key=key)
+    except BaseException:
+        if not had_part:  # the copy of a finished output made to append to it
+            part.unlink(missing_ok=True)
+        raise
+    with opened as writer:
         writer.stale = set()
         try:
             if check is not None:
