@@ -10,6 +10,7 @@ model and tokenizer saved in Hugging Face format (safetensors) at ``output_dir``
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -101,13 +102,34 @@ def build_trainer(args: DistillArguments) -> DistillTrainer:
     )
 
 
+def _complete(checkpoint: Path) -> bool:
+    """Whether a checkpoint was saved to the end: the trainer writes ``trainer_state.json``
+    last, so a process killed while saving leaves a folder without it (or with a cut one)."""
+    import json
+
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def resume_point(args: DistillArguments) -> str | bool | None:
-    """``resume_from_checkpoint`` if given, else the last ``checkpoint-*`` in ``output_dir``."""
+    """``resume_from_checkpoint`` if given, else the last complete ``checkpoint-*`` in
+    ``output_dir`` (one cut short by a kill while saving is passed over)."""
     if args.resume_from_checkpoint:
         return args.resume_from_checkpoint
-    if args.output_dir and Path(args.output_dir).is_dir():
-        return get_last_checkpoint(args.output_dir)
-    return None
+    if not (args.output_dir and Path(args.output_dir).is_dir()):
+        return None
+    last = get_last_checkpoint(args.output_dir)
+    if last is None or _complete(Path(last)):
+        return last
+    steps = sorted(((int(m.group(1)), p) for p in Path(args.output_dir).iterdir()
+                    if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))),
+                   reverse=True)
+    good = next((p for _, p in steps if _complete(p)), None)
+    logger.warning("%s was cut short while saving; resuming from %s", last, good or "the start")
+    return str(good) if good else None
 
 
 def train(args: DistillArguments) -> DistillTrainer:

@@ -259,11 +259,20 @@ def detect(teacher: str | Path, student: str | Path, data: Records, out: str | P
                                     teacher_tok)
             student_scorer = Scorer(load_model(student, options.dtype, options.device, "student"),
                                     student_tok)
+            # samples are scored `chunk` at a time (batches sorted by length within a chunk)
+            # and each chunk is written at once: a resume starts at a chunk boundary, so its
+            # batches, and the numbers, are those of an uninterrupted run
+            chunk, pending, n = 4 * batch_size, [], 0
             with tqdm(total=len(todo), desc="detect", unit="sample") as bar:
                 for sid, rows in score_samples(teacher_scorer, student_scorer, todo,
-                                               options.level, options.segments, batch_size):
-                    writer.write([{**r, "text_hash": texts[sid], "input_hash": hashes[sid]}
-                                  for r in rows])
+                                               options.level, options.segments, batch_size,
+                                               chunk=chunk):
+                    pending += [{**r, "text_hash": texts[sid], "input_hash": hashes[sid]}
+                                for r in rows]
+                    n += 1
+                    if n % chunk == 0 or n == len(todo):
+                        writer.write(pending)
+                        pending = []
                     bar.update(1)
         redone = sum(s["id"] in writer.stale for s in todo)
     return DetectSummary(scored=len(todo), already_done=len(samples) - len(todo),
@@ -406,11 +415,13 @@ def prune(data: Records, scores: Records | None, out: str | Path,
                           for s in todo[start:start + chunk]]
                 if verify is not None:
                     _verify([r for g in groups for r in g], verify)
+                # one write per chunk: a resume starts at a chunk boundary, so verification
+                # batches (and their answers) are the same as in an uninterrupted run
+                writer.write([r for g in groups for r in g])
                 for g in groups:
-                    writer.write(g)
                     n_cf += len(g) - 1
                     n_ok += sum(r["verified"] is True for r in g)
-                    bar.update(1)
+                bar.update(len(groups))
         redone = sum(s["id"] in writer.stale for s in todo)
     return PruneSummary(samples=len(todo), counterfactuals=n_cf,
                         verified=n_ok if verify is not None else None,
