@@ -508,3 +508,22 @@ def importlib_find(name: str):
     import importlib.util
 
     return importlib.util.find_spec(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# 11 (fast part). a checkpoint cut short by a kill while saving is not resumed from
+
+
+def test_resume_skips_a_checkpoint_cut_short_while_saving(tmp_path):
+    from leaf.distill.config import DistillArguments
+    from leaf.distill.recipe import resume_point
+
+    out = tmp_path / "out"
+    for step, state in ((2, "{}"), (4, "{}"), (6, '{"log_history": [')):  # 6: cut mid-write
+        ckpt = out / f"checkpoint-{step}"
+        ckpt.mkdir(parents=True)
+        (ckpt / "trainer_state.json").write_text(state)
+    (out / "checkpoint-8").mkdir()  # killed before its trainer state was written
+    args = DistillArguments(output_dir=str(out), student_model="s", teacher_model="t",
+                            train_file="x.jsonl", use_cpu=True, report_to="none")
+    assert resume_point(args) == str(out / "checkpoint-4")
