@@ -527,3 +527,17 @@ def test_resume_skips_a_checkpoint_cut_short_while_saving(tmp_path):
     args = DistillArguments(output_dir=str(out), student_model="s", teacher_model="t",
                             train_file="x.jsonl", use_cpu=True, report_to="none")
     assert resume_point(args) == str(out / "checkpoint-4")
+
+
+def test_output_holding_another_stages_rows_is_refused_and_kept(tmp_path, capsys):
+    samples = _samples()
+    data = write(tmp_path / "data.jsonl", samples)
+    scores = write(tmp_path / "scores.jsonl", [_scores_for(s) for s in samples])
+    other = write(tmp_path / "other.jsonl", _samples(2))  # samples, not counterfactuals
+    before = other.read_bytes()
+    for _ in range(2):
+        assert main(["prune", "--data", str(data), "--scores", str(scores), "--out",
+                     str(other)]) == 2
+        err = capsys.readouterr().err
+        assert f"{other} holds rows this stage did not write (no 'origin_id' field)" in err
+        assert other.read_bytes() == before and _no_scratch(other)

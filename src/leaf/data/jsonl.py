@@ -4,8 +4,9 @@ Outputs are written to ``OUT.part`` as they are produced and renamed to ``OUT`` 
 stage finishes, so a finished file is never half-written. A stage killed mid-way leaves the
 ``.part`` file behind; running the same command again keeps every complete group already in it
 and skips those keys (resume). A truncated last line, from a kill in the middle of a write, is
-dropped. Rows may carry an ``input_hash`` (:func:`input_hash`) of what produced them; a rerun
-given the current hash of each key redoes the keys whose hash changed (:meth:`ResumableWriter.drop_stale`).
+dropped. Rows may carry an ``input_hash`` (:func:`input_hash`) of what produced them; given
+the current hash of each key, a rerun redoes the keys whose hash changed
+(:meth:`ResumableWriter.drop_stale`).
 
 A UTF-8 byte-order mark at the start of a file is accepted (Windows tools write one).
 """
@@ -179,19 +180,25 @@ class ResumableWriter:
         self.rows: list[dict[str, Any]] = []
         self.written = 0  # rows written by this run
         self._fd = -1
+        source = self.part if self.part.exists() else self.path
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.part.exists():
                 self.rows = self._read_part()
             elif self.path.exists():
                 self.rows = read_jsonl(self.path)
+            try:
+                self.done: set[Any] = {self.key(r) for r in self.rows}
+            except (KeyError, TypeError) as exc:
+                raise LeafError(f"{source} holds rows this stage did not write (no {exc} "
+                                "field): choose another output path, or delete it") from None
+            if source == self.path and self.rows:
                 write_jsonl_atomic(self.part, self.rows)
             self._fd = os.open(self.part, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
             if exc.errno in WRITE_ERRNOS:
                 raise write_error(self.part, exc) from None
             raise
-        self.done: set[Any] = {self.key(r) for r in self.rows}
 
     def drop_stale(self, current_hash: Callable[[dict[str, Any]], str | None]) -> set[Any]:
         """Forget the keys whose rows were made from other input; return them.
