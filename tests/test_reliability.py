@@ -541,3 +541,22 @@ def test_output_holding_another_stages_rows_is_refused_and_kept(tmp_path, capsys
         err = capsys.readouterr().err
         assert f"{other} holds rows this stage did not write (no 'origin_id' field)" in err
         assert other.read_bytes() == before and _no_scratch(other)
+
+
+def test_a_test_program_that_calls_check_itself_needs_no_entry_point(tmp_path, capsys):
+    tests = ("def check(candidate):\n    assert candidate([2, 7], 9) == [0, 1]\n\n"
+             "check(Solution().twoSum)")
+    bench = write(tmp_path / "bench.jsonl", [
+        {"id": "two-sum", "task": "code", "instruction": "Two sum.", "response": "",
+         "tests": tests, "prompt": "from typing import List\n"}])
+    good = ("```python\nclass Solution:\n    def twoSum(self, nums, target):\n"
+            "        return [0, 1]\n```")
+    preds = write(tmp_path / "preds.jsonl", [{"id": "two-sum", "response": good}])
+    out = tmp_path / "m.json"
+    assert main(["grade", "--bench", str(bench), "--predictions", str(preds), "--out",
+                 str(out)]) == 0
+    assert json.loads(out.read_text())["pass@1"] == 1.0
+    write(preds, [{"id": "two-sum", "response": good.replace("[0, 1]", "[1, 0]")}])
+    assert main(["grade", "--bench", str(bench), "--predictions", str(preds), "--out",
+                 str(out)]) == 0
+    assert json.loads(out.read_text())["pass@1"] == 0.0
