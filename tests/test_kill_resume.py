@@ -157,7 +157,7 @@ def _distill_config(root: Path, models: tuple[Path, Path], out: Path) -> Path:
     cfg = {"teacher_model": str(teacher), "student_model": str(student),
            "train_file": str(train), "output_dir": str(out), "use_cpu": True,
            "per_device_train_batch_size": 2, "learning_rate": 1e-3, "warmup_steps": 1,
-           "max_steps": 10, "save_steps": 2, "logging_steps": 1, "seed": 0,
+           "max_steps": 40, "save_steps": 8, "logging_steps": 1, "seed": 0,
            "report_to": "none", "disable_tqdm": True, "max_length": 128,
            "dataloader_num_workers": 0}
     path = root / f"{out.name}.yaml"
@@ -180,10 +180,10 @@ def test_distill_killed_inside_its_work_resumes_to_the_same_bytes(models, tmp_pa
     cmd = _leaf("distill", "--config", _distill_config(tmp_path, models, killed))
     rng = random.Random(13)
     landed = 0
-    for step in (2, 4, 6, 8):  # killed after checkpoint `step` appears, maybe while saving it
-        sig = signal.SIGINT if step == 2 else signal.SIGKILL  # first a Ctrl-C: exit 130
+    for step in (8, 16, 24, 32):  # killed once checkpoint `step` appears, maybe while saving it
+        sig = signal.SIGINT if step == 8 else signal.SIGKILL  # first a Ctrl-C: exit 130
         if _kill_when(cmd, lambda s=step: (killed / f"checkpoint-{s}").exists(), rng,
-                      delay=1.5, sig=sig):
+                      delay=0.3, sig=sig):
             landed += 1
     assert landed >= 3
     _finish(cmd)

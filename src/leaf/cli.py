@@ -13,6 +13,7 @@ import importlib
 import os
 import pkgutil
 import re
+import signal
 import sys
 
 from leaf import __version__
@@ -95,5 +96,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def entry() -> None:
+    """The ``leaf`` program: :func:`main`, then exit with its code. Once the work is over a
+    Ctrl-C has nothing left to stop, so it is ignored while the interpreter shuts down (it
+    would otherwise end the process by SIGINT instead of with the code)."""
+    code = main()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
