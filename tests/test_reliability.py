@@ -560,3 +560,38 @@ def test_a_test_program_that_calls_check_itself_needs_no_entry_point(tmp_path, c
     assert main(["grade", "--bench", str(bench), "--predictions", str(preds), "--out",
                  str(out)]) == 0
     assert json.loads(out.read_text())["pass@1"] == 0.0
+
+
+def test_a_run_killed_after_its_last_checkpoint_trains_no_extra_step(tiny_llama_dir,
+                                                                     tiny_llama_big_dir,
+                                                                     tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from distill_rows import training_rows
+    from leaf.distill.config import DistillArguments
+    from leaf.distill.recipe import train
+
+    rows = write(tmp_path / "train.jsonl", training_rows(2, unverified=False))
+
+    def args(name):
+        return DistillArguments(
+            output_dir=str(tmp_path / name), teacher_model=str(tiny_llama_big_dir),
+            student_model=str(tiny_llama_dir), train_file=str(rows), use_cpu=True,
+            per_device_train_batch_size=2, learning_rate=1e-3, lr_scheduler_type="constant",
+            warmup_steps=0, max_steps=2, save_steps=2, logging_steps=1, seed=0,
+            report_to="none", disable_tqdm=True, max_length=128)
+
+    train(args("clean"))
+    killed = tmp_path / "killed"
+    train(args("killed"))
+    for name in ("model.safetensors", "trainer_state.json"):  # as if killed after checkpoint-2
+        (killed / name).unlink()
+    trainer = train(args("killed"))
+    assert trainer.state.global_step == 2
+    a, b = load_file(tmp_path / "clean" / "model.safetensors"), load_file(killed /
+                                                                          "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [e["step"] for e in json.loads((killed / "trainer_state.json").read_text())
+             ["log_history"]]
+    assert max(steps) == 2

@@ -132,13 +132,34 @@ def resume_point(args: DistillArguments) -> str | bool | None:
     return str(good) if good else None
 
 
+def _last_step_state(checkpoint: str | bool | None):
+    """The checkpoint's ``TrainerState`` when it holds the run's last step (a run killed after
+    saving it, before the final model was written), else None."""
+    from transformers import TrainerState
+
+    if not isinstance(checkpoint, str):
+        return None
+    state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    return state if state.max_steps and state.global_step >= state.max_steps else None
+
+
 def train(args: DistillArguments) -> DistillTrainer:
     """Train, then save the final model, tokenizer and ``trainer_state.json`` at ``output_dir``."""
     trainer = build_trainer(args)
     checkpoint = resume_point(args)
-    if checkpoint:
-        logger.info("resuming from %s", checkpoint)
-    trainer.train(resume_from_checkpoint=checkpoint)
+    finished = _last_step_state(checkpoint)
+    if finished is not None:
+        # nothing left to train (the trainer would run one step past the end): the last
+        # checkpoint is the final model
+        logger.info("%s holds the last step; saving it as the final model", checkpoint)
+        trainer._load_from_checkpoint(checkpoint)
+        trainer.state = finished
+        trainer.state.log_history.append({"epoch": finished.epoch, "step": finished.global_step,
+                                          "total_flos": finished.total_flos})
+    else:
+        if checkpoint:
+            logger.info("resuming from %s", checkpoint)
+        trainer.train(resume_from_checkpoint=checkpoint)
     model = trainer.model
     if args.lora and trainer.is_world_process_zero():  # save the adapter, then the merged model
         trainer.save_model(str(Path(args.output_dir) / "lora_adapter"))
