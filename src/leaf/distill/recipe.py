@@ -132,22 +132,22 @@ def resume_point(args: DistillArguments) -> str | bool | None:
     return str(good) if good else None
 
 
-def _last_step_state(checkpoint: str | bool | None):
-    """The checkpoint's ``TrainerState`` when it holds the run's last step (a run killed after
-    saving it, before the final model was written), else None."""
+def _last_step_state(checkpoint: str | bool | None, max_steps: int):
+    """The checkpoint's ``TrainerState`` when it holds this run's last step (``max_steps``;
+    a run killed after saving it, before the final model was written), else None."""
     from transformers import TrainerState
 
-    if not isinstance(checkpoint, str):
+    if not isinstance(checkpoint, str) or max_steps <= 0:
         return None
     state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
-    return state if state.max_steps and state.global_step >= state.max_steps else None
+    return state if state.global_step >= max_steps else None
 
 
 def train(args: DistillArguments) -> DistillTrainer:
     """Train, then save the final model, tokenizer and ``trainer_state.json`` at ``output_dir``."""
     trainer = build_trainer(args)
     checkpoint = resume_point(args)
-    finished = _last_step_state(checkpoint)
+    finished = _last_step_state(checkpoint, args.max_steps)
     if finished is not None:
         # nothing left to train (the trainer would run one step past the end): the last
         # checkpoint is the final model
