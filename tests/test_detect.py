@@ -17,7 +17,8 @@ from leaf.data.templates import encode
 from leaf.detect.segments import segment_boundaries
 
 FIELDS = {"id", "level", "segment", "field", "prefix_end", "unit_kind", "units", "teacher",
-          "student", "diff", "teacher_raw", "student_raw", "student_nll"}
+          "student", "diff", "teacher_raw", "student_raw", "student_nll", "text_hash",
+          "input_hash"}
 
 
 def _detect(teacher, student, data, out, *extra):

@@ -113,6 +113,14 @@ def _compare_runs(clean: Path, killed: Path) -> None:
         _close(ra[key], rb[key], key)
 
 
+def _a_stage_is_running(run_dir: Path) -> bool:
+    try:
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return any(s.get("status") == "running" for s in manifest.get("stages", {}).values())
+
+
 def test_leaf_run_killed_at_random_points_ends_with_the_same_outputs(tiny_config, tmp_path):
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     t0 = time.monotonic()
@@ -125,6 +133,8 @@ def test_leaf_run_killed_at_random_points_ends_with_the_same_outputs(tiny_config
     for _ in range(4):
         proc = _leaf_run(tiny_config, killed)
         time.sleep(rng.uniform(0.15, 0.6) * full)
+        while proc.poll() is None and not _a_stage_is_running(killed):
+            time.sleep(0.01)  # a kill while the process starts up tests nothing
         if proc.poll() is not None:
             break
         proc.send_signal(signal.SIGKILL)

@@ -68,7 +68,8 @@ def check_contract(rows, samples):
             {k: v for k, v in src.items() if k not in ("id", "instruction")}
         if r["kind"] == "original":
             assert r == {**src, "origin_id": src["id"], "kind": "original",
-                         "level": "instruction", "pruned": [], "verified": None}
+                         "level": "instruction", "pruned": [], "verified": None,
+                         "input_hash": r["input_hash"]}
             continue
         text = src["instruction"] if r["level"] == "instruction" else \
             src["response"][:len(src["response"]) - len(r["target"])]

@@ -65,7 +65,8 @@ def test_screen_rows_and_resume(rows, screened):
                             f"/10, teacher right and student wrong "
                             f"{summary.teacher_right_student_wrong}; wrote {out}")
     assert all(w == {**r, **{k: w[k] for k in ("teacher_response", "student_response",
-                                                "teacher_correct", "student_correct")}}
+                                                "teacher_correct", "student_correct",
+                                                "input_hash")}}
                for r, w in zip(rows, written))
     # finished: a second call loads no model and returns the same counts
     assert screen(NOWHERE, NOWHERE, rows, out, ANSWER) == summary
@@ -114,7 +115,8 @@ def test_prune_rows_with_verification(rows, tmp_path):
     assert str(summary) == f"leaf prune: 10 samples, 1 counterfactuals, {ok} verified -> {out}"
     # resumed: nothing to do; without verification it is refused and the file left as it was
     assert prune(rows, scores, out, PruneOptions(tau=0.1),
-                 VerifyOptions(teacher=NOWHERE, student=NOWHERE)).already_done == 10
+                 VerifyOptions(teacher=NOWHERE, student=NOWHERE,
+                               generation=ANSWER)).already_done == 10
     with pytest.raises(LeafError, match="started with --verify"):
         prune(rows, scores, out, PruneOptions(tau=0.1))
     assert read_jsonl(out) == written and not out.with_name("cf.jsonl.part").exists()

@@ -8,9 +8,12 @@ Command modules import torch and transformers inside ``run`` so that ``leaf --he
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import pkgutil
+import re
+import signal
 import sys
 
 from leaf import __version__
@@ -63,6 +66,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: OSErrors that say the user's files or disk are the problem, not leaf: one line, no traceback
+_USER_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG,
+                errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG,
+                errno.EMFILE}
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def _os_problem(exc: BaseException) -> str | None:
+    """A one-line description of a file-system failure (read-only folder, full disk ...), or
+    None when ``exc`` is not one. Rust-backed writers (safetensors, tokenizers) report the
+    errno as ``(os error N)`` in their message."""
+    if isinstance(exc, OSError) and exc.errno in _USER_ERRNOS:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or os.strerror(exc.errno)}"
+    m = _RUST_OS_ERROR.search(str(exc))
+    if m and int(m.group(1)) in _USER_ERRNOS:
+        return os.strerror(int(m.group(1))) + f" ({str(exc).strip().splitlines()[0]})"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -93,7 +116,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"leaf {args.command}: interrupted; run the same command again to resume",
               file=sys.stderr)
         return 130
+    except Exception as exc:
+        problem = _os_problem(exc)
+        if problem is None:
+            raise
+        print(f"leaf {args.command}: error: {problem}", file=sys.stderr)
+        return 2
+
+
+def entry() -> None:
+    """The ``leaf`` program: :func:`main`, then exit with its code. Once the work is over a
+    Ctrl-C has nothing left to stop, so it is ignored while the interpreter shuts down (it
+    would otherwise end the process by SIGINT instead of with the code)."""
+    code = main()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

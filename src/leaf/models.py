@@ -100,12 +100,30 @@ def load_model(path: str | Path, dtype: str = "float32", device: str = "auto",
         kwargs["device_map"] = "auto"
     try:
         model = AutoModelForCausalLM.from_pretrained(src, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise LeafError(f"cannot load the {what} from {src!r}: {_first_line(exc)}") from None
+    except model_load_errors() as exc:
+        raise load_failure(exc, what, src) from None
     if not multi_gpu:
         model.to(resolved)
     model.eval()
     return model
+
+
+def model_load_errors() -> tuple[type[Exception], ...]:
+    """What ``from_pretrained`` raises on a missing, foreign or damaged checkpoint (a truncated
+    or zero-filled ``model.safetensors`` raises ``SafetensorError``, not an OSError)."""
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # pragma: no cover - safetensors is a dependency
+        return (OSError, ValueError)
+    return (OSError, ValueError, SafetensorError)
+
+
+def load_failure(exc: Exception, what: str, src: str | Path) -> LeafError:
+    """The one-line error for a model that would not load, naming its folder."""
+    hint = ""
+    if type(exc).__name__ == "SafetensorError":
+        hint = " (a .safetensors weights file there is truncated or damaged: copy it again)"
+    return LeafError(f"cannot load the {what} from {str(src)!r}: {_first_line(exc)}{hint}")
 
 
 def input_device(model):

@@ -26,7 +26,9 @@ Writes --out scores.jsonl, one row per sample and scored text: id, level, segmen
        (segment 0); `response` splits the gold response into --segments parts and scores the
        prefix before each boundary k (segment k, loss on the rest); `both` does both.
 Resume: the output is written to OUT.part and renamed when done; run the same command again after
-an interruption and finished samples are skipped. (Python: leaf.stages.detect.)
+an interruption and finished samples are skipped. Each row records `text_hash` (the sample's
+instruction and response) and `input_hash` (that text and the settings): a rerun scores again
+the samples whose text or settings changed and says how many. (Python: leaf.stages.detect.)
 """
 
 
@@ -52,6 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all", action="store_true",
                    help="score every sample, not only teacher-right/student-wrong ones")
     add_columns_argument(p)
+    p.add_argument("--max-length", type=int, default=D.max_length, metavar="N",
+                   help="longest instruction + response in tokens; longer samples are refused, "
+                        "each named, before any model loads (default: the models' context "
+                        "length)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,6 +65,6 @@ def run(args: argparse.Namespace) -> int:
 
     options = build(DetectOptions, {"score_all": "--all"}, level=args.level,
                     segments=args.segments, batch_size=args.batch_size, dtype=args.dtype,
-                    device=args.device, score_all=args.all)
+                    device=args.device, score_all=args.all, max_length=args.max_length)
     print(detect(args.teacher, args.student, data_source(args.data, args), args.out, options))
     return 0

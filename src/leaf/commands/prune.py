@@ -33,7 +33,9 @@ number of units per text). With --verify, each counterfactual is answered by bot
 and `verified` is true or false (rejected rows are kept, with false, so reports can show
 them; training must skip them); without it `verified` is null.
 
-Resumable: run the same command again to continue an interrupted run.
+Resumable: run the same command again to continue an interrupted run; samples whose row,
+scores or settings changed since are pruned again (each row's `input_hash`). Scores whose
+`text_hash` does not match the --data row are refused, and so is an --out that is an input.
 (Python: leaf.stages.prune.) See docs/pruning.md for the exact rules, including whitespace at a cut."""
 
 

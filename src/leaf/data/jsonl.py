@@ -4,11 +4,18 @@ Outputs are written to ``OUT.part`` as they are produced and renamed to ``OUT`` 
 stage finishes, so a finished file is never half-written. A stage killed mid-way leaves the
 ``.part`` file behind; running the same command again keeps every complete group already in it
 and skips those keys (resume). A truncated last line, from a kill in the middle of a write, is
-dropped.
+dropped. Rows may carry an ``input_hash`` (:func:`input_hash`) of what produced them; given
+the current hash of each key, a rerun redoes the keys whose hash changed
+(:meth:`ResumableWriter.drop_stale`).
+
+A UTF-8 byte-order mark at the start of a file is accepted (Windows tools write one).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import json
 import math
 import os
@@ -21,6 +28,27 @@ from leaf.errors import LeafError, LeafInputError
 #: What a stage reads records from: a JSONL file, or the rows themselves.
 Records = str | os.PathLike | Sequence[dict[str, Any]]
 
+_BOM = b"\xef\xbb\xbf"
+#: Errors that mean "this file cannot be written here", reported as one line, not a traceback.
+WRITE_ERRNOS = (errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG,
+                errno.ENOTDIR, errno.EEXIST, errno.EISDIR)
+
+
+def input_hash(*parts: Any) -> str:
+    """A short, stable hash of JSON-able ``parts``: what produced an output row (its input text
+    and the settings that change it). Equal inputs give equal hashes across runs and machines."""
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+                      default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def write_error(path: str | Path, exc: OSError) -> LeafError:
+    """The one-line error for an OSError met writing ``path`` (read-only folder, full disk)."""
+    reason = exc.strerror or type(exc).__name__
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        reason += " (a file stands where a folder is needed)"
+    return LeafError(f"cannot write {exc.filename or path}: {reason}")
+
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, object)`` for each non-blank line; errors name file and line."""
@@ -29,6 +57,8 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         raise LeafInputError(path, None, None, "file not found")
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
+            if lineno == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -107,22 +137,36 @@ def dumps(row: dict[str, Any]) -> str:
 def write_jsonl_atomic(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     """Write all rows to ``path`` through a temporary file and an atomic rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(dumps(row) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(dumps(row) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if exc.errno in WRITE_ERRNOS:
+            raise write_error(path, exc) from None
+        raise
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if exc.errno in WRITE_ERRNOS:
+            raise write_error(path, exc) from None
+        raise
 
 
 class ResumableWriter:
@@ -140,15 +184,49 @@ class ResumableWriter:
         self.path = Path(path)
         self.part = self.path.with_name(self.path.name + ".part")
         self.key = key
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict[str, Any]] = []
-        if self.part.exists():
-            self.rows = self._read_part()
-        elif self.path.exists():
-            self.rows = read_jsonl(self.path)
+        self.written = 0  # rows written by this run
+        self._fd = -1
+        source = self.part if self.part.exists() else self.path
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.part.exists():
+                self.rows = self._read_part()
+            elif self.path.exists():
+                self.rows = read_jsonl(self.path)
+            try:
+                self.done: set[Any] = {self.key(r) for r in self.rows}
+            except (KeyError, TypeError) as exc:
+                raise LeafError(f"{source} holds rows this stage did not write (no {exc} "
+                                "field): choose another output path, or delete it") from None
+            if source == self.path and self.rows:
+                write_jsonl_atomic(self.part, self.rows)
+            self._fd = os.open(self.part, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            if exc.errno in WRITE_ERRNOS:
+                raise write_error(self.part, exc) from None
+            raise
+
+    def drop_stale(self, current_hash: Callable[[dict[str, Any]], str | None]) -> set[Any]:
+        """Forget the keys whose rows were made from other input; return them.
+
+        ``current_hash(row)`` is the :func:`input_hash` the row would have now, or None when its
+        key is not among the current inputs (its rows are kept as they are). A key is stale when
+        any of its rows has another ``input_hash``; its rows are removed from ``OUT.part``
+        (rewritten atomically), so they are made again. Rows without ``input_hash`` (written
+        by hand or by an older leaf) are kept.
+        """
+        stale = {self.key(r) for r in self.rows
+                 if (want := current_hash(r)) is not None
+                 and r.get("input_hash", want) != want}
+        if stale:
+            self.rows = [r for r in self.rows if self.key(r) not in stale]
+            os.close(self._fd)
+            self._fd = -1
             write_jsonl_atomic(self.part, self.rows)
-        self.done: set[Any] = {self.key(r) for r in self.rows}
-        self._fd = os.open(self.part, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd = os.open(self.part, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self.done = {self.key(r) for r in self.rows}
+        return stale
 
     def _read_part(self) -> list[dict[str, Any]]:
         data = self.part.read_bytes()
@@ -174,18 +252,29 @@ class ResumableWriter:
             return
         payload = "".join(dumps(r) + "\n" for r in rows).encode("utf-8")
         view = memoryview(payload)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
+        try:
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+        except OSError as exc:
+            if exc.errno in WRITE_ERRNOS:
+                raise write_error(self.part, exc) from None
+            raise
+        self.written += len(rows)
         self.rows.extend(rows)
         self.done.update(self.key(r) for r in rows)
 
     def finish(self) -> Path:
         """Flush, close and atomically move the output into place."""
-        os.fsync(self._fd)
-        os.close(self._fd)
-        self._fd = -1
-        os.replace(self.part, self.path)
+        try:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            os.replace(self.part, self.path)
+        except OSError as exc:
+            if exc.errno in WRITE_ERRNOS:
+                raise write_error(self.path, exc) from None
+            raise
         return self.path
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ A sample is one JSON object: ``id`` (unique string), ``task`` (``math`` | ``code
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,15 @@ from leaf.errors import LeafInputError
 TASKS = ("math", "code", "qa")
 KINDS = ("original", "counterfactual")
 LEVELS = ("instruction", "response")
+
+
+_CALLS_CHECK = re.compile(r"^check\s*\(", re.M)
+
+
+def calls_check(tests: str) -> bool:
+    """Whether a ``check(candidate)`` test program calls ``check`` itself at top level (then
+    the sample needs no ``entry_point``)."""
+    return _CALLS_CHECK.search(tests) is not None
 
 
 def _is_str_list(value: Any) -> bool:
@@ -63,6 +73,10 @@ def check_sample(
         ep = obj.get("entry_point")
         if ep is not None and (not isinstance(ep, str) or not ep):
             raise bad("entry_point", "must be a non-empty string (the function under test)")
+        if (ep is None and isinstance(tests, str) and tests.lstrip()[:1] not in ("[", "{")
+                and not calls_check(tests)):
+            raise bad("entry_point", "missing: a code sample whose 'tests' is a check(candidate) "
+                      "program needs 'entry_point', the name of the function under test")
 
 
 def read_samples(

@@ -10,8 +10,14 @@ import math
 from pathlib import Path
 from typing import Any
 
-from leaf.data.jsonl import Records, first_seen, iter_records
+from leaf.data.jsonl import Records, first_seen, input_hash, iter_records
 from leaf.errors import LeafInputError
+
+
+def text_hash(sample: dict[str, Any]) -> str:
+    """The hash of the text detection reads from a sample (instruction and response), kept in
+    each scores row as ``text_hash`` so that pruning can refuse scores of another text."""
+    return input_hash(sample.get("instruction"), sample.get("response"))
 
 
 def scored_text(sample: dict[str, Any], row: dict[str, Any]) -> str:
@@ -57,6 +63,11 @@ def check_scores_row(
         raise bad("id", f"must be a non-empty string, got {sid!r}")
     if sid not in samples:
         raise bad("id", f"{sid!r} is not a sample id of the --data file")
+    th = row.get("text_hash")
+    if th is not None and th != text_hash(samples[sid]):
+        raise bad("text_hash", f"the scores of id {sid!r} were computed from another text "
+                  "than the --data row has now (the data changed since `leaf detect`); run "
+                  "`leaf detect` again on this data")
     level = row.get("level")
     if level not in ("instruction", "response"):
         raise bad("level", f"must be 'instruction' or 'response', got {level!r}")

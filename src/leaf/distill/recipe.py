@@ -11,6 +11,7 @@ card (``README.md``, :mod:`leaf.distill.card`).
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -23,7 +24,7 @@ from leaf.distill.progress import plain_logs
 from leaf.distill.trainer import DistillTrainer
 from leaf.distill.vocab import check_shared_vocab
 from leaf.errors import LeafError
-from leaf.models import load_tokenizer, torch_dtype
+from leaf.models import load_failure, load_tokenizer, model_load_errors, torch_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,11 @@ logger = logging.getLogger(__name__)
 def load_student(args: DistillArguments):
     """The student model (LoRA-wrapped when ``args.lora``) and its tokenizer."""
     tokenizer = load_tokenizer(args.student_model, "student", padding_side="right")
-    model = AutoModelForCausalLM.from_pretrained(args.student_model, dtype=torch_dtype(args.student_dtype))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(args.student_model,
+                                                     dtype=torch_dtype(args.student_dtype))
+    except model_load_errors() as exc:
+        raise load_failure(exc, "student", args.student_model) from None
     if args.lora:
         from peft import LoraConfig, get_peft_model
 
@@ -49,7 +54,10 @@ def load_teacher(
     kwargs = {"dtype": torch_dtype(dtype)}
     if device_map:
         kwargs["device_map"] = device_map
-    teacher = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    try:
+        teacher = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except model_load_errors() as exc:
+        raise load_failure(exc, "teacher", path) from None
     check_shared_vocab(student_tokenizer, teacher_tokenizer, student_vocab,
                        teacher.get_output_embeddings().weight.shape[0])
     if not device_map and device is not None:
@@ -100,22 +108,64 @@ def build_trainer(args: DistillArguments) -> DistillTrainer:
     return trainer
 
 
+def _complete(checkpoint: Path) -> bool:
+    """Whether a checkpoint was saved to the end: the trainer writes ``trainer_state.json``
+    last, so a process killed while saving leaves a folder without it (or with a cut one)."""
+    import json
+
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def resume_point(args: DistillArguments) -> str | bool | None:
-    """``resume_from_checkpoint`` if given, else the last ``checkpoint-*`` in ``output_dir``."""
+    """``resume_from_checkpoint`` if given, else the last complete ``checkpoint-*`` in
+    ``output_dir`` (one cut short by a kill while saving is passed over)."""
     if args.resume_from_checkpoint:
         return args.resume_from_checkpoint
-    if args.output_dir and Path(args.output_dir).is_dir():
-        return get_last_checkpoint(args.output_dir)
-    return None
+    if not (args.output_dir and Path(args.output_dir).is_dir()):
+        return None
+    last = get_last_checkpoint(args.output_dir)
+    if last is None or _complete(Path(last)):
+        return last
+    steps = sorted(((int(m.group(1)), p) for p in Path(args.output_dir).iterdir()
+                    if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))),
+                   reverse=True)
+    good = next((p for _, p in steps if _complete(p)), None)
+    logger.warning("%s was cut short while saving; resuming from %s", last, good or "the start")
+    return str(good) if good else None
+
+
+def _last_step_state(checkpoint: str | bool | None, max_steps: int):
+    """The checkpoint's ``TrainerState`` when it holds this run's last step (``max_steps``;
+    a run killed after saving it, before the final model was written), else None."""
+    from transformers import TrainerState
+
+    if not isinstance(checkpoint, str) or max_steps <= 0:
+        return None
+    state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    return state if state.global_step >= max_steps else None
 
 
 def train(args: DistillArguments) -> DistillTrainer:
     """Train, then save the final model, tokenizer and ``trainer_state.json`` at ``output_dir``."""
     trainer = build_trainer(args)
     checkpoint = resume_point(args)
-    if checkpoint:
-        logger.info("resuming from %s", checkpoint)
-    trainer.train(resume_from_checkpoint=checkpoint)
+    finished = _last_step_state(checkpoint, args.max_steps)
+    if finished is not None:
+        # nothing left to train (the trainer would run one step past the end): the last
+        # checkpoint is the final model
+        logger.info("%s holds the last step; saving it as the final model", checkpoint)
+        trainer._load_from_checkpoint(checkpoint)
+        trainer.state = finished
+        trainer.state.log_history.append({"epoch": finished.epoch, "step": finished.global_step,
+                                          "total_flos": finished.total_flos})
+    else:
+        if checkpoint:
+            logger.info("resuming from %s", checkpoint)
+        trainer.train(resume_from_checkpoint=checkpoint)
     model = trainer.model
     if args.lora and trainer.is_world_process_zero():  # save the adapter, then the merged model
         trainer.save_model(str(Path(args.output_dir) / "lora_adapter"))

@@ -6,7 +6,8 @@ Two kinds of sample are understood (field `tests`, or `test` as in the HumanEval
   `entry_point` names the function under test. A completion that does not define `entry_point`
   is taken as a continuation of the sample's `prompt` (the HumanEval convention) and appended
   to it; a completion that does is placed after the prompt (when the prompt is Python), so the
-  prompt's imports and helper functions stay available.
+  prompt's imports and helper functions stay available. A test program that calls ``check``
+  itself (DeepSeek-Coder's LeetCode files: ``check(Solution().twoSum)``) needs no `entry_point`.
 * **LeetCode / LiveCodeBench**: `tests` is a list of ``{"input": str, "output": str}`` cases
   (or a JSON string of one, or ``{"inputs": [...], "outputs": [...]}``). Without `fn_name` each
   case feeds `input` on stdin and compares stdout with `output` (whitespace-normalised, numbers
@@ -32,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+from leaf.data.schema import calls_check
 from leaf.evaluate.sandbox import Limits, SandboxResult, run_python
 
 _FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
@@ -113,17 +115,18 @@ def run_tests_parallel(items: Iterable[tuple[str, dict]], timeout: float = DEFAU
 def _run_check_function(program: str, sample: dict, tests: str, timeout: float,
                         limits: Limits) -> CodeResult:
     entry = sample.get("entry_point")
-    if not entry:
+    if not entry and not calls_check(tests):
         raise ValueError(f"sample {sample.get('id')!r}: a `check` test program needs `entry_point`")
     prompt = sample.get("prompt") or ""
-    if prompt and not _defines(program, entry):
+    if prompt and entry and not _defines(program, entry):
         program = prompt + program  # a body continuing the prompt's signature
     elif prompt and _parses(prompt):
         # A full function: keep the prompt's imports and helpers (typing.List, encode_cyclic
         # ...); the completion's definition comes later and replaces the prompt's stub.
         program = prompt + "\n\n" + program
     nonce = secrets.token_hex(16)  # the tests ran to the end only if this is printed
-    source = f"{program}\n\n{tests}\n\ncheck({entry})\nprint({nonce!r})\n"
+    call = f"check({entry})\n" if entry else ""  # else the tests call check themselves
+    source = f"{program}\n\n{tests}\n\n{call}print({nonce!r})\n"
     res = run_python(source, limits=limits, timeout=timeout)
     if res.ok and res.stdout.rstrip().endswith(nonce):
         return CodeResult(True, "passed", "")

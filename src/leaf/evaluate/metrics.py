@@ -16,6 +16,7 @@ several responses ``n_responses``, ``n_correct`` and ``results`` (one grader dic
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 from leaf.data.jsonl import Records, iter_records
 from leaf.errors import LeafError, LeafInputError
 from leaf.evaluate.grading import CODE_TIMEOUT, grade
+from leaf.evaluate.sandbox import kill_running
 
 
 def read_predictions(source: Records | Mapping[str, str | list[str]],
@@ -65,13 +67,15 @@ def match_predictions(bench: Sequence[dict], predictions: dict[str, list[str]],
     """Raise when a bench id has no prediction or a prediction names no bench id."""
     bench_ids = {s["id"] for s in bench}
     missing = [s["id"] for s in bench if s["id"] not in predictions]
-    if missing:
-        raise LeafError(f"{predictions_path}: no prediction for {len(missing)} bench id(s): "
-                        f"{_name_ids(missing)}")
     unknown = [p for p in predictions if p not in bench_ids]
-    if unknown:
-        raise LeafError(f"{predictions_path}: {len(unknown)} prediction id(s) not in the bench: "
+    problems = []
+    if unknown:  # named first: an unknown id is often a misspelt one
+        problems.append(f"{len(unknown)} prediction id(s) not in the bench: "
                         f"{_name_ids(unknown)}")
+    if missing:
+        problems.append(f"no prediction for {len(missing)} bench id(s): {_name_ids(missing)}")
+    if problems:
+        raise LeafError(f"{predictions_path}: {'; '.join(problems)}")
 
 
 def grade_all(bench: Sequence[dict], predictions: dict[str, list[str]], *,
@@ -95,10 +99,20 @@ def grade_all(bench: Sequence[dict], predictions: dict[str, list[str]], *,
         results[jb] = run(jb)
         bar.update()
     if code_jobs:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for jb, res in zip(code_jobs, pool.map(run, code_jobs), strict=True):
-                results[jb] = res
+        pool = ThreadPoolExecutor(max_workers=max(1, workers))
+        futures = [pool.submit(run, jb) for jb in code_jobs]
+        try:
+            for jb, fut in zip(code_jobs, futures, strict=True):
+                results[jb] = fut.result()
                 bar.update()
+        except BaseException:  # Ctrl-C: drop what has not started, kill what runs
+            pool.shutdown(wait=False, cancel_futures=True)
+            while not all(f.done() for f in futures):
+                kill_running()
+                time.sleep(0.05)
+            raise
+        finally:
+            pool.shutdown(wait=True)
     bar.close()
 
     rows = []

@@ -47,6 +47,21 @@ _UID_BASE = 1_500_000_000  # sandbox uid = base + launcher pid: unused by any re
 _KILL_GRACE = 5.0  # seconds to wait for pipes to close after a kill
 
 
+# runs in flight in this process (several threads may run programs at once), for kill_running
+_LIVE: dict[int, tuple[subprocess.Popen, str]] = {}
+_LIVE_LOCK = threading.Lock()
+
+
+def kill_running() -> int:
+    """Kill every sandboxed run this process has in flight (on Ctrl-C); their callers then
+    return at once with a killed result. Returns how many were killed."""
+    with _LIVE_LOCK:
+        live = list(_LIVE.values())
+    for proc, mode in live:
+        _kill(proc, mode)
+    return len(live)
+
+
 class SandboxError(LeafError):
     """The sandbox itself could not be set up (not a failure of the program)."""
 
@@ -192,6 +207,8 @@ def _run(source: str, stdin: bytes, limits: Limits, python: str | None,
                 )
         finally:
             os.close(status_w)
+        with _LIVE_LOCK:
+            _LIVE[proc.pid] = (proc, mode)
         with os.fdopen(status_r, "rb") as status_file:
             out, err, status, timed_out, truncated = _collect(proc, status_file, limits, start, mode)
         wall = time.monotonic() - start
@@ -199,6 +216,8 @@ def _run(source: str, stdin: bytes, limits: Limits, python: str | None,
         if proc is not None:
             _kill(proc, mode)
             proc.wait()
+            with _LIVE_LOCK:
+                _LIVE.pop(proc.pid, None)
         shutil.rmtree(spool, ignore_errors=True)
     info = json.loads(status.splitlines()[0]) if status.strip() else {}
     if "error" in info:

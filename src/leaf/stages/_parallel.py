@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from typing import Any
 from leaf import distributed
 from leaf.data.jsonl import ResumableWriter, read_jsonl, write_jsonl_atomic
 from leaf.errors import LeafInputError
-from leaf.stages._common import resumable
+from leaf.stages._common import refuse_overwriting_inputs, resumable
 
 Row = dict[str, Any]
 
@@ -71,12 +71,15 @@ class Shard:
     ``items``: this process's share in input order (all of them in a single process), not yet
     filtered by ``writer.done``. ``units``: the same as ``(j, items of unit j)``, j numbering the
     units of the whole job. ``base``: rows the output held before this run (a finished ``OUT``
-    or an interrupted single-process ``OUT.part``), which no rank redoes.
+    or an interrupted single-process ``OUT.part``), which no rank redoes. ``stale``: the keys
+    whose earlier rows were made from other input and are made again (see :func:`resumable`).
     """
 
     def __init__(self, writer: ResumableWriter, units: list[tuple[int, list]],
-                 base: list[Row], ranks: distributed.Ranks, out: Path) -> None:
+                 base: list[Row], ranks: distributed.Ranks, out: Path,
+                 stale: set | None = None) -> None:
         self.writer = writer
+        self.stale = set(stale or ()) | set(getattr(writer, "stale", ()))
         self.units = units
         self.items = [x for _, unit in units for x in unit]
         self.base = base
@@ -99,32 +102,43 @@ def _units(items: list, unit: int) -> list[tuple[int, list]]:
 @contextmanager
 def sharded(out: str | Path, items: list, unit: int, key: Callable[[Row], Any],
             item_key: Callable[[Any], Any] = lambda s: s["id"],
-            check: Callable[[list[Row]], None] | None = None) -> Iterator[Shard]:
+            check: Callable[[list[Row]], None] | None = None,
+            current_hash: Callable[[Row], str | None] | None = None,
+            inputs: Iterable[Any] = ()) -> Iterator[Shard]:
     """Write ``out`` from this process's share of ``items`` (see the module doc).
 
     ``key(row)`` names the item a row belongs to and ``item_key(item)`` an item the same way;
     ``unit`` items are always handled by one rank together. ``check(rows)`` vets rows already
-    written before any work starts (as :func:`resumable` does).
+    written before any work starts, ``current_hash`` marks earlier rows made from other input
+    to be made again, and ``inputs`` may not be ``out`` (as in :func:`resumable`).
     """
     out = Path(out)
     r = distributed.init()
     unit = max(int(unit), 1)
     if not r.distributed:
-        with resumable(out, key=key, check=check) as writer:
+        with resumable(out, key=key, check=check, current_hash=current_hash,
+                       inputs=inputs) as writer:
             base = list(writer.rows)
             pending = [x for x in items if item_key(x) not in writer.done]
             yield Shard(writer, _units(pending, unit), base, r, out)
         return
 
+    refuse_overwriting_inputs(out, inputs)
     part = out.with_name(out.name + ".part")
     base = _read_rows(part) if part.exists() else read_jsonl(out) if out.exists() else []
     if check is not None and base:
         check(base)
+    stale: set = set()
+    if current_hash is not None:  # as ResumableWriter.drop_stale, on the rows before this run
+        stale = {key(row) for row in base if (want := current_hash(row)) is not None
+                 and row.get("input_hash", want) != want}
+        base = [row for row in base if key(row) not in stale]
     done = {key(row) for row in base}
     pending = [x for x in items if item_key(x) not in done]
     mine = [(j, u) for j, u in _units(pending, unit) if j % r.world == r.rank]
-    with resumable(rank_path(out, r.rank), key=key, check=check) as writer:
-        yield Shard(writer, mine, base, r, out)
+    with resumable(rank_path(out, r.rank), key=key, check=check,
+                   current_hash=current_hash) as writer:
+        yield Shard(writer, mine, base, r, out, stale)
     distributed.barrier()
     distributed.close_bars()
     if r.main:

@@ -40,11 +40,22 @@ class ScreenSummary:
     student_correct: int
     teacher_right_student_wrong: int
     out: Path
+    redone: int = 0
 
     def __str__(self) -> str:
+        redone = (f" ({self.redone} samples redone: their sample or settings changed)"
+                  if self.redone else "")
         return (f"teacher correct {self.teacher_correct}/{self.n}, student correct "
                 f"{self.student_correct}/{self.n}, teacher right and student wrong "
-                f"{self.teacher_right_student_wrong}; wrote {self.out}")
+                f"{self.teacher_right_student_wrong}; wrote {self.out}{redone}")
+
+
+def _generation_settings(options: GenerationOptions) -> dict[str, Any]:
+    """The decoding settings that change answers (not batch size or device)."""
+    import dataclasses
+
+    return {k: v for k, v in dataclasses.asdict(options).items()
+            if k not in ("batch_size", "device")}
 
 
 def _answer_all(model: str, todo: list[dict], on_chunk: Callable[[list[dict], list[str]], None],
@@ -74,6 +85,7 @@ def screen(teacher: str | Path, student: str | Path, data: Records, out: str | P
     wait in ``OUT.teacher`` until the student is done, so one model is in memory at a time.
     Samples already in ``out`` (or ``OUT.part``) are kept, and no model loads when none is left.
     """
+    from leaf.data.jsonl import input_hash
     from leaf.data.schema import read_samples
     from leaf.evaluate.grading import grade
 
@@ -81,18 +93,26 @@ def screen(teacher: str | Path, student: str | Path, data: Records, out: str | P
     distributed.init()  # under a launcher: this rank's GPUs, before CUDA starts
     samples = read_samples(data, need_response=False, need_grading=True)
     out = Path(out)
+    gen = _generation_settings(options)
+    # what makes a row: the sample (its answers are graded against it) and the decoding
+    hashes = {s["id"]: input_hash("screen", s, gen) for s in samples}
+    teacher_hashes = {s["id"]: input_hash("screen-teacher", s["instruction"], gen)
+                      for s in samples}
 
     # a unit is one generation chunk, so every batch holds the samples one process gives it
-    with sharded(out, samples, options.chunk_size(), key=lambda r: r["id"]) as shard:
+    with sharded(out, samples, options.chunk_size(), key=lambda r: r["id"],
+                 current_hash=lambda r: hashes.get(r.get("id")), inputs=[data]) as shard:
         final = shard.writer
         teacher_path = final.path.with_name(final.path.name + ".teacher")
         pending = [s for s in shard.items if s["id"] not in final.done]
         if pending:
-            with resumable(teacher_path, key=lambda r: r["id"]) as cache:
+            with resumable(teacher_path, key=lambda r: r["id"],
+                           current_hash=lambda r: teacher_hashes.get(r.get("id"))) as cache:
                 _answer_all(
                     str(teacher), [s for s in pending if s["id"] not in cache.done],
                     lambda chunk, answers: cache.write(
-                        [{"id": s["id"], "teacher_response": a}
+                        [{"id": s["id"], "teacher_response": a,
+                          "input_hash": teacher_hashes[s["id"]]}
                          for s, a in zip(chunk, answers, strict=True)]),
                     "teacher", options)
                 answers = {r["id"]: r["teacher_response"] for r in cache.rows}
@@ -101,10 +121,12 @@ def screen(teacher: str | Path, student: str | Path, data: Records, out: str | P
                 final.write([{**s, "teacher_response": answers[s["id"]],
                               "student_response": a,
                               "teacher_correct": bool(grade(s, answers[s["id"]])["correct"]),
-                              "student_correct": bool(grade(s, a)["correct"])}
+                              "student_correct": bool(grade(s, a)["correct"]),
+                              "input_hash": hashes[s["id"]]}
                              for s, a in zip(chunk, student_answers, strict=True)])
 
             _answer_all(str(student), pending, record, "student", options)
+        (redone,) = shard.sum(len(shard.stale & {s["id"] for s in pending}))
     teacher_path.unlink(missing_ok=True)
     rows = {r["id"]: r for r in shard.rows()}
     screened = [rows[s["id"]] for s in samples]
@@ -114,7 +136,7 @@ def screen(teacher: str | Path, student: str | Path, data: Records, out: str | P
         student_correct=sum(bool(r["student_correct"]) for r in screened),
         teacher_right_student_wrong=sum(bool(r["teacher_correct"] and not r["student_correct"])
                                         for r in screened),
-        out=out)
+        out=out, redone=redone)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,15 +145,19 @@ def screen(teacher: str | Path, student: str | Path, data: Records, out: str | P
 
 @dataclass(frozen=True)
 class DetectSummary:
-    """``scored`` samples now, ``already_done`` kept from an earlier run, of ``selected``."""
+    """``scored`` samples now, ``already_done`` kept from an earlier run, of ``selected``;
+    ``redone`` of the scored ones had rows from an earlier run made from other input."""
 
     scored: int
     already_done: int
     selected: int
     out: Path
+    redone: int = 0
 
     def __str__(self) -> str:
-        return (f"leaf detect: {self.scored} scored, {self.already_done} already done, "
+        redone = (f" ({self.redone} redone: their text or settings changed)"
+                  if self.redone else "")
+        return (f"leaf detect: {self.scored} scored{redone}, {self.already_done} already done, "
                 f"{self.selected} selected -> {self.out}")
 
 
@@ -151,10 +177,14 @@ def _check_detect_resume(rows: list[dict], samples: list[dict], options: DetectO
                          tokenizer, out: Path) -> None:
     """Refuse to resume into an output written with another level or number of segments."""
     from leaf.detect.scorer import plan_jobs
+    from leaf.detect.scores_io import text_hash
 
     by_id = {s["id"]: s for s in samples}
     found: dict[str, set] = {}
     for r in rows:
+        sample = by_id.get(r.get("id"))
+        if sample is not None and r.get("text_hash") not in (None, text_hash(sample)):
+            continue  # made from another text: redone whatever the settings
         found.setdefault(r.get("id"), set()).add((r.get("level"), r.get("segment"),
                                                    r.get("prefix_end")))
     for sid, got in found.items():
@@ -170,16 +200,36 @@ def _check_detect_resume(rows: list[dict], samples: list[dict], options: DetectO
             )
 
 
+def _detect_limit(options: DetectOptions, teacher: str, student: str) -> tuple[int | None, str]:
+    """The most tokens a sample may have, and where that limit comes from."""
+    from leaf.data.lengths import context_length
+
+    if options.max_length is not None:
+        return options.max_length, "max_length"
+    known = [(n, who) for n, who in ((context_length(teacher), "teacher"),
+                                     (context_length(student), "student")) if n]
+    if not known:
+        return None, ""
+    n, who = min(known)
+    return n, f"the {who}'s context length"
+
+
 def detect(teacher: str | Path, student: str | Path, data: Records, out: str | Path,
            options: DetectOptions | None = None) -> DetectSummary:
     """Score every selected sample: teacher vs student input-gradient saliency per unit.
 
     Writes ``out`` (one row per sample and scored text; see ``leaf detect --help`` for the
     fields). Screened rows are filtered to teacher-right/student-wrong unless
-    ``options.score_all``. Samples already in ``out`` (or ``OUT.part``) are skipped.
+    ``options.score_all``. Samples already in ``out`` (or ``OUT.part``) are skipped, unless
+    their text or the settings changed (each row's ``input_hash``): those are scored again.
+    Samples longer than ``options.max_length`` (default: the models' context) are refused,
+    each named, before any model loads.
     """
+    from leaf.data.jsonl import input_hash
+    from leaf.data.lengths import refuse_too_long
     from leaf.data.schema import read_samples
     from leaf.detect.scorer import Scorer, score_samples
+    from leaf.detect.scores_io import text_hash
     from leaf.models import check_model_path, load_model, load_tokenizer
 
     options = options_or_default(options, DetectOptions)
@@ -191,25 +241,48 @@ def detect(teacher: str | Path, student: str | Path, data: Records, out: str | P
     batch_size = options.resolved_batch_size()
 
     student_tok = load_tokenizer(student, "student")
+    teacher_tok = load_tokenizer(teacher, "teacher")
+    limit, why = _detect_limit(options, teacher, student)
+    if limit is not None:
+        for tok in (student_tok, teacher_tok):
+            refuse_too_long(samples, tok, limit, data, why)
+    # what makes a row: the sample's text and the settings that change its numbers (models are
+    # named by path, which says nothing of their weights: other models need another --out)
+    made_by = {"level": options.level, "segments": options.segments, "dtype": options.dtype}
+    texts = {s["id"]: text_hash(s) for s in samples}
+    hashes = {sid: input_hash("detect", th, made_by) for sid, th in texts.items()}
     # a unit is one chunk of score_samples (4 x batch_size samples, length-sorted together)
-    with sharded(out, samples, 4 * batch_size, key=lambda r: r["id"],
+    chunk = 4 * batch_size
+    with sharded(out, samples, chunk, key=lambda r: r["id"],
                  check=lambda rows: _check_detect_resume(rows, samples, options, student_tok,
-                                                         out)) as shard:
+                                                         out),
+                 current_hash=lambda r: hashes.get(r.get("id")), inputs=[data]) as shard:
         writer = shard.writer
         todo = [s for s in shard.items if s["id"] not in writer.done]
         if todo:
             teacher_scorer = Scorer(load_model(teacher, options.dtype, options.device, "teacher"),
-                                    load_tokenizer(teacher, "teacher"))
+                                    teacher_tok)
             student_scorer = Scorer(load_model(student, options.dtype, options.device, "student"),
                                     student_tok)
+            # samples are scored `chunk` at a time (batches sorted by length within a chunk)
+            # and each chunk is written at once: a resume starts at a chunk boundary, so its
+            # batches, and the numbers, are those of an uninterrupted run
+            pending, n = [], 0
             with distributed.progress(len(todo), "detect") as bar:
-                for _, rows in score_samples(teacher_scorer, student_scorer, todo, options.level,
-                                             options.segments, batch_size):
-                    writer.write(rows)
+                for sid, rows in score_samples(teacher_scorer, student_scorer, todo,
+                                               options.level, options.segments, batch_size,
+                                               chunk=chunk):
+                    pending += [{**r, "text_hash": texts[sid], "input_hash": hashes[sid]}
+                                for r in rows]
+                    n += 1
+                    if n % chunk == 0 or n == len(todo):
+                        writer.write(pending)
+                        pending = []
                     bar.update(1)
-    (scored,) = shard.sum(len(todo))
+        redone = sum(s["id"] in shard.stale for s in todo)
+    scored, redone = shard.sum(len(todo), redone)
     return DetectSummary(scored=scored, already_done=len(samples) - scored,
-                         selected=len(samples), out=out)
+                         selected=len(samples), out=out, redone=redone)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,6 +299,7 @@ class PruneSummary:
     verified: int | None
     already_done: int
     out: Path
+    redone: int = 0
 
     def __str__(self) -> str:
         msg = f"leaf prune: {self.samples} samples, {self.counterfactuals} counterfactuals"
@@ -233,6 +307,8 @@ class PruneSummary:
             msg += f", {self.verified} verified"
         if self.already_done:
             msg += f" ({self.already_done} samples already done)"
+        if self.redone:
+            msg += f" ({self.redone} samples redone: their sample, scores or settings changed)"
         return msg + f" -> {self.out}"
 
 
@@ -296,11 +372,16 @@ def prune(data: Records, scores: Records | None, out: str | Path,
     (see :mod:`leaf.detect.counterfactuals`). With ``verify``, teacher and student answer each
     counterfactual and ``verified`` is true or false (rejected rows are kept); samples are
     verified ``verify.chunk`` at a time, one model load per chunk, the output saved after each.
-    Samples already in ``out`` (or ``OUT.part``) are kept; resuming with another masking,
-    strategy or verification setting is refused. ``scores`` may be None only with
-    ``options.masking == "planted"`` (the testbed oracle), which then prunes every sample; with
-    scores it prunes the samples they cover, like the other rules.
+    Samples already in ``out`` (or ``OUT.part``) are kept, unless the sample, its scores or a
+    setting changed since (each row's ``input_hash``): those are pruned again. Resuming with
+    another masking, strategy or verification setting is refused, and so are scores whose
+    ``text_hash`` says they were computed from another text of the sample. ``scores`` may be
+    None only with ``options.masking == "planted"`` (the testbed oracle), which then prunes
+    every sample; with scores it prunes the samples they cover, like the other rules.
     """
+    import dataclasses
+
+    from leaf.data.jsonl import input_hash
     from leaf.data.schema import read_samples
     from leaf.detect.scores_io import read_scores
 
@@ -315,12 +396,21 @@ def prune(data: Records, scores: Records | None, out: str | Path,
         raise SettingError("scores: needed unless options.masking is 'planted'")
     score_rows = None if scores is None else \
         read_scores(scores, by_id, need_nll=options.masking == "ppl")
+    # what makes a sample's rows: the sample, its scores and the settings that change them
+    made_by: dict[str, Any] = {"options": dataclasses.asdict(options), "verify": None}
+    if verify is not None:
+        made_by["verify"] = _generation_settings(verify.generation)
+    hashes = {sid: input_hash("prune", s, None if score_rows is None
+                              else score_rows.get(sid, []), made_by)
+              for sid, s in by_id.items()}
     n_cf = n_ok = 0
     # a unit is one verification chunk (its counterfactuals are batched together), or a sample
     unit = (verify.chunk or len(samples)) if verify is not None else 1
     with sharded(out, samples, unit, key=lambda r: r["origin_id"],
                  check=lambda rows: _check_prune_resume(rows, options, verify is not None,
-                                                        out)) as shard:
+                                                        out),
+                 current_hash=lambda r: hashes.get(r.get("origin_id")),
+                 inputs=[data, scores]) as shard:
         writer = shard.writer
         todo = [s for s in shard.items if s["id"] not in writer.done]
         # without verification each sample is written as soon as it is built; with it, a
@@ -328,15 +418,20 @@ def prune(data: Records, scores: Records | None, out: str | Path,
         chunk = (verify.chunk or max(len(todo), 1)) if verify is not None else 1
         with distributed.progress(len(todo), "prune", disable=None) as bar:
             for start in range(0, len(todo), chunk):
-                groups = [_sample_rows(s, score_rows, options) for s in todo[start:start + chunk]]
+                groups = [[{**r, "input_hash": hashes[s["id"]]}
+                           for r in _sample_rows(s, score_rows, options)]
+                          for s in todo[start:start + chunk]]
                 if verify is not None:
                     _verify([r for g in groups for r in g], verify)
+                # one write per chunk: a resume starts at a chunk boundary, so verification
+                # batches (and their answers) are the same as in an uninterrupted run
+                writer.write([r for g in groups for r in g])
                 for g in groups:
-                    writer.write(g)
                     n_cf += len(g) - 1
                     n_ok += sum(r["verified"] is True for r in g)
-                    bar.update(1)
-    n_todo, n_cf, n_ok = shard.sum(len(todo), n_cf, n_ok)
+                bar.update(len(groups))
+        redone = sum(s["id"] in shard.stale for s in todo)
+    n_todo, n_cf, n_ok, redone = shard.sum(len(todo), n_cf, n_ok, redone)
     return PruneSummary(samples=n_todo, counterfactuals=n_cf,
                         verified=n_ok if verify is not None else None,
-                        already_done=len(samples) - n_todo, out=out)
+                        already_done=len(samples) - n_todo, out=out, redone=redone)

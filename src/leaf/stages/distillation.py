@@ -163,7 +163,31 @@ def distill_arguments(config: Mapping[str, Any], overrides: Sequence[str] = (),
     for key in ("teacher_model", "student_model"):  # testbed:FAMILY/ROLE, as in run configs
         if getattr(args, key):
             setattr(args, key, resolve_model(getattr(args, key)))
+    _check_report_to(args.report_to, _name("report_to", overrides, where))
     return args
+
+
+#: report_to integrations: the modules any of which makes them work, and leaf's extra for them
+_REPORTERS = {"wandb": (("wandb",), "wandb"), "tensorboard": (("tensorboard", "tensorboardX"),
+                                                              "tensorboard"),
+              "mlflow": (("mlflow",), None), "comet_ml": (("comet_ml",), None),
+              "clearml": (("clearml",), None), "dvclive": (("dvclive",), None),
+              "trackio": (("trackio",), None), "swanlab": (("swanlab",), None)}
+
+
+def _check_report_to(report_to: Any, name: str) -> None:
+    """Refuse a ``report_to`` integration whose package is not installed, naming what to
+    install (transformers would fail later, inside the trainer, with a traceback)."""
+    import importlib.util
+
+    chosen = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    for integration in chosen:
+        modules, extra = _REPORTERS.get(integration, ((), None))
+        if not modules or any(importlib.util.find_spec(m) for m in modules):
+            continue
+        how = f"pip install 'leaf-distill[{extra}]'" if extra else f"pip install {modules[0]}"
+        raise SettingError(f"{name}: {integration} is not installed; {how} (or use "
+                           "report_to: none)")
 
 
 def distill(args: DistillArguments) -> DistillTrainer:

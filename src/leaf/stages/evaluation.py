@@ -11,7 +11,7 @@ from typing import Any
 from leaf import distributed
 from leaf.data.jsonl import Records
 from leaf.evaluate.metrics import samples_path, summary
-from leaf.stages._common import options_or_default
+from leaf.stages._common import options_or_default, refuse_overwriting_inputs
 from leaf.stages._parallel import sharded
 from leaf.stages.options import EvalOptions, GradingOptions
 
@@ -45,6 +45,8 @@ def grade(bench: Records, predictions: Records | Mapping[str, str | list[str]],
     from leaf.evaluate.metrics import match_predictions, read_predictions
 
     options = options_or_default(options, GradingOptions)
+    for target in (out, samples_path(out)):
+        refuse_overwriting_inputs(target, [bench, predictions])
     rows = read_samples(bench, need_response=False, need_grading=True, name="bench")
     answers = read_predictions(predictions)
     match_predictions(rows, answers, predictions if isinstance(predictions, str | Path)
@@ -58,9 +60,13 @@ def evaluate(model: str | Path, bench: Records, out_dir: str | Path,
 
     Writes into ``out_dir``: ``predictions.jsonl`` (``id``, ``response``; or ``responses``
     with ``options.num_samples > 1``), ``metrics.json`` and ``metrics.samples.jsonl``; returns
-    the metrics. Predictions already in ``out_dir`` (or its ``.part``) are kept, and no model
-    loads when every problem has one.
+    the metrics. Predictions already in ``out_dir`` (or its ``.part``) are kept, unless the
+    problem's text or the decoding settings changed (each row's ``input_hash``), and
+    no model loads when every problem has one.
     """
+    import dataclasses
+
+    from leaf.data.jsonl import input_hash
     from leaf.data.schema import read_samples
     from leaf.evaluate.generation import make_generator, release
 
@@ -71,9 +77,13 @@ def evaluate(model: str | Path, bench: Records, out_dir: str | Path,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    # what makes a prediction: the problem's text and the decoding settings
+    made_by = {k: v for k, v in dataclasses.asdict(gen).items()
+               if k not in ("batch_size", "device")}
+    hashes = {s["id"]: input_hash("eval", s["instruction"], made_by, n) for s in rows}
     # a unit is one generation chunk, so every batch holds the problems one process gives it
-    with sharded(out_dir / "predictions.jsonl", rows, gen.chunk_size(),
-                 key=lambda r: r["id"]) as shard:
+    with sharded(out_dir / "predictions.jsonl", rows, gen.chunk_size(), key=lambda r: r["id"],
+                 current_hash=lambda r: hashes.get(r.get("id")), inputs=[bench]) as shard:
         writer = shard.writer
         todo = [s for s in shard.items if s["id"] not in writer.done]
         if todo:
@@ -84,8 +94,9 @@ def evaluate(model: str | Path, bench: Records, out_dir: str | Path,
                 for lo in range(0, len(todo), step):
                     chunk = todo[lo:lo + step]
                     answers = generator.generate_n([s["instruction"] for s in chunk], n=n)
-                    writer.write([{"id": s["id"], "response": a[0]} if n == 1 else
-                                  {"id": s["id"], "responses": a}
+                    writer.write([{"id": s["id"], "response": a[0],
+                                   "input_hash": hashes[s["id"]]} if n == 1 else
+                                  {"id": s["id"], "responses": a, "input_hash": hashes[s["id"]]}
                                   for s, a in zip(chunk, answers, strict=True)])
                     bar.update(len(chunk))
             release(generator)

@@ -76,6 +76,9 @@ class DetectOptions(Checked):
     device: str = setting("auto", help=DEVICE_HELP)
     score_all: bool = setting(False, help="score every sample, not only teacher-right/"
                                           "student-wrong ones of a screened file")
+    max_length: int | None = setting(
+        None, ge=1, help="longest instruction + response in tokens; longer samples are refused "
+                         "before any model loads (default: the models' context length)")
 
     def check(self) -> None:
         check_device(self.device, "DetectOptions.device")
