@@ -41,11 +41,13 @@ import _common as C
 CHUNK = 256  # the trainer's default (DistillArguments.kd_chunk_size)
 SIDES = ("obvious", "chunked", "fused")
 # (tokens, vocab, hidden, sides); the obvious loss is left out where it cannot fit in 24 GiB
-FULL = dict(sizes=[(2048, 128256, 2048, SIDES), (4096, 128256, 2048, SIDES),
+# the order they run in: the headline shape first, the longest run last (a run cut short still
+# leaves the results written so far in --json)
+FULL = dict(sizes=[(4096, 128256, 2048, SIDES), (2048, 128256, 2048, SIDES), "step",
                    (8192, 152064, 2048, ("chunked", "fused"))], reps=1,
             step=dict(vocab=128256, student=(256, 2, 4, 688), teacher=(512, 2, 8, 1376),
                       tokens=2048))
-QUICK = dict(sizes=[(512, 16000, 256, SIDES), (1024, 32000, 256, SIDES)], reps=2,
+QUICK = dict(sizes=[(512, 16000, 256, SIDES), (1024, 32000, 256, SIDES), "step"], reps=2,
              step=dict(vocab=32000, student=(64, 2, 4, 192), teacher=(128, 2, 4, 384),
                        tokens=512))
 CHECK = (192, 3000, 96)  # the parent's exact comparison of all gradients
@@ -213,6 +215,74 @@ def check_small(device, dtype, torch) -> float:
     return worst
 
 
+def run_loss(here, base, size, k, device, bits) -> dict:
+    """One shape: each side in its own child process; returns the table row."""
+    tokens, vocab, hidden, sides = size
+    tensor = tokens * vocab * 4
+    row = {"tokens": tokens, "vocab": vocab, "hidden": hidden,
+           "logits_mib": C.mib(tokens * vocab * bits / 8),
+           "peak_mib": {}, "time_s": {}, "loss": {}, "grad_norms": {}, "not_run": {}}
+    for side in (SIDES if k % 2 == 0 else SIDES[::-1]):
+        if side not in sides:
+            row["not_run"][side] = "does not fit in 24 GiB"
+            continue
+        free = available_bytes() if device == "cpu" else None
+        need = NEED[side] * tensor + 2 * vocab * hidden * 4 + 2**29
+        if free is not None and need > free - 2**30:
+            row["not_run"][side] = (f"needs about {need / 2**30:.0f} GiB, "
+                                    f"{free / 2**30:.0f} GiB were free")
+            continue
+        res = C.run_child(here, ["--child", side, "--tokens", str(tokens), "--vocab",
+                                 str(vocab), "--hidden", str(hidden), *base], timeout=7200)
+        row["peak_mib"][side] = C.mib(res["peak_bytes"])
+        row["time_s"][side] = C.summary(res["times"])
+        row["loss"][side] = res["loss"]
+        row["grad_norms"][side] = res["grad_norms"]
+        row["mem_method"] = res["method"]
+    ref = row["loss"].get("chunked")
+    row["max_rel_diff"] = max(
+        [abs(v - ref) / abs(ref) for v in row["loss"].values()]
+        + [abs(a - b) / b for n in row["grad_norms"].values()
+           for a, b in zip(n, row["grad_norms"]["chunked"])])
+    assert row["max_rel_diff"] < 1e-4, f"the sides disagree at {tokens} x {vocab}: {row}"
+    for side in ("chunked", "fused"):
+        if "obvious" in row["peak_mib"] and side in row["peak_mib"]:
+            row[f"{side}_mem_ratio"] = row["peak_mib"][side] / row["peak_mib"]["obvious"]
+            row[f"{side}_time_ratio"] = (row["time_s"][side]["median"]
+                                         / row["time_s"]["obvious"]["median"])
+    if "chunked" in row["peak_mib"] and "fused" in row["peak_mib"]:
+        row["fused_over_chunked_mem"] = row["peak_mib"]["fused"] / row["peak_mib"]["chunked"]
+        row["fused_over_chunked_time"] = (row["time_s"]["fused"]["median"]
+                                          / row["time_s"]["chunked"]["median"])
+    print(f"T={tokens} V={vocab} H={hidden} (one [T, V] float32 tensor "
+          f"{C.mib(tensor):.0f} MiB): peak MiB / time s: " + "; ".join(
+              f"{s} {row['peak_mib'][s]:.0f} / {C.fmt(row['time_s'][s])}"
+              for s in SIDES if s in row["peak_mib"])
+          + "".join(f"; {s} not run ({why})" for s, why in row["not_run"].items())
+          + "".join(f"; {s} / obvious: memory {row[f'{s}_mem_ratio']:.3f}, time "
+                    f"{row[f'{s}_time_ratio']:.3f}" for s in ("chunked", "fused")
+                    if f"{s}_mem_ratio" in row), flush=True)
+    return row
+
+
+def run_step(here, base, cfg, step) -> None:
+    """The whole-training-step part: each side in its own child; fills ``step``."""
+    s = cfg["step"]
+    for side in SIDES:
+        res = C.run_child(here, ["--child", side, "--step", *base], timeout=7200)
+        step[side] = {"peak_mib": C.mib(res["peak_bytes"]), "time_s": res["time_s"],
+                      "loss": res["loss"], "student_params": res["student_params"],
+                      "teacher_params": res["teacher_params"], "method": res["method"]}
+    print(f"training step, student hidden {s['student'][0]} x {s['student'][1]} layers "
+          f"({step['fused']['student_params'] / 1e6:.0f}M parameters), teacher "
+          f"{step['fused']['teacher_params'] / 1e6:.0f}M, vocabulary {s['vocab']}, one row of "
+          f"{s['tokens']} tokens: peak MiB " + "; ".join(
+              f"{k} {v['peak_mib']:.0f} ({v['time_s']:.1f} s)" for k, v in step.items()),
+          flush=True)
+    losses = [v["loss"] for v in step.values()]
+    assert max(losses) - min(losses) <= 1e-4 * max(losses), losses
+
+
 def available_bytes() -> float | None:
     try:
         text = Path("/proc/meminfo").read_text()
@@ -255,67 +325,8 @@ def main(argv=None) -> int:
     worst = check_small(device, dtype, torch)
     print(f"check at T x V x H = {' x '.join(map(str, CHECK))}: loss and gradients of the three "
           f"sides agree within {worst:.1e} (relative norm)", flush=True)
-    rows = []
-    for k, (tokens, vocab, hidden, sides) in enumerate(cfg["sizes"]):
-        tensor = tokens * vocab * 4
-        row = {"tokens": tokens, "vocab": vocab, "hidden": hidden,
-               "logits_mib": C.mib(tokens * vocab * torch.finfo(dtype).bits / 8),
-               "peak_mib": {}, "time_s": {}, "loss": {}, "grad_norms": {}, "not_run": {}}
-        for side in (SIDES if k % 2 == 0 else SIDES[::-1]):
-            if side not in sides:
-                row["not_run"][side] = "does not fit in 24 GiB"
-                continue
-            free = available_bytes() if args.device == "cpu" else None
-            need = NEED[side] * tensor + 2 * vocab * hidden * 4 + 2**29
-            if free is not None and need > free - 2**30:
-                row["not_run"][side] = (f"needs about {need / 2**30:.0f} GiB, "
-                                        f"{free / 2**30:.0f} GiB were free")
-                continue
-            res = C.run_child(here, ["--child", side, "--tokens", str(tokens), "--vocab",
-                                     str(vocab), "--hidden", str(hidden), *base], timeout=5400)
-            row["peak_mib"][side] = C.mib(res["peak_bytes"])
-            row["time_s"][side] = C.summary(res["times"])
-            row["loss"][side] = res["loss"]
-            row["grad_norms"][side] = res["grad_norms"]
-            row["mem_method"] = res["method"]
-        ref = row["loss"].get("chunked")
-        row["max_rel_diff"] = max(
-            [abs(v - ref) / abs(ref) for v in row["loss"].values()]
-            + [abs(a - b) / b for n in row["grad_norms"].values()
-               for a, b in zip(n, row["grad_norms"]["chunked"])])
-        assert row["max_rel_diff"] < 1e-4, f"the sides disagree at {tokens} x {vocab}: {row}"
-        for side in ("chunked", "fused"):
-            if "obvious" in row["peak_mib"] and side in row["peak_mib"]:
-                row[f"{side}_mem_ratio"] = row["peak_mib"][side] / row["peak_mib"]["obvious"]
-                row[f"{side}_time_ratio"] = (row["time_s"][side]["median"]
-                                             / row["time_s"]["obvious"]["median"])
-        if "chunked" in row["peak_mib"] and "fused" in row["peak_mib"]:
-            row["fused_over_chunked_mem"] = row["peak_mib"]["fused"] / row["peak_mib"]["chunked"]
-            row["fused_over_chunked_time"] = (row["time_s"]["fused"]["median"]
-                                              / row["time_s"]["chunked"]["median"])
-        rows.append(row)
-        print(f"T={tokens} V={vocab} H={hidden} (one [T, V] float32 tensor "
-              f"{C.mib(tensor):.0f} MiB): peak MiB / time s: " + "; ".join(
-                  f"{s} {row['peak_mib'][s]:.0f} / {C.fmt(row['time_s'][s])}"
-                  for s in SIDES if s in row["peak_mib"])
-              + "".join(f"; {s} not run ({why})" for s, why in row["not_run"].items())
-              + "".join(f"; {s} / obvious: memory {row[f'{s}_mem_ratio']:.3f}, time "
-                        f"{row[f'{s}_time_ratio']:.3f}" for s in ("chunked", "fused")
-                        if f"{s}_mem_ratio" in row), flush=True)
-    step = {}
-    if not args.no_step:
-        s = cfg["step"]
-        for side in SIDES:
-            res = C.run_child(here, ["--child", side, "--step", *base], timeout=5400)
-            step[side] = res
-        print(f"training step, student hidden {s['student'][0]} x {s['student'][1]} layers "
-              f"({step['fused']['student_params'] / 1e6:.0f}M parameters), teacher "
-              f"{step['fused']['teacher_params'] / 1e6:.0f}M, vocabulary {s['vocab']}, one row of "
-              f"{s['tokens']} tokens: peak MiB " + "; ".join(
-                  f"{k} {C.mib(v['peak_bytes']):.0f} ({v['time_s']:.1f} s)"
-                  for k, v in step.items()), flush=True)
-        losses = [v["loss"] for v in step.values()]
-        assert max(losses) - min(losses) <= 1e-4 * max(losses), losses
+    rows: list[dict] = []
+    step: dict[str, dict] = {}
     result = {
         "name": "kl",
         "machine": C.machine_info(args.device, args.threads),
@@ -323,22 +334,32 @@ def main(argv=None) -> int:
         + (f" --device {args.device}" if args.device != "cpu" else "")
         + (f" --dtype {args.dtype}" if args.dtype != "float32" else ""),
         "config": {"chunk_size": CHUNK, "dtype": args.dtype, "reps": cfg["reps"],
-                   "check": CHECK, "check_max_rel_diff": worst, "step": cfg["step"]},
+                   "check": CHECK, "check_max_rel_diff": worst, "step": cfg["step"],
+                   "planned": [x if x == "step" else list(x[:3]) for x in cfg["sizes"]]},
         "rows": rows,
-        "step": {k: {"peak_mib": C.mib(v["peak_bytes"]), "time_s": v["time_s"],
-                     "loss": v["loss"], "student_params": v["student_params"],
-                     "teacher_params": v["teacher_params"], "method": v["method"]}
-                 for k, v in step.items()},
+        "step": step,
     }
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
-    last = [r for r in rows if "fused_mem_ratio" in r][-1]
+
+    def save() -> None:
+        result["machine"] = C.machine_info(args.device, args.threads)
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=1))
+
+    for k, item in enumerate(cfg["sizes"]):
+        if item == "step":
+            if not args.no_step:
+                run_step(here, base, cfg, step)
+                save()
+            continue
+        rows.append(run_loss(here, base, item, k, args.device, torch.finfo(dtype).bits))
+        save()
+    last = max((r for r in rows if "fused_mem_ratio" in r), key=lambda r: r["tokens"] * r["vocab"])
     ratios = {"chunked_mem_ratio": last["chunked_mem_ratio"],
               "chunked_time_ratio": last["chunked_time_ratio"],
               "fused_mem_ratio": last["fused_mem_ratio"],
               "fused_time_ratio": last["fused_time_ratio"]}
     if step:
-        ratios["step_fused_mem_ratio"] = step["fused"]["peak_bytes"] / step["obvious"]["peak_bytes"]
+        ratios["step_fused_mem_ratio"] = step["fused"]["peak_mib"] / step["obvious"]["peak_mib"]
     print(C.ratio_line({k: ratios[k] for k in ratios if not k.startswith("fused_")}
                        | {k: ratios[k] for k in ratios if k.startswith("fused_")}))
     return 0
