@@ -1,12 +1,14 @@
 """Run the benchmarks in full mode and regenerate ``docs/PERFORMANCE.md`` from their results.
 
-    python benchmarks/make_performance.py                 # run all three (full mode), then write
+    python benchmarks/make_performance.py                 # run them all (full mode), then write
     python benchmarks/make_performance.py --render-only   # rewrite the page from results/*.json
     python benchmarks/make_performance.py --only kl       # rerun one, keep the others' results
 
 Each benchmark writes ``benchmarks/results/<name>.json`` (and its console output to
 ``<name>.log``); the page is rendered from those files only, so every number in it comes from a
-run whose command, machine, library versions and date are printed beside its table.
+run whose command, machine, library versions and date are printed beside its table. The quick
+runs' last lines go to ``results/quick.json`` (their full output is not kept: a ``--quick`` run
+of a benchmark script itself writes nothing).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import _common as C
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 PAGE = C.ROOT / "docs" / "PERFORMANCE.md"
-NAMES = ("detect", "kl", "distill")
+NAMES = ("detect", "kl", "distill", "generate")
 
 
 def run(name: str, extra: list[str]) -> None:
@@ -42,7 +44,6 @@ def run_quick(name: str, extra: list[str]) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     wall = time.perf_counter() - t0
-    (RESULTS / f"{name}_quick.log").write_text(proc.stdout + proc.stderr)
     last = proc.stdout.strip().splitlines()[-1]
     return {"command": f"python benchmarks/bench_{name}.py --quick " + " ".join(extra),
             "wall_s": wall, "last_line": last}
@@ -111,48 +112,152 @@ def render_detect(r: dict) -> list[str]:
     return out
 
 
+def _cell(row: dict, side: str, key: str, digits: int) -> str:
+    if side in row.get("not_run", {}):
+        return f"not run: {row['not_run'][side]}"
+    value = row[key].get(side)
+    if value is None:
+        return ""
+    return C.fmt(value, digits) if isinstance(value, dict) else f"{value:.{digits}f}"
+
+
+def _ratio(row: dict, key: str) -> str:
+    return f"{row[key]:.3f}" if key in row else ""
+
+
 def render_kl(r: dict) -> list[str]:
     c = r["config"]
-    f = C.fmt
+    rows = sorted(r["rows"], key=lambda row: row["tokens"] * row["vocab"])
     out = [
-        "## 2. The distillation loss: forward KL over the full vocabulary",
+        "## 2. The distillation loss: from hidden states, from full logits, the obvious way",
         "",
         f"Command: `{r['command']}`  ",
         f"Run: {machine(r['machine'])}.",
         "",
-        f"Loss and gradient with respect to the student logits, logits in {c['dtype']}; "
-        f"`chunked` is the trainer's default chunk of {c['chunk_size']} positions, `chunked_"
-        f"{c['large_chunk_size']}` the previous default. Peak memory is what the loss and its "
-        f"backward add above the two logits tensors (the student's gradient, as large as its "
-        f"logits, is included on every side). {c['reps']} interleaved timing repetitions, "
-        f"{c['mem_reps']} memory processes per side; median [min-max]. Every row was first checked: "
-        f"same loss and same gradient (`torch.allclose`, largest gradient difference shown).",
+        "Each side starts from the student's final hidden states and output weight (both with "
+        "gradient) and the teacher's final hidden states and output weight, computes the forward "
+        "KL summed over every position and its gradient with respect to the student's hidden "
+        "states and output weight: **obvious**, both models' full logits then "
+        "`token_divergence` over all positions at once; **chunked**, the same full logits then "
+        f"`chunked_divergence` in chunks of {c['chunk_size']} positions (leaf's previous path, "
+        "`kd_loss_path: logits`); **fused**, `fused_distill_loss` (`kd_loss_path: hidden`, "
+        f"the default): {c['chunk_size']} positions at a time through both output layers, "
+        "the divergence and its gradient in closed form, no `tokens x vocabulary` tensor. "
+        f"Inputs in {c['dtype']}; the losses compute in float32. Peak memory is what the loss "
+        "and its backward add above the inputs; the output weight's gradient (as large as the "
+        "weight; training needs it anyway) is included on every side. Each side runs in its own "
+        f"process, {c['reps']} timed call(s) each (the first also measured for memory), the "
+        "sides of a shape one after the other, their order reversed from one shape to the next. "
+        "Checks: at "
+        f"{' x '.join(map(str, c['check']))} (T x V x H) the three sides' losses and gradients "
+        f"agree within {c['check_max_rel_diff']:.1e} (relative norm); at every shape below, "
+        "their losses and gradient norms agree within the last column.",
         "",
-        f"| T x V | one logits tensor (MiB) | peak MiB obvious | peak MiB chunked | memory ratio "
-        f"| memory ratio, chunk {c['large_chunk_size']} | time s obvious | time s chunked "
-        f"| time ratio | time ratio, chunk {c['large_chunk_size']} | max grad diff |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| T x V (hidden) | one T x V float32 tensor (MiB) | peak MiB obvious | peak MiB chunked "
+        "| peak MiB fused | memory chunked / obvious | memory fused / obvious | time s obvious "
+        "| time s chunked | time s fused | time chunked / obvious | time fused / obvious "
+        "| fused / chunked (memory, time) | largest relative difference |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in r["rows"]:
+    for row in rows:
+        both = (f"{row['fused_over_chunked_mem']:.3f}, {row['fused_over_chunked_time']:.3f}"
+                if "fused_over_chunked_mem" in row else "")
         out.append(
-            f"| {row['tokens']} x {row['vocab']} | {row['logits_mib']:.0f} "
-            f"| {f(row['peak_mib']['obvious'], 0)} | {f(row['peak_mib']['chunked'], 0)} "
-            f"| {f(row['mem_ratio'])} | {f(row['mem_ratio_1024'])} "
-            f"| {f(row['time_s']['obvious'])} | {f(row['time_s']['chunked'])} "
-            f"| {f(row['time_ratio'])} | {f(row['time_ratio_1024'])} "
-            f"| {row['max_abs_grad_diff']:.1e} |"
+            f"| {row['tokens']} x {row['vocab']} ({row['hidden']}) "
+            f"| {row['tokens'] * row['vocab'] * 4 / 2**20:.0f} "
+            + "".join(f"| {_cell(row, s, 'peak_mib', 0)} " for s in ("obvious", "chunked", "fused"))
+            + f"| {_ratio(row, 'chunked_mem_ratio')} | {_ratio(row, 'fused_mem_ratio')} "
+            + "".join(f"| {_cell(row, s, 'time_s', 1)} " for s in ("obvious", "chunked", "fused"))
+            + f"| {_ratio(row, 'chunked_time_ratio')} | {_ratio(row, 'fused_time_ratio')} "
+            f"| {both} | {row['max_rel_diff']:.1e} |"
         )
-    top = max(row["logits_mib"] for row in r["rows"])
-    largest = [row for row in r["rows"] if row["logits_mib"] >= 0.99 * top]
-    worst = max(row["mem_ratio"]["median"] for row in largest)
-    sizes = ", ".join(f"{row['mem_ratio']['median']:.2f} at {row['tokens']} x {row['vocab']}"
-                      for row in largest)
+    head = [row for row in rows if (row["tokens"], row["vocab"]) == (4096, 128256)
+            and "fused_mem_ratio" in row]
+    if head:
+        h = head[0]
+        out += [
+            "",
+            "| target at 4096 x 128256 | measured | target | |",
+            "|---|---|---|---|",
+            f"| peak memory, fused / obvious | {h['fused_mem_ratio']:.3f} | <= 0.1 "
+            f"| {verdict(h['fused_mem_ratio'], 0.1, False)} |",
+            f"| time, fused / obvious | {h['fused_time_ratio']:.3f} | <= 1.0 "
+            f"| {verdict(h['fused_time_ratio'], 1.0, False)} |",
+        ]
+    missing = [p for p in c.get("planned", []) if p != "step"
+               and not any([row["tokens"], row["vocab"], row["hidden"]] == p for row in rows)]
+    if missing:
+        out += ["", "Planned but not finished in this run: " + ", ".join(
+            f"{t} x {v} (hidden {h})" for t, v, h in missing) + "."]
+    step = r.get("step") or {}
+    if step:
+        sc = c["step"]
+        f0 = step["fused"]
+        out += [
+            "",
+            f"**One whole training step** (`Trainer.training_step`: student forward, teacher "
+            f"forward, loss, backward; optimizer state, equal on every side, not included) of a "
+            f"Llama-shaped student (hidden {sc['student'][0]}, {sc['student'][1]} layers, "
+            f"{f0['student_params'] / 1e6:.0f}M parameters, most of them in the embeddings and "
+            f"output layer) with a teacher of {f0['teacher_params'] / 1e6:.0f}M parameters "
+            f"(hidden {sc['teacher'][0]}), vocabulary {sc['vocab']}, one row of {sc['tokens']} "
+            "tokens (the last three quarters are targets), float32, forward KL. "
+            "*fused*: leaf's `DistillTrainer` (default `kd_loss_path`: hidden); *chunked*: the "
+            "same with `kd_loss_path: logits`; *obvious*: a textbook KD `Trainer` (full logits "
+            "of both models, `token_divergence` of the target positions). One step per side in "
+            "its own process after a 64-token warm-up step; the three losses agree.",
+            "",
+            "| side | peak memory (MiB) | ratio to obvious | time (s) |",
+            "|---|---|---|---|",
+        ]
+        for k in ("obvious", "chunked", "fused"):
+            if k in step:
+                out.append(f"| {k} | {step[k]['peak_mib']:.0f} "
+                           f"| {step[k]['peak_mib'] / step['obvious']['peak_mib']:.3f} "
+                           f"| {step[k]['time_s']:.1f} |")
+    method = next((row["mem_method"] for row in rows if "mem_method" in row), "")
+    out += ["", f"Memory: {method}.", ""]
+    return out
+
+
+def render_generate(r: dict) -> list[str]:
+    c, m = r["config"], r["config"]["model"]
+    f = C.fmt
+    b = c["batch_size"]
+    labels = {"leaf": f"leaf `HFGenerator`, batch {b}",
+              "plain": f"plain `model.generate`, batch {b}",
+              "leaf_b1": "leaf `HFGenerator`, batch 1", "vllm": "vLLM (leaf's `VLLMGenerator`)"}
+    out = [
+        "## 4. Generation (screening, verification, evaluation)",
+        "",
+        f"Command: `{r['command']}`  ",
+        f"Run: {machine(r['machine'])}.",
+        "",
+        f"Model: Llama architecture initialised at random from a config (not trained weights), "
+        f"shaped like SmolLM2-135M: vocabulary {m['vocab']}, hidden {m['hidden']}, "
+        f"{m['layers']} layers, {m['heads']} heads ({m['kv_heads']} key-value), "
+        f"{c['params'] / 1e6:.0f}M parameters, {c['dtype']}. {c['prompts']} prompts of "
+        f"{c['prompt_tokens'][0]}-{c['prompt_tokens'][1]} tokens (chat template included), "
+        f"greedy, at most {c['max_new_tokens']} new tokens, the same stop ids on every side. "
+        "Tokens/s counts generated tokens up to each row's stop token; "
+        f"{c['reps']} interleaved repetitions after a warm-up; median [min-max]. Outputs equal "
+        f"to plain `generate`'s: leaf {r['same_output_as_plain']['leaf']} of "
+        f"{r['same_output_as_plain']['of']}, leaf batch 1 {r['same_output_as_plain']['leaf_b1']}.",
+        "",
+        "| side | generated tokens | time (s) | tokens/s |",
+        "|---|---|---|---|",
+    ]
+    for k in r["tokens_per_s"]:
+        out.append(f"| {labels.get(k, k)} | {r['generated_tokens'].get(k, '')} "
+                   f"| {f(r['time_s'][k])} | {f(r['tokens_per_s'][k], 1)} |")
+    g = r["gen_over_plain"]
     out += [
         "",
-        f"Target: peak memory <= 0.3x the obvious loss at the largest sizes (about "
-        f"{top:.0f} MiB per logits tensor): {sizes}; {verdict(worst, 0.3, False)}.",
-        "",
-        f"Memory: {largest[-1]['mem_method']}.",
+        "| ratio | measured | target | |",
+        "|---|---|---|---|",
+        f"| tokens/s, leaf / plain `generate`, batch {b} | {f(g, 3)} | >= 0.95 "
+        f"| {verdict(g['median'], 0.95, True)} |",
+        f"| tokens/s, leaf batch 1 / plain `generate` batch {b} | {f(r['b1_over_plain'], 3)} | | |",
         "",
     ]
     return out
@@ -391,7 +496,8 @@ def main(argv=None) -> int:
     results = {n: json.loads((RESULTS / f"{n}.json").read_text())
                for n in NAMES if (RESULTS / f"{n}.json").exists()}
     lines = [INTRO]
-    renderers = {"detect": render_detect, "kl": render_kl, "distill": render_distill}
+    renderers = {"detect": render_detect, "kl": render_kl, "distill": render_distill,
+                 "generate": render_generate}
     for name in NAMES:
         if name in results:
             lines += renderers[name](results[name])

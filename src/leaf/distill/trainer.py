@@ -21,6 +21,11 @@ mixing, the ``hybrid_lambda`` in force. At the end of training ``counterfactual_
 ``output_dir`` says how often each row was trained on. ``eval_loss`` is the same loss over the
 whole evaluation set taken as one batch.
 
+By default (``kd_loss_path: auto``) the loss starts from the models' final hidden states and goes
+through their output layers chunk by chunk (:mod:`leaf.distill.fused`), so no ``[batch, tokens,
+vocabulary]`` tensor exists; models whose logits are not ``output_layer(hidden)``, and FSDP or
+DeepSpeed ZeRO-3 runs, compute it from full logits (:func:`leaf.distill.losses.chunked_divergence`).
+
 Everything else (devices, DDP/FSDP/DeepSpeed through accelerate, mixed precision, gradient
 checkpointing, checkpoints and resume, logging integrations) is the stock ``Trainer``.
 """
