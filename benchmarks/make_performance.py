@@ -354,36 +354,52 @@ def findings(res: dict) -> list[str]:
     out = ["## What the numbers say, and what was changed", ""]
     kl = res.get("kl")
     if kl:
-        big = max(kl["rows"], key=lambda r: r["tokens"] * r["vocab"])
-        t = [row["time_ratio"]["median"] for row in kl["rows"]]
-        out += [
-            "**KL loss (changed in `leaf.distill.losses`).** The first measurement of "
-            "`chunked_divergence` (then: activation checkpointing over chunks of 1024 positions) "
-            "showed it *slower* than the obvious loss (2.5x at 1024 x 128256) and using *more* "
-            "memory (1.3x): each chunk's backward built a full-size `[tokens, V]` zero gradient "
-            "for its slice and added it into the student's gradient, each chunk's softmaxes were "
-            "computed twice, and `student[keep]` copied every chunk. It now (`_ChunkedRowSums`, "
-            "also used by `chunked_cross_entropy` and by the teacher-cache loss "
-            "`chunked_sparse_divergence`) computes each chunk's value and gradient together in the "
-            "forward pass, writes the gradient rows into one `[tokens, V]` buffer (the student's "
-            "gradient, which backward has to produce anyway) and, in backward, scales that buffer "
-            "in place by the incoming per-group gradient; whole chunks are views, not copies. "
-            "The trainer's default chunk (`DistillArguments.kd_chunk_size`) went from 1024 to 256 "
-            "positions: the loss's extra memory is then the gradient plus about ten `256 x V` "
-            "float32 temporaries. With 256, the memory ratio is "
-            f"{big['mem_ratio']['median']:.2f} at {big['tokens']} x {big['vocab']} "
-            f"({big['mem_ratio_1024']['median']:.2f} with chunks of 1024), and it falls as the "
-            "sequence grows (the temporaries are fixed, the obvious loss's six or so "
-            "`[tokens, V]` tensors are not). Time: the chunked loss took "
-            f"{min(t):.2f}-{max(t):.2f}x the obvious loss's time over the sizes measured (faster "
-            "at V = 32000, where a chunk stays in cache; about the same at larger vocabularies). "
-            "(The first measurement, quoted above, came from an earlier quick mode of "
-            "`bench_kl.py` run on the previous code: `git show "
-            "749dad4:src/leaf/distill/losses.py`.) "
-            "Consequence: a chunked loss can be differentiated once (a second backward through "
-            "the same graph, e.g. with `retain_graph=True`, raises).",
-            "",
-        ]
+        rows = sorted(kl["rows"], key=lambda r: r["tokens"] * r["vocab"])
+
+        def each(key: str) -> str:
+            return ", ".join(f"{r[key]:.3f} at {r['tokens']} x {r['vocab']}"
+                             for r in rows if key in r) or "not measured"
+
+        text = (
+            "**Distillation loss (new: `leaf.distill.fused`, the trainer's default "
+            "`kd_loss_path`).** The trainer's previous loss, `chunked_divergence`, computes the "
+            "divergence chunk by chunk and the student's logit gradient during the forward pass "
+            "(its first version, which recomputed each chunk in backward and built a full-size "
+            "zero gradient per chunk, was slower and heavier than the obvious loss), but it "
+            "starts from the two models' full logits: two `T x V` tensors plus the student's "
+            "`T x V` gradient, a floor that no chunking of the divergence removes. Its memory "
+            f"against the obvious loss: {each('chunked_mem_ratio')}. The fused loss starts from "
+            "the final hidden states instead: each chunk of 256 positions goes through both "
+            "output layers, the divergence's gradient with respect to the chunk's logits is "
+            "written in closed form (forward KL: `t (p_S - p_T)`) and turned at once into the "
+            "hidden states' gradient and the output weight's, and the chunk is dropped. Its "
+            f"memory against the obvious loss: {each('fused_mem_ratio')}; what remains is the "
+            "output weight's gradient (`V x H` float32, 1002 MiB at 128256 x 2048, produced by "
+            "every side) and about four `256 x V` float32 temporaries, a fixed amount, so the "
+            "ratio falls as the sequence grows. Time against the obvious loss: "
+            f"{each('fused_time_ratio')} (chunked: {each('chunked_time_ratio')}); every side "
+            "does the same four large matrix products (two output layers forward, the hidden "
+            "states' and the weight's gradients), which dominate on a CPU, and the fused loss "
+            "makes fewer passes over `T x V` memory. Against the chunked loss, fused used "
+            f"{each('fused_over_chunked_mem')} of its memory and "
+            f"{each('fused_over_chunked_time')} of its time."
+        )
+        not_run = [(r, why) for r in rows for side, why in r.get("not_run", {}).items()
+                   if side == "obvious"]
+        for r, why in not_run:
+            text += (f" At {r['tokens']} x {r['vocab']} the obvious loss was not run: it "
+                     f"{why} (its peak holds about eight `T x V` float32 tensors).")
+        step = kl.get("step") or {}
+        if step.get("fused") and step.get("obvious"):
+            text += (
+                " In a whole training step of a small Llama-shaped student, where the output "
+                "layer and the logits dominate, the step's peak memory was "
+                f"{step['fused']['peak_mib'] / step['obvious']['peak_mib']:.2f}x the textbook "
+                "KD trainer's with the default path and "
+                f"{step['chunked']['peak_mib'] / step['obvious']['peak_mib']:.2f}x with "
+                "`kd_loss_path: logits`."
+            )
+        out += [text, ""]
     det = res.get("detect")
     if det:
         b = det["config"]["batch_size"]
