@@ -161,3 +161,21 @@ def test_tied_embeddings_receive_both_gradients():
     assert abs(got.loss.item() - want.item()) <= 1e-5 * abs(want.item())
     for (name, _), a, e in zip(student.named_parameters(), gg, gw):
         assert rel(a, e) <= 1e-5, name
+
+
+def test_runs_under_bfloat16_autocast():
+    """Mixed precision (Trainer bf16=true): the chunk's logits come out of the autocast output
+    layer in bfloat16; loss and gradients stay close to the float32 ones."""
+    h, w, b, hte, wt, groups, labels = make(seed=7)
+    coef = torch.tensor([0.5, 0.5])
+    kw = dict(teacher=teacher_from_logits(F.linear(hte, wt)), bias=b, labels=labels,
+              ce_coefficient=0.1, chunk_size=8)
+    exact = fused_distill_loss(h, w, groups, coef, **kw)
+    g_exact = torch.autograd.grad(exact.loss, (h, w))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = fused_distill_loss(h, w, groups, coef, **kw)
+    g_mixed = torch.autograd.grad(mixed.loss, (h, w))
+    assert mixed.loss.dtype == torch.float32 and g_mixed[1].dtype == torch.float32
+    assert abs(mixed.loss.item() - exact.loss.item()) <= 3e-2 * exact.loss.item()
+    for a, e in zip(g_mixed, g_exact):
+        assert 0 < rel(a, e) <= 5e-2
