@@ -215,6 +215,45 @@ def check_small(device, dtype, torch) -> float:
     return worst
 
 
+def finish_row(row: dict) -> None:
+    """The row's cross-side checks and ratios, from whatever sides it holds."""
+    tokens, vocab = row["tokens"], row["vocab"]
+    ref = row["loss"].get("chunked", next(iter(row["loss"].values()), None))
+    ref_norms = row["grad_norms"].get("chunked", next(iter(row["grad_norms"].values()), None))
+    row["max_rel_diff"] = max(
+        [abs(v - ref) / abs(ref) for v in row["loss"].values()]
+        + [abs(a - b) / b for n in row["grad_norms"].values() for a, b in zip(n, ref_norms)],
+        default=0.0)
+    assert row["max_rel_diff"] < 1e-4, f"the sides disagree at {tokens} x {vocab}: {row}"
+    for side in ("chunked", "fused"):
+        if "obvious" in row["peak_mib"] and side in row["peak_mib"]:
+            row[f"{side}_mem_ratio"] = row["peak_mib"][side] / row["peak_mib"]["obvious"]
+            row[f"{side}_time_ratio"] = (row["time_s"][side]["median"]
+                                         / row["time_s"]["obvious"]["median"])
+    if "chunked" in row["peak_mib"] and "fused" in row["peak_mib"]:
+        row["fused_over_chunked_mem"] = row["peak_mib"]["fused"] / row["peak_mib"]["chunked"]
+        row["fused_over_chunked_time"] = (row["time_s"]["fused"]["median"]
+                                          / row["time_s"]["chunked"]["median"])
+
+
+def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
+    """Rows of two runs (e.g. sides of one shape run in separate invocations), joined by shape."""
+    out = {(r["tokens"], r["vocab"], r["hidden"]): r for r in old}
+    for r in new:
+        key = (r["tokens"], r["vocab"], r["hidden"])
+        if key not in out:
+            out[key] = r
+            continue
+        row = out[key]
+        for field in ("peak_mib", "time_s", "loss", "grad_norms"):
+            row[field].update(r[field])
+        row["not_run"] = {k: v for k, v in {**row["not_run"], **r["not_run"]}.items()
+                          if k not in row["peak_mib"]}
+        row["mem_method"] = r.get("mem_method", row.get("mem_method"))
+        finish_row(row)
+    return list(out.values())
+
+
 def run_loss(here, base, size, k, device, bits) -> dict:
     """One shape: each side in its own child process; returns the table row."""
     tokens, vocab, hidden, sides = size
@@ -224,7 +263,8 @@ def run_loss(here, base, size, k, device, bits) -> dict:
            "peak_mib": {}, "time_s": {}, "loss": {}, "grad_norms": {}, "not_run": {}}
     for side in (SIDES if k % 2 == 0 else SIDES[::-1]):
         if side not in sides:
-            row["not_run"][side] = "does not fit in 24 GiB"
+            if side == "obvious":
+                row["not_run"][side] = "does not fit in 24 GiB"
             continue
         free = available_bytes() if device == "cpu" else None
         need = NEED[side] * tensor + 2 * vocab * hidden * 4 + 2**29
@@ -239,21 +279,7 @@ def run_loss(here, base, size, k, device, bits) -> dict:
         row["loss"][side] = res["loss"]
         row["grad_norms"][side] = res["grad_norms"]
         row["mem_method"] = res["method"]
-    ref = row["loss"].get("chunked")
-    row["max_rel_diff"] = max(
-        [abs(v - ref) / abs(ref) for v in row["loss"].values()]
-        + [abs(a - b) / b for n in row["grad_norms"].values()
-           for a, b in zip(n, row["grad_norms"]["chunked"])])
-    assert row["max_rel_diff"] < 1e-4, f"the sides disagree at {tokens} x {vocab}: {row}"
-    for side in ("chunked", "fused"):
-        if "obvious" in row["peak_mib"] and side in row["peak_mib"]:
-            row[f"{side}_mem_ratio"] = row["peak_mib"][side] / row["peak_mib"]["obvious"]
-            row[f"{side}_time_ratio"] = (row["time_s"][side]["median"]
-                                         / row["time_s"]["obvious"]["median"])
-    if "chunked" in row["peak_mib"] and "fused" in row["peak_mib"]:
-        row["fused_over_chunked_mem"] = row["peak_mib"]["fused"] / row["peak_mib"]["chunked"]
-        row["fused_over_chunked_time"] = (row["time_s"]["fused"]["median"]
-                                          / row["time_s"]["chunked"]["median"])
+    finish_row(row)
     print(f"T={tokens} V={vocab} H={hidden} (one [T, V] float32 tensor "
           f"{C.mib(tensor):.0f} MiB): peak MiB / time s: " + "; ".join(
               f"{s} {row['peak_mib'][s]:.0f} / {C.fmt(row['time_s'][s])}"
@@ -283,6 +309,12 @@ def run_step(here, base, cfg, step) -> None:
     assert max(losses) - min(losses) <= 1e-4 * max(losses), losses
 
 
+def parse_size(text: str):
+    shape, _, sides = text.partition(":")
+    tokens, vocab, hidden = (int(x) for x in shape.split("x"))
+    return tokens, vocab, hidden, tuple(sides.split(",")) if sides else SIDES
+
+
 def available_bytes() -> float | None:
     try:
         text = Path("/proc/meminfo").read_text()
@@ -304,6 +336,11 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, help="timed calls per child (the first is also measured "
                                             "for memory)")
     p.add_argument("--no-step", action="store_true", help="skip the whole-training-step part")
+    p.add_argument("--sizes", nargs="+", metavar="TxVxH[:SIDE,...]",
+                   help="run these shapes (and sides) instead of the mode's plan, e.g. "
+                        "8192x152064x2048:fused; 'step' for the training-step part")
+    p.add_argument("--append", action="store_true",
+                   help="merge into the --json file's results (shapes run in several invocations)")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--step", action="store_true", help=argparse.SUPPRESS)
@@ -314,6 +351,8 @@ def main(argv=None) -> int:
     cfg = dict(QUICK if args.quick else FULL)
     if args.reps:
         cfg["reps"] = args.reps
+    if args.sizes:
+        cfg["sizes"] = [x if x == "step" else parse_size(x) for x in args.sizes]
     if args.child:
         (step_child if args.step else loss_child)(args, cfg)
         return 0
@@ -332,7 +371,10 @@ def main(argv=None) -> int:
         "machine": C.machine_info(args.device, args.threads),
         "command": "python benchmarks/bench_kl.py" + (" --quick" if args.quick else "")
         + (f" --device {args.device}" if args.device != "cpu" else "")
-        + (f" --dtype {args.dtype}" if args.dtype != "float32" else ""),
+        + (f" --dtype {args.dtype}" if args.dtype != "float32" else "")
+        + (f" --threads {args.threads}" if args.threads != 1 else "")
+        + (" --sizes " + " ".join(args.sizes) if args.sizes else "")
+        + (" --no-step" if args.no_step else ""),
         "config": {"chunk_size": CHUNK, "dtype": args.dtype, "reps": cfg["reps"],
                    "check": CHECK, "check_max_rel_diff": worst, "step": cfg["step"],
                    "planned": [x if x == "step" else list(x[:3]) for x in cfg["sizes"]]},
@@ -342,8 +384,17 @@ def main(argv=None) -> int:
 
     def save() -> None:
         result["machine"] = C.machine_info(args.device, args.threads)
-        if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=1))
+        if not args.json:
+            return
+        out = dict(result)
+        path = Path(args.json)
+        if args.append and path.exists():  # re-read: another invocation may have saved since
+            old = json.loads(path.read_text())
+            out["rows"] = merge_rows(old["rows"], [json.loads(json.dumps(r)) for r in rows])
+            out["step"] = step or old.get("step", {})
+            out["config"] = {**old["config"], "planned": old["config"].get("planned", [])}
+            out["commands"] = old.get("commands", [old["command"]]) + [result["command"]]
+        path.write_text(json.dumps(out, indent=1))
 
     for k, item in enumerate(cfg["sizes"]):
         if item == "step":
@@ -353,7 +404,10 @@ def main(argv=None) -> int:
             continue
         rows.append(run_loss(here, base, item, k, args.device, torch.finfo(dtype).bits))
         save()
-    last = max((r for r in rows if "fused_mem_ratio" in r), key=lambda r: r["tokens"] * r["vocab"])
+    compared = [r for r in rows if "fused_mem_ratio" in r and "chunked_mem_ratio" in r]
+    if not compared:  # e.g. one side of one shape (--sizes): no ratio to print
+        return 0
+    last = max(compared, key=lambda r: r["tokens"] * r["vocab"])
     ratios = {"chunked_mem_ratio": last["chunked_mem_ratio"],
               "chunked_time_ratio": last["chunked_time_ratio"],
               "fused_mem_ratio": last["fused_mem_ratio"],
