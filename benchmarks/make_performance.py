@@ -131,7 +131,10 @@ def render_kl(r: dict) -> list[str]:
     out = [
         "## 2. The distillation loss: from hidden states, from full logits, the obvious way",
         "",
-        f"Command: `{r['command']}`  ",
+        *([f"Command: `{r['command']}`  "] if "commands" not in r else [
+            "Commands (the plan's shapes and sides were run in parts, some of them at the same "
+            "time, to fit the time available; each row says which sides it holds): "
+            + "; ".join(f"`{x}`" for x in r["commands"]) + "  "]),
         f"Run: {machine(r['machine'])}.",
         "",
         "Each side starts from the student's final hidden states and output weight (both with "
@@ -383,12 +386,18 @@ def findings(res: dict) -> list[str]:
             "output weight's gradient (`V x H` float32, 1002 MiB at 128256 x 2048, produced by "
             "every side) and about four `256 x V` float32 temporaries, a fixed amount, so the "
             "ratio falls as the sequence grows. Time against the obvious loss: "
-            f"{each('fused_time_ratio')} (chunked: {each('chunked_time_ratio')}); every side "
+            f"{each('fused_time_ratio')} (chunked: {each('chunked_time_ratio')}). Every side "
             "does the same four large matrix products (two output layers forward, the hidden "
-            "states' and the weight's gradients), which dominate on a CPU, and the fused loss "
-            "makes fewer passes over `T x V` memory. Against the chunked loss, fused used "
-            f"{each('fused_over_chunked_mem')} of its memory and "
-            f"{each('fused_over_chunked_time')} of its time."
+            "states' and the weight's gradients), which dominate the time on a CPU; the fused "
+            "loss does them 256 rows at a time, and its weight gradient is accumulated over the "
+            "chunks (`V x H` read and written once per chunk). Against the chunked loss, fused "
+            f"used {each('fused_over_chunked_mem')} of its memory and "
+            f"{each('fused_over_chunked_time')} of its time. Each time here is one call of "
+            "several minutes per side, the sides one after the other on a machine whose load "
+            "average moved between about 8 and 12 (other jobs), so time differences of a few "
+            "tens of percent between sides are within this machine's noise; the quick mode "
+            "(interleaved repetitions, smaller shapes) and a GPU run (command below) measure "
+            "time better."
         )
         not_run = [(r, why) for r in rows for side, why in r.get("not_run", {}).items()
                    if side == "obvious"]
