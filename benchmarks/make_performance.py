@@ -283,7 +283,10 @@ def render_distill(r: dict) -> list[str]:
         f"(median {c['length_median']}, longest {c['length_max']}); batch {c['batch_size']}, "
         f"{c['steps']} AdamW steps per run, {c['reps']} interleaved runs per side after one "
         f"warm-up run; pad-to-max `max_length` = {c['max_length']}. Tokens/s counts real "
-        f"(non-padding) tokens; median [min-max].",
+        f"(non-padding) tokens; median [min-max]. leaf's loss path: "
+        + (f"`{c['leaf_loss_path']}`." if "leaf_loss_path" in c else
+           "from full logits (this run predates `kd_loss_path`; section 2 measures the "
+           "default path's loss)."),
         "",
         "| side | real tokens/s | real tokens per run | positions computed per run |",
         "|---|---|---|---|",
