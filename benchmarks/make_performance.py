@@ -189,9 +189,12 @@ def render_kl(r: dict) -> list[str]:
         ]
     missing = [p for p in c.get("planned", []) if p != "step"
                and not any([row["tokens"], row["vocab"], row["hidden"]] == p for row in rows)]
+    if "step" in c.get("planned", []) and not r.get("step"):
+        missing.append("the whole training step")
     if missing:
-        out += ["", "Planned but not finished in this run: " + ", ".join(
-            f"{t} x {v} (hidden {h})" for t, v, h in missing) + "."]
+        out += ["", "Planned but not finished in the time available: " + ", ".join(
+            p if isinstance(p, str) else f"{p[0]} x {p[1]} (hidden {p[2]})" for p in missing)
+            + "."]
     step = r.get("step") or {}
     if step:
         sc = c["step"]
