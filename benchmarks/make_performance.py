@@ -248,7 +248,8 @@ def render_generate(r: dict) -> list[str]:
         "Tokens/s counts generated tokens up to each row's stop token; "
         f"{c['reps']} interleaved repetitions after a warm-up; median [min-max]. Outputs equal "
         f"to plain `generate`'s: leaf {r['same_output_as_plain']['leaf']} of "
-        f"{r['same_output_as_plain']['of']}, leaf batch 1 {r['same_output_as_plain']['leaf_b1']}.",
+        f"{r['same_output_as_plain']['of']}, leaf batch 1 {r['same_output_as_plain']['leaf_b1']} of "
+        f"{r['same_output_as_plain']['of']}.",
         "",
         "| side | generated tokens | time (s) | tokens/s |",
         "|---|---|---|---|",
@@ -487,7 +488,10 @@ def findings(res: dict) -> list[str]:
             f"{g:.2f}x a plain `generate` loop's tokens/s ({verdict(g, 0.95, True)} against "
             f">= 0.95x), with the same outputs for {gen['same_output_as_plain']['leaf']} of "
             f"{gen['same_output_as_plain']['of']} prompts; at batch 1 it ran at "
-            f"{gen['b1_over_plain']['median']:.2f}x. "
+            f"{gen['b1_over_plain']['median']:.2f}x. The repetitions' ratios ranged "
+            f"{gen['gen_over_plain']['min']:.2f}-{gen['gen_over_plain']['max']:.2f} (other "
+            "jobs' load came and went during runs of minutes), so on this machine the two "
+            "sides cannot be told apart. "
             + ("So leaf adds nothing measurable: the time is the model's. " if g >= 0.95 else
                "leaf was slower than plain `generate` here; see the table for the spread. ")
             + "On this loaded 2-core machine a SmolLM2-135M-shaped model generated "
