@@ -196,6 +196,7 @@ def main(argv=None) -> int:
     teacher = C.llama(cfg["vocab"], *cfg["teacher"], seed=1).to(device)
     with tempfile.TemporaryDirectory() as outdir:
         sides, max_length = build_sides(cfg, args, rows, student, teacher, outdir)
+        leaf_loss_path = sides["leaf"][0].loss_path
         clocks = {k: v[2] for k, v in sides.items()}
         collators = {k: v[1] for k, v in sides.items()}
 
@@ -232,7 +233,7 @@ def main(argv=None) -> int:
         + (f" --device {args.device}" if args.device != "cpu" else ""),
         "config": {**cfg, "rows": len(rows), "counterfactual_rows": n_cf,
                    "length_median": lengths[len(lengths) // 2], "length_max": lengths[-1],
-                   "max_length": max_length,
+                   "max_length": max_length, "leaf_loss_path": leaf_loss_path,
                    "student_params": C.n_params(student), "teacher_params": C.n_params(teacher)},
         "real_tokens_per_run": real_tokens,
         "padded_tokens_per_run": padded_tokens,

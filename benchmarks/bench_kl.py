@@ -1,18 +1,29 @@
-"""Forward KL over the full vocabulary: leaf's chunked loss vs the obvious one.
+"""The distillation loss from hidden states: leaf's fused loss vs the obvious one vs chunked logits.
 
-Both sides compute ``sum_i t^2 KL(p_T(.|i) || p_S(.|i))`` over every position ``i`` of a batch of
-student and teacher logits ``[B, T, V]`` (all positions are response tokens), then its gradient
-with respect to the student logits:
+Every side starts from the same inputs, the student's final hidden states ``h`` ``[T, H]`` (with
+gradient) and output weight ``W`` ``[V, H]`` (with gradient), the teacher's final hidden states
+and output weight (frozen), and computes ``sum_i KL(p_T(.|i) || p_S(.|i))`` over every position
+(all positions are response tokens) and its gradient with respect to ``h`` and ``W``:
 
-- **obvious**: :func:`leaf.distill.losses.token_divergence` on the flattened ``[B*T, V]``
-  logits (float32 log-softmax of both, ``p_T (log p_T - log p_S)`` summed over the vocabulary),
-  summed over positions: every ``[B*T, V]`` intermediate is alive at once and kept for backward.
-- **chunked**: :func:`leaf.distill.losses.chunked_divergence` with the trainer's default chunk of
-  256 positions (``kd_chunk_size``), and with chunks of 1024 positions (``chunked_1024``).
+- **obvious**: both models' logits ``[T, V]`` (``F.linear``), then
+  :func:`leaf.distill.losses.token_divergence` over all positions at once, summed, backward.
+- **chunked** (leaf's previous path, ``kd_loss_path: logits``): the same two logits tensors, then
+  :func:`leaf.distill.losses.chunked_divergence` in chunks of 256 positions, backward.
+- **fused** (``kd_loss_path: hidden``, the trainer's default where the model allows it):
+  :func:`leaf.distill.fused.fused_distill_loss`: 256 positions at a time through both output
+  layers, the divergence and its gradient in closed form; no ``[T, V]`` tensor.
 
-Same inputs, same loss and gradient (checked with ``allclose`` at every size before timing).
-Peak memory is what the loss and its backward add on top of the two logits tensors (the
-student gradient ``[B*T, V]`` that both sides must produce is included).
+Each (shape, side) runs in a fresh child process: peak memory above the inputs (the weight's
+gradient, as large as ``W``, is included on every side, as training needs it) and wall time of
+the loss plus backward. The parent first checks, at a small shape, that the three sides give the
+same loss and gradients; every child reports its loss and gradient norms, compared across sides.
+The teacher's weight is a second reference to the student's (same values, same computation;
+one fewer ``[V, H]`` input tensor on a 24 GiB machine).
+
+A second part measures one whole training step (student forward, teacher forward, loss,
+backward; ``Trainer.training_step``) of a small Llama-shaped student with a 128256-token
+vocabulary: leaf's ``DistillTrainer`` on each ``kd_loss_path``, and a textbook KD ``Trainer``
+with the obvious loss.
 
 Run: ``python benchmarks/bench_kl.py [--quick] [--device cuda]``.
 """
@@ -21,161 +32,393 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 import _common as C
 
-QUICK = dict(sizes=[(256, 32000), (2048, 16000)], reps=3, mem_reps=1)
-# sequence length grows at V = 32000, then the vocabulary at T = 2048; the last two rows hold
-# 1 GiB per float32 logits tensor (the obvious loss then peaks near 8 GiB on a 23 GiB machine)
-FULL = dict(sizes=[(512, 32000), (2048, 32000), (4096, 32000), (2048, 64000), (2048, 128256),
-                   (4096, 64000)], reps=3, mem_reps=2)
 CHUNK = 256  # the trainer's default (DistillArguments.kd_chunk_size)
-LARGE_CHUNK = 1024  # the default before this benchmark
+SIDES = ("obvious", "chunked", "fused")
+# (tokens, vocab, hidden, sides); the obvious loss is left out where it cannot fit in 24 GiB
+# the order they run in: the headline shape first, the longest run last (a run cut short still
+# leaves the results written so far in --json)
+FULL = dict(sizes=[(4096, 128256, 2048, SIDES), (2048, 128256, 2048, SIDES), "step",
+                   (8192, 152064, 2048, ("chunked", "fused"))], reps=1,
+            step=dict(vocab=128256, student=(256, 2, 4, 688), teacher=(512, 2, 8, 1376),
+                      tokens=2048))
+QUICK = dict(sizes=[(512, 16000, 256, SIDES), (1024, 32000, 256, SIDES), "step"], reps=2,
+             step=dict(vocab=32000, student=(64, 2, 4, 192), teacher=(128, 2, 4, 384),
+                       tokens=512))
+CHECK = (192, 3000, 96)  # the parent's exact comparison of all gradients
+# bytes per [tokens, vocab] float32 tensor that each side's peak holds at most (measured
+# ratios, rounded up), to skip a case the machine's free memory cannot hold
+NEED = {"obvious": 8.5, "chunked": 3.3, "fused": 0.2}
 
 
-def make_logits(tokens: int, vocab: int, device, dtype, seed: int = 0):
+def make_inputs(tokens, vocab, hidden, device, dtype, seed=0):
     import torch
 
     g = torch.Generator(device="cpu").manual_seed(seed)
-    student = (2 * torch.randn(1, tokens, vocab, generator=g)).to(device, dtype).requires_grad_()
-    teacher = (2 * torch.randn(1, tokens, vocab, generator=g)).to(device, dtype)
-    groups = torch.zeros(1, tokens, dtype=torch.long, device=device)
-    return student, teacher, groups
+    h = torch.randn(tokens, hidden, generator=g).to(device, dtype).requires_grad_()
+    w = (torch.randn(vocab, hidden, generator=g) / hidden**0.5).to(device, dtype).requires_grad_()
+    ht = (1.5 * torch.randn(tokens, hidden, generator=g)).to(device, dtype)
+    groups = torch.zeros(tokens, dtype=torch.long, device=device)
+    return h, w, ht, w.detach(), groups
 
 
-def obvious(student, teacher, groups):
+def obvious(h, w, ht, wt, groups):
+    import torch
+    import torch.nn.functional as F
+
     from leaf.distill.losses import token_divergence
 
-    vocab = student.shape[-1]
-    div = token_divergence(student.reshape(-1, vocab), teacher.reshape(-1, vocab))
-    loss = (div * (groups.reshape(-1) >= 0)).sum()
+    z = F.linear(h, w)
+    with torch.no_grad():
+        zt = F.linear(ht, wt)
+    loss = (token_divergence(z, zt) * (groups >= 0)).sum()
     loss.backward()
     return loss.detach()
 
 
-def chunked(student, teacher, groups, chunk_size=CHUNK):
+def chunked(h, w, ht, wt, groups):
+    import torch
+    import torch.nn.functional as F
+
     from leaf.distill.losses import chunked_divergence
 
-    loss = chunked_divergence(student, teacher, groups, num_groups=1, chunk_size=chunk_size).sum()
+    z = F.linear(h, w)
+    with torch.no_grad():
+        zt = F.linear(ht, wt)
+    loss = chunked_divergence(z, zt, groups, num_groups=1, chunk_size=CHUNK).sum()
     loss.backward()
     return loss.detach()
 
 
-def chunked_large(student, teacher, groups):
-    return chunked(student, teacher, groups, LARGE_CHUNK)
+def fused(h, w, ht, wt, groups):
+    import torch
+
+    from leaf.distill.fused import fused_distill_loss, teacher_from_hidden
+
+    head = torch.nn.Linear(wt.shape[1], wt.shape[0], bias=False, device="meta")
+    head.weight = torch.nn.Parameter(wt, requires_grad=False)
+    out = fused_distill_loss(h, w, groups, torch.ones(1, device=h.device),
+                             teacher=teacher_from_hidden(ht, head), num_groups=1,
+                             chunk_size=CHUNK)
+    out.loss.backward()
+    return out.loss.detach()
 
 
-SIDES = {"obvious": obvious, "chunked": chunked, "chunked_1024": chunked_large}
+FNS = {"obvious": obvious, "chunked": chunked, "fused": fused}
 
 
-def child(args) -> None:
+# ---------------------------------------------------------------- a whole training step
+
+
+def step_child(args, cfg) -> None:
+    """One ``training_step`` of a Llama-shaped student on one row, in this process."""
+    import logging
+    import tempfile
+    import time
+
+    import transformers
+    from bench_distill import plain_kd_trainer_class
+
+    from leaf.distill.config import DistillArguments
+    from leaf.distill.data import DistillCollator
+    from leaf.distill.trainer import DistillTrainer
+
+    torch, device = C.setup_torch(args.threads, args.device)
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    transformers.utils.logging.set_verbosity_error()
+    s = cfg["step"]
+    student = C.llama(s["vocab"], *s["student"], seed=0).to(device)
+    teacher = C.llama(s["vocab"], *s["teacher"], seed=1).to(device)
+    g = torch.Generator().manual_seed(3)
+
+    def row(n):
+        ids = torch.randint(3, s["vocab"], (n,), generator=g).tolist()
+        return {"input_ids": ids, "labels": [-100] * (n // 4) + ids[n // 4:],
+                "is_counterfactual": 0}
+
+    rows = [row(s["tokens"])]
+    with tempfile.TemporaryDirectory() as out:
+        targs = DistillArguments(output_dir=out, per_device_train_batch_size=1, max_steps=1,
+                                 report_to="none", disable_tqdm=True, use_cpu=args.device == "cpu",
+                                 kd_loss_path="logits" if args.child == "chunked" else "hidden",
+                                 remove_unused_columns=False)
+        cls = plain_kd_trainer_class() if args.child == "obvious" else DistillTrainer
+        trainer = cls(model=student, args=targs, train_dataset=rows, teacher=teacher,
+                      data_collator=DistillCollator(0))
+        if args.child != "obvious":
+            assert trainer.loss_path == ("logits" if args.child == "chunked" else "hidden")
+        collate = trainer.data_collator
+        trainer.current_gradient_accumulation_steps = 1  # set by train() otherwise
+        student.train()
+        trainer.training_step(student, collate([row(64)]))  # lazy initialisations
+        student.zero_grad(set_to_none=True)
+        batch = collate(rows)
+        with C.PeakMemory(device) as peak:
+            C.sync(device)
+            t0 = time.perf_counter()
+            loss = trainer.training_step(student, batch)
+            C.sync(device)
+            took = time.perf_counter() - t0
+    C.child_report(peak, side=args.child, loss=float(loss), time_s=took,
+                   student_params=C.n_params(student), teacher_params=C.n_params(teacher))
+
+
+# ---------------------------------------------------------------- the loss alone
+
+
+def loss_child(args, cfg) -> None:
+    import time
+
     torch, device = C.setup_torch(args.threads, args.device)
     dtype = getattr(torch, args.dtype)
-    fn = SIDES[args.child]
-    small = make_logits(8, 64, device, dtype)
-    fn(*small)  # lazy initialisations
-    del small
-    student, teacher, groups = make_logits(args.tokens, args.vocab, device, dtype)
+    fn = FNS[args.child]
+    fn(*make_inputs(8, 64, 16, device, dtype))  # lazy initialisations
+    h, w, ht, wt, groups = make_inputs(args.tokens, args.vocab, args.hidden, device, dtype)
+    times = []
     with C.PeakMemory(device) as peak:
-        fn(student, teacher, groups)
-    C.child_report(peak, side=args.child, tokens=args.tokens, vocab=args.vocab)
+        C.sync(device)
+        t0 = time.perf_counter()
+        loss = fn(h, w, ht, wt, groups)
+        C.sync(device)
+        times.append(time.perf_counter() - t0)
+    norms = [float(h.grad.norm()), float(w.grad.norm())]
+    for _ in range(cfg["reps"] - 1):
+        h.grad = w.grad = None
+        C.sync(device)
+        t0 = time.perf_counter()
+        fn(h, w, ht, wt, groups)
+        C.sync(device)
+        times.append(time.perf_counter() - t0)
+    C.child_report(peak, side=args.child, loss=float(loss), grad_norms=norms, times=times)
+
+
+def check_small(device, dtype, torch) -> float:
+    """Largest relative difference of loss and gradients between the sides at a small shape."""
+    worst = 0.0
+    ref = None
+    for side in SIDES:
+        h, w, ht, wt, groups = make_inputs(*CHECK, device, dtype)
+        loss = FNS[side](h, w, ht, wt, groups)
+        got = [loss, h.grad, w.grad]
+        if ref is None:
+            ref = got
+            continue
+        for a, b in zip(got, ref):
+            worst = max(worst, float((a - b).norm() / b.norm()))
+    limit = 1e-5 if dtype == torch.float32 else 2e-2
+    assert worst <= limit, f"the sides disagree: relative difference {worst:.1e}"
+    return worst
+
+
+def finish_row(row: dict) -> None:
+    """The row's cross-side checks and ratios, from whatever sides it holds."""
+    tokens, vocab = row["tokens"], row["vocab"]
+    ref = row["loss"].get("chunked", next(iter(row["loss"].values()), None))
+    ref_norms = row["grad_norms"].get("chunked", next(iter(row["grad_norms"].values()), None))
+    row["max_rel_diff"] = max(
+        [abs(v - ref) / abs(ref) for v in row["loss"].values()]
+        + [abs(a - b) / b for n in row["grad_norms"].values() for a, b in zip(n, ref_norms)],
+        default=0.0)
+    assert row["max_rel_diff"] < 1e-4, f"the sides disagree at {tokens} x {vocab}: {row}"
+    for side in ("chunked", "fused"):
+        if "obvious" in row["peak_mib"] and side in row["peak_mib"]:
+            row[f"{side}_mem_ratio"] = row["peak_mib"][side] / row["peak_mib"]["obvious"]
+            row[f"{side}_time_ratio"] = (row["time_s"][side]["median"]
+                                         / row["time_s"]["obvious"]["median"])
+    if "chunked" in row["peak_mib"] and "fused" in row["peak_mib"]:
+        row["fused_over_chunked_mem"] = row["peak_mib"]["fused"] / row["peak_mib"]["chunked"]
+        row["fused_over_chunked_time"] = (row["time_s"]["fused"]["median"]
+                                          / row["time_s"]["chunked"]["median"])
+
+
+def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
+    """Rows of two runs (e.g. sides of one shape run in separate invocations), joined by shape."""
+    out = {(r["tokens"], r["vocab"], r["hidden"]): r for r in old}
+    for r in new:
+        key = (r["tokens"], r["vocab"], r["hidden"])
+        if key not in out:
+            out[key] = r
+            continue
+        row = out[key]
+        for field in ("peak_mib", "time_s", "loss", "grad_norms"):
+            row[field].update(r[field])
+        row["not_run"] = {k: v for k, v in {**row["not_run"], **r["not_run"]}.items()
+                          if k not in row["peak_mib"]}
+        row["mem_method"] = r.get("mem_method", row.get("mem_method"))
+        finish_row(row)
+    return list(out.values())
+
+
+def run_loss(here, base, size, k, device, bits) -> dict:
+    """One shape: each side in its own child process; returns the table row."""
+    tokens, vocab, hidden, sides = size
+    tensor = tokens * vocab * 4
+    row = {"tokens": tokens, "vocab": vocab, "hidden": hidden,
+           "logits_mib": C.mib(tokens * vocab * bits / 8),
+           "peak_mib": {}, "time_s": {}, "loss": {}, "grad_norms": {}, "not_run": {}}
+    for side in (SIDES if k % 2 == 0 else SIDES[::-1]):
+        if side not in sides:
+            if side == "obvious":
+                row["not_run"][side] = "does not fit in 24 GiB"
+            continue
+        free = available_bytes() if device == "cpu" else None
+        need = NEED[side] * tensor + 2 * vocab * hidden * 4 + 2**29
+        if free is not None and need > free - 2**30:
+            row["not_run"][side] = (f"needs about {need / 2**30:.0f} GiB, "
+                                    f"{free / 2**30:.0f} GiB were free")
+            continue
+        res = C.run_child(here, ["--child", side, "--tokens", str(tokens), "--vocab",
+                                 str(vocab), "--hidden", str(hidden), *base], timeout=7200)
+        row["peak_mib"][side] = C.mib(res["peak_bytes"])
+        row["time_s"][side] = C.summary(res["times"])
+        row["loss"][side] = res["loss"]
+        row["grad_norms"][side] = res["grad_norms"]
+        row["mem_method"] = res["method"]
+    finish_row(row)
+    print(f"T={tokens} V={vocab} H={hidden} (one [T, V] float32 tensor "
+          f"{C.mib(tensor):.0f} MiB): peak MiB / time s: " + "; ".join(
+              f"{s} {row['peak_mib'][s]:.0f} / {C.fmt(row['time_s'][s])}"
+              for s in SIDES if s in row["peak_mib"])
+          + "".join(f"; {s} not run ({why})" for s, why in row["not_run"].items())
+          + "".join(f"; {s} / obvious: memory {row[f'{s}_mem_ratio']:.3f}, time "
+                    f"{row[f'{s}_time_ratio']:.3f}" for s in ("chunked", "fused")
+                    if f"{s}_mem_ratio" in row), flush=True)
+    return row
+
+
+def run_step(here, base, cfg, step) -> None:
+    """The whole-training-step part: each side in its own child; fills ``step``."""
+    s = cfg["step"]
+    for side in SIDES:
+        res = C.run_child(here, ["--child", side, "--step", *base], timeout=7200)
+        step[side] = {"peak_mib": C.mib(res["peak_bytes"]), "time_s": res["time_s"],
+                      "loss": res["loss"], "student_params": res["student_params"],
+                      "teacher_params": res["teacher_params"], "method": res["method"]}
+    print(f"training step, student hidden {s['student'][0]} x {s['student'][1]} layers "
+          f"({step['fused']['student_params'] / 1e6:.0f}M parameters), teacher "
+          f"{step['fused']['teacher_params'] / 1e6:.0f}M, vocabulary {s['vocab']}, one row of "
+          f"{s['tokens']} tokens: peak MiB " + "; ".join(
+              f"{k} {v['peak_mib']:.0f} ({v['time_s']:.1f} s)" for k, v in step.items()),
+          flush=True)
+    losses = [v["loss"] for v in step.values()]
+    assert max(losses) - min(losses) <= 1e-4 * max(losses), losses
+
+
+def parse_size(text: str):
+    shape, _, sides = text.partition(":")
+    tokens, vocab, hidden = (int(x) for x in shape.split("x"))
+    return tokens, vocab, hidden, tuple(sides.split(",")) if sides else SIDES
+
+
+def available_bytes() -> float | None:
+    try:
+        text = Path("/proc/meminfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return None
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="small settings, under a minute on 2 cores")
+    p.add_argument("--quick", action="store_true", help="small settings, about a minute on 2 cores")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for both sides")
+    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for every side")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                   help="dtype of the logits (the losses compute in float32 either way)")
-    p.add_argument("--reps", type=int)
+                   help="dtype of hidden states and weights (the losses compute in float32)")
+    p.add_argument("--reps", type=int, help="timed calls per child (the first is also measured "
+                                            "for memory)")
+    p.add_argument("--no-step", action="store_true", help="skip the whole-training-step part")
+    p.add_argument("--sizes", nargs="+", metavar="TxVxH[:SIDE,...]",
+                   help="run these shapes (and sides) instead of the mode's plan, e.g. "
+                        "8192x152064x2048:fused; 'step' for the training-step part")
+    p.add_argument("--append", action="store_true",
+                   help="merge into the --json file's results (shapes run in several invocations)")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--step", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--tokens", type=int, help=argparse.SUPPRESS)
     p.add_argument("--vocab", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--hidden", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.child:
-        child(args)
-        return 0
     cfg = dict(QUICK if args.quick else FULL)
     if args.reps:
         cfg["reps"] = args.reps
+    if args.sizes:
+        cfg["sizes"] = [x if x == "step" else parse_size(x) for x in args.sizes]
+    if args.child:
+        (step_child if args.step else loss_child)(args, cfg)
+        return 0
     torch, device = C.setup_torch(args.threads, args.device)
     dtype = getattr(torch, args.dtype)
     here = Path(__file__).resolve()
-    base = ["--device", args.device, "--threads", str(args.threads), "--dtype", args.dtype]
-    tol = dict(rtol=1e-4, atol=1e-6) if args.dtype == "float32" else dict(rtol=2e-2, atol=1e-4)
-    rows = []
-    for tokens, vocab in cfg["sizes"]:
-        student, teacher, groups = make_logits(tokens, vocab, device, dtype)
-        # same loss and gradient (also the warm-up)
-        ref_loss = obvious(student, teacher, groups)
-        ref_grad, student.grad = student.grad, None
-        max_err = 0.0
-        for fn in (chunked, chunked_large):
-            student.grad = None
-            loss = fn(student, teacher, groups)
-            assert torch.allclose(loss, ref_loss, **tol), (float(loss), float(ref_loss))
-            assert torch.allclose(student.grad, ref_grad, **tol), "gradients differ"
-            max_err = max(max_err, float((student.grad - ref_grad).abs().max()))
-        del ref_grad
-
-        def run(fn, s, t, g):
-            def call():
-                s.grad = None
-                fn(s, t, g)
-            return call
-
-        times = C.interleaved({k: run(f, student, teacher, groups) for k, f in SIDES.items()},
-                              cfg["reps"], device, warmup=0)
-        student.grad = None
-        del student, teacher, groups
-        mem: dict[str, list[float]] = {k: [] for k in SIDES}
-        method = ""
-        for r in range(cfg["mem_reps"]):
-            for side in (list(SIDES) if r % 2 == 0 else list(SIDES)[::-1]):
-                res = C.run_child(here, ["--child", side, "--tokens", str(tokens),
-                                         "--vocab", str(vocab), *base])
-                mem[side].append(res["peak_bytes"])
-                method = res["method"]
-        row = {
-            "tokens": tokens, "vocab": vocab,
-            "logits_mib": C.mib(tokens * vocab * torch.finfo(dtype).bits / 8),
-            "loss": float(ref_loss), "max_abs_grad_diff": max_err,
-            "time_s": {k: C.summary(v) for k, v in times.items()},
-            "time_ratio": C.summary(C.ratios(times["chunked"], times["obvious"])),
-            "time_ratio_1024": C.summary(C.ratios(times["chunked_1024"], times["obvious"])),
-            "peak_mib": {k: C.summary([C.mib(x) for x in v]) for k, v in mem.items()},
-            "mem_ratio": C.summary(C.ratios(mem["chunked"], mem["obvious"])),
-            "mem_ratio_1024": C.summary(C.ratios(mem["chunked_1024"], mem["obvious"])),
-            "mem_method": method,
-        }
-        rows.append(row)
-        print(f"T={tokens:5d} V={vocab:6d} (one logits tensor {row['logits_mib']:.0f} MiB), "
-              f"peak MiB / time s: " + "; ".join(
-                  f"{k} {C.fmt(row['peak_mib'][k], 0)} / {C.fmt(row['time_s'][k])}" for k in SIDES)
-              + f"; memory ratio {row['mem_ratio']['median']:.3f} (chunk {CHUNK}), "
-              f"{row['mem_ratio_1024']['median']:.3f} (chunk {LARGE_CHUNK})", flush=True)
+    base = ["--device", args.device, "--threads", str(args.threads), "--dtype", args.dtype,
+            "--reps", str(cfg["reps"])] + (["--quick"] if args.quick else [])
+    worst = check_small(device, dtype, torch)
+    print(f"check at T x V x H = {' x '.join(map(str, CHECK))}: loss and gradients of the three "
+          f"sides agree within {worst:.1e} (relative norm)", flush=True)
+    rows: list[dict] = []
+    step: dict[str, dict] = {}
     result = {
         "name": "kl",
         "machine": C.machine_info(args.device, args.threads),
         "command": "python benchmarks/bench_kl.py" + (" --quick" if args.quick else "")
-        + (f" --device {args.device}" if args.device != "cpu" else ""),
-        "config": {"chunk_size": CHUNK, "large_chunk_size": LARGE_CHUNK, "dtype": args.dtype, "reps": cfg["reps"],
-                   "mem_reps": cfg["mem_reps"]},
+        + (f" --device {args.device}" if args.device != "cpu" else "")
+        + (f" --dtype {args.dtype}" if args.dtype != "float32" else "")
+        + (f" --threads {args.threads}" if args.threads != 1 else "")
+        + (" --sizes " + " ".join(args.sizes) if args.sizes else "")
+        + (" --no-step" if args.no_step else ""),
+        "config": {"chunk_size": CHUNK, "dtype": args.dtype, "reps": cfg["reps"],
+                   "check": CHECK, "check_max_rel_diff": worst, "step": cfg["step"],
+                   "planned": [x if x == "step" else list(x[:3]) for x in cfg["sizes"]]},
         "rows": rows,
+        "step": step,
     }
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
-    last = rows[-1]
-    print(C.ratio_line({"mem_ratio_largest": last["mem_ratio"]["median"],
-                        "time_ratio_largest": last["time_ratio"]["median"],
-                        "mem_ratio_largest_chunk1024": last["mem_ratio_1024"]["median"],
-                        "time_ratio_largest_chunk1024": last["time_ratio_1024"]["median"]}))
+
+    def save() -> None:
+        result["machine"] = C.machine_info(args.device, args.threads)
+        if not args.json:
+            return
+        out = dict(result)
+        path = Path(args.json)
+        if args.append and path.exists():  # re-read: another invocation may have saved since
+            old = json.loads(path.read_text())
+            out["rows"] = merge_rows(old["rows"], [json.loads(json.dumps(r)) for r in rows])
+            out["step"] = step or old.get("step", {})
+            out["config"] = {**old["config"], "planned": old["config"].get("planned", [])}
+            out["commands"] = old.get("commands", [old["command"]]) + [result["command"]]
+        path.write_text(json.dumps(out, indent=1))
+
+    for k, item in enumerate(cfg["sizes"]):
+        if item == "step":
+            if not args.no_step:
+                run_step(here, base, cfg, step)
+                save()
+            continue
+        rows.append(run_loss(here, base, item, k, args.device, torch.finfo(dtype).bits))
+        save()
+    compared = [r for r in rows if "fused_mem_ratio" in r and "chunked_mem_ratio" in r]
+    if not compared:  # e.g. one side of one shape (--sizes): no ratio to print
+        return 0
+    last = max(compared, key=lambda r: r["tokens"] * r["vocab"])
+    ratios = {"chunked_mem_ratio": last["chunked_mem_ratio"],
+              "chunked_time_ratio": last["chunked_time_ratio"],
+              "fused_mem_ratio": last["fused_mem_ratio"],
+              "fused_time_ratio": last["fused_time_ratio"]}
+    if step:
+        ratios["step_fused_mem_ratio"] = step["fused"]["peak_mib"] / step["obvious"]["peak_mib"]
+    print(C.ratio_line({k: ratios[k] for k in ratios if not k.startswith("fused_")}
+                       | {k: ratios[k] for k in ratios if k.startswith("fused_")}))
     return 0
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     sys.exit(main())

@@ -1,12 +1,14 @@
 """Run the benchmarks in full mode and regenerate ``docs/PERFORMANCE.md`` from their results.
 
-    python benchmarks/make_performance.py                 # run all four (full mode), then write
+    python benchmarks/make_performance.py                 # run them all (full mode), then write
     python benchmarks/make_performance.py --render-only   # rewrite the page from results/*.json
     python benchmarks/make_performance.py --only kl       # rerun one, keep the others' results
 
 Each benchmark writes ``benchmarks/results/<name>.json`` (and its console output to
 ``<name>.log``); the page is rendered from those files only, so every number in it comes from a
-run whose command, machine, library versions and date are printed beside its table.
+run whose command, machine, library versions and date are printed beside its table. The quick
+runs' last lines go to ``results/quick.json`` (their full output is not kept: a ``--quick`` run
+of a benchmark script itself writes nothing).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import _common as C
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 PAGE = C.ROOT / "docs" / "PERFORMANCE.md"
-NAMES = ("detect", "kl", "distill", "dp")
+NAMES = ("detect", "kl", "distill", "generate", "dp")
 
 
 def run(name: str, extra: list[str]) -> None:
@@ -42,7 +44,6 @@ def run_quick(name: str, extra: list[str]) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     wall = time.perf_counter() - t0
-    (RESULTS / f"{name}_quick.log").write_text(proc.stdout + proc.stderr)
     last = proc.stdout.strip().splitlines()[-1]
     return {"command": f"python benchmarks/bench_{name}.py --quick " + " ".join(extra),
             "wall_s": wall, "last_line": last}
@@ -111,48 +112,159 @@ def render_detect(r: dict) -> list[str]:
     return out
 
 
+def _cell(row: dict, side: str, key: str, digits: int) -> str:
+    if side in row.get("not_run", {}):
+        return f"not run: {row['not_run'][side]}"
+    value = row[key].get(side)
+    if value is None:
+        return ""
+    return C.fmt(value, digits) if isinstance(value, dict) else f"{value:.{digits}f}"
+
+
+def _ratio(row: dict, key: str) -> str:
+    return f"{row[key]:.3f}" if key in row else ""
+
+
 def render_kl(r: dict) -> list[str]:
     c = r["config"]
-    f = C.fmt
+    rows = sorted(r["rows"], key=lambda row: row["tokens"] * row["vocab"])
     out = [
-        "## 2. The distillation loss: forward KL over the full vocabulary",
+        "## 2. The distillation loss: from hidden states, from full logits, the obvious way",
+        "",
+        *([f"Command: `{r['command']}`  "] if "commands" not in r else [
+            "Commands (the plan's shapes and sides were run in parts, some of them at the same "
+            "time, to fit the time available; each row says which sides it holds): "
+            + "; ".join(f"`{x}`" for x in r["commands"]) + "  "]),
+        f"Run: {machine(r['machine'])}.",
+        "",
+        "Each side starts from the student's final hidden states and output weight (both with "
+        "gradient) and the teacher's final hidden states and output weight, computes the forward "
+        "KL summed over every position and its gradient with respect to the student's hidden "
+        "states and output weight: **obvious**, both models' full logits then "
+        "`token_divergence` over all positions at once; **chunked**, the same full logits then "
+        f"`chunked_divergence` in chunks of {c['chunk_size']} positions (leaf's previous path, "
+        "`kd_loss_path: logits`); **fused**, `fused_distill_loss` (`kd_loss_path: hidden`, "
+        f"the default): {c['chunk_size']} positions at a time through both output layers, "
+        "the divergence and its gradient in closed form, no `tokens x vocabulary` tensor. "
+        f"Inputs in {c['dtype']}; the losses compute in float32. Peak memory is what the loss "
+        "and its backward add above the inputs; the output weight's gradient (as large as the "
+        "weight; training needs it anyway) is included on every side. Each side runs in its own "
+        f"process, {c['reps']} timed call(s) each (the first also measured for memory), the "
+        "sides of a shape one after the other, their order reversed from one shape to the next. "
+        "Checks: at "
+        f"{' x '.join(map(str, c['check']))} (T x V x H) the three sides' losses and gradients "
+        f"agree within {c['check_max_rel_diff']:.1e} (relative norm); at every shape below, "
+        "their losses and gradient norms agree within the last column.",
+        "",
+        "| T x V (hidden) | one T x V float32 tensor (MiB) | peak MiB obvious | peak MiB chunked "
+        "| peak MiB fused | memory chunked / obvious | memory fused / obvious | time s obvious "
+        "| time s chunked | time s fused | time chunked / obvious | time fused / obvious "
+        "| fused / chunked (memory, time) | largest relative difference |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        both = (f"{row['fused_over_chunked_mem']:.3f}, {row['fused_over_chunked_time']:.3f}"
+                if "fused_over_chunked_mem" in row else "")
+        out.append(
+            f"| {row['tokens']} x {row['vocab']} ({row['hidden']}) "
+            f"| {row['tokens'] * row['vocab'] * 4 / 2**20:.0f} "
+            + "".join(f"| {_cell(row, s, 'peak_mib', 0)} " for s in ("obvious", "chunked", "fused"))
+            + f"| {_ratio(row, 'chunked_mem_ratio')} | {_ratio(row, 'fused_mem_ratio')} "
+            + "".join(f"| {_cell(row, s, 'time_s', 1)} " for s in ("obvious", "chunked", "fused"))
+            + f"| {_ratio(row, 'chunked_time_ratio')} | {_ratio(row, 'fused_time_ratio')} "
+            f"| {both} | {row['max_rel_diff']:.1e} |"
+        )
+    head = [row for row in rows if (row["tokens"], row["vocab"]) == (4096, 128256)
+            and "fused_mem_ratio" in row]
+    if head:
+        h = head[0]
+        out += [
+            "",
+            "| target at 4096 x 128256 | measured | target | |",
+            "|---|---|---|---|",
+            f"| peak memory, fused / obvious | {h['fused_mem_ratio']:.3f} | <= 0.1 "
+            f"| {verdict(h['fused_mem_ratio'], 0.1, False)} |",
+            f"| time, fused / obvious | {h['fused_time_ratio']:.3f} | <= 1.0 "
+            f"| {verdict(h['fused_time_ratio'], 1.0, False)} |",
+        ]
+    missing = [p for p in c.get("planned", []) if p != "step"
+               and not any([row["tokens"], row["vocab"], row["hidden"]] == p for row in rows)]
+    if "step" in c.get("planned", []) and not r.get("step"):
+        missing.append("the whole training step")
+    if missing:
+        out += ["", "Planned but not finished in the time available: " + ", ".join(
+            p if isinstance(p, str) else f"{p[0]} x {p[1]} (hidden {p[2]})" for p in missing)
+            + "."]
+    step = r.get("step") or {}
+    if step:
+        sc = c["step"]
+        f0 = step["fused"]
+        out += [
+            "",
+            f"**One whole training step** (`Trainer.training_step`: student forward, teacher "
+            f"forward, loss, backward; optimizer state, equal on every side, not included) of a "
+            f"Llama-shaped student (hidden {sc['student'][0]}, {sc['student'][1]} layers, "
+            f"{f0['student_params'] / 1e6:.0f}M parameters, most of them in the embeddings and "
+            f"output layer) with a teacher of {f0['teacher_params'] / 1e6:.0f}M parameters "
+            f"(hidden {sc['teacher'][0]}), vocabulary {sc['vocab']}, one row of {sc['tokens']} "
+            "tokens (the last three quarters are targets), float32, forward KL. "
+            "*fused*: leaf's `DistillTrainer` (default `kd_loss_path`: hidden); *chunked*: the "
+            "same with `kd_loss_path: logits`; *obvious*: a textbook KD `Trainer` (full logits "
+            "of both models, `token_divergence` of the target positions). One step per side in "
+            "its own process after a 64-token warm-up step; the three losses agree.",
+            "",
+            "| side | peak memory (MiB) | ratio to obvious | time (s) |",
+            "|---|---|---|---|",
+        ]
+        for k in ("obvious", "chunked", "fused"):
+            if k in step:
+                out.append(f"| {k} | {step[k]['peak_mib']:.0f} "
+                           f"| {step[k]['peak_mib'] / step['obvious']['peak_mib']:.3f} "
+                           f"| {step[k]['time_s']:.1f} |")
+    method = next((row["mem_method"] for row in rows if "mem_method" in row), "")
+    out += ["", f"Memory: {method}.", ""]
+    return out
+
+
+def render_generate(r: dict) -> list[str]:
+    c, m = r["config"], r["config"]["model"]
+    f = C.fmt
+    b = c["batch_size"]
+    labels = {"leaf": f"leaf `HFGenerator`, batch {b}",
+              "plain": f"plain `model.generate`, batch {b}",
+              "leaf_b1": "leaf `HFGenerator`, batch 1", "vllm": "vLLM (leaf's `VLLMGenerator`)"}
+    out = [
+        "## 4. Generation (screening, verification, evaluation)",
         "",
         f"Command: `{r['command']}`  ",
         f"Run: {machine(r['machine'])}.",
         "",
-        f"Loss and gradient with respect to the student logits, logits in {c['dtype']}; "
-        f"`chunked` is the trainer's default chunk of {c['chunk_size']} positions, `chunked_"
-        f"{c['large_chunk_size']}` the previous default. Peak memory is what the loss and its "
-        f"backward add above the two logits tensors (the student's gradient, as large as its "
-        f"logits, is included on every side). {c['reps']} interleaved timing repetitions, "
-        f"{c['mem_reps']} memory processes per side; median [min-max]. Every row was first checked: "
-        f"same loss and same gradient (`torch.allclose`, largest gradient difference shown).",
+        f"Model: Llama architecture initialised at random from a config (not trained weights), "
+        f"shaped like SmolLM2-135M: vocabulary {m['vocab']}, hidden {m['hidden']}, "
+        f"{m['layers']} layers, {m['heads']} heads ({m['kv_heads']} key-value), "
+        f"{c['params'] / 1e6:.0f}M parameters, {c['dtype']}. {c['prompts']} prompts of "
+        f"{c['prompt_tokens'][0]}-{c['prompt_tokens'][1]} tokens (chat template included), "
+        f"greedy, at most {c['max_new_tokens']} new tokens, the same stop ids on every side. "
+        "Tokens/s counts generated tokens up to each row's stop token; "
+        f"{c['reps']} interleaved repetitions after a warm-up; median [min-max]. Outputs equal "
+        f"to plain `generate`'s: leaf {r['same_output_as_plain']['leaf']} of "
+        f"{r['same_output_as_plain']['of']}, leaf batch 1 {r['same_output_as_plain']['leaf_b1']} of "
+        f"{r['same_output_as_plain']['of']}.",
         "",
-        f"| T x V | one logits tensor (MiB) | peak MiB obvious | peak MiB chunked | memory ratio "
-        f"| memory ratio, chunk {c['large_chunk_size']} | time s obvious | time s chunked "
-        f"| time ratio | time ratio, chunk {c['large_chunk_size']} | max grad diff |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| side | generated tokens | time (s) | tokens/s |",
+        "|---|---|---|---|",
     ]
-    for row in r["rows"]:
-        out.append(
-            f"| {row['tokens']} x {row['vocab']} | {row['logits_mib']:.0f} "
-            f"| {f(row['peak_mib']['obvious'], 0)} | {f(row['peak_mib']['chunked'], 0)} "
-            f"| {f(row['mem_ratio'])} | {f(row['mem_ratio_1024'])} "
-            f"| {f(row['time_s']['obvious'])} | {f(row['time_s']['chunked'])} "
-            f"| {f(row['time_ratio'])} | {f(row['time_ratio_1024'])} "
-            f"| {row['max_abs_grad_diff']:.1e} |"
-        )
-    top = max(row["logits_mib"] for row in r["rows"])
-    largest = [row for row in r["rows"] if row["logits_mib"] >= 0.99 * top]
-    worst = max(row["mem_ratio"]["median"] for row in largest)
-    sizes = ", ".join(f"{row['mem_ratio']['median']:.2f} at {row['tokens']} x {row['vocab']}"
-                      for row in largest)
+    for k in r["tokens_per_s"]:
+        out.append(f"| {labels.get(k, k)} | {r['generated_tokens'].get(k, '')} "
+                   f"| {f(r['time_s'][k])} | {f(r['tokens_per_s'][k], 1)} |")
+    g = r["gen_over_plain"]
     out += [
         "",
-        f"Target: peak memory <= 0.3x the obvious loss at the largest sizes (about "
-        f"{top:.0f} MiB per logits tensor): {sizes}; {verdict(worst, 0.3, False)}.",
-        "",
-        f"Memory: {largest[-1]['mem_method']}.",
+        "| ratio | measured | target | |",
+        "|---|---|---|---|",
+        f"| tokens/s, leaf / plain `generate`, batch {b} | {f(g, 3)} | >= 0.95 "
+        f"| {verdict(g['median'], 0.95, True)} |",
+        f"| tokens/s, leaf batch 1 / plain `generate` batch {b} | {f(r['b1_over_plain'], 3)} | | |",
         "",
     ]
     return out
@@ -175,7 +287,10 @@ def render_distill(r: dict) -> list[str]:
         f"(median {c['length_median']}, longest {c['length_max']}); batch {c['batch_size']}, "
         f"{c['steps']} AdamW steps per run, {c['reps']} interleaved runs per side after one "
         f"warm-up run; pad-to-max `max_length` = {c['max_length']}. Tokens/s counts real "
-        f"(non-padding) tokens; median [min-max].",
+        f"(non-padding) tokens; median [min-max]. leaf's loss path: "
+        + (f"`{c['leaf_loss_path']}`." if "leaf_loss_path" in c else
+           "from full logits (this run predates `kd_loss_path`; section 2 measures the "
+           "default path's loss)."),
         "",
         "| side | real tokens/s | real tokens per run | positions computed per run |",
         "|---|---|---|---|",
@@ -203,7 +318,7 @@ def render_dp(r: dict) -> list[str]:
     f = C.fmt
     half = max(c["threads"] // 2, 1)
     return [
-        "## 4. Data-parallel stage 1: `leaf detect` on 2 processes against 1",
+        "## 5. Data-parallel stage 1: `leaf detect` on 2 processes against 1",
         "",
         f"Command: `{r['command']}`  ",
         f"Run: {machine(r['machine'])}.",
@@ -241,15 +356,16 @@ INTRO = """# Performance
 *Generated by `python benchmarks/make_performance.py` from `benchmarks/results/*.json`; do not
 edit by hand (the prose lives in that script).*
 
-leaf's three heavy steps, each measured against the way the authors' released code does the
-same work, on the same model, data, dtype and thread count, in one process. Every benchmark
+leaf's heavy steps, each measured against the way the authors' released code, the obvious loss
+or a plain `transformers` loop does the same work, on the same model, data, dtype and thread
+count. Every benchmark
 warms up first, then alternates the sides (A B, B A, ...) over several repetitions so that load
 from other processes falls on all of them, and reports the median with the [min-max] range over
 repetitions. Ratios, not absolute figures, are what these CPU runs can tell: **the machine was
 a 2-core virtual machine shared with other busy processes (load average between about 1 and
 12 during these runs; each table prints it)**, so absolute times are slow and noisy.
 
-Section 4 measures data-parallel detection (two processes against one) the same way.
+Section 5 measures data-parallel detection (two processes against one) the same way.
 
 Reproduce any table with the command printed beside it; `--quick` runs a smaller version
 (about a minute of CPU time; longer in wall time on a loaded machine) and prints its headline
@@ -273,9 +389,14 @@ FAITHFUL = """### How the reference sides are written (and why they are not hand
   gradient's L2 norm, then `model.zero_grad()`. Both sides' saliencies are checked to agree
   before timing. It has no padding, no attention mask and runs SDPA's causal kernel. Both
   sides run float32 here (the authors ran float16 on GPUs: `--dtype float16` there).
-- **KL reference** (`obvious` in `bench_kl.py`): `leaf.distill.losses.token_divergence` (float32
-  log-softmax of both sides, `p_T (log p_T - log p_S)` summed over the vocabulary) over all
-  positions at once, then summed: the usual way to write it.
+- **KL reference** (`obvious` in `bench_kl.py`): both models' logits from their hidden states
+  (`F.linear`), then `leaf.distill.losses.token_divergence` (float32 log-softmax of both sides,
+  `p_T (log p_T - log p_S)` summed over the vocabulary) over all positions at once, summed,
+  `backward()`: the usual way to write it (torch's `F.kl_div` on the two log-softmaxes peaked
+  at about 7 instead of 8 `T x V` tensors in a side check at 1024 x 32000: the same class).
+- **Generation reference** (`plain` in `bench_generate.py`): the prompts in their given order,
+  `batch_size` at a time, the tokenizer's own left padding, one `model.generate` call per batch
+  with the same greedy settings and stop ids as leaf, `decode` of the new tokens.
 - **Distillation references** (`bench_distill.py`): a textbook knowledge-distillation
   `Trainer` subclass (student forward, teacher forward under `no_grad`, the obvious forward KL
   of the target positions, averaged), with leaf's dynamic-padding collator (*plain KD*) or with
@@ -289,36 +410,58 @@ def findings(res: dict) -> list[str]:
     out = ["## What the numbers say, and what was changed", ""]
     kl = res.get("kl")
     if kl:
-        big = max(kl["rows"], key=lambda r: r["tokens"] * r["vocab"])
-        t = [row["time_ratio"]["median"] for row in kl["rows"]]
-        out += [
-            "**KL loss (changed in `leaf.distill.losses`).** The first measurement of "
-            "`chunked_divergence` (then: activation checkpointing over chunks of 1024 positions) "
-            "showed it *slower* than the obvious loss (2.5x at 1024 x 128256) and using *more* "
-            "memory (1.3x): each chunk's backward built a full-size `[tokens, V]` zero gradient "
-            "for its slice and added it into the student's gradient, each chunk's softmaxes were "
-            "computed twice, and `student[keep]` copied every chunk. It now (`_ChunkedRowSums`, "
-            "also used by `chunked_cross_entropy` and by the teacher-cache loss "
-            "`chunked_sparse_divergence`) computes each chunk's value and gradient together in the "
-            "forward pass, writes the gradient rows into one `[tokens, V]` buffer (the student's "
-            "gradient, which backward has to produce anyway) and, in backward, scales that buffer "
-            "in place by the incoming per-group gradient; whole chunks are views, not copies. "
-            "The trainer's default chunk (`DistillArguments.kd_chunk_size`) went from 1024 to 256 "
-            "positions: the loss's extra memory is then the gradient plus about ten `256 x V` "
-            "float32 temporaries. With 256, the memory ratio is "
-            f"{big['mem_ratio']['median']:.2f} at {big['tokens']} x {big['vocab']} "
-            f"({big['mem_ratio_1024']['median']:.2f} with chunks of 1024), and it falls as the "
-            "sequence grows (the temporaries are fixed, the obvious loss's six or so "
-            "`[tokens, V]` tensors are not). Time: the chunked loss took "
-            f"{min(t):.2f}-{max(t):.2f}x the obvious loss's time over the sizes measured (faster "
-            "at V = 32000, where a chunk stays in cache; about the same at larger vocabularies). "
-            "(The first measurement, quoted above, came from an earlier quick mode of "
-            "`bench_kl.py` run on the previous code: `git show "
-            "749dad4:src/leaf/distill/losses.py`.) "
-            "Consequence: a chunked loss can be differentiated once (a second backward through "
-            "the same graph, e.g. with `retain_graph=True`, raises).",
-            "",
-        ]
+        rows = sorted(kl["rows"], key=lambda r: r["tokens"] * r["vocab"])
+
+        def each(key: str) -> str:
+            return ", ".join(f"{r[key]:.3f} at {r['tokens']} x {r['vocab']}"
+                             for r in rows if key in r) or "not measured"
+
+        text = (
+            "**Distillation loss (new: `leaf.distill.fused`, the trainer's default "
+            "`kd_loss_path`).** The trainer's previous loss, `chunked_divergence`, computes the "
+            "divergence chunk by chunk and the student's logit gradient during the forward pass "
+            "(its first version, which recomputed each chunk in backward and built a full-size "
+            "zero gradient per chunk, was slower and heavier than the obvious loss), but it "
+            "starts from the two models' full logits: two `T x V` tensors plus the student's "
+            "`T x V` gradient, a floor that no chunking of the divergence removes. Its memory "
+            f"against the obvious loss: {each('chunked_mem_ratio')}. The fused loss starts from "
+            "the final hidden states instead: each chunk of 256 positions goes through both "
+            "output layers, the divergence's gradient with respect to the chunk's logits is "
+            "written in closed form (forward KL: `t (p_S - p_T)`) and turned at once into the "
+            "hidden states' gradient and the output weight's, and the chunk is dropped. Its "
+            f"memory against the obvious loss: {each('fused_mem_ratio')}; what remains is the "
+            "output weight's gradient (`V x H` float32, 1002 MiB at 128256 x 2048, produced by "
+            "every side) and about four `256 x V` float32 temporaries, a fixed amount, so the "
+            "ratio falls as the sequence grows. Time against the obvious loss: "
+            f"{each('fused_time_ratio')} (chunked: {each('chunked_time_ratio')}). Every side "
+            "does the same four large matrix products (two output layers forward, the hidden "
+            "states' and the weight's gradients), which dominate the time on a CPU; the fused "
+            "loss does them 256 rows at a time, and its weight gradient is accumulated over the "
+            "chunks (`V x H` read and written once per chunk). Against the chunked loss, fused "
+            f"used {each('fused_over_chunked_mem')} of its memory and "
+            f"{each('fused_over_chunked_time')} of its time. Each time here is one call of "
+            "several minutes per side, the sides one after the other on a machine whose load "
+            "average moved between about 8 and 12 (other jobs), so time differences of a few "
+            "tens of percent between sides are within this machine's noise; the quick mode "
+            "(interleaved repetitions, smaller shapes) and a GPU run (command below) measure "
+            "time better."
+        )
+        not_run = [(r, why) for r in rows for side, why in r.get("not_run", {}).items()
+                   if side == "obvious"]
+        for r, why in not_run:
+            text += (f" At {r['tokens']} x {r['vocab']} the obvious loss was not run: it "
+                     f"{why} (its peak holds about eight `T x V` float32 tensors).")
+        step = kl.get("step") or {}
+        if step.get("fused") and step.get("obvious"):
+            text += (
+                " In a whole training step of a small Llama-shaped student, where the output "
+                "layer and the logits dominate, the step's peak memory was "
+                f"{step['fused']['peak_mib'] / step['obvious']['peak_mib']:.2f}x the textbook "
+                "KD trainer's with the default path and "
+                f"{step['chunked']['peak_mib'] / step['obvious']['peak_mib']:.2f}x with "
+                "`kd_loss_path: logits`."
+            )
+        out += [text, ""]
     det = res.get("detect")
     if det:
         b = det["config"]["batch_size"]
@@ -369,6 +512,37 @@ def findings(res: dict) -> list[str]:
             "one gradient per parameter, so the ratio falls as parameters outnumber one sample's "
             f"logits (here {shape_ratio:.1f}x; Llama-3.2-1B about 20x).{deep_txt} "
             "`--llama-1b --device cuda` measures the real shape.",
+            "",
+        ]
+    gen = res.get("generate")
+    if gen:
+        c = gen["config"]
+        tps = gen["tokens_per_s"]
+        g = gen["gen_over_plain"]["median"]
+        per_sample = gen["time_s"]["leaf"]["median"] / c["prompts"]
+        out += [
+            "**Generation (measured for the first time).** leaf's generator is a thin layer over "
+            "`model.generate`: it renders the chat template, sorts the prompts by length so that "
+            "each batch pads little, passes the template's end-of-turn token as a stop id and "
+            "cuts each answer at its first stop token. At the same batch size it ran at "
+            f"{g:.2f}x a plain `generate` loop's tokens/s ({verdict(g, 0.95, True)} against "
+            f">= 0.95x), with the same outputs for {gen['same_output_as_plain']['leaf']} of "
+            f"{gen['same_output_as_plain']['of']} prompts; at batch 1 it ran at "
+            f"{gen['b1_over_plain']['median']:.2f}x. The repetitions' ratios ranged "
+            f"{gen['gen_over_plain']['min']:.2f}-{gen['gen_over_plain']['max']:.2f} (other "
+            "jobs' load came and went during runs of minutes), so on this machine the two "
+            "sides cannot be told apart. "
+            + ("So leaf adds nothing measurable: the time is the model's. " if g >= 0.95 else
+               "leaf was slower than plain `generate` here; see the table for the spread. ")
+            + "On this loaded 2-core machine a SmolLM2-135M-shaped model generated "
+            f"{tps['leaf']['median']:.1f} tokens/s at batch {c['batch_size']}: "
+            f"{per_sample:.1f} s of wall time per sample for up to {c['max_new_tokens']} new "
+            "tokens (the whole run's time over its prompts). A screening run that took about 20 s "
+            "per sample on such a machine (a real 135M model, longer prompts, other jobs running) "
+            "is in line with this: the model on a busy CPU. Longer prompts (chat "
+            "templates with a system prompt, few-shot examples) add prefill time per row. On a "
+            "GPU, `--backend vllm` (`VLLMGenerator`) is the fast path; `bench_generate.py "
+            "--device cuda --vllm` measures it (not run here: no GPU).",
             "",
         ]
     dis = res.get("distill")
@@ -432,8 +606,9 @@ python benchmarks/bench_detect.py --device cuda --llama-1b --dtype float16   # L
 python benchmarks/bench_detect.py --device cuda                               # the CPU sizes
 python benchmarks/bench_kl.py --device cuda --dtype bfloat16
 python benchmarks/bench_distill.py --device cuda
+python benchmarks/bench_generate.py --device cuda --dtype bfloat16 --vllm     # adds vLLM (pip install vllm)
 python benchmarks/bench_dp.py --device cuda           # detect, 2 ranks against 1 (GPUs split)
-python benchmarks/make_performance.py --device cuda   # all four, then rewrite this page
+python benchmarks/make_performance.py --device cuda   # all of them, then rewrite this page
 ```
 
 No GPU was available for this page's runs.
@@ -461,7 +636,7 @@ def main(argv=None) -> int:
                for n in NAMES if (RESULTS / f"{n}.json").exists()}
     lines = [INTRO]
     renderers = {"detect": render_detect, "kl": render_kl, "distill": render_distill,
-                 "dp": render_dp}
+                 "generate": render_generate, "dp": render_dp}
     for name in NAMES:
         if name in results:
             lines += renderers[name](results[name])

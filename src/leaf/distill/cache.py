@@ -174,8 +174,9 @@ class TeacherCache:
         lo, hi = entry["start"], entry["start"] + entry["length"]
         return f.get_slice("indices")[lo:hi], f.get_slice("logits")[lo:hi]
 
-    def divergence_sums(self, logits, groups, cache_rows, args) -> torch.Tensor:
-        """Per-group divergence sums for a batch, as :func:`chunked_divergence` returns."""
+    def top_k(self, groups, cache_rows) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(indices, logits)`` ``[M, K]`` of a batch's counted positions (``groups >= 0``) in
+        flattened order."""
         indices, values = [], []
         for r, k in enumerate(cache_rows.tolist()):
             entry = self.entries[k]
@@ -184,8 +185,13 @@ class TeacherCache:
             idx, val = self._slice(entry)
             indices.append(idx)
             values.append(val)
+        return torch.cat(indices), torch.cat(values)
+
+    def divergence_sums(self, logits, groups, cache_rows, args) -> torch.Tensor:
+        """Per-group divergence sums for a batch, as :func:`chunked_divergence` returns."""
+        indices, values = self.top_k(groups, cache_rows)
         return chunked_sparse_divergence(
-            logits, groups, torch.cat(indices), torch.cat(values), num_groups=2,
+            logits, groups, indices, values, num_groups=2,
             divergence=args.divergence, temperature=args.temperature, beta=args.jsd_beta,
             chunk_size=args.kd_chunk_size,
         )

@@ -17,6 +17,8 @@ from transformers.training_args import OptimizerNames
 from leaf.distill.losses import DIVERGENCES
 from leaf.distill.mixing import DEFAULT_MIXING, MIXINGS
 
+KD_LOSS_PATHS = ("auto", "hidden", "logits")
+
 
 def _help(text: str) -> dict:
     return {"help": text}
@@ -91,6 +93,15 @@ class DistillArguments(TrainingArguments):
                        "docs/PERFORMANCE.md: 256 keeps the loss's extra memory near one "
                        "gradient-sized tensor and is faster than 1024 on CPU)."),
     )
+    kd_loss_path: str = field(
+        default="auto",
+        metadata={"help": "Where the loss starts: hidden (the models' final hidden states, each "
+                          "chunk of positions through the output layers in turn; no "
+                          "tokens x vocabulary tensor), logits (the models' full logits, then "
+                          "the chunked divergence) or auto (hidden when the student allows it: "
+                          "logits = output_layer(hidden), not under FSDP or DeepSpeed ZeRO-3).",
+                  "choices": list(KD_LOSS_PATHS)},
+    )
     # --- teacher ---
     teacher_cache: str | None = field(
         default=None,
@@ -152,6 +163,9 @@ class DistillArguments(TrainingArguments):
         if self.train_sampling_strategy != "random":
             raise ValueError(f"train_sampling_strategy {self.train_sampling_strategy!r} is not "
                              "supported: leaf's mixing sampler forms the batches (see mixing)")
+        if self.kd_loss_path not in KD_LOSS_PATHS:
+            raise ValueError(f"kd_loss_path must be one of {KD_LOSS_PATHS}, got "
+                             f"{self.kd_loss_path!r}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         super().__post_init__()

@@ -21,6 +21,11 @@ mixing, the ``hybrid_lambda`` in force. At the end of training ``counterfactual_
 ``output_dir`` says how often each row was trained on. ``eval_loss`` is the same loss over the
 whole evaluation set taken as one batch.
 
+By default (``kd_loss_path: auto``) the loss starts from the models' final hidden states and goes
+through their output layers chunk by chunk (:mod:`leaf.distill.fused`), so no ``[batch, tokens,
+vocabulary]`` tensor exists; models whose logits are not ``output_layer(hidden)``, and FSDP or
+DeepSpeed ZeRO-3 runs, compute it from full logits (:func:`leaf.distill.losses.chunked_divergence`).
+
 Everything else (devices, DDP/FSDP/DeepSpeed through accelerate, mixed precision, gradient
 checkpointing, checkpoints and resume, logging integrations) is the stock ``Trainer``.
 """
@@ -28,6 +33,7 @@ checkpointing, checkpoints and resume, logging integrations) is the stock ``Trai
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 from functools import partial
 from pathlib import Path
@@ -38,8 +44,13 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import seed_worker
 
+from leaf.detect.saliency import chunkable_head
+from leaf.distill.fused import fused_distill_loss, teacher_from_hidden, teacher_from_logits
 from leaf.distill.losses import chunked_cross_entropy, chunked_divergence
 from leaf.distill.mixing import MixingBatchSampler
+from leaf.errors import LeafError
+
+logger = logging.getLogger(__name__)
 
 KD, CD = 0, 1  # group ids: standard (original rows) and counterfactual distillation
 USAGE_FILE = "counterfactual_usage.json"
@@ -139,6 +150,34 @@ class DistillTrainer(Trainer):
         self._logged = torch.zeros(8, device=self.args.device)
         self._eval_sums = torch.zeros(5, device=self.args.device)  # sum_kd, sum_cd, N_kd, N_cd, CE
         self.add_callback(_SamplerEpoch(self))
+        self.loss_path, self._student_parts = self._choose_loss_path()
+        self._teacher_parts = chunkable_head(teacher) if teacher is not None else None
+
+    def _choose_loss_path(self):
+        """``("hidden", (body, head))`` when the loss can start from the student's hidden states
+        (``kd_loss_path`` auto or hidden), else ``("logits", None)``."""
+        wanted = self.args.kd_loss_path
+        if wanted == "logits":
+            return "logits", None
+        parts = chunkable_head(self.accelerator.unwrap_model(self.model))
+        reason = None
+        if parts is None:
+            reason = ("the student's logits are not its output layer applied to its final hidden "
+                      "states (a logit transform such as soft-capping, an output layer that is not "
+                      "a plain linear layer, e.g. one adapted by LoRA, or an architecture leaf has "
+                      "not checked)")
+        elif self.is_fsdp_enabled:
+            reason = "FSDP shards the output layer's weight"
+        elif self.is_deepspeed_enabled and getattr(
+                self.accelerator.state.deepspeed_plugin, "zero_stage", 3) == 3:
+            reason = "DeepSpeed ZeRO-3 partitions the output layer's weight"
+        if reason is None:
+            return "hidden", parts
+        if wanted == "hidden":
+            raise LeafError(f"kd_loss_path: hidden is not possible here: {reason}; use "
+                            "kd_loss_path: auto or logits")
+        logger.info("distillation loss from full logits: %s", reason)
+        return "logits", None
 
     @property
     def effective_lambda(self) -> float | None:
@@ -208,33 +247,56 @@ class DistillTrainer(Trainer):
         labels = inputs.pop("labels")
         is_cf = inputs.pop("is_counterfactual")
         cache_row = inputs.pop("cache_row", None)
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-        logits = outputs.logits
         groups = target_groups(labels, is_cf)
         args = self.args
-        if self.teacher is not None:
-            sums = chunked_divergence(
-                logits, self._teacher_logits(inputs), groups, num_groups=2,
-                divergence=args.divergence, temperature=args.temperature, beta=args.jsd_beta,
-                chunk_size=args.kd_chunk_size,
-            )
-        else:
-            sums = self.teacher_cache.divergence_sums(logits, groups, cache_row, args)
         training = model.training and self._step_counts is not None
         if training:  # counts of the whole step, over accumulation and processes
             counts, scale = self._step_counts, float(self.accelerator.num_processes)
         else:
             counts, scale = count_targets({"labels": labels, "is_counterfactual": is_cf}), 1.0
-        counts = counts.to(sums.device)
-        loss, l_kd, l_cd, part_cd = distill_loss(sums, counts, args.mixing, args.hybrid_lambda)
-        distillation = loss
-        ce = torch.zeros((), device=sums.device)
-        if args.ce_weight:
-            ce = chunked_cross_entropy(
-                logits, shifted_labels(labels), chunk_size=args.kd_chunk_size
+        if self.loss_path == "hidden":
+            outputs, hidden = self._student_hidden(model, inputs)
+            counts = counts.to(hidden.device)
+            # L is linear in the per-group sums: its coefficients are known before the loss
+            weights = term_weights(counts, args.mixing, args.hybrid_lambda).to(hidden.device)
+            coefficients = torch.where(counts > 0, weights / counts.clamp(min=1), 0.0) * scale
+            ce_coefficient = args.ce_weight / counts.sum().clamp(min=1) * scale
+            head = self._student_parts[1]
+            teacher, top_k = None, None
+            if self.teacher is not None:
+                teacher = self._teacher_rows(inputs, hidden.device)
+            else:
+                top_k = self.teacher_cache.top_k(groups, cache_row)
+            fused = fused_distill_loss(
+                hidden, head.weight, groups, coefficients, teacher=teacher, top_k=top_k,
+                bias=head.bias, labels=shifted_labels(labels) if args.ce_weight else None,
+                ce_coefficient=ce_coefficient, num_groups=2, divergence=args.divergence,
+                temperature=args.temperature, beta=args.jsd_beta, chunk_size=args.kd_chunk_size,
             )
-            loss = loss + args.ce_weight * ce / counts.sum().clamp(min=1)
-        loss = loss * scale
+            sums, ce, loss = fused.sums, fused.ce, fused.loss
+            distillation, l_kd, l_cd, part_cd = distill_loss(sums, counts, args.mixing,
+                                                             args.hybrid_lambda)
+        else:
+            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+            logits = outputs.logits
+            if self.teacher is not None:
+                sums = chunked_divergence(
+                    logits, self._teacher_logits(inputs), groups, num_groups=2,
+                    divergence=args.divergence, temperature=args.temperature, beta=args.jsd_beta,
+                    chunk_size=args.kd_chunk_size,
+                )
+            else:
+                sums = self.teacher_cache.divergence_sums(logits, groups, cache_row, args)
+            counts = counts.to(sums.device)
+            loss, l_kd, l_cd, part_cd = distill_loss(sums, counts, args.mixing, args.hybrid_lambda)
+            distillation = loss
+            ce = torch.zeros((), device=sums.device)
+            if args.ce_weight:
+                ce = chunked_cross_entropy(
+                    logits, shifted_labels(labels), chunk_size=args.kd_chunk_size
+                )
+                loss = loss + args.ce_weight * ce / counts.sum().clamp(min=1)
+            loss = loss * scale
         if training:
             parts = torch.stack([l_kd, l_cd, part_cd, distillation]).detach() * scale
             self._logged[:4] += parts.to(self._logged.device)
@@ -242,6 +304,42 @@ class DistillTrainer(Trainer):
             self._eval_sums += torch.cat([sums.detach(), counts, ce.detach().view(1)]).to(
                 self._eval_sums.device)
         return (loss, outputs) if return_outputs else loss
+
+    def _student_hidden(self, model, inputs):
+        """The student's forward pass (through any DDP wrapper) without its logits: the output
+        layer sees no position (``logits_to_keep`` empty); the body's final hidden states are
+        taken with a forward hook."""
+        body = self._student_parts[0]
+        captured = []
+
+        def keep(module, args, output):
+            captured.append(output.last_hidden_state if hasattr(output, "last_hidden_state")
+                            else output[0])
+
+        ids = inputs["input_ids"]
+        handle = body.register_forward_hook(keep)
+        try:
+            outputs = model(input_ids=ids, attention_mask=inputs["attention_mask"],
+                            logits_to_keep=torch.zeros(0, dtype=torch.long, device=ids.device),
+                            use_cache=False)
+        finally:
+            handle.remove()
+        if len(captured) != 1:
+            raise RuntimeError(f"the student's body ran {len(captured)} times in one forward pass")
+        return outputs, captured[0]
+
+    @torch.no_grad()
+    def _teacher_rows(self, inputs: dict[str, Any], device):
+        """The teacher's logits at given positions, on demand: from its final hidden states and
+        output layer when its logits are ``head(hidden)``, else cut from its full logits."""
+        if self._teacher_parts is None:
+            return teacher_from_logits(self._teacher_logits(inputs))
+        body, head = self._teacher_parts
+        first = self.teacher.get_input_embeddings().weight.device
+        hidden = body(input_ids=inputs["input_ids"].to(first),
+                      attention_mask=inputs["attention_mask"].to(first),
+                      use_cache=False).last_hidden_state
+        return teacher_from_hidden(hidden, head, device)
 
     @torch.no_grad()
     def _teacher_logits(self, inputs: dict[str, Any]) -> torch.Tensor:
