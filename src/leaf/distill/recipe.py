@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.trainer_utils import get_last_checkpoint
 
 from leaf.distill.config import DistillArguments
@@ -20,7 +19,7 @@ from leaf.distill.data import DistillCollator, DistillDataset
 from leaf.distill.trainer import DistillTrainer
 from leaf.distill.vocab import check_shared_vocab
 from leaf.errors import LeafError
-from leaf.models import load_tokenizer, torch_dtype
+from leaf.models import load_causal_lm, load_tokenizer, torch_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +27,7 @@ logger = logging.getLogger(__name__)
 def load_student(args: DistillArguments):
     """The student model (LoRA-wrapped when ``args.lora``) and its tokenizer."""
     tokenizer = load_tokenizer(args.student_model, "student", padding_side="right")
-    model = AutoModelForCausalLM.from_pretrained(args.student_model, dtype=torch_dtype(args.student_dtype))
+    model = load_causal_lm(args.student_model, "student", dtype=torch_dtype(args.student_dtype))
     if args.lora:
         from peft import LoraConfig, get_peft_model
 
@@ -42,11 +41,11 @@ def load_teacher(
     device_map: str | None = None, device=None,
 ):
     """The frozen teacher on ``device`` (or spread by ``device_map``), vocabulary checked."""
-    teacher_tokenizer = AutoTokenizer.from_pretrained(path)
+    teacher_tokenizer = load_tokenizer(path, "teacher", padding_side=None)
     kwargs = {"dtype": torch_dtype(dtype)}
     if device_map:
         kwargs["device_map"] = device_map
-    teacher = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    teacher = load_causal_lm(path, "teacher", **kwargs)
     check_shared_vocab(student_tokenizer, teacher_tokenizer, student_vocab,
                        teacher.get_output_embeddings().weight.shape[0])
     if not device_map and device is not None:

@@ -31,20 +31,19 @@ def teacher_cache(teacher: str | Path, data: Records, out: str | Path,
     resumes an interrupted cache. Returns ``out``.
     """
     import torch
-    from transformers import AutoConfig, AutoTokenizer
 
     from leaf.distill.cache import write_teacher_cache
     from leaf.distill.data import DistillDataset
     from leaf.distill.recipe import load_teacher
+    from leaf.models import load_config, load_tokenizer
 
     options = options_or_default(options, TeacherCacheOptions)
     teacher = str(teacher)
     source = options.student or teacher
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    role = "student" if options.student else "teacher"
+    tokenizer = load_tokenizer(source, role, padding_side=None)
     dataset = DistillDataset(data, tokenizer, options.max_length, options.system_prompt)
-    vocab = AutoConfig.from_pretrained(source).vocab_size
+    vocab = load_config(source, role).vocab_size
     device = options.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
