@@ -52,6 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto: GPUs when visible (device_map=auto), else CPU")
     p.add_argument("--all", action="store_true",
                    help="score every sample, not only teacher-right/student-wrong ones")
+    p.add_argument("--skip-last", type=int, default=D.skip_last, metavar="N",
+                   help="never score the last N tokens of each scored text (the instruction's "
+                        "end, a prefix's end), where a chat model's gradient peaks whatever "
+                        f"they say (default {D.skip_last}; docs/REAL_MODEL.md)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,6 +63,6 @@ def run(args: argparse.Namespace) -> int:
 
     options = build(DetectOptions, {"score_all": "--all"}, level=args.level,
                     segments=args.segments, batch_size=args.batch_size, dtype=args.dtype,
-                    device=args.device, score_all=args.all)
+                    device=args.device, score_all=args.all, skip_last=args.skip_last)
     print(detect(args.teacher, args.student, args.data, args.out, options))
     return 0

@@ -145,20 +145,26 @@ def select_samples(samples: list[dict], score_all: bool = False) -> list[dict]:
 
 
 def _check_detect_resume(rows: list[dict], samples: list[dict], options: DetectOptions,
-                         tokenizer, out: Path) -> None:
+                         tokenizer, out: Path, teacher_tokenizer=None) -> None:
     """Refuse to resume into an output written with another level or number of segments."""
     from leaf.detect.scorer import plan_jobs
 
     by_id = {s["id"]: s for s in samples}
     found: dict[str, set] = {}
     for r in rows:
+        if r.get("skip_last", 0) != options.skip_last:
+            raise LeafError(
+                f"{out} (or its .part) holds rows scored with --skip-last "
+                f"{r.get('skip_last', 0)}, not {options.skip_last}; use a new --out, or delete "
+                "the old file to start over")
         found.setdefault(r.get("id"), set()).add((r.get("level"), r.get("segment"),
                                                    r.get("prefix_end")))
     for sid, got in found.items():
         if sid not in by_id:
             continue
         want = {(j.level, j.segment, j.prefix_end)
-                for j in plan_jobs(by_id[sid], options.level, options.segments, tokenizer)}
+                for j in plan_jobs(by_id[sid], options.level, options.segments, tokenizer,
+                                   teacher_tokenizer)}
         missing_level = {lv for lv, _, _ in want} - {lv for lv, _, _ in got}
         if not got <= want or missing_level:
             raise LeafError(
@@ -189,18 +195,20 @@ def detect(teacher: str | Path, student: str | Path, data: Records, out: str | P
     batch_size = options.resolved_batch_size()
 
     student_tok = load_tokenizer(student, "student")
+    teacher_tok = load_tokenizer(teacher, "teacher")
     with resumable(out, key=lambda r: r["id"],
                    check=lambda rows: _check_detect_resume(rows, samples, options, student_tok,
-                                                           out)) as writer:
+                                                           out, teacher_tok)) as writer:
         todo = [s for s in samples if s["id"] not in writer.done]
         if todo:
             teacher_scorer = Scorer(load_model(teacher, options.dtype, options.device, "teacher"),
-                                    load_tokenizer(teacher, "teacher"))
+                                    teacher_tok)
             student_scorer = Scorer(load_model(student, options.dtype, options.device, "student"),
                                     student_tok)
             with tqdm(total=len(todo), desc="detect", unit="sample") as bar:
                 for _, rows in score_samples(teacher_scorer, student_scorer, todo, options.level,
-                                             options.segments, batch_size):
+                                             options.segments, batch_size,
+                                             skip_last=options.skip_last):
                     writer.write(rows)
                     bar.update(1)
     return DetectSummary(scored=len(todo), already_done=len(samples) - len(todo),

@@ -22,6 +22,7 @@ __all__ = [
 Dtype = Literal["float32", "bfloat16", "float16"]
 GenerationDtype = Literal["float32", "bfloat16", "float16", "auto"]
 CUDA_DETECT_BATCH_SIZE = 4
+DEFAULT_SKIP_LAST = 0
 
 
 @dataclass
@@ -71,6 +72,10 @@ class DetectOptions(Checked):
         "auto", help="auto: GPUs when visible (device_map=auto), else CPU")
     score_all: bool = setting(False, help="score every sample, not only teacher-right/"
                                           "student-wrong ones of a screened file")
+    skip_last: int = setting(DEFAULT_SKIP_LAST, ge=0,
+                             help="tokens at the end of each scored text (instruction, response "
+                                  "prefix) that are never scored: the position effect before "
+                                  "the end of turn (docs/REAL_MODEL.md)")
 
     def resolved_batch_size(self) -> int:
         """``batch_size``, or 1 on CPU and CUDA_DETECT_BATCH_SIZE on a GPU."""
