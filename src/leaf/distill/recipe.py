@@ -10,8 +10,12 @@ model and tokenizer saved in Hugging Face format (safetensors) at ``output_dir``
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
+import torch
+
+from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import get_last_checkpoint
 
 from leaf.distill.config import DistillArguments
@@ -32,7 +36,10 @@ def load_student(args: DistillArguments):
         from peft import LoraConfig, get_peft_model
 
         settings = {"task_type": "CAUSAL_LM", **args.lora}
-        model = get_peft_model(model, LoraConfig(**settings))
+        with warnings.catch_warnings():  # peft reads transformers' deprecated alias
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing",
+                                    category=FutureWarning)
+            model = get_peft_model(model, LoraConfig(**settings))
     return model, tokenizer
 
 
@@ -117,6 +124,7 @@ def train(args: DistillArguments) -> DistillTrainer:
         if trainer.is_world_process_zero():
             model.save_pretrained(args.output_dir)
             trainer.processing_class.save_pretrained(args.output_dir)
+            torch.save(trainer.args, Path(args.output_dir) / TRAINING_ARGS_NAME)  # as a full run
     else:
         trainer.save_model(args.output_dir)
     trainer.save_state()
