@@ -14,7 +14,6 @@ import warnings
 from pathlib import Path
 
 import torch
-
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import get_last_checkpoint
 
