@@ -103,22 +103,24 @@ def test_ambiguous_or_wrong_sources_are_refused(tiny_gguf, tmp_path, samples_fil
     assert "not a .gguf file" in capsys.readouterr().err
 
 
-def test_distill_trains_and_saves_a_gguf_student(tiny_gguf, tmp_path):
+def test_plain_kd_heals_a_gguf_student_from_plain_samples(tiny_gguf, tmp_path):
+    """The healing recipe of docs/pruning.md section 8: plain samples (no `kind`: originals),
+    lambda 1, no counterfactuals; a GGUF student trains and is saved as a normal directory."""
     from leaf.distill.config import DistillArguments
     from leaf.distill.recipe import train
 
     _, _, path = tiny_gguf
     rows = [{"id": f"s{i}", "task": "math", "instruction": f"What is {i} + 1?",
-             "response": f"{i} + 1 = {i + 1}. The answer is {i + 1}.", "answer": str(i + 1),
-             "origin_id": f"s{i}", "kind": "original", "level": "instruction", "pruned": [],
-             "verified": None} for i in range(4)]
-    data = write_jsonl(tmp_path / "cf.jsonl", rows)
+             "response": f"{i} + 1 = {i + 1}. The answer is {i + 1}.", "answer": str(i + 1)}
+            for i in range(4)]
+    data = write_jsonl(tmp_path / "samples.jsonl", rows)
     args = DistillArguments(
         output_dir=str(tmp_path / "out"), teacher_model=str(path), student_model=str(path),
-        train_file=str(data), use_cpu=True, per_device_train_batch_size=2, max_steps=2,
-        learning_rate=1e-3, save_strategy="no", report_to="none", disable_tqdm=True,
-        max_length=128, dataloader_num_workers=0)
-    train(args)
+        train_file=str(data), hybrid_lambda=1.0, use_counterfactuals=False, use_cpu=True,
+        per_device_train_batch_size=2, max_steps=2, learning_rate=1e-3, save_strategy="no",
+        report_to="none", disable_tqdm=True, max_length=128, dataloader_num_workers=0)
+    trainer = train(args)
+    assert dict(trainer.train_dataset.stats) == {"original": 4}
     saved = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
     assert saved.config.model_type == "llama"
     assert AutoTokenizer.from_pretrained(tmp_path / "out").chat_template
