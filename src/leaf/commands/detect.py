@@ -53,9 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all", action="store_true",
                    help="score every sample, not only teacher-right/student-wrong ones")
     p.add_argument("--skip-last", type=int, default=D.skip_last, metavar="N",
-                   help="never score the last N tokens of each scored text (the instruction's "
-                        "end, a prefix's end), where a chat model's gradient peaks whatever "
-                        f"they say (default {D.skip_last}; docs/REAL_MODEL.md)")
+                   help="never score the last N tokens of each instruction, where a chat "
+                        "model's gradient peaks whatever they say (default "
+                        f"{D.skip_last}; docs/REAL_MODEL.md)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,13 +18,13 @@ carries ``teacher = minmax(g_T)``, ``student = minmax(g_S)``,
 ``diff = minmax(teacher - student)`` (:mod:`leaf.detect.scoring`), the raw norms and the student's
 per-unit NLL. The row format is documented in docs/pruning.md.
 
-**The tail of the scored text.** With ``skip_last = N`` the last N tokens of the scored text
-(the instruction, or the response prefix) are not scored: they are no units and take no part in
-the normalisation. A chat model's gradient is largest on the tokens right before the template's
-end of turn (or, for a prefix, right before the target) whatever they say, so without the skip
-the last token (often the question mark) dominates the student's normalised saliency and is
-what the rule flags. docs/REAL_MODEL.md measures this; the released code of the paper's authors
-never scores the last 15 tokens of an instruction.
+**The end of the instruction.** With ``skip_last = N`` the last N tokens of the instruction are
+not scored: they are no units and take no part in the normalisation (response prefixes are
+scored whole). A chat model's gradient is largest on the tokens right before the template's end
+of turn whatever they say, so without the skip the instruction's last token (often the question
+mark) dominates the student's normalised saliency and is what the rule flags.
+docs/REAL_MODEL.md measures this; the released code of the paper's authors never scores the last
+15 tokens of an instruction.
 """
 
 from __future__ import annotations
@@ -158,12 +158,15 @@ def compare(job: Job, teacher: TokenScores, student: TokenScores,
             skip_last: int = 0) -> dict[str, Any] | None:
     """The scores row of one job; None when the scored text has no unit.
 
-    With ``skip_last`` = N > 0 the text's last N tokens (the student's tokenisation) are no
-    units: every unit ending after the N-th last token starts is dropped before normalisation.
+    With ``skip_last`` = N > 0 the instruction's last N tokens (the student's tokenisation) are
+    no units: every unit ending after the N-th last token starts is dropped before normalisation.
+    Response prefixes are scored whole (their rows say ``skip_last: 0``).
     """
     text = job.text
     words = not unitlib.same_segmentation(teacher.spans, student.spans)
     units = unitlib.word_spans(text) if words else unitlib.merge_token_spans(student.spans)
+    if job.level != "instruction":
+        skip_last = 0
     end = scored_end(student, skip_last)
     if end is not None:
         units = [u for u in units if u[1] <= end]
@@ -201,7 +204,7 @@ def score_samples(
 ) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """Yield ``(sample id, rows)`` per sample, in input order.
 
-    ``skip_last``: tokens at the end of every scored text that are not scored (see the module
+    ``skip_last``: tokens at the end of every instruction that are not scored (see the module
     docstring). Samples are taken ``chunk`` at a time (default ``4 * batch_size``); within a chunk the jobs
     are sorted by length so batches carry little padding. A sample whose texts give no unit
     (for example a response too short to split) yields an empty list.

@@ -26,7 +26,7 @@ Keys (every one optional except the data; defaults below)::
     screen:   {batch_size: 64, max_new_tokens: 32}   # leaf.stages.GenerationOptions (also used
     evaluate: {batch_size: 64, max_new_tokens: 32}   # by verification); any of its fields
     detect:  {levels: [instruction, response], segments: 2, batch_size: 16, all: false,
-              skip_last: 0}   # tokens at the end of each scored text never scored
+              skip_last: 0}   # tokens at the end of each instruction never scored
     prune:   {threshold_mode: fixed, tau: 0.10, quantile: 0.05, seed: 0}
     counterfactuals:          # named sets, each one prune run on one level's scores; a set may
                               # override threshold_mode, tau, quantile and seed
@@ -122,7 +122,7 @@ class DetectConfig(Checked):
     batch_size: int | None = setting(16, ge=1, help="sequences per forward/backward pass")
     all: bool = setting(False, help="score every sample, not only teacher-right/student-wrong")
     skip_last: int = setting(DEFAULT_SKIP_LAST, ge=0,
-                             help="tokens at the end of each scored text never scored")
+                             help="tokens at the end of each instruction never scored")
 
     def check(self) -> None:
         if not self.levels or len(set(self.levels)) != len(self.levels):

@@ -152,7 +152,8 @@ def _check_detect_resume(rows: list[dict], samples: list[dict], options: DetectO
     by_id = {s["id"]: s for s in samples}
     found: dict[str, set] = {}
     for r in rows:
-        if r.get("skip_last", 0) != options.skip_last:
+        if r.get("skip_last", 0) != (options.skip_last if r.get("level") == "instruction"
+                                     else 0):
             raise LeafError(
                 f"{out} (or its .part) holds rows scored with --skip-last "
                 f"{r.get('skip_last', 0)}, not {options.skip_last}; use a new --out, or delete "

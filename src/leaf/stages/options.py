@@ -73,9 +73,9 @@ class DetectOptions(Checked):
     score_all: bool = setting(False, help="score every sample, not only teacher-right/"
                                           "student-wrong ones of a screened file")
     skip_last: int = setting(DEFAULT_SKIP_LAST, ge=0,
-                             help="tokens at the end of each scored text (instruction, response "
-                                  "prefix) that are never scored: the position effect before "
-                                  "the end of turn (docs/REAL_MODEL.md)")
+                             help="tokens at the end of each instruction that are never "
+                                  "scored: the position effect before the end of turn "
+                                  "(docs/REAL_MODEL.md)")
 
     def resolved_batch_size(self) -> int:
         """``batch_size``, or 1 on CPU and CUDA_DETECT_BATCH_SIZE on a GPU."""
