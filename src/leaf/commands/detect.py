@@ -21,9 +21,10 @@ Reads  --data samples.jsonl (id, task, instruction, response; screened files fro
        are filtered to teacher-right/student-wrong rows unless --all).
 Writes --out scores.jsonl, one row per sample and scored text: id, level, segment, field,
        prefix_end, unit_kind, units ([start, end) character spans), teacher, student, diff,
-       teacher_raw, student_raw, student_nll. Levels: `instruction` scores the instruction
+       teacher_raw, student_raw, student_nll, skip_last. Levels: `instruction` scores the instruction
        (segment 0); `response` splits the gold response into --segments parts and scores the
        prefix before each boundary k (segment k, loss on the rest); `both` does both.
+       --skip-last N leaves the instruction's last N tokens unscored (see docs/REAL_MODEL.md).
 Resume: the output is written to OUT.part and renamed when done; run the same command again after
 an interruption and finished samples are skipped. (Python: leaf.stages.detect.)
 """
