@@ -73,7 +73,8 @@ def test_same_tokenizer_keeps_token_boundaries(tiny_llama_dir):
 def test_skip_last_leaves_the_tail_unscored_and_renormalises(tiny_llama_dir, tiny_llama_big_dir,
                                                              samples_file, tmp_path):
     full, skipped = tmp_path / "full.jsonl", tmp_path / "skip.jsonl"
-    assert _detect(tiny_llama_big_dir, tiny_llama_dir, samples_file, full, "--level", "both") == 0
+    assert _detect(tiny_llama_big_dir, tiny_llama_dir, samples_file, full, "--level", "both",
+                   "--skip-last", "0") == 0
     assert _detect(tiny_llama_big_dir, tiny_llama_dir, samples_file, skipped, "--level", "both",
                    "--skip-last", "2") == 0
     for a, b in zip(_rows(full), _rows(skipped), strict=True):
