@@ -36,7 +36,7 @@ else
     N_PROBLEMS=${N_PROBLEMS:-20}; MAX_NEW=${MAX_NEW:-64}; HUMANEVAL_N=${HUMANEVAL_N:-10}
     EVAL_NEW=${EVAL_NEW:-128}; STEPS=${STEPS:-2}; ALL_FOR_DETECT=${ALL_FOR_DETECT:-0}
 fi
-BITS=${BITS:-4}
+BITS=${BITS:-6}
 SKIP=${SKIP_LAST:-}   # empty: leaf detect's default
 mkdir -p "$WORK"
 cd "$WORK"
