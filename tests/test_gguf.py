@@ -124,3 +124,23 @@ def test_plain_kd_heals_a_gguf_student_from_plain_samples(tiny_gguf, tmp_path):
     saved = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
     assert saved.config.model_type == "llama"
     assert AutoTokenizer.from_pretrained(tmp_path / "out").chat_template
+
+
+def test_eval_and_attention_take_a_gguf_model(tiny_gguf, tmp_path):
+    _, _, path = tiny_gguf
+    bench = write_jsonl(tmp_path / "bench.jsonl", [
+        {"id": "b", "task": "math", "instruction": "Let x + 3 = 10. What is x?", "response": "",
+         "answer": "7"}])
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", str(path), "--bench", str(bench), "--out", str(out),
+                 "--max-new-tokens", "4", "--device", "cpu"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["n"] == 1
+    original = {"id": "b", "origin_id": "b", "kind": "original", "level": "instruction",
+                "task": "math", "instruction": "Let x + 3 = 10. What is x?", "response": "x = 7.",
+                "answer": "7", "pruned": [], "verified": None}
+    cf = write_jsonl(tmp_path / "cf.jsonl", [original, {
+        **original, "id": "b#i0", "kind": "counterfactual", "pruned": [[6, 10]],
+        "instruction": "Let x = 10. What is x?", "verified": True}])
+    assert main(["attention", "--model", str(path), "--data", str(cf), "--spans", "pruned",
+                 "--out", str(tmp_path / "att.json"), "--device", "cpu"]) == 0
+    assert (tmp_path / "att.json").is_file()
