@@ -58,7 +58,7 @@ stage() {  # stage NAME CMD...: run, then print seconds and peak RSS
     fi
     read -r secs kib <"$WORK/logs/$name.time"
     printf '%-22s %7.1f s  peak RSS %6.0f MiB   %s\n' "$name" "$secs" "$((kib / 1024))" \
-        "$(grep -E '^(leaf |teacher correct|wrote|student:|accuracy|pass)' "$log" | tail -n 1)"
+        "$(tr '\r' '\n' <"$log" | grep -E '^(leaf |teacher correct|wrote|student:|accuracy|pass)' | tail -n 1)"
 }
 
 # -- the model ---------------------------------------------------------------------------------
