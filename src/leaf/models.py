@@ -179,7 +179,7 @@ def plain_model(model):
     method = (quant.get("quant_method") if isinstance(quant, dict)
               else getattr(quant, "quant_method", None))
     if str(getattr(method, "value", method)) != "gguf" or len(
-            set(getattr(model, "hf_device_map", {}).values())) > 1:
+            set((getattr(model, "hf_device_map", None) or {}).values())) > 1:
         return model  # not GGUF, or spread over devices (used as loaded: no training, no save)
     config = copy.deepcopy(model.config)
     del config.quantization_config
