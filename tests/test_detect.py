@@ -18,12 +18,13 @@ from leaf.detect.segments import segment_boundaries
 
 FIELDS = {"id", "level", "segment", "field", "prefix_end", "unit_kind", "units", "teacher",
           "student", "diff", "teacher_raw", "student_raw", "student_nll", "text_hash",
-          "input_hash"}
+          "input_hash", "skip_last"}
 
 
 def _detect(teacher, student, data, out, *extra):
     return main(["detect", "--teacher", str(teacher), "--student", str(student), "--data",
-                 str(data), "--out", str(out), "--device", "cpu", "--batch-size", "2", *extra])
+                 str(data), "--out", str(out), "--device", "cpu", "--batch-size", "2",
+                 "--skip-last", "0", *extra])  # the formulas over the whole instruction
 
 
 def _rows(path):

@@ -5,6 +5,7 @@ gradient accumulation, resume after a crash, saving, and the `leaf distill` comm
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -361,12 +362,16 @@ def test_cli_yaml_with_overrides(tmp_path, tiny_llama_dir, tiny_llama_big_dir, t
 def test_lora_with_gradient_checkpointing_saves_a_merged_model(tmp_path, tiny_llama_dir,
                                                                tiny_llama_big_dir, train_file):
     lora = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
-    trainer = train(make_args(tmp_path, tiny_llama_dir, tiny_llama_big_dir, train_file, "lora",
-                              lora=json.dumps(lora), activation_checkpointing=True,
-                              max_steps=2, learning_rate=1e-2))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = train(make_args(tmp_path, tiny_llama_dir, tiny_llama_big_dir, train_file,
+                                  "lora", lora=json.dumps(lora), activation_checkpointing=True,
+                                  max_steps=2, learning_rate=1e-2))
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
     assert trainer.state.global_step == 2
     out = tmp_path / "lora"
     assert (out / "lora_adapter" / "adapter_config.json").is_file()
+    assert (out / "training_args.bin").is_file()  # as a full run saves
     merged = AutoModelForCausalLM.from_pretrained(out)  # a plain model, adapters merged in
     start = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
     q = "model.layers.0.self_attn.q_proj.weight"

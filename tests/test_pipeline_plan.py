@@ -332,7 +332,7 @@ def test_extra_kd_rows_control_and_paired_differences(fake, config, tmp_path):
     assert "LeaF (instruction) - KD w/o mask" in text and "+0.002" in text
 
 
-def test_a_variant_without_counterfactuals_says_so(fake, config, tmp_path, monkeypatch):
+def test_a_variant_without_counterfactuals_says_so(fake, config, tmp_path, monkeypatch, capsys):
     real = fake.prune
 
     def reject_all(data, scores, out, options=None, verify=None):
@@ -343,6 +343,11 @@ def test_a_variant_without_counterfactuals_says_so(fake, config, tmp_path, monke
 
     monkeypatch.setattr(leaf_stages, "prune", reject_all)
     results = run_pipeline(load_config(config), tmp_path / "run", log=lambda s: None)
+    # `leaf run` warns before training each such variant and seed; plain KD is not warned about
+    err = capsys.readouterr().err
+    warned = sorted(x.split("'")[1] + x.split("(seed ")[1][0] for x in err.splitlines()
+                    if x.startswith("leaf run: warning:") and "no counterfactuals" in x)
+    assert warned == ["leaf_instr0", "leaf_instr1", "leaf_instr_resp0", "leaf_instr_resp1"]
     rows = {r["key"]: r for r in results["rows"]}
     assert rows["leaf_instr"]["counterfactual_rows"] == [0, 0]
     diffs = {d["key"]: d for d in results["differences"]}
@@ -353,3 +358,19 @@ def test_a_variant_without_counterfactuals_says_so(fake, config, tmp_path, monke
                 if x.startswith("| LeaF (instruction) ") and "KD w/o mask" not in x)
     assert "trained on 0 counterfactuals" in line and "0.6" not in line
     assert "no run had counterfactuals" in text
+
+
+def test_a_variant_with_sets_and_lambda_one_is_warned_at_plan_time(config):
+    from leaf.pipeline.plan import plan_warnings
+
+    cfg = load_config(config)
+    assert plan_warnings(cfg) == []
+    raw = yaml.safe_load(config.read_text())
+    variant = {"sets": ["instruction_span"], "hybrid_lambda": 1.0}
+    raw["distill"]["variants"]["leaf_instr"] = variant
+    config.write_text(yaml.safe_dump(raw))
+    assert plan_warnings(load_config(config)) == []  # uniform mixing: no lambda, rows count
+    variant["args"] = {"mixing": "paired"}
+    config.write_text(yaml.safe_dump(raw))
+    (warning,) = plan_warnings(load_config(config))
+    assert "'leaf_instr'" in warning and "plain KD" in warning

@@ -5,6 +5,13 @@ and ``device="auto"`` the model is spread over them with ``device_map="auto"`` (
 so a teacher larger than one GPU still loads. Models are returned in eval mode.
 
 ``device="cuda"`` with several visible GPUs does the same.
+
+**GGUF.** Wherever a model goes in, a ``.gguf`` file, or a directory that holds one ``.gguf`` and
+no ``config.json``, loads too: transformers reads the config, the tokenizer (with its chat
+template) and the weights from the file (``from_pretrained(dir, gguf_file=...)``, needs the
+``gguf`` package: ``pip install "leaf-distill[gguf]"``). The weights are dequantised to the dtype
+asked for, and the model is rebuilt as a plain (unquantised) model so that it trains and saves
+like any other. :func:`convert_gguf` writes such a model as a normal Hugging Face directory.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from leaf.errors import LeafError
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 DEVICES = ("auto", "cpu", "cuda")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+GGUF_EXTRA = 'pip install "leaf-distill[gguf]"'
 
 
 def quiet_transformers() -> None:
@@ -55,8 +63,11 @@ def check_model_path(name: str, what: str = "model", need_config: bool = True) -
     """Fail early on a local path that does not exist (hub ids are left to transformers)."""
     p = Path(str(name)).expanduser()
     if p.exists():
+        if gguf_source(name, what) is not None:
+            return
         if not p.is_dir():
-            raise LeafError(f"{what} {name!r} is a file; give the model's directory")
+            raise LeafError(f"{what} {name!r} is a file; give the model's directory or a .gguf "
+                            "file")
         if need_config and not (p / "config.json").is_file():
             raise LeafError(f"{what} directory {name!r} has no config.json (not a model directory)")
         return
@@ -70,8 +81,9 @@ def load_tokenizer(path: str | Path, what: str = "model", padding_side: str | No
 
     src = str(path)
     check_model_path(src, what, need_config=False)
+    directory, kwargs = pretrained_args(src, what)
     try:
-        tok = AutoTokenizer.from_pretrained(src)
+        tok = AutoTokenizer.from_pretrained(directory, **kwargs)
     except (OSError, ValueError) as exc:
         raise LeafError(f"cannot load the {what} tokenizer from {src!r}: {_first_line(exc)}") from None
     if not getattr(tok, "is_fast", False):
@@ -94,14 +106,16 @@ def load_model(path: str | Path, dtype: str = "float32", device: str = "auto",
     src = str(path)
     check_model_path(src, what)
     resolved = resolve_device(device)
-    kwargs: dict = {"dtype": torch_dtype(dtype)}
+    directory, kwargs = pretrained_args(src, what)
+    kwargs["dtype"] = torch_dtype(dtype)
     multi_gpu = resolved == "cuda" and torch.cuda.device_count() > 1
     if multi_gpu:
         kwargs["device_map"] = "auto"
     try:
-        model = AutoModelForCausalLM.from_pretrained(src, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
     except model_load_errors() as exc:
         raise load_failure(exc, what, src) from None
+    model = plain_model(model)
     if not multi_gpu:
         model.to(resolved)
     model.eval()
@@ -124,6 +138,131 @@ def load_failure(exc: Exception, what: str, src: str | Path) -> LeafError:
     if type(exc).__name__ == "SafetensorError":
         hint = " (a .safetensors weights file there is truncated or damaged: copy it again)"
     return LeafError(f"cannot load the {what} from {str(src)!r}: {_first_line(exc)}{hint}")
+
+
+def gguf_source(name: str | Path, what: str = "model") -> tuple[str, str] | None:
+    """``(directory, file name)`` when ``name`` is a ``.gguf`` file or a directory holding one
+    ``.gguf`` and no ``config.json``; None for anything else (a model directory, a hub id).
+
+    A directory with several ``.gguf`` files and no ``config.json`` is refused: name the file.
+    """
+    p = Path(str(name)).expanduser()
+    if p.is_file():
+        return (str(p.parent), p.name) if p.suffix.lower() == ".gguf" else None
+    if not p.is_dir() or (p / "config.json").is_file():
+        return None
+    found = sorted(f.name for f in p.iterdir() if f.is_file() and f.suffix.lower() == ".gguf")
+    if len(found) > 1:
+        raise LeafError(f"{what} directory {str(name)!r} holds {len(found)} .gguf files "
+                        f"({', '.join(found)}); give the one to load")
+    return (str(p), found[0]) if found else None
+
+
+def require_gguf(what: str = "model") -> None:
+    """Fail with one line naming the extra when the ``gguf`` package is missing."""
+    from transformers.utils import is_gguf_available
+
+    if not is_gguf_available():
+        raise LeafError(f"loading the {what} from a .gguf file needs the gguf package: "
+                        f"{GGUF_EXTRA}")
+
+
+def pretrained_args(name: str | Path, what: str = "model") -> tuple[str, dict]:
+    """``(path, kwargs)`` for ``from_pretrained``: ``gguf_file=`` set for a GGUF source."""
+    gguf = gguf_source(name, what)
+    if gguf is None:
+        return str(name), {}
+    require_gguf(what)
+    return gguf[0], {"gguf_file": gguf[1]}
+
+
+def load_config(path: str | Path, what: str = "model"):
+    """The model's ``PretrainedConfig`` (from ``config.json``, a hub id or a GGUF file)."""
+    from transformers import AutoConfig
+
+    src = str(path)
+    directory, kwargs = pretrained_args(src, what)
+    try:
+        config = AutoConfig.from_pretrained(directory, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise LeafError(f"cannot read the {what} config from {src!r}: {_first_line(exc)}") from None
+    if hasattr(config, "quantization_config") and kwargs:
+        del config.quantization_config
+    return config
+
+
+def plain_model(model):
+    """A GGUF-loaded model rebuilt without its ``quantization_config`` (weights kept), so it
+    trains and ``save_pretrained`` writes it; any other model is returned as it is.
+
+    transformers marks a model loaded with ``gguf_file=`` as quantised (its weights are
+    already dequantised) and then refuses to save it.
+    """
+    import copy
+
+    from transformers import AutoModelForCausalLM
+
+    quant = getattr(model.config, "quantization_config", None)
+    method = (quant.get("quant_method") if isinstance(quant, dict)
+              else getattr(quant, "quant_method", None))
+    if str(getattr(method, "value", method)) != "gguf" or len(
+            set((getattr(model, "hf_device_map", None) or {}).values())) > 1:
+        return model  # not GGUF, or spread over devices (used as loaded: no training, no save)
+    config = copy.deepcopy(model.config)
+    del config.quantization_config
+    device = next(model.parameters()).device
+    plain = AutoModelForCausalLM.from_config(config, dtype=model.dtype)
+    missing, unexpected = plain.load_state_dict(model.state_dict(), strict=False)
+    tied = set(getattr(plain, "_tied_weights_keys", None) or ())
+    if unexpected or [k for k in missing if k not in tied]:
+        raise LeafError(f"cannot rebuild the GGUF model as a plain model: missing {missing}, "
+                        f"unexpected {unexpected}")
+    plain.tie_weights()
+    plain.generation_config = copy.deepcopy(model.generation_config)
+    plain.to(device)
+    plain.train(model.training)
+    return plain
+
+
+def load_causal_lm(path: str | Path, what: str = "model", **kwargs):
+    """``AutoModelForCausalLM.from_pretrained`` for a directory, hub id or GGUF source, with
+    ``kwargs`` passed on (dtype, device_map, attn_implementation ...); GGUF models come back
+    plain (:func:`plain_model`). Errors are one line naming the model."""
+    from transformers import AutoModelForCausalLM
+
+    src = str(path)
+    directory, extra = pretrained_args(src, what)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(directory, **extra, **kwargs)
+    except model_load_errors() as exc:
+        raise load_failure(exc, what, src) from None
+    return plain_model(model)
+
+
+def convert_gguf(source: str | Path, out: str | Path, dtype: str = "float32") -> Path:
+    """Write the model in ``source`` (a ``.gguf`` file or a directory holding one) as a normal
+    Hugging Face directory at ``out``: ``config.json``, safetensors weights (dequantised to
+    ``dtype``), the tokenizer and its chat template. ``out`` appears only when complete."""
+    import shutil
+
+    src = str(source)
+    if not Path(src).expanduser().exists():
+        raise LeafError(f"{src!r} not found")
+    if gguf_source(src, "model") is None:
+        raise LeafError(f"{src!r} is not a .gguf file or a directory holding one")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise LeafError(f"{out} exists and is not empty; choose another --out or remove it")
+    tokenizer = load_tokenizer(src, "model", padding_side=None)
+    model = load_causal_lm(src, "model", dtype=torch_dtype(dtype))
+    tmp = out.with_name(out.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if out.exists():
+        out.rmdir()
+    tmp.rename(out)
+    return out
 
 
 def input_device(model):

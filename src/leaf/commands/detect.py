@@ -22,9 +22,10 @@ Reads  --data samples.jsonl (id, task, instruction, response; screened files fro
        are filtered to teacher-right/student-wrong rows unless --all).
 Writes --out scores.jsonl, one row per sample and scored text: id, level, segment, field,
        prefix_end, unit_kind, units ([start, end) character spans), teacher, student, diff,
-       teacher_raw, student_raw, student_nll. Levels: `instruction` scores the instruction
+       teacher_raw, student_raw, student_nll, skip_last. Levels: `instruction` scores the instruction
        (segment 0); `response` splits the gold response into --segments parts and scores the
        prefix before each boundary k (segment k, loss on the rest); `both` does both.
+       --skip-last N leaves the instruction's last N tokens unscored (see docs/REAL_MODEL.md).
 Resume: the output is written to OUT.part and renamed when done; run the same command again after
 an interruption and finished samples are skipped. Each row records `text_hash` (the sample's
 instruction and response) and `input_hash` (that text and the settings): a rerun scores again
@@ -58,6 +59,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="longest instruction + response in tokens; longer samples are refused, "
                         "each named, before any model loads (default: the models' context "
                         "length)")
+    p.add_argument("--skip-last", type=int, default=D.skip_last, metavar="N",
+                   help="never score the last N tokens of each instruction, where a chat "
+                        "model's gradient peaks whatever they say (default "
+                        f"{D.skip_last}; docs/REAL_MODEL.md)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = build(DetectOptions, {"score_all": "--all"}, level=args.level,
                     segments=args.segments, batch_size=args.batch_size, dtype=args.dtype,
-                    device=args.device, score_all=args.all, max_length=args.max_length)
+                    device=args.device, score_all=args.all, max_length=args.max_length,
+                    skip_last=args.skip_last)
     print(detect(args.teacher, args.student, data_source(args.data, args), args.out, options))
     return 0

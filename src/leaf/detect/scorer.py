@@ -17,6 +17,14 @@ character spans of that text. The two models are then compared on shared units
 carries ``teacher = minmax(g_T)``, ``student = minmax(g_S)``,
 ``diff = minmax(teacher - student)`` (:mod:`leaf.detect.scoring`), the raw norms and the student's
 per-unit NLL. The row format is documented in docs/pruning.md.
+
+**The end of the instruction.** With ``skip_last = N`` the last N tokens of the instruction are
+not scored: they are no units and take no part in the normalisation (response prefixes are
+scored whole). A chat model's gradient is largest on the tokens right before the template's end
+of turn whatever they say, so without the skip the instruction's last token (often the question
+mark) dominates the student's normalised saliency and is what the rule flags.
+docs/REAL_MODEL.md measures this; the released code of the paper's authors never scores the last
+15 tokens of an instruction.
 """
 
 from __future__ import annotations
@@ -70,11 +78,28 @@ class TokenScores:
     nll: list[float]
 
 
+def _token_spans(tokenizer, text: str) -> list[tuple[int, int]]:
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return [(s, e) for s, e in enc["offset_mapping"] if e > s]
+
+
+def compares_on_words(text: str, tokenizer, other_tokenizer) -> bool:
+    """True when two tokenizers split ``text`` differently, so detection compares on words."""
+    if other_tokenizer is None or other_tokenizer is tokenizer:
+        return False
+    return not unitlib.same_segmentation(_token_spans(tokenizer, text),
+                                         _token_spans(other_tokenizer, text))
+
+
 def plan_jobs(
     sample: dict[str, Any], level: str = "instruction", segments: int = DEFAULT_SEGMENTS,
-    tokenizer=None,
+    tokenizer=None, teacher_tokenizer=None,
 ) -> list[Job]:
-    """The jobs of one sample: segment 0 (instruction) and/or segments 1..K-1 (response)."""
+    """The jobs of one sample: segment 0 (instruction) and/or segments 1..K-1 (response).
+
+    ``tokenizer`` is the student's (the token-count fallback of the response boundaries);
+    with ``teacher_tokenizer`` given and splitting the response differently, the boundaries fall
+    between words, the units detection then compares on."""
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
     inst, resp = sample["instruction"], sample["response"]
@@ -82,7 +107,8 @@ def plan_jobs(
     if level in ("instruction", "both"):
         jobs.append(Job(sample["id"], "instruction", 0, None, inst, resp))
     if level in ("response", "both"):
-        for k, cut in enumerate(segment_boundaries(resp, segments, tokenizer), start=1):
+        words = tokenizer is not None and compares_on_words(resp, tokenizer, teacher_tokenizer)
+        for k, cut in enumerate(segment_boundaries(resp, segments, tokenizer, words), start=1):
             jobs.append(Job(sample["id"], "response", k, cut, inst, resp))
     return jobs
 
@@ -118,11 +144,32 @@ def token_scores(scorer: Scorer, jobs: list[Job], batch_size: int = 8) -> list[T
     return out  # type: ignore[return-value]
 
 
-def compare(job: Job, teacher: TokenScores, student: TokenScores) -> dict[str, Any] | None:
-    """The scores row of one job; None when the scored text has no unit."""
+def scored_end(student: TokenScores, skip_last: int) -> int | None:
+    """Where the scored part of the text ends when its last ``skip_last`` tokens (the student's)
+    are never scored: the start of the ``skip_last``-th token from the end; None when nothing is
+    skipped; 0 when the text has no more tokens than that."""
+    if skip_last <= 0:
+        return None
+    starts = [s for s, _ in unitlib.merge_token_spans(student.spans)]
+    return starts[-skip_last] if len(starts) > skip_last else 0
+
+
+def compare(job: Job, teacher: TokenScores, student: TokenScores,
+            skip_last: int = 0) -> dict[str, Any] | None:
+    """The scores row of one job; None when the scored text has no unit.
+
+    With ``skip_last`` = N > 0 the instruction's last N tokens (the student's tokenisation) are
+    no units: every unit ending after the N-th last token starts is dropped before normalisation.
+    Response prefixes are scored whole (their rows say ``skip_last: 0``).
+    """
     text = job.text
     words = not unitlib.same_segmentation(teacher.spans, student.spans)
     units = unitlib.word_spans(text) if words else unitlib.merge_token_spans(student.spans)
+    if job.level != "instruction":
+        skip_last = 0
+    end = scored_end(student, skip_last)
+    if end is not None:
+        units = [u for u in units if u[1] <= end]
     if not units:
         return None
     t_raw, _ = unitlib.pool(text, teacher.spans, teacher.saliency, None, units, words)
@@ -141,6 +188,7 @@ def compare(job: Job, teacher: TokenScores, student: TokenScores) -> dict[str, A
         "teacher_raw": t_raw,
         "student_raw": s_raw,
         "student_nll": s_nll,
+        "skip_last": skip_last,
     }
 
 
@@ -152,10 +200,12 @@ def score_samples(
     segments: int = DEFAULT_SEGMENTS,
     batch_size: int = 8,
     chunk: int | None = None,
+    skip_last: int = 0,
 ) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """Yield ``(sample id, rows)`` per sample, in input order.
 
-    Samples are taken ``chunk`` at a time (default ``4 * batch_size``); within a chunk the jobs
+    ``skip_last``: tokens at the end of every instruction that are not scored (see the module
+    docstring). Samples are taken ``chunk`` at a time (default ``4 * batch_size``); within a chunk the jobs
     are sorted by length so batches carry little padding. A sample whose texts give no unit
     (for example a response too short to split) yields an empty list.
     """
@@ -163,7 +213,8 @@ def score_samples(
     buffer: list[dict[str, Any]] = []
 
     def flush() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-        plans = [plan_jobs(s, level, segments, student.tokenizer) for s in buffer]
+        plans = [plan_jobs(s, level, segments, student.tokenizer, teacher.tokenizer)
+                 for s in buffer]
         jobs = [j for plan in plans for j in plan]
         t = token_scores(teacher, jobs, batch_size) if jobs else []
         s = token_scores(student, jobs, batch_size) if jobs else []
@@ -171,7 +222,7 @@ def score_samples(
         for sample, plan in zip(buffer, plans):
             rows = []
             for job in plan:
-                row = compare(job, t[pos], s[pos])
+                row = compare(job, t[pos], s[pos], skip_last)
                 pos += 1
                 if row is not None:
                     rows.append(row)

@@ -11,7 +11,10 @@ The rule, in order of preference (the first kind that offers at least K - 1 usab
 2. **paragraphs**: just after a run of blank lines (``\\n\\n``);
 3. **lines**: just after a newline;
 4. **tokens** (fallback): equal token counts, cutting at the start of a token (with the student's
-   tokenizer when one is given, otherwise at whitespace-separated words).
+   tokenizer when one is given, otherwise at whitespace-separated words). With
+   ``word_aligned`` (detection compares teacher and student on words because their tokenizers
+   split the response differently) only tokens that start a word may be cut at, so no boundary
+   falls inside a word.
 
 Every cut is then moved forward over whitespace to the next visible character, so whitespace
 at a boundary always stays at the end of the prefix and the target starts with visible text; two
@@ -56,10 +59,13 @@ def _line_cuts(text: str) -> list[int]:
     return [m.end() for m in _LINE.finditer(text)]
 
 
-def _token_cuts(text: str, k: int, tokenizer=None) -> list[int]:
+def _token_cuts(text: str, k: int, tokenizer=None, word_aligned: bool = False) -> list[int]:
     if tokenizer is not None:
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         starts = [s for s, e in enc["offset_mapping"] if e > s]
+        if word_aligned:  # the first visible character of a token that starts a word
+            starts = [m.start() for m in (_VISIBLE.search(text, s) for s in starts)
+                      if m and (m.start() == 0 or text[m.start() - 1].isspace())]
     else:
         starts = [m.start() for m in re.finditer(r"\S+", text)]
     starts = sorted(set(starts))
@@ -86,13 +92,15 @@ def _pick(cuts: list[int], text: str, k: int) -> list[int]:
 
 
 def segment_boundaries(
-    response: str, k: int = DEFAULT_SEGMENTS, tokenizer=None
+    response: str, k: int = DEFAULT_SEGMENTS, tokenizer=None, word_aligned: bool = False
 ) -> list[int]:
-    """The ``prefix_end`` character indices that split ``response`` into ``k`` segments."""
+    """The ``prefix_end`` character indices that split ``response`` into ``k`` segments
+    (``word_aligned``: never inside a word, see the module docstring)."""
     if k < 2:
         raise ValueError(f"the number of segments must be at least 2, got {k}")
     for finder in (_step_cuts, _paragraph_cuts, _line_cuts):
         usable = _snap(response, finder(response))
         if len(usable) >= k - 1:
             return _pick(usable, response, k)
-    return _pick(_snap(response, _token_cuts(response, k, tokenizer)), response, k)
+    return _pick(_snap(response, _token_cuts(response, k, tokenizer, word_aligned)), response,
+                 k)

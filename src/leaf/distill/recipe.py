@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
+import torch
+from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import get_last_checkpoint
 
 from leaf.distill.card import card_for, use_leaf_card
@@ -24,7 +26,7 @@ from leaf.distill.progress import plain_logs
 from leaf.distill.trainer import DistillTrainer
 from leaf.distill.vocab import check_shared_vocab
 from leaf.errors import LeafError
-from leaf.models import load_failure, load_tokenizer, model_load_errors, torch_dtype
+from leaf.models import load_causal_lm, load_tokenizer, torch_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -32,16 +34,15 @@ logger = logging.getLogger(__name__)
 def load_student(args: DistillArguments):
     """The student model (LoRA-wrapped when ``args.lora``) and its tokenizer."""
     tokenizer = load_tokenizer(args.student_model, "student", padding_side="right")
-    try:
-        model = AutoModelForCausalLM.from_pretrained(args.student_model,
-                                                     dtype=torch_dtype(args.student_dtype))
-    except model_load_errors() as exc:
-        raise load_failure(exc, "student", args.student_model) from None
+    model = load_causal_lm(args.student_model, "student", dtype=torch_dtype(args.student_dtype))
     if args.lora:
         from peft import LoraConfig, get_peft_model
 
         settings = {"task_type": "CAUSAL_LM", **args.lora}
-        model = get_peft_model(model, LoraConfig(**settings))
+        with warnings.catch_warnings():  # peft reads transformers' deprecated alias
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing",
+                                    category=FutureWarning)
+            model = get_peft_model(model, LoraConfig(**settings))
     return model, tokenizer
 
 
@@ -50,14 +51,11 @@ def load_teacher(
     device_map: str | None = None, device=None,
 ):
     """The frozen teacher on ``device`` (or spread by ``device_map``), vocabulary checked."""
-    teacher_tokenizer = AutoTokenizer.from_pretrained(path)
+    teacher_tokenizer = load_tokenizer(path, "teacher", padding_side=None)
     kwargs = {"dtype": torch_dtype(dtype)}
     if device_map:
         kwargs["device_map"] = device_map
-    try:
-        teacher = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except model_load_errors() as exc:
-        raise load_failure(exc, "teacher", path) from None
+    teacher = load_causal_lm(path, "teacher", **kwargs)
     check_shared_vocab(student_tokenizer, teacher_tokenizer, student_vocab,
                        teacher.get_output_embeddings().weight.shape[0])
     if not device_map and device is not None:
@@ -174,6 +172,7 @@ def train(args: DistillArguments) -> DistillTrainer:
         if trainer.is_world_process_zero():
             model.save_pretrained(args.output_dir)
             trainer.processing_class.save_pretrained(args.output_dir)
+            torch.save(trainer.args, Path(args.output_dir) / TRAINING_ARGS_NAME)  # as a full run
     else:
         trainer.save_model(args.output_dir)
     trainer.save_state()

@@ -31,7 +31,8 @@ Keys (every one optional except the data; defaults below)::
       launcher_args: [--standalone]
     screen:   {batch_size: 64, max_new_tokens: 32}   # leaf.stages.GenerationOptions (also used
     evaluate: {batch_size: 64, max_new_tokens: 32}   # by verification); any of its fields
-    detect:  {levels: [instruction, response], segments: 2, batch_size: 16, all: false}
+    detect:  {levels: [instruction, response], segments: 2, batch_size: 16, all: false,
+              skip_last: 0}   # tokens at the end of each instruction never scored
     prune:   {threshold_mode: fixed, tau: 0.10, quantile: 0.05, seed: 0}
     counterfactuals:          # named sets, each one prune run on one level's scores; a set may
                               # override threshold_mode, tau, quantile and seed
@@ -62,7 +63,13 @@ from typing import Any, Literal
 
 from leaf.errors import LeafError
 from leaf.settings import Checked, SettingError, from_mapping, setting, to_mapping
-from leaf.stages.options import DetectOptions, GenerationOptions, PruneOptions, VerifyOptions
+from leaf.stages.options import (
+    DEFAULT_SKIP_LAST,
+    DetectOptions,
+    GenerationOptions,
+    PruneOptions,
+    VerifyOptions,
+)
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 SPLIT_LABELS = {
@@ -122,6 +129,8 @@ class DetectConfig(Checked):
     segments: int = setting(2, ge=2, help="response segments K")
     batch_size: int | None = setting(16, ge=1, help="sequences per forward/backward pass")
     all: bool = setting(False, help="score every sample, not only teacher-right/student-wrong")
+    skip_last: int = setting(DEFAULT_SKIP_LAST, ge=0,
+                             help="tokens at the end of each instruction never scored")
 
     def check(self) -> None:
         if not self.levels or len(set(self.levels)) != len(self.levels):
@@ -277,7 +286,7 @@ class RunConfig(Checked):
         d = self.detect
         return DetectOptions(level=level, segments=d.segments, batch_size=d.batch_size,
                              dtype=self.dtype, device=self.device,
-                             score_all=d.all)
+                             score_all=d.all, skip_last=d.skip_last)
 
     def prune_options(self, name: str, seed: int) -> PruneOptions:
         """Set ``name``'s options; its seed is the set's (or prune's) seed plus ``seed``."""

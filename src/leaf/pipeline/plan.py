@@ -25,6 +25,7 @@ typed config (:class:`leaf.pipeline.config.RunConfig`) built when it was loaded;
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,8 @@ def build_stages(cfg: RunConfig, run_dir: str | Path) -> list[Stage]:
     for dkey, seed in data_seeds.items():
         tests[dkey], sets[dkey] = _stage1(cfg, run / dkey, dkey, seed, splits, stages)
 
+    for message in plan_warnings(cfg):
+        warn(message)
     models: dict[str, Path | str] = {"teacher": cfg.teacher, "student": cfg.student}
     for seed, dkey in reps.items():
         for variant in cfg.distill.variants:
@@ -195,7 +198,14 @@ def _stage2(cfg: RunConfig, run: Path, dkey: str, seed: int, variant: str,
                             {"sets": sorted(src), "extra_originals": spec.extra_originals}))
     out_dir = run / "distill" / variant / f"seed{seed}"
     dconf = distill_config(cfg, variant, seed, out_dir / "model", train_file)
-    stages.append(Stage(f"distill_{variant}-s{seed}", lambda c=dconf, d=out_dir: run_distill(c, d),
+    has_sets = bool(spec.sets or spec.extra_originals)
+
+    def train_variant(c: dict = dconf, d: Path = out_dir) -> None:
+        if has_sets:
+            warn_if_no_counterfactuals(variant, seed, train_file)
+        run_distill(c, d)
+
+    stages.append(Stage(f"distill_{variant}-s{seed}", train_variant,
                         {"model": out_dir / "model"},
                         {"teacher": cfg.teacher, "student": cfg.student, "train": train_file},
                         {"config": dconf}))
@@ -238,6 +248,41 @@ def _data_stage(cfg: RunConfig, outs: dict[str, Path], dkey: str, data_seed: int
     if data.columns:  # absent when unset, so earlier runs' stages keep their hashes
         params["columns"] = data.columns
     return Stage(f"data_{dkey}", copy, outs, dict(src), params)
+
+
+def warn(message: str) -> None:
+    """One ``leaf run: warning:`` line on stderr, also on the terminal when a quiet run sends
+    the stages' output to ``stages.log``."""
+    line = f"leaf run: warning: {message}"
+    print(line, file=sys.stderr, flush=True)
+    if sys.stderr is not sys.__stderr__ and sys.__stderr__ is not None:
+        print(line, file=sys.__stderr__, flush=True)
+
+
+def plan_warnings(cfg: RunConfig) -> list[str]:
+    """What the config alone says about variants that would train on no counterfactuals: a
+    variant with sets whose lambda is 1.0 gives the counterfactual term no weight."""
+    out = []
+    for name, spec in cfg.distill.variants.items():
+        if spec.sets and cfg.lambda_of(name) >= 1.0 and cfg.mixing_of(name) == "paired":
+            out.append(f"variant {name!r} has counterfactual sets but hybrid_lambda 1.0: the "
+                       "counterfactual term has no weight, so it trains as plain KD")
+    return out
+
+
+_NO_COUNTERFACTUALS = (
+    "variant {variant!r} (seed {seed}) trains on no counterfactuals: its sets kept none "
+    "({train}), so it repeats plain KD. LeaF needs samples the teacher answers right and the "
+    "student wrong, and counterfactuals both then answer right: check the screening and "
+    "verification counts (docs/pruning.md, 'When LeaF has nothing to work with')")
+
+
+def warn_if_no_counterfactuals(variant: str, seed: int, train_file: Path) -> bool:
+    """Warn (and return True) when ``train_file`` holds no counterfactual row."""
+    if any(r.get("kind") == "counterfactual" for r in read_jsonl(train_file)):
+        return False
+    warn(_NO_COUNTERFACTUALS.format(variant=variant, seed=seed, train=train_file))
+    return True
 
 
 def build_train_file(train: Path, sets: dict[str, Path], out: Path,

@@ -254,15 +254,15 @@ def compare_models(
 ) -> list[AttentionResult]:
     """Load each model (directory or hub id) with eager attention and :func:`measure` it."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from leaf.models import load_causal_lm, load_tokenizer
 
     labels = list(labels) if labels else [str(m).rstrip("/").split("/")[-1] for m in models]
     results = []
     for path, label in zip(models, labels, strict=True):
-        tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=getattr(torch, dtype), attn_implementation="eager"
-        ).to(device)
+        tok = load_tokenizer(path, padding_side=None)
+        model = load_causal_lm(path, dtype=getattr(torch, dtype),
+                               attn_implementation="eager").to(device)
         results.append(measure(model, tok, items, label=label, name=str(path), device=device,
                                progress=progress))
         del model

@@ -174,7 +174,7 @@ def select_samples(samples: list[dict], score_all: bool = False) -> list[dict]:
 
 
 def _check_detect_resume(rows: list[dict], samples: list[dict], options: DetectOptions,
-                         tokenizer, out: Path) -> None:
+                         tokenizer, out: Path, teacher_tokenizer=None) -> None:
     """Refuse to resume into an output written with another level or number of segments."""
     from leaf.detect.scorer import plan_jobs
     from leaf.detect.scores_io import text_hash
@@ -185,13 +185,20 @@ def _check_detect_resume(rows: list[dict], samples: list[dict], options: DetectO
         sample = by_id.get(r.get("id"))
         if sample is not None and r.get("text_hash") not in (None, text_hash(sample)):
             continue  # made from another text: redone whatever the settings
+        if r.get("skip_last", 0) != (options.skip_last if r.get("level") == "instruction"
+                                     else 0):
+            raise LeafError(
+                f"{out} (or its .part) holds rows scored with --skip-last "
+                f"{r.get('skip_last', 0)}, not {options.skip_last}; use a new --out, or delete "
+                "the old file to start over")
         found.setdefault(r.get("id"), set()).add((r.get("level"), r.get("segment"),
                                                    r.get("prefix_end")))
     for sid, got in found.items():
         if sid not in by_id:
             continue
         want = {(j.level, j.segment, j.prefix_end)
-                for j in plan_jobs(by_id[sid], options.level, options.segments, tokenizer)}
+                for j in plan_jobs(by_id[sid], options.level, options.segments, tokenizer,
+                                   teacher_tokenizer)}
         missing_level = {lv for lv, _, _ in want} - {lv for lv, _, _ in got}
         if not got <= want or missing_level:
             raise LeafError(
@@ -255,7 +262,7 @@ def detect(teacher: str | Path, student: str | Path, data: Records, out: str | P
     chunk = 4 * batch_size
     with sharded(out, samples, chunk, key=lambda r: r["id"],
                  check=lambda rows: _check_detect_resume(rows, samples, options, student_tok,
-                                                         out),
+                                                         out, teacher_tok),
                  current_hash=lambda r: hashes.get(r.get("id")), inputs=[data]) as shard:
         writer = shard.writer
         todo = [s for s in shard.items if s["id"] not in writer.done]
@@ -271,7 +278,7 @@ def detect(teacher: str | Path, student: str | Path, data: Records, out: str | P
             with distributed.progress(len(todo), "detect") as bar:
                 for sid, rows in score_samples(teacher_scorer, student_scorer, todo,
                                                options.level, options.segments, batch_size,
-                                               chunk=chunk):
+                                               chunk=chunk, skip_last=options.skip_last):
                     pending += [{**r, "text_hash": texts[sid], "input_hash": hashes[sid]}
                                 for r in rows]
                     n += 1

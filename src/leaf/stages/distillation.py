@@ -31,23 +31,21 @@ def teacher_cache(teacher: str | Path, data: Records, out: str | Path,
     resumes an interrupted cache. Returns ``out``.
     """
     import torch
-    from transformers import AutoConfig, AutoTokenizer
 
     from leaf import distributed
     from leaf.distill.cache import write_teacher_cache
     from leaf.distill.data import DistillDataset
     from leaf.distill.recipe import load_teacher
-    from leaf.models import resolve_device
+    from leaf.models import load_config, load_tokenizer, resolve_device
 
     options = options_or_default(options, TeacherCacheOptions)
     distributed.init()  # under a launcher: this rank's GPUs, before CUDA starts
     teacher = str(teacher)
     source = options.student or teacher
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    role = "student" if options.student else "teacher"
+    tokenizer = load_tokenizer(source, role, padding_side=None)
     dataset = DistillDataset(data, tokenizer, options.max_length, options.system_prompt)
-    vocab = AutoConfig.from_pretrained(source).vocab_size
+    vocab = load_config(source, role).vocab_size
     device = resolve_device(options.device)
     device_map = options.device_map  # as leaf.models.load_model: several GPUs share the teacher
     if device_map is None and device == "cuda" and torch.cuda.device_count() > 1:

@@ -29,6 +29,7 @@ def check_device(value: str, where: str) -> None:
     if not (value in ("auto", "cpu", "cuda") or (value.startswith("cuda:")
                                                  and value[5:].isdigit())):
         raise SettingError(f"{where}: auto, cpu, cuda or cuda:N, got {value!r}")
+DEFAULT_SKIP_LAST = 0  # measured on SmolLM2-135M-Instruct: docs/REAL_MODEL.md
 
 
 @dataclass
@@ -76,6 +77,10 @@ class DetectOptions(Checked):
     device: str = setting("auto", help=DEVICE_HELP)
     score_all: bool = setting(False, help="score every sample, not only teacher-right/"
                                           "student-wrong ones of a screened file")
+    skip_last: int = setting(DEFAULT_SKIP_LAST, ge=0,
+                             help="tokens at the end of each instruction that are never "
+                                  "scored: the position effect before the end of turn "
+                                  "(docs/REAL_MODEL.md)")
     max_length: int | None = setting(
         None, ge=1, help="longest instruction + response in tokens; longer samples are refused "
                          "before any model loads (default: the models' context length)")
