@@ -116,9 +116,17 @@ def plain_kd_trainer_class():
     from leaf.distill.losses import token_divergence
 
     class PlainKDTrainer(Trainer):
-        def __init__(self, *args, teacher=None, **kwargs):
+        def __init__(self, *args, teacher=None, batches=None, **kwargs):
             super().__init__(*args, **kwargs)
             self.teacher = teacher.eval().requires_grad_(False)
+            self.batches = batches
+
+        def get_train_dataloader(self):
+            # the same rows in the same batches as leaf's trainer, so every side does the same work
+            from torch.utils.data import DataLoader
+
+            return self.accelerator.prepare(DataLoader(
+                self.train_dataset, batch_sampler=self.batches, collate_fn=self.data_collator))
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             ids, mask, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
@@ -152,6 +160,7 @@ def build_sides(cfg, args, rows, student, teacher, outdir):
         use_cpu=args.device == "cpu", remove_unused_columns=False,
     )
     sides = {}
+    batches = None  # leaf's batches (its mixing sampler), given to the other sides
     for name in ("leaf", "plain_kd", "pad_to_max"):
         targs = DistillArguments(output_dir=str(Path(outdir) / name), hybrid_lambda=0.5, **common)
         inner = DistillCollator(0, pad_to_multiple_of=max_length if name == "pad_to_max" else None)
@@ -161,10 +170,11 @@ def build_sides(cfg, args, rows, student, teacher, outdir):
         if name == "leaf":
             trainer = DistillTrainer(model=model, args=targs, train_dataset=rows,
                                      data_collator=collator, teacher=teacher, callbacks=[clock])
+            batches = [list(b) for b in trainer.make_batch_sampler()]
         else:
             trainer = plain_kd_trainer_class()(
                 model=model, args=targs, train_dataset=kd_rows if name == "plain_kd" else rows,
-                data_collator=collator, teacher=teacher, callbacks=[clock])
+                data_collator=collator, teacher=teacher, callbacks=[clock], batches=batches)
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)  # no metrics printout after each run
