@@ -134,17 +134,15 @@ def dumps(row: dict[str, Any]) -> str:
     return json.dumps(row, ensure_ascii=False)
 
 
-def write_jsonl_atomic(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
-    """Write all rows to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` to write; it replaces ``path`` atomically when the
+    block ends. A read-only folder or a full disk becomes one :class:`LeafError` naming
+    ``path``, and the temporary file is removed; ``path`` itself is never half-written."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(dumps(row) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield tmp
         os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):
@@ -152,21 +150,20 @@ def write_jsonl_atomic(path: str | Path, rows: Iterable[dict[str, Any]]) -> None
         if exc.errno in WRITE_ERRNOS:
             raise write_error(path, exc) from None
         raise
+
+
+def write_jsonl_atomic(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Write all rows to ``path`` through a temporary file and an atomic rename."""
+    with _replacing(Path(path)) as tmp, tmp.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(dumps(row) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    with _replacing(Path(path)) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        if exc.errno in WRITE_ERRNOS:
-            raise write_error(path, exc) from None
-        raise
 
 
 class ResumableWriter:
