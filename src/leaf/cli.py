@@ -8,6 +8,7 @@ Command modules import torch and transformers inside ``run`` so that ``leaf --he
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import os
@@ -122,6 +123,18 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"leaf {args.command}: error: {problem}", file=sys.stderr)
         return 2
+    finally:
+        _close_process_group()
+
+
+def _close_process_group() -> None:
+    """Under a launcher, take down the process group before the interpreter exits: left to
+    the interpreter's own teardown, its communication threads can abort the process."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return
+    with contextlib.suppress(Exception):
+        dist.destroy_process_group()
 
 
 def entry() -> None:
