@@ -85,7 +85,8 @@ def scored_last(n: int = 30):
     return rows, scored, first["id"]
 
 
-def test_report_opens_on_the_results_then_scored_samples_with_answers(tmp_path):
+def report_of_a_run(tmp_path):
+    """A run directory whose scored samples come last, with its report written."""
     rows, scored, planted_id = scored_last()
     run = tmp_path / "run"
     run.mkdir()
@@ -93,6 +94,11 @@ def test_report_opens_on_the_results_then_scored_samples_with_answers(tmp_path):
         write_jsonl(run / f"{name}.jsonl", group)
     (run / "results.json").write_text(json.dumps(RESULTS))
     assert main(["report", str(run), "--no-figures"]) == 0
+    return run, scored, planted_id
+
+
+def test_report_opens_on_the_results_then_scored_samples_with_answers(tmp_path):
+    run, scored, planted_id = report_of_a_run(tmp_path)
     page = (run / "report.html").read_text(encoding="utf-8")
     assert page.index('id="results"') < page.index('id="figures"') < page.index('id="samples"')
     assert "LeaF (instruction) - KD w/o mask" in page and '<td class="pos">' in page
@@ -107,13 +113,7 @@ def test_report_opens_on_the_results_then_scored_samples_with_answers(tmp_path):
 
 @pytest.mark.skipif(not shutil.which("chromium"), reason="chromium not installed")
 def test_first_sample_on_the_page_is_a_scored_one(tmp_path):
-    rows, scored, planted_id = scored_last()
-    run = tmp_path / "run"
-    run.mkdir()
-    for name, group in rows.items():
-        write_jsonl(run / f"{name}.jsonl", group)
-    (run / "results.json").write_text(json.dumps(RESULTS))
-    assert main(["report", str(run), "--no-figures"]) == 0
+    run, scored, planted_id = report_of_a_run(tmp_path)
     dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
                           "--no-first-run", "--disable-dev-shm-usage",
                           f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",

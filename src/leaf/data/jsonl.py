@@ -166,6 +166,15 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def stale_keys(rows: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], Any],
+               current_hash: Callable[[dict[str, Any]], str | None]) -> set[Any]:
+    """The keys of ``rows`` made from other input: a row whose ``input_hash`` is not
+    ``current_hash(row)`` (None: not among the current inputs; rows without ``input_hash``
+    are kept)."""
+    return {key(r) for r in rows
+            if (want := current_hash(r)) is not None and r.get("input_hash", want) != want}
+
+
 class ResumableWriter:
     """Append groups of rows to ``OUT.part``; rename to ``OUT`` on :meth:`finish`.
 
@@ -213,9 +222,7 @@ class ResumableWriter:
         (rewritten atomically), so they are made again. Rows without ``input_hash`` (written
         by hand or by an older leaf) are kept.
         """
-        stale = {self.key(r) for r in self.rows
-                 if (want := current_hash(r)) is not None
-                 and r.get("input_hash", want) != want}
+        stale = stale_keys(self.rows, self.key, current_hash)
         if stale:
             self.rows = [r for r in self.rows if self.key(r) not in stale]
             os.close(self._fd)

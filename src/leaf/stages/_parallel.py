@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from leaf import distributed
-from leaf.data.jsonl import ResumableWriter, read_jsonl, write_jsonl_atomic
+from leaf.data.jsonl import ResumableWriter, read_jsonl, stale_keys, write_jsonl_atomic
 from leaf.errors import LeafInputError
 from leaf.stages._common import refuse_overwriting_inputs, resumable
 
@@ -130,8 +130,7 @@ def sharded(out: str | Path, items: list, unit: int, key: Callable[[Row], Any],
         check(base)
     stale: set = set()
     if current_hash is not None:  # as ResumableWriter.drop_stale, on the rows before this run
-        stale = {key(row) for row in base if (want := current_hash(row)) is not None
-                 and row.get("input_hash", want) != want}
+        stale = stale_keys(base, key, current_hash)
         base = [row for row in base if key(row) not in stale]
     done = {key(row) for row in base}
     pending = [x for x in items if item_key(x) not in done]

@@ -174,16 +174,18 @@ def select_samples(samples: list[dict], score_all: bool = False) -> list[dict]:
 
 
 def _check_detect_resume(rows: list[dict], samples: list[dict], options: DetectOptions,
-                         tokenizer, out: Path, teacher_tokenizer=None) -> None:
-    """Refuse to resume into an output written with another level or number of segments."""
+                         tokenizer, out: Path, texts: dict[str, str],
+                         teacher_tokenizer=None) -> None:
+    """Refuse to resume into an output written with another level or number of segments.
+
+    ``texts``: each sample's current ``text_hash``; rows made from another text are passed over
+    (they are redone)."""
     from leaf.detect.scorer import plan_jobs
-    from leaf.detect.scores_io import text_hash
 
     by_id = {s["id"]: s for s in samples}
     found: dict[str, set] = {}
     for r in rows:
-        sample = by_id.get(r.get("id"))
-        if sample is not None and r.get("text_hash") not in (None, text_hash(sample)):
+        if r.get("id") in texts and r.get("text_hash") not in (None, texts[r.get("id")]):
             continue  # made from another text: redone whatever the settings
         if r.get("skip_last", 0) != (options.skip_last if r.get("level") == "instruction"
                                      else 0):
@@ -262,7 +264,7 @@ def detect(teacher: str | Path, student: str | Path, data: Records, out: str | P
     chunk = 4 * batch_size
     with sharded(out, samples, chunk, key=lambda r: r["id"],
                  check=lambda rows: _check_detect_resume(rows, samples, options, student_tok,
-                                                         out, teacher_tok),
+                                                         out, texts, teacher_tok),
                  current_hash=lambda r: hashes.get(r.get("id")), inputs=[data]) as shard:
         writer = shard.writer
         todo = [s for s in shard.items if s["id"] not in writer.done]
