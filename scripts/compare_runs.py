@@ -4,7 +4,8 @@ Every JSONL file (screen, detect scores, counterfactuals, training rows, predict
 samples) must be byte-identical; every other JSON file (metrics, detection, attention,
 results.json) identical once the fields that may differ are set aside: wall-clock times
 (``timings``, ``total_seconds``) and, in ``results.json``, the echoed distillation arguments
-(``distill``) and ``config_path``. Distilled model weights are compared by their
+(``distill``) and ``config_path``; paths into a checkout's ``src/leaf/`` are compared from
+there on, so two checkouts can be compared. Distilled model weights are compared by their
 ``model.safetensors`` bytes. Prints one line per difference and exits 1 if there is any.
 
     python scripts/compare_runs.py BEFORE_RUN_DIR AFTER_RUN_DIR
@@ -28,6 +29,8 @@ def _strip(obj, top: bool, results: bool):
         return {k: _strip(v, False, results) for k, v in obj.items() if k not in drop}
     if isinstance(obj, list):
         return [_strip(v, False, results) for v in obj]
+    if isinstance(obj, str) and "/src/leaf/" in obj:  # a checkout's path to the package
+        return "<leaf>/" + obj.split("/src/leaf/", 1)[1]
     return obj
 
 
