@@ -5,7 +5,8 @@ samples) must be byte-identical; every other JSON file (metrics, detection, atte
 results.json) identical once the fields that may differ are set aside: wall-clock times
 (``timings``, ``total_seconds``) and, in ``results.json``, the echoed distillation arguments
 (``distill``) and ``config_path``; paths into a checkout's ``src/leaf/`` are compared from
-there on, so two checkouts can be compared. Distilled model weights are compared by their
+there on, and paths inside each run directory from the run directory on, so two checkouts
+and two run directories can be compared. Distilled model weights are compared by their
 ``model.safetensors`` bytes. Prints one line per difference and exits 1 if there is any.
 
     python scripts/compare_runs.py BEFORE_RUN_DIR AFTER_RUN_DIR
@@ -23,14 +24,16 @@ SKIPPED_NAMES = {".lock", "stages.log", "manifest.json", "config.json", "trainer
                  "training_args.bin", "README.md", "counterfactual_usage.json"}
 
 
-def _strip(obj, top: bool, results: bool):
+def _strip(obj, top: bool, results: bool, run_dir: str):
     if isinstance(obj, dict):
         drop = IGNORED_EVERYWHERE | (IGNORED_IN_RESULTS if top and results else set())
-        return {k: _strip(v, False, results) for k, v in obj.items() if k not in drop}
+        return {k: _strip(v, False, results, run_dir) for k, v in obj.items() if k not in drop}
     if isinstance(obj, list):
-        return [_strip(v, False, results) for v in obj]
+        return [_strip(v, False, results, run_dir) for v in obj]
     if isinstance(obj, str) and "/src/leaf/" in obj:  # a checkout's path to the package
         return "<leaf>/" + obj.split("/src/leaf/", 1)[1]
+    if isinstance(obj, str) and obj.startswith(run_dir):  # a path inside the run itself
+        return "<run>" + obj[len(run_dir):]
     return obj
 
 
@@ -65,8 +68,10 @@ def compare(before: Path, after: Path) -> list[str]:
         checked += 1
         if rel.suffix == ".json":
             results = rel.name == "results.json"
-            ja = _strip(json.loads(a.read_text(encoding="utf-8")), True, results)
-            jb = _strip(json.loads(b.read_text(encoding="utf-8")), True, results)
+            ja = _strip(json.loads(a.read_text(encoding="utf-8")), True, results,
+                        str(before.resolve()))
+            jb = _strip(json.loads(b.read_text(encoding="utf-8")), True, results,
+                        str(after.resolve()))
             found: list[str] = []
             _diff(ja, jb, str(rel), found)
             problems += found
