@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from leaf.detect.scores_io import scored_text
-from leaf.detect.scoring import DEFAULT_QUANTILE, DEFAULT_TAU
+from leaf.detect.scores_file import scored_text
 from leaf.detect.spans import Confounders, confounders
+from leaf.detect.thresholds import DEFAULT_QUANTILE, DEFAULT_TAU
 from leaf.errors import LeafError, LeafInputError
 
 _RESPONSE_ID = re.compile(r"#r(\d+)\.\d+$")
