@@ -25,8 +25,10 @@ testbed's tasks and checkpoints load only when a ``testbed:`` name is used.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -74,6 +76,7 @@ def resolve_model_name(value: str | Path) -> str:
 def quiet_transformers() -> None:
     """Silence transformers' own progress bars ("Loading weights", "Writing model shards") and
     its info/warning notices: the command line shows one bar per long step, its own."""
+    # heavy: torch and transformers load only when a model is touched, never on import
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -242,8 +245,6 @@ def plain_model(model):
     transformers marks a model loaded with ``gguf_file=`` as quantised (its weights are
     already dequantised) and then refuses to save it.
     """
-    import copy
-
     from transformers import AutoModelForCausalLM
 
     quant = getattr(model.config, "quantization_config", None)
@@ -287,8 +288,6 @@ def convert_gguf(source: str | Path, out: str | Path, dtype: str = "float32") ->
     """Write the model in ``source`` (a ``.gguf`` file or a directory holding one) as a normal
     Hugging Face directory at ``out``: ``config.json``, safetensors weights (dequantised to
     ``dtype``), the tokenizer and its chat template. ``out`` appears only when complete."""
-    import shutil
-
     src = str(source)
     if not Path(src).expanduser().exists():
         raise LeafError(f"{src!r} not found")
