@@ -82,7 +82,7 @@ def reference_saliency(model, rows, device):
 
 
 def leaf_batches(rows, batch_size: int, device):
-    """Length-sorted padded batches, as ``leaf.detect.scorer.token_scores`` builds them."""
+    """Length-sorted padded batches, as ``leaf.detect.score_samples.token_scores`` builds them."""
     from leaf.detect.saliency import pad_batch
 
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import write_jsonl
 from leaf.cli import main
-from leaf.report.attention_share import (
+from leaf.evaluate.attention_share import (
     SpanItem,
     confounder_share,
     measure,

@@ -14,7 +14,7 @@ import re
 import pytest
 
 from leaf.detect.counterfactuals import PruneOptions, sample_rows
-from leaf.detect.scores_io import scored_text
+from leaf.detect.scores_file import scored_text
 from leaf.detect.spans import blank_mask, cut
 from leaf.report.collect import build_report_data
 from leaf.testbed.metrics import flagged_from_scores

@@ -192,7 +192,7 @@ def test_missing_model_dir_and_bad_flags(tiny_llama_dir, samples_file, tmp_path,
 
 
 def test_levels_plan_the_documented_rows():
-    from leaf.detect.scorer import plan_jobs
+    from leaf.detect.score_samples import plan_jobs
 
     s = {"id": "a", "instruction": "Q?", "response": "Step 1: a.\nStep 2: b.\nStep 3: c."}
     assert [(j.level, j.segment, j.prefix_end) for j in plan_jobs(s)] == [("instruction", 0, None)]

@@ -13,7 +13,7 @@ from transformers import AutoTokenizer
 
 from conftest import write_jsonl
 from leaf.cli import main
-from leaf.detect.scorer import plan_jobs
+from leaf.detect.score_samples import plan_jobs
 from leaf.detect.segments import segment_boundaries
 
 RESPONSE = ("Natalia sold 48 clips in April and then she sold half as many in May so she "

@@ -1,5 +1,6 @@
-"""The package's shape: the library never reaches up into the command line, and no two modules
-import each other in a loop (imports inside functions count too)."""
+"""The package's shape: the library never reaches up into the command line, no two modules
+import each other in a loop, and each layer imports only the layers below it (imports inside
+functions count too)."""
 
 from __future__ import annotations
 
@@ -19,14 +20,14 @@ def _modules(src: Path) -> dict[str, Path]:
     return out
 
 
-def _imports(name: str, path: Path, known: set[str]) -> set[str]:
-    """The leaf modules ``name`` imports anywhere in its file (``from a import b`` counts as
-    ``a.b`` when that is a module, else ``a``)."""
+def _import_lines(name: str, path: Path, known: set[str]) -> list[tuple[str, int]]:
+    """``(leaf module, line)`` for every import of another leaf module anywhere in the file of
+    ``name`` (``from a import b`` counts as ``a.b`` when that is a module, else ``a``)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found = set()
+    found = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names)
+            found += [(a.name, node.lineno) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
@@ -34,8 +35,13 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
                 base = ".".join(root + ([base] if base else []))
             for a in node.names:
                 sub = f"{base}.{a.name}"
-                found.add(sub if sub in known else base)
-    return {m for m in found if m in known and m != name}
+                found.append((sub if sub in known else base, node.lineno))
+    return sorted((m, line) for m, line in found if m in known and m != name)
+
+
+def _imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The leaf modules ``name`` imports anywhere in its file."""
+    return {m for m, _ in _import_lines(name, path, known)}
 
 
 def _graph(src: Path = SRC) -> dict[str, set[str]]:
@@ -96,3 +102,73 @@ def test_the_checker_sees_imports_inside_functions(tmp_path):
     (pkg / "b.py").write_text("from leaf.a import f\n")
     graph = _graph(tmp_path)
     assert graph["leaf.a"] == {"leaf.b"} and graph["leaf.b"] == {"leaf.a"}
+
+
+# -- layers ---------------------------------------------------------------------------------------
+# Lower layers never import higher ones: the model-level packages know nothing of the stages,
+# the run pipeline or the testbed; the stages know nothing of the pipeline or the testbed (the
+# testbed's model names reach them through leaf.models' registry); the testbed, which leaf run
+# and the study use, imports neither of them. ``leaf.X`` covers leaf.X and everything under it.
+LAYER_RULES: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("leaf.detect", "leaf.distill", "leaf.evaluate", "leaf.data"):
+        ("leaf.stages", "leaf.pipeline", "leaf.testbed"),
+    ("leaf.stages",): ("leaf.testbed", "leaf.pipeline"),
+    ("leaf.testbed",): ("leaf.pipeline", "leaf.stages"),
+    # the shared base: model loading and parts, intervals, errors
+    ("leaf.errors", "leaf.models", "leaf.model_parts", "leaf.intervals"):
+        ("leaf.data", "leaf.detect", "leaf.distill", "leaf.evaluate", "leaf.stages",
+         "leaf.pipeline", "leaf.report", "leaf.testbed", "leaf.commands", "leaf.cli"),
+}
+
+# Known violations another change of the same redesign removes; each entry is
+# (importing file, imported module). Remove an entry as soon as its import is gone: the test
+# below fails on an entry that no longer matches anything, so the list cannot go stale.
+PENDING_LAYER_EXCEPTIONS: set[tuple[str, str]] = {
+    # the teacher cache shards its rows with the stages' private helper; moves to the row driver
+    ("src/leaf/distill/cache.py", "leaf.stages._parallel"),
+}
+
+
+def _under(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def _layer_violations(src: Path = SRC) -> list[tuple[str, str, int]]:
+    """``(file, imported module, line)`` for every import that breaks :data:`LAYER_RULES`."""
+    mods = _modules(src)
+    out = []
+    for name, path in sorted(mods.items()):
+        for lower, forbidden in LAYER_RULES.items():
+            if not _under(name, lower):
+                continue
+            for dep, line in _import_lines(name, path, set(mods)):
+                if _under(dep, forbidden):
+                    out.append((path.relative_to(src.parent).as_posix(), dep, line))
+    return out
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    found = _layer_violations()
+    pending = {(f, dep) for f, dep, _ in found} & PENDING_LAYER_EXCEPTIONS
+    broken = [f"{f}:{line} imports {dep}" for f, dep, line in found
+              if (f, dep) not in PENDING_LAYER_EXCEPTIONS]
+    assert broken == [], "layer rule broken:\n" + "\n".join(broken)
+    assert pending == PENDING_LAYER_EXCEPTIONS, \
+        f"remove these from PENDING_LAYER_EXCEPTIONS, they are fixed: " \
+        f"{sorted(PENDING_LAYER_EXCEPTIONS - pending)}"
+
+
+def test_the_layer_checker_names_file_line_and_import(tmp_path):
+    """The layer test can fail: an in-function import of the pipeline from detect is found."""
+    src = tmp_path / "src"
+    for pkg in ("leaf", "leaf/detect", "leaf/pipeline", "leaf/testbed"):
+        (src / pkg).mkdir(parents=True)
+        (src / pkg / "__init__.py").write_text("")
+    (src / "leaf/pipeline/config.py").write_text("X = 1\n")
+    (src / "leaf/testbed/study.py").write_text("import leaf.pipeline.config\n")
+    (src / "leaf/detect/spans.py").write_text(
+        "def f():\n    from leaf.pipeline import config\n    return config.X\n")
+    assert _layer_violations(src) == [
+        ("src/leaf/detect/spans.py", "leaf.pipeline.config", 2),
+        ("src/leaf/testbed/study.py", "leaf.pipeline.config", 1),
+    ]

@@ -27,7 +27,7 @@ SRC = Path(leaf.__file__).resolve().parents[1]  # the leaf under test, for subpr
 
 
 def text_hash(sample: dict) -> str:
-    from leaf.detect.scores_io import text_hash as made_by_leaf
+    from leaf.detect.scores_file import text_hash as made_by_leaf
 
     return made_by_leaf(sample)
 

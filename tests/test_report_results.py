@@ -141,7 +141,7 @@ def test_difference_figure_leaves_out_the_min_max_end_points(tmp_path, monkeypat
 
 
 def test_attention_groups_carry_the_interval_over_runs(tmp_path):
-    from leaf.testbed.metrics import mean_ci
+    from leaf.intervals import mean_ci
 
     rows = [{"label": f"kd {s}", "group": "KD", "per_layer": [m], "mean": m, "uniform": 0.1}
             for s, m in enumerate((0.20, 0.22, 0.25))]

@@ -8,7 +8,8 @@ from transformers import AutoModelForCausalLM, Gemma2Config
 
 from leaf.data.templates import encode
 from leaf.detect import saliency as S
-from leaf.detect.saliency import IGNORE_INDEX, chunkable_head, pad_batch, saliency_and_nll
+from leaf.detect.saliency import IGNORE_INDEX, pad_batch, saliency_and_nll
+from leaf.model_parts import chunkable_head
 from leaf.testbed.tiny import build_model, build_tokenizer
 from test_saliency import PAIRS
 

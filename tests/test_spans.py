@@ -7,7 +7,6 @@ import statistics
 
 import pytest
 
-from leaf.detect.scoring import minmax, normalised_difference, threshold
 from leaf.detect.spans import (
     Confounders,
     blank_mask,
@@ -18,6 +17,7 @@ from leaf.detect.spans import (
     prune_plans,
     remove_spans,
 )
+from leaf.detect.thresholds import minmax, normalised_difference, threshold
 
 
 def ref_minmax(xs):

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from leaf.pipeline.results import paired_difference
+from leaf.intervals import paired_difference
 from leaf.testbed.study import (
     CONTRADICTED,
     INCONCLUSIVE,

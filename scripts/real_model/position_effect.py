@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
-from leaf.detect.scores_io import scored_text  # noqa: E402
-from leaf.detect.scoring import minmax, normalised_difference  # noqa: E402
+from leaf.detect.scores_file import scored_text  # noqa: E402
 from leaf.detect.spans import confounders  # noqa: E402
+from leaf.detect.thresholds import minmax, normalised_difference  # noqa: E402
 
 
 def drop_tail(row: dict, n: int) -> dict | None:

@@ -12,11 +12,24 @@ template) and the weights from the file (``from_pretrained(dir, gguf_file=...)``
 ``gguf`` package: ``pip install "leaf-distill[gguf]"``). The weights are dequantised to the dtype
 asked for, and the model is rebuilt as a plain (unquantised) model so that it trains and saves
 like any other. :func:`convert_gguf` writes such a model as a normal Hugging Face directory.
+
+**Model names with a scheme.** A name ``SCHEME:REST`` whose scheme is registered
+(:func:`register_model_scheme`) is turned into a directory or hub id by that scheme's resolver
+(:func:`resolve_model_name`); any other name is returned as given. The package registers
+``testbed:FAMILY/ROLE`` (the shipped testbed checkpoints) in ``leaf/__init__.py``, which every
+``import leaf...`` runs first, so the command line, ``leaf run`` and ``leaf.stages`` all know it.
+The registration names the resolver as ``"module:function"`` and the module is imported the first
+time such a name is resolved: this module stays below the testbed (it never imports it), and the
+testbed's tasks and checkpoints load only when a ``testbed:`` name is used.
 """
 
 from __future__ import annotations
 
+import copy
+import importlib
 import re
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from leaf.errors import LeafError
@@ -25,11 +38,45 @@ DTYPES = ("float32", "bfloat16", "float16", "auto")
 DEVICES = ("auto", "cpu", "cuda")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 GGUF_EXTRA = 'pip install "leaf-distill[gguf]"'
+_SCHEME = re.compile(r"^([a-z][a-z0-9_-]*):(.*)$", re.DOTALL)
+_RESOLVERS: dict[str, Callable[[str], str] | str] = {}
+
+
+def register_model_scheme(scheme: str, resolver: Callable[[str], str] | str) -> None:
+    """Resolve model names ``scheme:REST`` with ``resolver(REST)`` (a directory or hub id).
+
+    ``resolver`` is a function or ``"module:function"``, imported when a name of the scheme is
+    first resolved (so registering costs no import). Registering a scheme again replaces it.
+    """
+    if not _SCHEME.match(f"{scheme}:"):
+        raise ValueError(f"model scheme {scheme!r}: use lower-case letters, digits, - and _")
+    _RESOLVERS[scheme] = resolver
+
+
+def model_schemes() -> list[str]:
+    """The registered model-name schemes, sorted."""
+    return sorted(_RESOLVERS)
+
+
+def resolve_model_name(value: str | Path) -> str:
+    """``SCHEME:REST`` of a registered scheme -> its resolver's directory or hub id; any other
+    name (a directory, a hub id, a scheme nobody registered) -> ``str(value)`` unchanged."""
+    name = str(value)
+    found = _SCHEME.match(name)
+    if found is None or found.group(1) not in _RESOLVERS:
+        return name
+    scheme, rest = found.groups()
+    resolver = _RESOLVERS[scheme]
+    if isinstance(resolver, str):
+        module, _, function = resolver.partition(":")
+        resolver = _RESOLVERS[scheme] = getattr(importlib.import_module(module), function)
+    return resolver(rest)
 
 
 def quiet_transformers() -> None:
     """Silence transformers' own progress bars ("Loading weights", "Writing model shards") and
     its info/warning notices: the command line shows one bar per long step, its own."""
+    # heavy: torch and transformers load only when a model is touched, never on import
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -198,8 +245,6 @@ def plain_model(model):
     transformers marks a model loaded with ``gguf_file=`` as quantised (its weights are
     already dequantised) and then refuses to save it.
     """
-    import copy
-
     from transformers import AutoModelForCausalLM
 
     quant = getattr(model.config, "quantization_config", None)
@@ -243,8 +288,6 @@ def convert_gguf(source: str | Path, out: str | Path, dtype: str = "float32") ->
     """Write the model in ``source`` (a ``.gguf`` file or a directory holding one) as a normal
     Hugging Face directory at ``out``: ``config.json``, safetensors weights (dequantised to
     ``dtype``), the tokenizer and its chat template. ``out`` appears only when complete."""
-    import shutil
-
     src = str(source)
     if not Path(src).expanduser().exists():
         raise LeafError(f"{src!r} not found")

@@ -73,10 +73,10 @@ def model_ref(value: str) -> str:
     import argparse
 
     from leaf.errors import LeafError
-    from leaf.testbed.assets import resolve_model
+    from leaf.models import resolve_model_name
 
     try:
-        return resolve_model(value)
+        return resolve_model_name(value)
     except (LeafError, ValueError) as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

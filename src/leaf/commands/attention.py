@@ -51,13 +51,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from leaf.data.jsonl import finite_json, iter_jsonl, write_json_atomic
     from leaf.errors import LeafError
-    from leaf.models import resolve_device
-    from leaf.report.attention_share import (
+    from leaf.evaluate.attention_share import (
         compare_models,
         format_table,
         planted_items,
         pruned_items,
     )
+    from leaf.models import resolve_device
 
     rows = list(iter_jsonl(args.data))
     if args.spans == "planted":

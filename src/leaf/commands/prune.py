@@ -7,8 +7,8 @@ import sys
 
 from leaf.commands._data import add_columns_argument, data_source
 from leaf.commands._options import MODEL_HELP, add_device, add_dtype, build, model_ref
-from leaf.detect.scoring import THRESHOLD_MODES
 from leaf.detect.spans import STRATEGIES
+from leaf.detect.thresholds import THRESHOLD_MODES
 from leaf.errors import LeafError
 from leaf.settings import choices
 from leaf.stages.options import GenerationOptions, PruneOptions, VerifyOptions

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from leaf.detect.baselines import baseline_mask
-from leaf.detect.scores_io import scored_text
-from leaf.detect.scoring import DEFAULT_QUANTILE, DEFAULT_TAU
+from leaf.detect.scores_file import scored_text
 from leaf.detect.spans import (
     Span,
     blank_mask,
@@ -34,6 +33,7 @@ from leaf.detect.spans import (
     prune_plans,
     remove_spans,
 )
+from leaf.detect.thresholds import DEFAULT_QUANTILE, DEFAULT_TAU
 from leaf.settings import Checked, setting
 
 

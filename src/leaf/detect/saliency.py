@@ -24,11 +24,12 @@ the gradient of the loss taken per chunk with respect to those hidden states, an
 ``[B, T, V]`` logits tensor is ever held. Only response positions need the gradient; the NLL
 of the other real positions is computed the same way under ``no_grad``; padding is skipped.
 This is valid only when the model's logits are exactly ``output_embeddings(hidden)``, so
-:func:`chunkable_head` accepts only causal-LM classes of known architectures
-(:data:`CHUNKABLE_MODEL_TYPES`) whose config sets none of the known logit transforms
-(:data:`LOGIT_TRANSFORM_FIELDS`: Gemma-2's ``final_logit_softcapping``, Cohere's
-``logit_scale``, Granite's ``logits_scaling``, ...); anything else takes the full-logits path
-(one forward pass of the whole model), which gives the same numbers with more memory.
+:func:`leaf.model_parts.chunkable_head` accepts only causal-LM classes of known architectures
+(:data:`~leaf.model_parts.CHUNKABLE_MODEL_TYPES`) whose config sets none of the known logit
+transforms (:data:`~leaf.model_parts.LOGIT_TRANSFORM_FIELDS`: Gemma-2's
+``final_logit_softcapping``, Cohere's ``logit_scale``, Granite's ``logits_scaling``, ...);
+anything else takes the full-logits path (one forward pass of the whole model), which gives the
+same numbers with more memory.
 """
 
 from __future__ import annotations
@@ -40,23 +41,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from leaf.model_parts import chunkable_head, execution_device
+
 IGNORE_INDEX = -100
 DEFAULT_CHUNK_SIZE = 256  # positions per chunk of the output layer
-
-# Architectures whose ``*ForCausalLM.forward`` returns ``lm_head(decoder(...).last_hidden_state)``
-# and nothing else: the chunked path is used only for these.
-CHUNKABLE_MODEL_TYPES = frozenset(
-    {"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "phi3", "gemma"}
-)
-# Config fields that, when set, mean the logits are transformed after the output layer.
-LOGIT_TRANSFORM_FIELDS = (
-    "final_logit_softcapping",  # Gemma-2/3: tanh soft-capping
-    "logit_scale",  # Cohere
-    "logits_scaling",  # Granite
-    "output_multiplier_scale",
-    "logit_softcapping",
-    "mup_width_multiplier",
-)
 
 
 @dataclass
@@ -77,14 +65,6 @@ def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
-def _execution_device(module) -> torch.device:
-    """Where a module runs: its accelerate hook's device when offloaded, else its weight's."""
-    hook_device = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
-    if hook_device is not None:
-        return torch.device(hook_device)
-    return module.weight.device
-
-
 @contextmanager
 def _frozen_eval(model):
     """Eval mode and no parameter gradients for the duration; restore both afterwards."""
@@ -100,32 +80,6 @@ def _frozen_eval(model):
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
         model.train(was_training)
-
-
-def chunkable_head(model):
-    """``(body, head)`` when ``model``'s logits are ``head(body(...).last_hidden_state)``, else None.
-
-    Conservative: the model must be a ``*ForCausalLM`` of an architecture in
-    :data:`CHUNKABLE_MODEL_TYPES`, with no field of :data:`LOGIT_TRANSFORM_FIELDS` set in its
-    config, an ``nn.Linear`` output layer and a body that is a separate submodule.
-    """
-    config = getattr(model, "config", None)
-    if config is None or getattr(config, "model_type", None) not in CHUNKABLE_MODEL_TYPES:
-        return None
-    if not type(model).__name__.endswith("ForCausalLM"):
-        return None
-    if any(getattr(config, f, None) not in (None, 1, 1.0) for f in LOGIT_TRANSFORM_FIELDS):
-        return None
-    head = model.get_output_embeddings()
-    if not isinstance(head, torch.nn.Linear):
-        return None
-    get_decoder = getattr(model, "get_decoder", None)
-    body = get_decoder() if callable(get_decoder) else None
-    if body is None or body is model:
-        body = getattr(model, "base_model", None)
-    if not isinstance(body, torch.nn.Module) or body is model:
-        return None
-    return body, head
 
 
 def saliency_and_nll(
@@ -148,7 +102,7 @@ def saliency_and_nll(
     """
     parts = chunkable_head(model) if chunk_size else None
     embed = model.get_input_embeddings()
-    device = _execution_device(embed)
+    device = execution_device(embed)
     # inference_mode(False) and clone(): also callable from inside torch.inference_mode()
     with _frozen_eval(model), torch.inference_mode(False), torch.enable_grad():
         input_ids = input_ids.to(device).clone()

@@ -5,7 +5,7 @@ of them form spans; ``leaf prune``, ``leaf report`` and the testbed's detection 
 call it.
 
 A unit i (a token, or a word when the tokenizers differ) is a *candidate confounder* when
-``norm(d_i) <= t`` for the threshold t of :func:`leaf.detect.scoring.threshold`, with two
+``norm(d_i) <= t`` for the threshold t of :func:`leaf.detect.thresholds.threshold`, with two
 guards:
 
 - a unit whose text is whitespace only (or empty) is never a candidate (as in the released
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from leaf.detect.scoring import DEFAULT_QUANTILE, DEFAULT_TAU, threshold
+from leaf.detect.thresholds import DEFAULT_QUANTILE, DEFAULT_TAU, threshold
 
 Span = tuple[int, int]
 STRATEGIES = ("span", "collective")
@@ -117,7 +117,7 @@ def confounders(
     ``units[i]`` is unit i's ``[start, end)`` in ``text`` and ``diff[i]`` its normalised
     difference ``norm(d_i)`` (low: the student leans on it, the teacher does not). Unit i is a
     candidate when ``norm(d_i) <= t`` (t from ``mode`` / ``tau`` / ``quantile``, see
-    :func:`leaf.detect.scoring.threshold`) and its text is not whitespace only; nothing is a
+    :func:`leaf.detect.thresholds.threshold`) and its text is not whitespace only; nothing is a
     candidate when the differences have no spread. Candidates with only whitespace between
     them form one span A_j. Every consumer of the rule goes through here so that what
     ``leaf prune`` removes, what ``leaf report`` shows and what the detection metrics score

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from leaf.distill.losses import DIVERGENCES, _sparse_values
+from leaf.model_parts import execution_device as _execution_device
 
 TeacherLogits = Callable[[torch.Tensor], torch.Tensor]
 
@@ -70,8 +71,6 @@ def teacher_from_hidden(hidden: torch.Tensor, head: torch.nn.Module, device=None
 
     ``head`` is called as a module, so accelerate's offload and device-map hooks apply.
     """
-    from leaf.detect.saliency import _execution_device
-
     flat = hidden.detach().reshape(-1, hidden.shape[-1])
     head_device = _execution_device(head)
 

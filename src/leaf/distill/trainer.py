@@ -44,11 +44,11 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import seed_worker
 
-from leaf.detect.saliency import chunkable_head
 from leaf.distill.fused import fused_distill_loss, teacher_from_hidden, teacher_from_logits
 from leaf.distill.losses import chunked_cross_entropy, chunked_divergence
 from leaf.distill.mixing import MixingBatchSampler
 from leaf.errors import LeafError
+from leaf.model_parts import chunkable_head
 
 logger = logging.getLogger(__name__)
 

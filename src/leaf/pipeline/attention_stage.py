@@ -2,8 +2,8 @@
 
 For testbed data, every student (Pre-KD, then each distilled variant of each seed) is run on
 the first ``limit`` samples of one test split (default: the anti-correlated one, where the
-distractor points to a wrong answer) and :func:`leaf.report.attention_share.measure` gives the share
-of attention its response tokens pay to the planted distractor sentence (``--spans planted``),
+distractor points to a wrong answer) and :func:`leaf.evaluate.attention_share.measure` gives the
+share of attention its response tokens pay to the planted distractor sentence (``--spans planted``),
 per layer and averaged over layers. ``RUN_DIR/attention.json`` has the format of
 ``leaf attention --out`` (so ``leaf report`` shows it) plus, per model row, ``key`` (the table
 row: ``student``, ``kd``, ...), ``group`` (its label: the report's figure averages a group's
@@ -17,6 +17,8 @@ from typing import Any
 
 from leaf.data.jsonl import finite_json, iter_jsonl, write_json_atomic
 from leaf.errors import LeafError
+from leaf.evaluate.attention_share import compare_models, planted_items
+from leaf.intervals import mean_ci
 from leaf.pipeline.config import LABELS
 
 
@@ -27,9 +29,7 @@ def measure_run(entries: list[dict[str, Any]], out: Path, *, split: str, part: s
     Models are loaded once each with eager attention; each is measured on its own replicate's
     split file, so a seed's students all see the same samples.
     """
-    import torch
-
-    from leaf.report.attention_share import compare_models, planted_items
+    import torch  # heavy: torch loads only when the stage runs
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -57,8 +57,6 @@ def summarise_attention(att: dict[str, Any]) -> dict[str, Any]:
     With >= 2 seeds the interval is Student-t over seeds; with one it is Student-t over the
     measured samples' shares (``per_item``).
     """
-    from leaf.testbed.metrics import mean_ci
-
     groups: dict[str, list[dict]] = {}
     for m in att.get("models", []):
         groups.setdefault(m.get("key") or m["label"], []).append(m)

@@ -329,18 +329,20 @@ def deep_merge(base: dict, over: dict) -> dict:
 def resolve_path(value: str | None, base: Path, *, is_file: bool = False) -> str | None:
     """A config path made absolute: ``leaf:`` -> package dir; relative -> ``base``.
 
-    ``testbed:FAMILY/ROLE`` names a shipped testbed checkpoint. A value that is neither an
-    existing path nor prefixed is returned as given (a hub id such as ``org/model``).
+    A model name with a registered scheme (``testbed:FAMILY/ROLE``, a shipped testbed checkpoint:
+    :func:`leaf.models.resolve_model_name`) is resolved. A value that is neither an existing
+    path nor prefixed is returned as given (a hub id such as ``org/model``).
     """
     if value is None:
         return None
     value = str(value)
     if value.startswith("leaf:"):
         return str(PACKAGE_DIR / value[len("leaf:"):])
-    if value.startswith("testbed:"):
-        from leaf.testbed.assets import resolve_model
+    from leaf.models import resolve_model_name
 
-        return resolve_model(value)
+    named = resolve_model_name(value)  # testbed:FAMILY/ROLE and any other registered scheme
+    if named != value:
+        return named
     p = Path(value).expanduser()
     if p.is_absolute():
         return str(p)

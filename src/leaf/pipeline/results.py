@@ -35,25 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from leaf.data.jsonl import iter_jsonl, write_json_atomic
+from leaf.intervals import interval, paired_difference
+from leaf.pipeline.attention_stage import summarise_attention
 from leaf.pipeline.config import LABELS, RunConfig, group_of
-
-
-def t_interval(values: list[float]) -> tuple[float, float, float]:
-    """Mean and 95% Student-t interval over seeds (``leaf.testbed.metrics.mean_ci``)."""
-    from leaf.testbed.metrics import mean_ci
-
-    ci = mean_ci(values)
-    return ci["mean"], ci["low"], ci["high"]
-
-
-def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson 95% interval of a proportion ``p`` observed on ``n`` samples."""
-    if n <= 0:
-        return 0.0, 1.0
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+from leaf.pipeline.manifest import Manifest
 
 
 def score_of(metrics: dict) -> float:
@@ -62,20 +47,6 @@ def score_of(metrics: dict) -> float:
         if key in metrics:
             return float(metrics[key])
     raise KeyError(f"no accuracy, pass@1 or em in metrics {sorted(metrics)}")
-
-
-def interval(values: list[float], n: int) -> dict[str, Any]:
-    """Mean and 95% interval of a proportion: Student-t over replicates when >= 2 (clipped to
-    [0, 1], where a proportion lives), else Wilson over the ``n`` samples of one run."""
-    if len(values) >= 2:
-        mean, lo, hi = t_interval(values)
-        lo, hi = max(0.0, lo), min(1.0, hi)
-        kind = "t over seeds"
-    else:
-        mean = values[0]
-        lo, hi = wilson_interval(mean, n) if n else (math.nan, math.nan)
-        kind = "Wilson over samples"
-    return {"mean": mean, "lo": lo, "hi": hi, "values": values, "interval": kind}
 
 
 def summarise(models: dict[str, dict], groups: dict[str, list[str]],
@@ -103,55 +74,13 @@ def summarise(models: dict[str, dict], groups: dict[str, list[str]],
     return rows
 
 
-def seed_members(results: dict[str, Any], key: str) -> dict[int, str]:
-    """Seed -> the member (``key-s<seed>@<data key>``) of a distilled group."""
-    seeds, reps = results["seeds"], results["replicates"]
-    dkeys = reps if len(reps) == len(seeds) else [reps[0]] * len(seeds)
-    return {s: f"{key}-s{s}@{d}" for s, d in zip(seeds, dkeys)}
-
-
-def paired_difference(results: dict[str, Any], a: str, b: str,
-                      values: Any = None) -> dict[str, Any]:
-    """Group ``a`` minus group ``b``, paired by seed: the two runs of a seed trained on the same
-    data replicate and originals and were tested on the same splits, so their difference
-    removes what the replicate shares. Per split: mean and 95% Student-t interval over the
-    seeds (no interval with one). A run of a group that adds counterfactual rows but trained on
-    none is counted (``runs_without_counterfactuals``) and its pair left out: it only repeats
-    the baseline. ``values(member, split)`` overrides where the compared number comes from
-    (default: the member's accuracy)."""
-    rows = {r["key"]: r for r in results["rows"]}
-    variants = results.get("variants") or {}
-    get = values or (lambda m, sp: results["models"].get(m, {}).get(sp, {}).get("accuracy"))
-    empty: set[int] = set()
-    for key in (a, b):
-        spec = variants.get(key) or {}
-        counts = (rows.get(key) or {}).get("counterfactual_rows")
-        if (spec.get("sets") or spec.get("extra_originals")) and counts is not None:
-            empty |= {s for s, c in zip(results["seeds"], counts) if c == 0}
-    ma, mb = seed_members(results, a), seed_members(results, b)
-    seeds = [s for s in results["seeds"] if s not in empty]
-    cells = {}
-    for split in results["splits"]:
-        diffs = [get(ma[s], split) - get(mb[s], split) for s in seeds
-                 if get(ma[s], split) is not None and get(mb[s], split) is not None]
-        if len(diffs) >= 2:
-            mean, lo, hi = t_interval(diffs)
-            cells[split] = {"mean": mean, "lo": lo, "hi": hi, "values": diffs,
-                            "interval": "t over paired seeds"}
-        elif diffs:
-            cells[split] = {"mean": diffs[0], "lo": math.nan, "hi": math.nan, "values": diffs,
-                            "interval": "one pair: no interval"}
-    pairs = max((len(c["values"]) for c in cells.values()), default=0)
-    return {"key": a, "label": LABELS.get(a, a), "baseline": b, "pairs": pairs,
-            "runs_without_counterfactuals": len(empty), "cells": cells}
-
-
 def paired_differences(results: dict[str, Any], baseline: str = "kd") -> list[dict]:
     """Every variant that adds rows minus ``baseline`` (KD w/o mask), paired by seed."""
     variants = results.get("variants") or {}
     if baseline not in variants:
         return []
-    return [paired_difference(results, key, baseline) for key, spec in variants.items()
+    return [paired_difference(results, key, baseline, labels=LABELS)
+            for key, spec in variants.items()
             if key != baseline and (spec.get("sets") or spec.get("extra_originals"))]
 
 
@@ -220,8 +149,6 @@ def detection_summary(per_rep: dict[str, dict]) -> dict[str, Any]:
 
 def collect_results(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
     """Read every metrics file of a finished run and write ``results.json``."""
-    from leaf.pipeline.manifest import Manifest
-
     run = Path(run_dir)
     splits = cfg.test_splits()
     models: dict[str, dict] = {}
@@ -253,8 +180,6 @@ def collect_results(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
             detection[rule] = detection_summary(per_rep)
     attention = None
     if (run / "attention.json").is_file():
-        from leaf.pipeline.attention_stage import summarise_attention
-
         attention = summarise_attention(json.loads((run / "attention.json").read_text("utf-8")))
     stages = Manifest(run).stages
     timings = {k: v.get("seconds_total", v.get("seconds")) for k, v in stages.items()}

@@ -31,10 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from leaf.detect.scores_io import scored_text
-from leaf.detect.scoring import DEFAULT_QUANTILE, DEFAULT_TAU
+from leaf.detect.scores_file import scored_text
 from leaf.detect.spans import Confounders, confounders
+from leaf.detect.thresholds import DEFAULT_QUANTILE, DEFAULT_TAU
 from leaf.errors import LeafError, LeafInputError
+from leaf.pipeline import tables
 
 _RESPONSE_ID = re.compile(r"#r(\d+)\.\d+$")
 
@@ -325,8 +326,6 @@ def results_section(results: dict[str, Any]) -> dict[str, Any]:
     ``tables.md`` (:mod:`leaf.pipeline.tables`): each ``{"id", "heading", "header", "rows",
     "note"}``; the differences also carry ``signs`` per cell (+1 / -1 where the 95% interval
     lies above / below 0, else 0)."""
-    from leaf.pipeline import tables
-
     name = f"{results.get('name', 'run')}{', quick' if results.get('quick') else ''}"
     blocks: list[dict[str, Any]] = []
 

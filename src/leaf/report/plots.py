@@ -18,12 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from leaf.intervals import mean_ci
+
 COLORS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3",
           "#8c8c8c", "#ccb974", "#64b5cd"]
 
 
 def _pyplot():
-    import matplotlib
+    import matplotlib  # heavy: matplotlib loads only when a figure is drawn
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
@@ -101,8 +103,6 @@ def plot_spans_per_sample(counts: Mapping[str, Sequence[int]], path: str | Path)
 
 def _interval(values: list[float]) -> tuple[float, float, float] | None:
     """Mean and 95% Student-t interval of ``values`` (the interval collapses with one value)."""
-    from leaf.testbed.metrics import mean_ci
-
     vals = [float(v) for v in values if v is not None and np.isfinite(v)]
     if not vals:
         return None

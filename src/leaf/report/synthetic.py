@@ -21,7 +21,7 @@ import numpy as np
 
 from leaf.data.jsonl import write_jsonl_atomic
 from leaf.detect.counterfactuals import PruneOptions, counterfactuals_for_row, original_row
-from leaf.detect.scoring import minmax, normalised_difference
+from leaf.detect.thresholds import minmax, normalised_difference
 
 _UNIT = re.compile(r"\s*\S+")
 NASTY = ["</script><script>alert(1)</script>", "<b>bold?</b> & &amp; \"quotes\" 'x'",

@@ -180,7 +180,7 @@ def _check_detect_resume(rows: list[dict], samples: list[dict], options: DetectO
 
     ``texts``: each sample's current ``text_hash``; rows made from another text are passed over
     (they are redone)."""
-    from leaf.detect.scorer import plan_jobs
+    from leaf.detect.score_samples import plan_jobs
 
     by_id = {s["id"]: s for s in samples}
     found: dict[str, set] = {}
@@ -237,8 +237,8 @@ def detect(teacher: str | Path, student: str | Path, data: Records, out: str | P
     from leaf.data.jsonl import input_hash
     from leaf.data.lengths import refuse_too_long
     from leaf.data.schema import read_samples
-    from leaf.detect.scorer import Scorer, score_samples
-    from leaf.detect.scores_io import text_hash
+    from leaf.detect.score_samples import Scorer, score_samples
+    from leaf.detect.scores_file import text_hash
     from leaf.models import check_model_path, load_model, load_tokenizer
 
     options = options_or_default(options, DetectOptions)
@@ -392,7 +392,7 @@ def prune(data: Records, scores: Records | None, out: str | Path,
 
     from leaf.data.jsonl import input_hash
     from leaf.data.schema import read_samples
-    from leaf.detect.scores_io import read_scores
+    from leaf.detect.scores_file import read_scores
 
     options = options_or_default(options, PruneOptions)
     distributed.init()  # under a launcher: this rank's GPUs, before CUDA starts

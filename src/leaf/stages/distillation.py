@@ -156,11 +156,11 @@ def distill_arguments(config: Mapping[str, Any], overrides: Sequence[str] = (),
         flag = next((r for r in rest if r.startswith("--")), None)
         hint = did_you_mean(flag[2:].split("=", 1)[0], known) if flag else ""
         raise SettingError(f"unrecognized arguments: {' '.join(rest)}{hint}")
-    from leaf.testbed.assets import resolve_model
+    from leaf.models import resolve_model_name
 
     for key in ("teacher_model", "student_model"):  # testbed:FAMILY/ROLE, as in run configs
         if getattr(args, key):
-            setattr(args, key, resolve_model(getattr(args, key)))
+            setattr(args, key, resolve_model_name(getattr(args, key)))
     _check_report_to(args.report_to, _name("report_to", overrides, where))
     return args
 

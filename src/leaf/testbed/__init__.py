@@ -2,11 +2,13 @@
 
 - ``tasks``: task families whose distractor spans are known; splits written as JSONL.
 - ``assets``: the shipped teacher/student checkpoints per family and their calibration.
-- ``metrics``: span recall / token precision against the planted spans; mean and 95% CI.
+- ``metrics``: span recall / token precision against the planted spans (``mean_ci``, the mean
+  and 95% interval over seeds, comes from :mod:`leaf.intervals`).
 - ``evaluate``: a small greedy-accuracy check (imports torch; not re-exported here).
 - ``tokenizer``: the digit-splitting tokenizer the testbed models share.
 """
 
+from leaf.intervals import mean_ci
 from leaf.testbed.assets import (
     ASSETS_DIR,
     calibration,
@@ -15,7 +17,7 @@ from leaf.testbed.assets import (
     model_dir,
     resolve_model,
 )
-from leaf.testbed.metrics import detection_quality, mean_ci
+from leaf.testbed.metrics import detection_quality
 from leaf.testbed.tasks import (
     FAMILIES,
     SPLITS,

@@ -40,16 +40,23 @@ def model_dir(family: str, role: str) -> Path:
     return path
 
 
-def resolve_model(ref: str | Path) -> str:
-    """``"testbed:<family>/<role>"`` -> the shipped checkpoint's directory; anything else as is.
+def shipped_model(name: str) -> str:
+    """``"<family>/<role>"`` -> the shipped checkpoint's directory: the resolver of the
+    ``testbed:`` model-name scheme (registered in ``leaf/__init__.py``, see :mod:`leaf.models`).
 
-    Lets a run config name the shipped models without knowing where the package is installed.
+    Lets a run config or a flag name the shipped models without knowing where the package is
+    installed.
     """
+    family, _, role = name.partition("/")
+    return str(model_dir(family, role))
+
+
+def resolve_model(ref: str | Path) -> str:
+    """``"testbed:<family>/<role>"`` -> the shipped checkpoint's directory; anything else as is."""
     ref = str(ref)
     if not ref.startswith(TESTBED_PREFIX):
         return ref
-    family, _, role = ref[len(TESTBED_PREFIX):].partition("/")
-    return str(model_dir(family, role))
+    return shipped_model(ref[len(TESTBED_PREFIX):])
 
 
 def calibration(family: str) -> dict:
@@ -62,7 +69,7 @@ def calibration(family: str) -> dict:
 
 def load(family: str, role: str, dtype: str = "float32"):
     """``(model, tokenizer)`` of a shipped checkpoint, in eval mode."""
-    import torch
+    import torch  # heavy: torch and transformers load only when a checkpoint is loaded
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = model_dir(family, role)

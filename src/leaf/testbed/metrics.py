@@ -1,4 +1,4 @@
-"""Detection quality against the planted spans, and seed statistics.
+"""Detection quality against the planted spans.
 
 A sample's planted confounder has a *misleading* part (the decoy number) and a *distractor*
 sentence around it (``sample["planted"]``). Given the character spans a detector flagged in the
@@ -12,8 +12,7 @@ the spans ``leaf prune`` removed):
   so flagging exactly the sentence's words gives 1.0. Flags in samples without a distractor
   count as outside.
 
-Both are micro-averaged over samples. ``mean_ci`` gives the mean and a two-sided 95% Student-t
-interval over seeds.
+Both are micro-averaged over samples. Intervals over seeds come from :mod:`leaf.intervals`.
 """
 
 from __future__ import annotations
@@ -21,8 +20,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
-from leaf.detect.scoring import DEFAULT_QUANTILE, DEFAULT_TAU
 from leaf.detect.spans import confounders
+from leaf.detect.thresholds import DEFAULT_QUANTILE, DEFAULT_TAU
 
 Span = Sequence[int]  # [start, end) in characters
 
@@ -142,45 +141,3 @@ def flagged_from_counterfactuals(
             continue
         out[origin].extend(list(s) for s in row.get("pruned", []))
     return out
-
-
-# Two-sided 95% quantiles t_{0.975, df} of Student's t distribution.
-_T975 = {
-    1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-    9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120,
-    17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064,
-    25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000,
-    120: 1.980,
-}
-
-
-def t_quantile_975(df: int) -> float:
-    """``t_{0.975, df}``: exact table to 30 degrees of freedom, then linear in ``1/df``."""
-    if df < 1:
-        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
-    if df in _T975:
-        return _T975[df]
-    knots = [(k, v) for k, v in sorted(_T975.items()) if k >= 30] + [(math.inf, 1.960)]
-    for (d0, t0), (d1, t1) in zip(knots, knots[1:]):
-        if d0 < df < d1:
-            x, x0, x1 = 1 / df, 1 / d0, 1 / d1 if d1 != math.inf else 0.0
-            return t0 + (t1 - t0) * (x - x0) / (x1 - x0)
-    raise AssertionError("unreachable")
-
-
-def mean_ci(values: Sequence[float]) -> dict[str, float | int]:
-    """Mean and 95% t-interval ``mean +- t_{0.975, n-1} * s / sqrt(n)`` (NaN bounds if n < 2).
-
-    ``s`` is the sample standard deviation (n - 1 in the denominator). NaN values are dropped.
-    """
-    xs = [float(v) for v in values if not math.isnan(float(v))]
-    n = len(xs)
-    if n == 0:
-        return {"mean": math.nan, "low": math.nan, "high": math.nan, "half_width": math.nan,
-                "n": 0}
-    mean = sum(xs) / n
-    if n < 2:
-        return {"mean": mean, "low": math.nan, "high": math.nan, "half_width": math.nan, "n": 1}
-    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
-    half = t_quantile_975(n - 1) * sd / math.sqrt(n)
-    return {"mean": mean, "low": mean - half, "high": mean + half, "half_width": half, "n": n}

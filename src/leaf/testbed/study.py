@@ -1,7 +1,7 @@
 """Verdicts of the testbed study (docs/study.md) read off one run's ``results.json``.
 
 Every comparison is a difference between two variants paired by seed
-(:func:`leaf.pipeline.results.paired_difference`), on accuracy, on detection span recall (paired
+(:func:`leaf.intervals.paired_difference`), on accuracy, on detection span recall (paired
 by data replicate) or on the share of attention paid to the distractor. The rule that turns an
 interval into a word is fixed here and in docs/study.md:
 
@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any
+
+from leaf.intervals import paired_difference
 
 SUPPORTED, CONTRADICTED = "supported", "contradicted"
 INCONCLUSIVE, NOT_CONTRADICTED = "inconclusive", "not contradicted"
@@ -104,8 +106,6 @@ def _attention_values(results: dict[str, Any]):
 
 def compare(results: dict[str, Any], part: Part) -> dict[str, Any]:
     """The paired difference of one part, with its verdict."""
-    from leaf.pipeline.results import paired_difference
-
     if part.measure == "span_recall":
         view = {**results, "splits": ["span_recall"], "variants": {}, "rows": []}
         d = paired_difference(view, part.a, part.b, _detection_values(results))

@@ -1,4 +1,5 @@
-"""Read and check ``scores.jsonl`` (written by ``leaf detect``) against the samples it scores.
+"""The scores file: read and check ``scores.jsonl`` (written by ``leaf detect``, rows made by
+:mod:`leaf.detect.score_samples`) against the samples it scores.
 
 Every problem is reported as one :class:`~leaf.errors.LeafInputError` naming the file, the line
 and the field, before anything is written.

@@ -1,4 +1,5 @@
-"""Normalisation, the teacher-student difference and the confounder thresholds (paper eq. 3-4).
+"""The cut-off that flags a confounder: the normalised teacher-student saliency difference
+(paper eq. 3) and the thresholds on it (eq. 4, with tau and the other rules' defaults).
 
 For one sample and model M, ``gh_i(M) = (g_i - min g) / (max g - min g)`` (min-max over the
 scored units; all-equal scores give all zeros). The difference ``d_i = gh_i(T) - gh_i(S)`` is

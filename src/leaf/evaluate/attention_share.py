@@ -30,6 +30,7 @@ import numpy as np
 
 from leaf.data.templates import encode
 from leaf.errors import LeafInputError
+from leaf.models import load_causal_lm, load_tokenizer
 
 
 @dataclass
@@ -218,7 +219,7 @@ class AttentionResult:
 def measure(model, tokenizer, items: Sequence[SpanItem], *, label: str = "", name: str = "",
             device: str = "cpu", progress: bool = False) -> AttentionResult:
     """Run ``model`` (eager attention) on every item and average the confounder shares."""
-    import torch
+    import torch  # heavy: torch loads only when a model is measured
     from tqdm import tqdm
 
     shares, uniforms, per_item = [], [], []
@@ -254,8 +255,6 @@ def compare_models(
 ) -> list[AttentionResult]:
     """Load each model (directory or hub id) with eager attention and :func:`measure` it."""
     import torch
-
-    from leaf.models import load_causal_lm, load_tokenizer
 
     labels = list(labels) if labels else [str(m).rstrip("/").split("/")[-1] for m in models]
     results = []

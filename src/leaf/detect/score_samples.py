@@ -1,4 +1,5 @@
-"""Teacher, student and samples in, ``scores.jsonl`` rows out (the core of ``leaf detect``).
+"""Scoring samples: teacher, student and samples in, ``scores.jsonl`` rows out (the core of
+``leaf detect``; :mod:`leaf.detect.scores_file` reads the rows back).
 
 For every sample and every scored text (a *job*):
 
@@ -15,7 +16,7 @@ Each model renders the job with its own chat template and tokenizer, computes th
 character spans of that text. The two models are then compared on shared units
 (:mod:`leaf.detect.units`: tokens when both tokenise the text alike, words otherwise), and each row
 carries ``teacher = minmax(g_T)``, ``student = minmax(g_S)``,
-``diff = minmax(teacher - student)`` (:mod:`leaf.detect.scoring`), the raw norms and the student's
+``diff = minmax(teacher - student)`` (:mod:`leaf.detect.thresholds`), the raw norms and the student's
 per-unit NLL. The row format is documented in docs/pruning.md.
 
 **The end of the instruction.** With ``skip_last = N`` the last N tokens of the instruction are
@@ -36,8 +37,8 @@ from typing import Any
 from leaf.data.templates import encode
 from leaf.detect import units as unitlib
 from leaf.detect.saliency import IGNORE_INDEX, pad_batch, saliency_and_nll
-from leaf.detect.scoring import minmax, normalised_difference
 from leaf.detect.segments import DEFAULT_SEGMENTS, segment_boundaries
+from leaf.detect.thresholds import minmax, normalised_difference
 
 LEVELS = ("instruction", "response", "both")
 
