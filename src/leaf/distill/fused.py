@@ -2,7 +2,7 @@
 
 When a causal LM's logits are exactly ``head(body(...).last_hidden_state)`` (the check is
 :func:`leaf.detect.saliency.chunkable_head`: no soft-capping, logit scale or other transform), the
-loss of :mod:`leaf.distill.trainer` can start from the student's final hidden states ``h``
+loss of :mod:`leaf.distill.objective` can start from the student's final hidden states ``h``
 ``[tokens, H]`` and its output-layer weight ``W`` ``[V, H]`` instead of its logits. For
 ``chunk_size`` counted positions at a time, :func:`fused_distill_loss`
 
