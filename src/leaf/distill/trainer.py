@@ -100,11 +100,11 @@ class DistillTrainer(Trainer):
         self._running = RunningMeans(LOGGED, device=self.args.device)
         self._eval_sums = torch.zeros(5, device=self.args.device)  # LossParts.totals() summed
         self.add_callback(_SamplerEpoch(self))
+        zero3 = self.is_deepspeed_enabled and getattr(
+            self.accelerator.state.deepspeed_plugin, "zero_stage", 3) == 3
         self.objective = DistillObjective(
             self.args, self.accelerator.unwrap_model(self.model), teacher=teacher,
-            teacher_cache=teacher_cache, fsdp=self.is_fsdp_enabled,
-            zero3=self.is_deepspeed_enabled and getattr(
-                self.accelerator.state.deepspeed_plugin, "zero_stage", 3) == 3,
+            teacher_cache=teacher_cache, fsdp=self.is_fsdp_enabled, zero3=zero3,
             has_counterfactuals=self.has_counterfactuals)
 
     @property
@@ -113,7 +113,7 @@ class DistillTrainer(Trainer):
         return self.objective.path
 
     @property
-    def _teacher_parts(self):
+    def _teacher_parts(self):  # the teacher's (body, output layer) when its logits allow it
         return self.objective.teacher_parts
 
     @property
@@ -155,6 +155,7 @@ class DistillTrainer(Trainer):
         return self.accelerator.prepare(loader)
 
     def _over_processes(self, tensor: torch.Tensor, reduction: str) -> torch.Tensor:
+        """``tensor`` summed or averaged over the processes (itself with one process)."""
         if self.accelerator.num_processes == 1:
             return tensor
         return self.accelerator.reduce(tensor, reduction=reduction)
