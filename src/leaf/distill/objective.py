@@ -31,6 +31,9 @@ from leaf.errors import LeafError
 logger = logging.getLogger(__name__)
 
 KD, CD = 0, 1  # group ids: standard (original rows) and counterfactual distillation
+# logged beside loss at each logging step, as running means (LossParts.running_values,
+# DistillObjective.step_running_values)
+LOGGED_MEANS = ("loss_kd", "loss_cd", "share_cd", "weight_cd")
 
 
 def shifted_labels(labels: torch.Tensor) -> torch.Tensor:

@@ -50,11 +50,10 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import seed_worker
 
 from leaf.distill.mixing import MixingBatchSampler
-from leaf.distill.objective import DistillObjective
+from leaf.distill.objective import LOGGED_MEANS, DistillObjective
 from leaf.distill.running import RunningMeans
 
 USAGE_FILE = "counterfactual_usage.json"
-LOGGED = ("loss_kd", "loss_cd", "share_cd", "weight_cd")  # beside loss, at each logging step
 
 
 class _SamplerEpoch(TrainerCallback):
@@ -92,12 +91,12 @@ class DistillTrainer(Trainer):
             teacher.eval()
             teacher.requires_grad_(False)
         data = self.train_dataset
-        self.has_counterfactuals = data is not None and any(
+        has_counterfactuals = data is not None and any(
             data[i]["is_counterfactual"] for i in range(len(data)))
         self.mixing_batch_sampler: MixingBatchSampler | None = None
         self.counterfactual_usage: dict[str, Any] | None = None
         self._step_counts: torch.Tensor | None = None
-        self._running = RunningMeans(LOGGED, device=self.args.device)
+        self._running = RunningMeans(LOGGED_MEANS, device=self.args.device)
         self._eval_sums = torch.zeros(5, device=self.args.device)  # LossParts.totals() summed
         self.add_callback(_SamplerEpoch(self))
         zero3 = self.is_deepspeed_enabled and getattr(
@@ -105,7 +104,7 @@ class DistillTrainer(Trainer):
         self.objective = DistillObjective(
             self.args, self.accelerator.unwrap_model(self.model), teacher=teacher,
             teacher_cache=teacher_cache, fsdp=self.is_fsdp_enabled, zero3=zero3,
-            has_counterfactuals=self.has_counterfactuals)
+            has_counterfactuals=has_counterfactuals)
 
     @property
     def loss_path(self) -> str:
