@@ -34,7 +34,7 @@ from safetensors.torch import save_file
 from leaf.data.jsonl import read_jsonl, write_json_atomic
 from leaf.distill.data import DistillCollator, DistillDataset
 from leaf.distill.losses import chunked_sparse_divergence
-from leaf.distill.trainer import target_groups
+from leaf.distill.objective import target_groups
 from leaf.errors import LeafError
 
 FORMAT = "leaf-teacher-cache/1"

@@ -1,8 +1,8 @@
 """The distillation loss from final hidden states, never holding ``[tokens, vocabulary]`` logits.
 
 When a causal LM's logits are exactly ``head(body(...).last_hidden_state)`` (the check is
-:func:`leaf.detect.saliency.chunkable_head`: no soft-capping, logit scale or other transform), the
-loss of :mod:`leaf.distill.trainer` can start from the student's final hidden states ``h``
+:func:`leaf.model_parts.chunkable_head`: no soft-capping, logit scale or other transform), the
+loss of :mod:`leaf.distill.objective` can start from the student's final hidden states ``h``
 ``[tokens, H]`` and its output-layer weight ``W`` ``[V, H]`` instead of its logits. For
 ``chunk_size`` counted positions at a time, :func:`fused_distill_loss`
 
@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from leaf.distill.losses import DIVERGENCES, _sparse_values
-from leaf.model_parts import execution_device as _execution_device
+from leaf.model_parts import execution_device
 
 TeacherLogits = Callable[[torch.Tensor], torch.Tensor]
 
@@ -72,7 +72,7 @@ def teacher_from_hidden(hidden: torch.Tensor, head: torch.nn.Module, device=None
     ``head`` is called as a module, so accelerate's offload and device-map hooks apply.
     """
     flat = hidden.detach().reshape(-1, hidden.shape[-1])
-    head_device = _execution_device(head)
+    head_device = execution_device(head)
 
     def rows(positions: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -15,6 +15,12 @@ token-weighted mean over both kinds. ``D_i`` is the token-level divergence
 (:mod:`leaf.distill.losses`; forward KL by default) between teacher and student next-token
 distributions at position ``i``, both models reading the same (original or pruned) input.
 
+The loss itself is :class:`leaf.distill.objective.DistillObjective` (the formula is written once,
+in :func:`leaf.distill.objective.combine`). The trainer gives it the token counts of the whole
+step (``get_batch_samples`` sees the step's micro-batches before the first forward pass), adds
+what it returns to the running means it logs, and sums the whole evaluation set for
+``eval_loss``.
+
 Logged beside ``loss``: ``loss_kd``, ``loss_cd``, ``share_cd`` (the part of the distillation
 loss carried by counterfactual tokens), ``weight_cd`` (the weight they had) and, under paired
 mixing, the ``hybrid_lambda`` in force. At the end of training ``counterfactual_usage.json`` in
@@ -33,7 +39,6 @@ checkpointing, checkpoints and resume, logging integrations) is the stock ``Trai
 from __future__ import annotations
 
 import json
-import logging
 import statistics
 from functools import partial
 from pathlib import Path
@@ -44,67 +49,11 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import seed_worker
 
-from leaf.distill.fused import fused_distill_loss, teacher_from_hidden, teacher_from_logits
-from leaf.distill.losses import chunked_cross_entropy, chunked_divergence
 from leaf.distill.mixing import MixingBatchSampler
-from leaf.errors import LeafError
-from leaf.model_parts import chunkable_head
+from leaf.distill.objective import LOGGED_MEANS, DistillObjective
+from leaf.distill.running import RunningMeans
 
-logger = logging.getLogger(__name__)
-
-KD, CD = 0, 1  # group ids: standard (original rows) and counterfactual distillation
 USAGE_FILE = "counterfactual_usage.json"
-# what the trainer adds up between two logging steps (one slot each)
-_L_KD, _L_CD, _PART_CD, _L, _WEIGHT_CD, _STEPS, _STEPS_KD, _STEPS_CD = range(8)
-
-
-def shifted_labels(labels: torch.Tensor) -> torch.Tensor:
-    """Labels aligned with logits: position ``i`` predicts ``labels[i + 1]``; last is ignored."""
-    pad = torch.full_like(labels[:, :1], -100)
-    return torch.cat([labels[:, 1:], pad], dim=1)
-
-
-def target_groups(labels: torch.Tensor, is_counterfactual: torch.Tensor) -> torch.Tensor:
-    """Per logit position: ``KD`` / ``CD`` for target positions of original / counterfactual
-    rows, ``-1`` elsewhere."""
-    target = shifted_labels(labels) != -100
-    kind = is_counterfactual.to(labels.device).long().view(-1, 1).expand_as(labels)
-    return torch.where(target, kind, torch.full_like(labels, -1))
-
-
-def count_targets(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """``[N_kd, N_cd]``: target tokens of original and counterfactual rows in one batch."""
-    groups = target_groups(batch["labels"], batch["is_counterfactual"])
-    return torch.stack([(groups == KD).sum(), (groups == CD).sum()]).float()
-
-
-def term_weights(counts: torch.Tensor, mixing: str, hybrid_lambda: float) -> torch.Tensor:
-    """``[w_kd, w_cd]``, the weights of ``L_kd`` and ``L_cd`` in the loss of a batch with these
-    target counts: paired ``[lambda, 1 - lambda]`` when both kinds are present, ``[1, 0]`` or
-    ``[0, 1]`` when only one is; uniform ``[N_kd, N_cd] / (N_kd + N_cd)``."""
-    counts = counts.float()
-    if mixing == "uniform":
-        return counts / counts.sum().clamp(min=1)
-    present = counts > 0
-    if bool(present.all()):
-        return torch.tensor([hybrid_lambda, 1.0 - hybrid_lambda], device=counts.device)
-    return present.float()
-
-
-def distill_loss(
-    sums: torch.Tensor, counts: torch.Tensor, mixing: str, hybrid_lambda: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(L, L_kd, L_cd, part_cd)`` from per-group divergence sums and target counts.
-
-    ``L = w_kd * L_kd + w_cd * L_cd`` with :func:`term_weights` (for uniform this is the
-    token-weighted mean ``(sum_kd + sum_cd) / (N_kd + N_cd)``); ``part_cd = w_cd * L_cd``. An
-    absent group's mean is 0. Linear in ``sums``: the per-micro-batch values (local sums, the
-    step's global counts) add up to the step's.
-    """
-    present = counts > 0
-    means = torch.where(present, sums / counts.clamp(min=1), torch.zeros_like(sums))
-    weights = term_weights(counts, mixing, hybrid_lambda).to(sums.device)
-    return (weights * means).sum(), means[KD], means[CD], weights[CD] * means[CD]
 
 
 class _SamplerEpoch(TrainerCallback):
@@ -142,50 +91,34 @@ class DistillTrainer(Trainer):
             teacher.eval()
             teacher.requires_grad_(False)
         data = self.train_dataset
-        self.has_counterfactuals = data is not None and any(
+        has_counterfactuals = data is not None and any(
             data[i]["is_counterfactual"] for i in range(len(data)))
         self.mixing_batch_sampler: MixingBatchSampler | None = None
         self.counterfactual_usage: dict[str, Any] | None = None
         self._step_counts: torch.Tensor | None = None
-        self._logged = torch.zeros(8, device=self.args.device)
-        self._eval_sums = torch.zeros(5, device=self.args.device)  # sum_kd, sum_cd, N_kd, N_cd, CE
+        self._running = RunningMeans(LOGGED_MEANS, device=self.args.device)
+        self._eval_sums = torch.zeros(5, device=self.args.device)  # LossParts.totals() summed
         self.add_callback(_SamplerEpoch(self))
-        self.loss_path, self._student_parts = self._choose_loss_path()
-        self._teacher_parts = chunkable_head(teacher) if teacher is not None else None
+        zero3 = self.is_deepspeed_enabled and getattr(
+            self.accelerator.state.deepspeed_plugin, "zero_stage", 3) == 3
+        self.objective = DistillObjective(
+            self.args, self.accelerator.unwrap_model(self.model), teacher=teacher,
+            teacher_cache=teacher_cache, fsdp=self.is_fsdp_enabled, zero3=zero3,
+            has_counterfactuals=has_counterfactuals)
 
-    def _choose_loss_path(self):
-        """``("hidden", (body, head))`` when the loss can start from the student's hidden states
-        (``kd_loss_path`` auto or hidden), else ``("logits", None)``."""
-        wanted = self.args.kd_loss_path
-        if wanted == "logits":
-            return "logits", None
-        parts = chunkable_head(self.accelerator.unwrap_model(self.model))
-        reason = None
-        if parts is None:
-            reason = ("the student's logits are not its output layer applied to its final hidden "
-                      "states (a logit transform such as soft-capping, an output layer that is not "
-                      "a plain linear layer, e.g. one adapted by LoRA, or an architecture leaf has "
-                      "not checked)")
-        elif self.is_fsdp_enabled:
-            reason = "FSDP shards the output layer's weight"
-        elif self.is_deepspeed_enabled and getattr(
-                self.accelerator.state.deepspeed_plugin, "zero_stage", 3) == 3:
-            reason = "DeepSpeed ZeRO-3 partitions the output layer's weight"
-        if reason is None:
-            return "hidden", parts
-        if wanted == "hidden":
-            raise LeafError(f"kd_loss_path: hidden is not possible here: {reason}; use "
-                            "kd_loss_path: auto or logits")
-        logger.info("distillation loss from full logits: %s", reason)
-        return "logits", None
+    @property
+    def loss_path(self) -> str:
+        """``"hidden"`` or ``"logits"``: where the loss starts (``kd_loss_path``)."""
+        return self.objective.path
+
+    @property
+    def _teacher_parts(self):  # the teacher's (body, output layer) when its logits allow it
+        return self.objective.teacher_parts
 
     @property
     def effective_lambda(self) -> float | None:
-        """The lambda of the training loss: ``hybrid_lambda`` under paired mixing, 1.0 when the
-        training set has no counterfactual row (plain KD), ``None`` under uniform mixing."""
-        if self.args.mixing == "uniform":
-            return None
-        return self.args.hybrid_lambda if self.has_counterfactuals else 1.0
+        """See :attr:`leaf.distill.objective.DistillObjective.effective_lambda`."""
+        return self.objective.effective_lambda
 
     # ---- batches ----
     def make_batch_sampler(self) -> MixingBatchSampler:
@@ -220,172 +153,46 @@ class DistillTrainer(Trainer):
         )
         return self.accelerator.prepare(loader)
 
-    # ---- the global token counts of one optimisation step ----
+    def _over_processes(self, tensor: torch.Tensor, reduction: str) -> torch.Tensor:
+        """``tensor`` summed or averaged over the processes (itself with one process)."""
+        if self.accelerator.num_processes == 1:
+            return tensor
+        return self.accelerator.reduce(tensor, reduction=reduction)
+
+    # ---- the loss: the objective's, over the token counts of the whole step ----
     def get_batch_samples(self, epoch_iterator, num_batches, device):
-        batch_samples, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
-        counts = torch.zeros(2, device=device)
-        for batch in batch_samples:
-            counts += count_targets(batch).to(device)
-        if self.accelerator.num_processes > 1:
-            counts = self.accelerator.reduce(counts, reduction="sum")
-        present = counts > 0
-        if self.args.mixing == "paired" and self.has_counterfactuals and not bool(present.all()):
-            raise RuntimeError(f"paired mixing: an optimizer batch without both kinds of row "
-                               f"(target tokens {counts.tolist()})")
-        self._step_counts = counts
-        weights = term_weights(counts, self.args.mixing, self.args.hybrid_lambda)
-        logged = self._logged
-        logged[_WEIGHT_CD] += weights[CD].to(logged.device)
-        logged[_STEPS] += 1
-        logged[_STEPS_KD] += present[KD].to(logged.device).float()
-        logged[_STEPS_CD] += present[CD].to(logged.device).float()
-        return batch_samples, num_items
+        batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        self._step_counts = self.objective.step_counts(
+            batches, device, partial(self._over_processes, reduction="sum"))
+        self._running.add(self.objective.step_running_values(self._step_counts))
+        return batches, num_items
 
-    # ---- the loss ----
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        inputs = dict(inputs)
-        labels = inputs.pop("labels")
-        is_cf = inputs.pop("is_counterfactual")
-        cache_row = inputs.pop("cache_row", None)
-        groups = target_groups(labels, is_cf)
-        args = self.args
         training = model.training and self._step_counts is not None
-        if training:  # counts of the whole step, over accumulation and processes
-            counts, scale = self._step_counts, float(self.accelerator.num_processes)
+        if training:  # DDP averages the processes' gradients: scale by their number
+            parts, outputs = self.objective(model, inputs, self._step_counts,
+                                            float(self.accelerator.num_processes))
+            self._running.add(parts.running_values(), per_process=True)
         else:
-            counts, scale = count_targets({"labels": labels, "is_counterfactual": is_cf}), 1.0
-        if self.loss_path == "hidden":
-            outputs, hidden = self._student_hidden(model, inputs)
-            counts = counts.to(hidden.device)
-            # L is linear in the per-group sums: its coefficients are known before the loss
-            weights = term_weights(counts, args.mixing, args.hybrid_lambda).to(hidden.device)
-            coefficients = torch.where(counts > 0, weights / counts.clamp(min=1), 0.0) * scale
-            ce_coefficient = args.ce_weight / counts.sum().clamp(min=1) * scale
-            head = self._student_parts[1]
-            teacher, top_k = None, None
-            if self.teacher is not None:
-                teacher = self._teacher_rows(inputs, hidden.device)
-            else:
-                top_k = self.teacher_cache.top_k(groups, cache_row)
-            fused = fused_distill_loss(
-                hidden, head.weight, groups, coefficients, teacher=teacher, top_k=top_k,
-                bias=head.bias, labels=shifted_labels(labels) if args.ce_weight else None,
-                ce_coefficient=ce_coefficient, num_groups=2, divergence=args.divergence,
-                temperature=args.temperature, beta=args.jsd_beta, chunk_size=args.kd_chunk_size,
-            )
-            sums, ce, loss = fused.sums, fused.ce, fused.loss
-            distillation, l_kd, l_cd, part_cd = distill_loss(sums, counts, args.mixing,
-                                                             args.hybrid_lambda)
-        else:
-            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-            logits = outputs.logits
-            if self.teacher is not None:
-                sums = chunked_divergence(
-                    logits, self._teacher_logits(inputs), groups, num_groups=2,
-                    divergence=args.divergence, temperature=args.temperature, beta=args.jsd_beta,
-                    chunk_size=args.kd_chunk_size,
-                )
-            else:
-                sums = self.teacher_cache.divergence_sums(logits, groups, cache_row, args)
-            counts = counts.to(sums.device)
-            loss, l_kd, l_cd, part_cd = distill_loss(sums, counts, args.mixing, args.hybrid_lambda)
-            distillation = loss
-            ce = torch.zeros((), device=sums.device)
-            if args.ce_weight:
-                ce = chunked_cross_entropy(
-                    logits, shifted_labels(labels), chunk_size=args.kd_chunk_size
-                )
-                loss = loss + args.ce_weight * ce / counts.sum().clamp(min=1)
-            loss = loss * scale
-        if training:
-            parts = torch.stack([l_kd, l_cd, part_cd, distillation]).detach() * scale
-            self._logged[:4] += parts.to(self._logged.device)
-        elif not model.training:  # evaluation: the whole set's sums, for eval_loss
-            self._eval_sums += torch.cat([sums.detach(), counts, ce.detach().view(1)]).to(
-                self._eval_sums.device)
-        return (loss, outputs) if return_outputs else loss
+            parts, outputs = self.objective(model, inputs)
+            if not model.training:  # evaluation: the whole set's sums, for eval_loss
+                self._eval_sums += parts.totals().to(self._eval_sums.device)
+        return (parts.loss, outputs) if return_outputs else parts.loss
 
-    def _student_hidden(self, model, inputs):
-        """The student's forward pass (through any DDP wrapper) without its logits: the output
-        layer sees no position (``logits_to_keep`` empty); the body's final hidden states are
-        taken with a forward hook."""
-        body = self._student_parts[0]
-        captured = []
-
-        def keep(module, args, output):
-            captured.append(output.last_hidden_state if hasattr(output, "last_hidden_state")
-                            else output[0])
-
-        ids = inputs["input_ids"]
-        handle = body.register_forward_hook(keep)
-        try:
-            outputs = model(input_ids=ids, attention_mask=inputs["attention_mask"],
-                            logits_to_keep=torch.zeros(0, dtype=torch.long, device=ids.device),
-                            use_cache=False)
-        finally:
-            handle.remove()
-        if len(captured) != 1:
-            raise RuntimeError(f"the student's body ran {len(captured)} times in one forward pass")
-        return outputs, captured[0]
-
-    @torch.no_grad()
-    def _teacher_rows(self, inputs: dict[str, Any], device):
-        """The teacher's logits at given positions, on demand: from its final hidden states and
-        output layer when its logits are ``head(hidden)``, else cut from its full logits."""
-        if self._teacher_parts is None:
-            return teacher_from_logits(self._teacher_logits(inputs))
-        body, head = self._teacher_parts
-        first = self.teacher.get_input_embeddings().weight.device
-        hidden = body(input_ids=inputs["input_ids"].to(first),
-                      attention_mask=inputs["attention_mask"].to(first),
-                      use_cache=False).last_hidden_state
-        return teacher_from_hidden(hidden, head, device)
-
-    @torch.no_grad()
-    def _teacher_logits(self, inputs: dict[str, Any]) -> torch.Tensor:
-        device = self.teacher.get_input_embeddings().weight.device
-        out = self.teacher(
-            input_ids=inputs["input_ids"].to(device),
-            attention_mask=inputs["attention_mask"].to(device),
-        )
-        return out.logits
-
-    # ---- evaluation: the loss of the whole set ----
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None,
                         ignore_keys=None, metric_key_prefix="eval"):
         self._eval_sums.zero_()
         output = super().evaluation_loop(dataloader, description, prediction_loss_only,
                                          ignore_keys, metric_key_prefix)
-        totals = self._eval_sums.clone()
-        if self.accelerator.num_processes > 1:
-            totals = self.accelerator.reduce(totals, reduction="sum")
-        sums, counts, ce = totals[:2], totals[2:4], totals[4]
-        if counts.sum() > 0:
-            loss, l_kd, l_cd, _ = distill_loss(sums, counts, self.args.mixing,
-                                               self.args.hybrid_lambda)
-            loss = loss + self.args.ce_weight * ce / counts.sum()
-            output.metrics[f"{metric_key_prefix}_loss"] = loss.item()
-            for g, name in ((KD, "loss_kd"), (CD, "loss_cd")):
-                if counts[g] > 0:
-                    output.metrics[f"{metric_key_prefix}_{name}"] = (l_kd, l_cd)[g].item()
+        totals = self._over_processes(self._eval_sums.clone(), "sum")
+        output.metrics.update(self.objective.eval_metrics(totals, metric_key_prefix))
         return output
 
-    # ---- logging ----
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and "eval_loss" not in logs:
-            acc = self._logged.clone()
-            if self.accelerator.num_processes > 1:  # every process logs at the same steps
-                acc[:4] = self.accelerator.reduce(acc[:4].clone(), reduction="mean")
-            for g, name, steps in ((_L_KD, "loss_kd", _STEPS_KD), (_L_CD, "loss_cd", _STEPS_CD)):
-                if acc[steps] > 0:
-                    logs[name] = round((acc[g] / acc[steps]).item(), 6)
-            if acc[_L] > 0:
-                logs["share_cd"] = round((acc[_PART_CD] / acc[_L]).item(), 6)
-            if acc[_STEPS] > 0:
-                logs["weight_cd"] = round((acc[_WEIGHT_CD] / acc[_STEPS]).item(), 6)
+        if "loss" in logs and "eval_loss" not in logs:  # every process logs at the same steps
+            logs.update(self._running.take(partial(self._over_processes, reduction="mean")))
             if self.effective_lambda is not None:  # so a run's record says its lambda
                 logs["hybrid_lambda"] = self.effective_lambda
-            self._logged.zero_()
         super().log(logs, start_time)
 
     # ---- what the run trained on ----
