@@ -379,12 +379,15 @@ def to_mapping(obj: Any) -> Any:
     return obj
 
 
-def describe(cls: type, prefix: str = "", width: int = 30, defaults: Any = None) -> list[str]:
+def describe(cls: type, prefix: str = "", width: int = 30, defaults: Any = None,
+             shown: Mapping[str, str] | None = None) -> list[str]:
     """One line per key of dataclass ``cls`` (nested dataclasses as dotted keys): the key, its
     default and its help, e.g. ``prune.tau = 0.1   cut-off of the fixed rule``. A nested
     dataclass's defaults are those of the parent's default object (``defaults``). Map-valued
     fields whose items are dataclasses (named sets, variants) list the item's keys under
-    ``KEY.NAME.``."""
+    ``KEY.NAME.``. ``shown`` replaces the default shown for a dotted key (say one taken from
+    another section)."""
+    shown = shown or {}
     lines: list[str] = []
     hints = _hints(cls)
     for f in dataclasses.fields(cls):
@@ -404,15 +407,15 @@ def describe(cls: type, prefix: str = "", width: int = 30, defaults: Any = None)
         if dataclasses.is_dataclass(tp):
             lines.append(f"{key}:".ljust(width) + f"  {help_text}")
             lines += describe(tp, key + ".", width,
-                              default if dataclasses.is_dataclass(default) else None)
+                              default if dataclasses.is_dataclass(default) else None, shown)
             continue
         args = typing.get_args(tp)
         if typing.get_origin(tp) is dict and len(args) == 2 and dataclasses.is_dataclass(args[1]):
             lines.append(f"{key}.NAME:".ljust(width) + f"  {help_text}")
-            lines += describe(args[1], key + ".NAME.", width)
+            lines += describe(args[1], key + ".NAME.", width, None, shown)
             continue
         value = to_mapping(default)
-        shown = "null" if value is None else str(value).replace("True", "true").replace(
+        text = "null" if value is None else str(value).replace("True", "true").replace(
             "False", "false").replace("None", "null").replace("'", "")
-        lines.append(f"{key} = {shown}".ljust(width) + f"  {help_text}")
+        lines.append(f"{key} = {shown.get(key, text)}".ljust(width) + f"  {help_text}")
     return lines
