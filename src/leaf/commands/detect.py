@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = build(DetectOptions, {"score_all": "--all"}, level=args.level,
                     segments=args.segments, batch_size=args.batch_size, dtype=args.dtype,
-                    device=args.device, score_all=args.score_all, max_length=args.max_length,
+                    device=args.device, score_all=args.all, max_length=args.max_length,
                     skip_last=args.skip_last)
     print(detect(args.teacher, args.student, data_source(args.data, args), args.out, options))
     return 0
