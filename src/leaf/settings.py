@@ -162,7 +162,6 @@ def fields_of(source: type, names: Iterable[str] | None = None, *, exclude: Iter
             else:
                 setattr(cls, f.name, dataclasses.field(default=f.default, metadata=meta))
         cls.__annotations__ = {**own, **annotations}
-        cls.__option_source__ = source
         return cls
 
     return decorate
@@ -336,11 +335,13 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str) -> T:
     """An instance of dataclass ``cls`` from ``data``; keys not given take their defaults.
 
     Every key is checked (unknown keys, types, bounds) and named as ``where.key`` in errors.
+    A class may keep old key names working with a mapping ``RENAMED = {old: new}`` (a class
+    attribute, not a field): the old key is read as the new one, with a deprecation line.
     """
     if data is not None and not isinstance(data, Mapping):
         raise SettingError(f"{where}: expected a mapping, got {data!r}")
     data = dict(data or {})
-    for old, new in getattr(cls, "__renamed__", {}).items():  # old spellings that still work
+    for old, new in getattr(cls, "RENAMED", {}).items():  # old spellings that still work
         if old in data:
             deprecated(f"{where + '.' if where else ''}{old}: write "
                        f"{where + '.' if where else ''}{new}")

@@ -36,10 +36,12 @@ def shown(value: Any) -> str:
 
 
 def option_help(cls: type, field: str, what: str = "", default: Any = dataclasses.MISSING) -> str:
-    """A flag's help: ``what`` (say "with --verify: "), the field's help and its default."""
+    """A flag's help: ``what`` (say "with --verify: "), the field's help and its default (none
+    for a switch or an unset default, which the field's help explains)."""
     if default is dataclasses.MISSING:
         default = default_of(cls, field)
-    return f"{what}{help_of(cls, field)} (default {shown(default)})"
+    text = f"{what}{help_of(cls, field)}"
+    return text if default is None or default is False else f"{text} (default {shown(default)})"
 
 
 def add_option(parser, cls: type, field: str, name: str | None = None, *, what: str = "",

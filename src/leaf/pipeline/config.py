@@ -171,7 +171,7 @@ class RuntimeConfig(Checked):
 class DetectConfig(Checked):
     """The detect stages: the levels scored, then :class:`DetectOptions`' fields."""
 
-    __renamed__ = {"all": "score_all"}  # the old key, as DetectOptions names it now
+    RENAMED = {"all": "score_all"}  # old key -> its name now (as DetectOptions names it)
 
     levels: list[Level] = setting(default_factory=lambda: ["instruction", "response"],
                                   help="levels scored, one detect stage each")

@@ -46,7 +46,8 @@ class GenerationOptions(Checked):
     max_new_tokens: int = setting(512, ge=1, run=32, help="longest answer in tokens")
     dtype: GenerationDtype = setting("float32", help="weights' dtype (auto: the checkpoint's)")
     device: str = setting("auto", help=DEVICE_HELP)
-    backend: Literal["hf", "vllm"] = setting("hf", help="hf (transformers generate) or vllm")
+    backend: Literal["hf", "vllm"] = setting(
+        "hf", help="hf (transformers generate) or vllm (an optional extra)")
     temperature: float = setting(0.0, ge=0.0, help="0 = greedy")
     top_p: float = setting(1.0, gt=0.0, le=1.0, help="nucleus sampling when sampling")
     seed: int = setting(0, help="sampling seed")
@@ -78,7 +79,7 @@ class DetectOptions(Checked):
     # leaf run scores the testbed's short rows 16 at a time, on any device
     batch_size: int | None = setting(
         None, ge=1, run=16,
-        help="sequences per forward/backward pass (null: 1 on CPU, where batching only adds "
+        help="sequences per forward/backward pass (unset: 1 on CPU, where batching only adds "
              f"padding, measured in docs/PERFORMANCE.md; {CUDA_DETECT_BATCH_SIZE} on a GPU)")
     dtype: GenerationDtype = setting(
         "float32", help="weights' dtype (auto: the checkpoint's; gradients are normed in float32)")
