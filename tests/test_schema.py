@@ -20,8 +20,8 @@ from leaf.pipeline.config import (
     DetectConfig,
     PruneDefaults,
     RunConfig,
-    distill_arguments,
     load_config,
+    variant_arguments,
 )
 from leaf.settings import SettingError, default_of, help_of, run_defaults
 from leaf.stages.options import (
@@ -154,15 +154,15 @@ def test_old_spellings_still_work_with_one_deprecation_line(tmp_path, capsys):
 
 def test_runtime_reaches_distillation(tmp_path):
     cpu = load_config(_config(tmp_path))
-    args = distill_arguments(cpu, "kd", 0, tmp_path / "out")
+    args = variant_arguments(cpu, "kd", 0, tmp_path / "out")
     assert args.use_cpu and not args.bf16 and not args.fp16
     bf16 = load_config(_config(tmp_path, runtime={"device": "cpu", "dtype": "bfloat16"}))
-    args = distill_arguments(bf16, "kd", 0, tmp_path / "out")
+    args = variant_arguments(bf16, "kd", 0, tmp_path / "out")
     assert args.use_cpu and args.bf16 and args.student_dtype == "float32"
     # the variant's own args win over the runtime's
     own = load_config(_config(tmp_path, runtime={"dtype": "bfloat16"},
                               distill={"args": {"bf16": False}}))
-    assert not distill_arguments(own, "kd", 0, tmp_path / "out").bf16
+    assert not variant_arguments(own, "kd", 0, tmp_path / "out").bf16
     with pytest.raises(SettingError, match=r"runtime\.dtype: float16 .* needs a GPU"):
         load_config(_config(tmp_path, runtime={"device": "cpu", "dtype": "float16"}))
 
@@ -190,7 +190,7 @@ def test_bf16_runtime_trains_with_autocast_over_float32_weights(tmp_path, tiny_l
                                   "disable_tqdm": True, "max_length": 256,
                                   "dataloader_num_workers": 0}}))
     cfg.teacher = cfg.student = str(tiny_llama_dir)
-    args = distill_arguments(cfg, "kd", 0, tmp_path / "out", train)
+    args = variant_arguments(cfg, "kd", 0, tmp_path / "out", train)
     trainer = build_trainer(args)
     assert trainer.args.bf16 and trainer.args.use_cpu
     params = list(trainer.model.parameters())

@@ -577,7 +577,7 @@ def check_distill_args(cfg: RunConfig) -> None:
         if spec.args in checked:  # variants with the same args differ only in what the
             continue              # pipeline sets, which is checked once
         checked.append(spec.args)
-        distill_arguments(cfg, variant, 0, "unused")
+        variant_arguments(cfg, variant, 0, "unused")
 
 
 def runtime_distill_args(cfg: RunConfig, args: dict[str, Any]) -> dict[str, Any]:
@@ -619,7 +619,7 @@ def distill_config(cfg: RunConfig, variant: str, seed: int, output_dir: str | Pa
     }
 
 
-def distill_arguments(cfg: RunConfig, variant: str, seed: int, output_dir: str | Path,
+def variant_arguments(cfg: RunConfig, variant: str, seed: int, output_dir: str | Path,
                       train_file: str | Path = "train.jsonl") -> DistillArguments:
     """The typed ``DistillArguments`` of one variant and seed, made from
     :func:`distill_config`'s values directly; an error names the run-config key a value came

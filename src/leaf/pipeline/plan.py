@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from leaf import stages as S
 from leaf.data.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
 from leaf.errors import LeafError
-from leaf.pipeline.config import RunConfig, distill_arguments, distill_config, group_of
+from leaf.pipeline.config import RunConfig, distill_config, group_of, variant_arguments
 from leaf.pipeline.launch import stage_call
 from leaf.pipeline.runner import Stage
 from leaf.settings import to_mapping
@@ -206,7 +206,7 @@ def _stage2(cfg: RunConfig, run: Path, dkey: str, seed: int, variant: str,
     def train_variant(c: dict = dconf, d: Path = out_dir) -> None:
         if has_sets:
             warn_if_no_counterfactuals(variant, seed, train_file)
-        run_distill(c, distill_arguments(cfg, variant, seed, out_dir / "model", train_file), d)
+        run_distill(c, variant_arguments(cfg, variant, seed, out_dir / "model", train_file), d)
 
     stages.append(Stage(f"distill_{variant}-s{seed}", train_variant,
                         {"model": out_dir / "model"},
