@@ -1,13 +1,20 @@
-"""Build a stage's options from command-line flags; errors name the flag, not the field."""
+"""Command-line flags made from the stage options' fields, and options built from them.
+
+:func:`add_option` declares a flag from one field of an option dataclass (its type, choices,
+default and help: the field's own), and :func:`build` makes the options; its errors name the
+flag, not the field.
+"""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-import re
+import types
+import typing
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from leaf.settings import SettingError
+from leaf.settings import SettingError, default_of, help_of
 
 T = TypeVar("T")
 
@@ -17,49 +24,65 @@ def flag(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-def _number(value: float) -> str:
-    return f"{value:g}"
+def shown(value: Any) -> str:
+    """A default as a help text shows it: ``0.1``, ``1e-05``, ``none``."""
+    if value is None:
+        return "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return " ".join(shown(v) for v in value)
+    return str(value)
 
 
-def _allowed(meta: Mapping[str, Any]) -> str | None:
-    """The range a field's bounds allow, in words: ``in [0, 1)``, ``at least 1``."""
-    lo = ("[", meta["ge"]) if meta.get("ge") is not None else \
-        ("(", meta["gt"]) if meta.get("gt") is not None else None
-    hi = ("]", meta["le"]) if meta.get("le") is not None else \
-        (")", meta["lt"]) if meta.get("lt") is not None else None
-    if lo and hi:
-        return f"in {lo[0]}{_number(lo[1])}, {_number(hi[1])}{hi[0]}"
-    if lo:
-        return ("at least " if lo[0] == "[" else "greater than ") + _number(lo[1])
-    if hi:
-        return ("at most " if hi[0] == "]" else "less than ") + _number(hi[1])
-    return None
+def option_help(cls: type, field: str, what: str = "", default: Any = dataclasses.MISSING) -> str:
+    """A flag's help: ``what`` (say "with --verify: "), the field's help and its default (none
+    for a switch or an unset default, which the field's help explains)."""
+    if default is dataclasses.MISSING:
+        default = default_of(cls, field)
+    text = f"{what}{help_of(cls, field)}"
+    return text if default is None or default is False else f"{text} (default {shown(default)})"
+
+
+def add_option(parser, cls: type, field: str, name: str | None = None, *, what: str = "",
+               **overrides: Any) -> argparse.Action:
+    """Add the flag of option ``cls.field`` (``name``, default ``--field-name``): its type
+    (``int | None`` -> int, a list -> ``nargs='+'``, bool -> a switch), choices of a
+    ``Literal``, default and help all come from the field. ``overrides`` go to argparse as they
+    are (say ``type=model_ref``); ``what`` prefixes the help. The action remembers the field
+    (``action.option_field``) so that a test can hold the two together."""
+    tp = typing.get_type_hints(cls)[field]
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+        tp = args[0]
+    kwargs: dict[str, Any] = {"default": default_of(cls, field)}
+    if tp is bool:
+        kwargs["action"] = "store_true"
+    elif typing.get_origin(tp) is Literal:
+        kwargs["choices"] = typing.get_args(tp)
+    elif typing.get_origin(tp) is list:
+        kwargs.update(type=typing.get_args(tp)[0], nargs="+")
+    elif tp in (int, float):
+        kwargs["type"] = tp
+    kwargs.update(overrides)
+    kwargs.setdefault("help", option_help(cls, field, what, kwargs["default"]))
+    action = parser.add_argument(name or flag(field), **kwargs)
+    action.option_field = (cls, field)
+    return action
 
 
 def build(cls: type[T], flags: Mapping[str, str] | None = None, **values: Any) -> T:
-    """``cls(**values)``; a :class:`SettingError` is reworded to name the flag of the field
-    (``flags[field]``, else ``--field-name``) and, for a bound, the whole allowed range:
-    ``--tau must be in [0, 1], got 2.0``. ``flags`` may also map other dotted names that a
-    message mentions (``generation.temperature``) to their flags."""
+    """``cls(**values)``; a :class:`SettingError` names the flag of the field (``flags[field]``,
+    else ``--field-name``) and, for a bound, the whole allowed range: ``--tau must be in
+    [0, 1], got 2.0``. ``flags`` also names the flags of other settings a message mentions
+    (``generation.temperature``)."""
     flags = dict(flags or {})
     try:
         return cls(**values)
     except SettingError as exc:
-        message = str(exc)
-        m = re.match(rf"{cls.__name__}\.(\w+): (.*)", message, re.S)
-        if not m:
+        if exc.owner != cls.__name__ or exc.field is None:
             raise
-        field, rest = m.groups()
-        name = flags.get(field, flag(field))
-        for key, other in flags.items():
-            if "." in key:
-                rest = rest.replace(key, other)
-        meta = next((f.metadata for f in dataclasses.fields(cls) if f.name == field), {})
-        bound = re.match(r"must be [<>]=? \S+, got (.*)", rest)
-        allowed = _allowed(meta) if bound else None
-        if allowed:
-            raise SettingError(f"{name} must be {allowed}, got {bound.group(1)}") from None
-        raise SettingError(f"{name}: {rest}") from None
+        raise exc.named(flags.get(exc.field, flag(exc.field)), flags) from None
 
 
 # -- flags every model-loading subcommand spells the same way ----------------------------------
@@ -70,8 +93,6 @@ MODEL_HELP = "directory, hub id or testbed:FAMILY/ROLE (a shipped testbed checkp
 def model_ref(value: str) -> str:
     """argparse ``type`` of a model flag: ``testbed:FAMILY/ROLE`` (as in run configs) becomes the
     shipped checkpoint's directory; a directory or hub id passes unchanged."""
-    import argparse
-
     from leaf.errors import LeafError
     from leaf.models import resolve_model_name
 
@@ -83,32 +104,23 @@ def model_ref(value: str) -> str:
 
 def device_arg(value: str) -> str:
     """argparse ``type`` of ``--device``: auto, cpu, cuda or cuda:N."""
-    import argparse
-
     from leaf.stages.options import check_device
 
     try:
-        check_device(value, "--device")
+        check_device(value, "", "--device")
     except SettingError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("--device: ")) from None
+        raise argparse.ArgumentTypeError(exc.problem) from None
     return value
 
 
-def add_device(parser, default: str = "auto", what: str = "") -> None:
-    """``--device``: the same values and meaning in every subcommand."""
-    from leaf.stages.options import DEVICE_HELP
-
-    parser.add_argument("--device", type=device_arg, default=default, metavar="DEVICE",
-                        help=f"{what}{DEVICE_HELP} (default {default})")
+def add_device(parser, cls: type, what: str = "") -> argparse.Action:
+    """``--device`` of option class ``cls``: the same values and meaning in every subcommand."""
+    return add_option(parser, cls, "device", type=device_arg, metavar="DEVICE", what=what)
 
 
-def add_dtype(parser, default: str = "float32", what: str = "weights' dtype") -> None:
-    """``--dtype``: float32 unless said otherwise, auto = the checkpoint's own dtype."""
-    from leaf.models import DTYPES
-
-    parser.add_argument("--dtype", choices=DTYPES, default=default,
-                        help=f"{what}: {', '.join(DTYPES)} (auto: the checkpoint's own; "
-                             f"default {default})")
+def add_dtype(parser, cls: type, what: str = "") -> argparse.Action:
+    """``--dtype`` of option class ``cls`` (auto = the checkpoint's own dtype)."""
+    return add_option(parser, cls, "dtype", what=what)
 
 
 def quiet_environment() -> None:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from leaf.commands._options import MODEL_HELP, add_device, add_dtype, model_ref
+from leaf.stages.options import GenerationOptions  # --device and --dtype mean what they mean there
 
 NAME = "attention"
 HELP = "measure how much attention response tokens pay to confounder spans, per layer"
@@ -44,8 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="measure at most this many items (default: all)")
     p.add_argument("--out", default="attention.json",
                    help="JSON file to write (default attention.json)")
-    add_device(p)
-    add_dtype(p)
+    add_device(p, GenerationOptions)
+    add_dtype(p, GenerationOptions)
 
 
 def run(args: argparse.Namespace) -> int:

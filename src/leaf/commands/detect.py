@@ -5,10 +5,17 @@ from __future__ import annotations
 import argparse
 
 from leaf.commands._data import add_columns_argument, data_source
-from leaf.commands._options import MODEL_HELP, add_device, add_dtype, build, model_ref
-from leaf.stages.options import CUDA_DETECT_BATCH_SIZE, DetectOptions
+from leaf.commands._options import (
+    MODEL_HELP,
+    add_device,
+    add_dtype,
+    add_option,
+    build,
+    model_ref,
+)
+from leaf.stages.options import DetectOptions
 
-D = DetectOptions  # the defaults of the flags are the options' own
+D = DetectOptions  # every flag below is one of its fields
 
 NAME = "detect"
 HELP = "score every instruction (and response-prefix) token: teacher vs student saliency"
@@ -41,28 +48,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, metavar="FILE",
                    help="samples JSONL (or screened.jsonl)")
     p.add_argument("--out", required=True, metavar="FILE", help="scores JSONL to write")
-    p.add_argument("--level", choices=("instruction", "response", "both"), default=D.level,
-                   help=f"what to score (default: {D.level})")
-    p.add_argument("--segments", type=int, default=D.segments, metavar="K",
-                   help=f"response segments K for --level response/both (default {D.segments}; "
-                        "paper: 2, 3)")
-    p.add_argument("--batch-size", type=int, default=D.batch_size, metavar="N",
-                   help="sequences per forward/backward pass (default: 1 on CPU, where batching "
-                        "only adds padding and memory, measured in docs/PERFORMANCE.md; "
-                        f"{CUDA_DETECT_BATCH_SIZE} on a GPU)")
-    add_dtype(p, D.dtype, "weights' dtype (gradients are normed in float32)")
-    add_device(p, D.device)
-    p.add_argument("--all", action="store_true",
-                   help="score every sample, not only teacher-right/student-wrong ones")
+    add_option(p, D, "level")
+    add_option(p, D, "segments", metavar="K")
+    add_option(p, D, "batch_size", metavar="N")
+    add_dtype(p, D)
+    add_device(p, D)
+    add_option(p, D, "score_all", "--all")
     add_columns_argument(p)
-    p.add_argument("--max-length", type=int, default=D.max_length, metavar="N",
-                   help="longest instruction + response in tokens; longer samples are refused, "
-                        "each named, before any model loads (default: the models' context "
-                        "length)")
-    p.add_argument("--skip-last", type=int, default=D.skip_last, metavar="N",
-                   help="never score the last N tokens of each instruction, where a chat "
-                        "model's gradient peaks whatever they say (default "
-                        f"{D.skip_last}; docs/REAL_MODEL.md)")
+    add_option(p, D, "max_length", metavar="N")
+    add_option(p, D, "skip_last", metavar="N")
 
 
 def run(args: argparse.Namespace) -> int:

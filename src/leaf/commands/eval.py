@@ -7,7 +7,7 @@ from pathlib import Path
 
 from leaf.commands._data import add_columns_argument, data_source
 from leaf.commands._generation import add_generation_arguments, generation_options
-from leaf.commands._options import MODEL_HELP, build, model_ref
+from leaf.commands._options import MODEL_HELP, add_option, build, model_ref
 from leaf.commands.grade import add_grading_arguments, grading_options
 from leaf.stages.options import EvalOptions
 
@@ -27,9 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"the model: {MODEL_HELP}")
     parser.add_argument("--bench", required=True, help="benchmark JSONL")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--num-samples", type=int, default=EvalOptions.num_samples,
-                        help="answers per problem (pass@k; needs --temperature > 0; default "
-                             f"{EvalOptions.num_samples})")
+    add_option(parser, EvalOptions, "num_samples")
     add_columns_argument(parser)
     add_generation_arguments(parser)
     add_grading_arguments(parser)

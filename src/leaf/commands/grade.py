@@ -6,10 +6,8 @@ import argparse
 from pathlib import Path
 
 from leaf.commands._data import add_columns_argument, data_source
-from leaf.commands._options import build
+from leaf.commands._options import add_option, build
 from leaf.stages.options import GradingOptions
-
-D = GradingOptions  # the defaults of the flags are the options' own
 
 NAME = "grade"
 HELP = "grade predictions (id, response) against a benchmark file"
@@ -33,12 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_grading_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("grading")
-    g.add_argument("--k", type=int, nargs="+", default=[1],
-                   help="pass@k values for code (k <= responses per problem), default 1")
-    g.add_argument("--workers", type=int, default=D.workers,
-                   help=f"code test runs in parallel ({D.workers})")
-    g.add_argument("--code-timeout", type=float, default=D.code_timeout,
-                   help=f"seconds a program may run against its tests ({D.code_timeout:g})")
+    for field in ("k", "workers", "code_timeout"):
+        add_option(g, GradingOptions, field)
 
 
 def grading_options(args: argparse.Namespace) -> GradingOptions:

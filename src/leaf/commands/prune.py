@@ -6,14 +6,16 @@ import argparse
 import sys
 
 from leaf.commands._data import add_columns_argument, data_source
-from leaf.commands._options import MODEL_HELP, add_device, add_dtype, build, model_ref
-from leaf.detect.spans import STRATEGIES
-from leaf.detect.thresholds import THRESHOLD_MODES
+from leaf.commands._options import (
+    MODEL_HELP,
+    add_device,
+    add_dtype,
+    add_option,
+    build,
+    model_ref,
+)
 from leaf.errors import LeafError
-from leaf.settings import choices
 from leaf.stages.options import GenerationOptions, PruneOptions, VerifyOptions
-
-D, V, G = PruneOptions, VerifyOptions, GenerationOptions  # the flags' defaults are theirs
 
 NAME = "prune"
 HELP = "turn confounder scores into counterfactual samples (span or collective pruning)"
@@ -44,23 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scores", help="scores JSONL written by `leaf detect` (not needed with "
                                     "--masking planted, which then prunes every sample)")
     p.add_argument("--out", required=True, help="counterfactuals JSONL to write")
-    p.add_argument("--threshold-mode", choices=THRESHOLD_MODES, default=D.threshold_mode,
-                   help="fixed: the paper's tau; quantile: the released code's rule (value at "
-                        "position int(q*n) of the sorted differences, capped at 0.5); iqr: "
-                        f"Q1 - 1.5 IQR (default: {D.threshold_mode})")
-    p.add_argument("--tau", type=float, default=D.tau,
-                   help=f"threshold for --threshold-mode fixed (default {D.tau})")
-    p.add_argument("--quantile", type=float, default=D.quantile,
-                   help=f"q for --threshold-mode quantile (default {D.quantile})")
-    p.add_argument("--strategy", choices=STRATEGIES, default=D.strategy,
-                   help="span: one counterfactual per span (default); collective: one per text")
-    p.add_argument("--masking", choices=choices(PruneOptions, "masking"), default=D.masking,
-                   help="gradient: LeaF's rule (default); random / ppl: baselines that mask as "
-                        "many units as the gradient rule, at random or by highest student NLL; "
-                        "planted: the testbed oracle, removing each row's planted misleading "
-                        "spans")
-    p.add_argument("--seed", type=int, default=D.seed,
-                   help=f"seed of --masking random (default {D.seed})")
+    for field in ("threshold_mode", "tau", "quantile", "strategy", "masking", "seed"):
+        add_option(p, PruneOptions, field)
     p.add_argument("--verify", action="store_true",
                    help="keep the answer check: both --teacher and --student must answer each "
                         "counterfactual correctly (sets `verified`)")
@@ -68,15 +55,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"teacher model for --verify: {MODEL_HELP}")
     p.add_argument("--student", type=model_ref, metavar="MODEL",
                    help=f"student model for --verify: {MODEL_HELP}")
-    p.add_argument("--batch-size", type=int, default=G.batch_size,
-                   help=f"generation batch size for --verify (default {G.batch_size})")
-    p.add_argument("--max-new-tokens", type=int, default=G.max_new_tokens,
-                   help=f"generation length for --verify (default {G.max_new_tokens})")
-    p.add_argument("--verify-chunk", type=int, default=V.chunk,
-                   help="samples verified per model load; output is saved after each chunk "
-                        f"(default {V.chunk}; 0 = all at once)")
-    add_device(p, G.device, "with --verify: ")
-    add_dtype(p, G.dtype, "weights' dtype for --verify")
+    add_option(p, GenerationOptions, "batch_size", what="with --verify: ")
+    add_option(p, GenerationOptions, "max_new_tokens", what="with --verify: ")
+    add_option(p, VerifyOptions, "chunk", "--verify-chunk")
+    add_device(p, GenerationOptions, "with --verify: ")
+    add_dtype(p, GenerationOptions, "with --verify: ")
     add_columns_argument(p)
 
 

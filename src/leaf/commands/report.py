@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from leaf.commands._options import add_option, option_help
+from leaf.detect.counterfactuals import PruneOptions
+
 NAME = "report"
 HELP = "write a self-contained HTML report (heatmaps, pruned spans, filters, figures)"
 DESCRIPTION = """\
@@ -40,13 +43,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(leaf attention)")
     p.add_argument("--out", default=None, help="HTML file (default RUN_DIR/report.html or "
                    "report.html)")
-    p.add_argument("--threshold-mode", choices=("fixed", "quantile", "iqr"), default=None,
-                   help="the confounder rule shown, as in `leaf prune` (default: the one the "
-                        "counterfactual rows record, else fixed)")
-    p.add_argument("--tau", type=float, default=None,
-                   help="cut-off of --threshold-mode fixed (default: as recorded, else 0.10)")
-    p.add_argument("--quantile", type=float, default=None,
-                   help="q of --threshold-mode quantile (default: as recorded, else 0.05)")
+    for field in ("threshold_mode", "tau", "quantile"):  # the rule shown, as in `leaf prune`
+        add_option(p, PruneOptions, field, default=None,
+                   help=option_help(PruneOptions, field, "the rule shown, as in leaf prune: ")
+                   .replace("(default ", "(default: as the counterfactual rows record, else "))
     p.add_argument("--title", default="LeaF report", help="page title (default 'LeaF report')")
     p.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures")
 

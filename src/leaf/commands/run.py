@@ -27,11 +27,13 @@ def config_keys() -> str:
     """The config keys with their defaults and help, from the typed RunConfig."""
     import textwrap
 
-    from leaf.pipeline.config import RunConfig
+    from leaf.pipeline.config import RUNTIME_KEYS, RunConfig
     from leaf.settings import describe
 
+    from_runtime = {f"{section}.{key}": f"(runtime.{key})" for section in
+                    ("screen", "evaluate", "detect") for key in RUNTIME_KEYS}
     lines = []
-    for line in describe(RunConfig, width=36):
+    for line in describe(RunConfig, width=36, shown=from_runtime):
         lines += textwrap.wrap(line, 100, subsequent_indent=" " * 40) or [line]
     return ("config keys (KEY = default  meaning; `--set KEY=VALUE` overrides any):\n  "
             + "\n  ".join(lines))

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import json
 
-from leaf.commands._options import MODEL_HELP, add_device, add_dtype, build, model_ref
+from leaf.commands._options import (
+    MODEL_HELP,
+    add_device,
+    add_dtype,
+    add_option,
+    build,
+    model_ref,
+)
 from leaf.stages.options import TeacherCacheOptions
 
-D = TeacherCacheOptions  # the defaults of the flags are the options' own
+D = TeacherCacheOptions  # every flag below but --teacher, --data and --out is one of its fields
 
 NAME = "teacher-cache"
 HELP = "precompute the teacher's top-k logits on the training rows for `leaf distill`"
@@ -29,24 +36,14 @@ def add_arguments(parser) -> None:
                         help=f"teacher model: {MODEL_HELP}")
     parser.add_argument("--data", required=True, help="counterfactuals.jsonl to cache")
     parser.add_argument("--out", required=True, help="output directory of the cache")
-    parser.add_argument("--top-k", type=int, default=D.top_k,
-                        help=f"logits kept per token ({D.top_k})")
-    parser.add_argument("--student", default=D.student, type=model_ref, metavar="MODEL",
-                        help="student model: its tokenizer renders the rows and its logit width "
-                             "bounds the ids (default: the teacher's)")
-    parser.add_argument("--max-length", type=int, default=D.max_length,
-                        help=f"longest sequence in tokens, as in the distill config (default "
-                             f"{D.max_length})")
-    parser.add_argument("--system-prompt", default=D.system_prompt,
-                        help="system message, as in the distill config (default: none)")
-    parser.add_argument("--batch-size", type=int, default=D.batch_size,
-                        help=f"rows per teacher forward pass (default {D.batch_size})")
-    add_dtype(parser, D.dtype, "teacher weights' dtype")
-    add_device(parser, D.device)
-    parser.add_argument("--device-map", default=D.device_map, metavar="MAP",
-                        help="a transformers device_map that overrides --device (e.g. "
-                             "balanced_low_0; --device auto already spreads the teacher over "
-                             "several GPUs; default: none)")
+    add_option(parser, D, "top_k")
+    add_option(parser, D, "student", type=model_ref, metavar="MODEL")
+    add_option(parser, D, "max_length")
+    add_option(parser, D, "system_prompt")
+    add_option(parser, D, "batch_size")
+    add_dtype(parser, D)
+    add_device(parser, D)
+    add_option(parser, D, "device_map", metavar="MAP")
 
 
 def run(args) -> int:

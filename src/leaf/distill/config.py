@@ -16,6 +16,7 @@ from transformers.training_args import OptimizerNames
 
 from leaf.distill.losses import DIVERGENCES
 from leaf.distill.mixing import DEFAULT_MIXING, MIXINGS
+from leaf.settings import SettingError
 
 KD_LOSS_PATHS = ("auto", "hidden", "logits")
 
@@ -151,21 +152,33 @@ class DistillArguments(TrainingArguments):
             text = self.lora.strip()
             self.lora = None if text.lower() in ("", "null", "none") else json.loads(text)
         if self.divergence not in DIVERGENCES:
-            raise ValueError(f"divergence must be one of {DIVERGENCES}, got {self.divergence!r}")
+            _refuse("divergence", f"divergence must be one of {DIVERGENCES}, got "
+                                  f"{self.divergence!r}")
         if not 0.0 <= self.hybrid_lambda <= 1.0:
-            raise ValueError(f"hybrid_lambda must be in [0, 1], got {self.hybrid_lambda}")
+            _refuse("hybrid_lambda", f"hybrid_lambda must be in [0, 1], got {self.hybrid_lambda}")
         if self.mixing not in MIXINGS:
-            raise ValueError(f"mixing must be one of {MIXINGS}, got {self.mixing!r}")
+            _refuse("mixing", f"mixing must be one of {MIXINGS}, got {self.mixing!r}")
         if not self.counterfactual_ratio > 0:
-            raise ValueError(f"counterfactual_ratio must be positive, got "
-                             f"{self.counterfactual_ratio} (use_counterfactuals: false trains "
-                             "without them)")
+            _refuse("counterfactual_ratio", f"counterfactual_ratio must be positive, got "
+                                            f"{self.counterfactual_ratio} (use_counterfactuals: "
+                                            "false trains without them)")
         if self.train_sampling_strategy != "random":
-            raise ValueError(f"train_sampling_strategy {self.train_sampling_strategy!r} is not "
-                             "supported: leaf's mixing sampler forms the batches (see mixing)")
+            _refuse("train_sampling_strategy", f"train_sampling_strategy "
+                    f"{self.train_sampling_strategy!r} is not supported: leaf's mixing sampler "
+                    "forms the batches (see mixing)")
         if self.kd_loss_path not in KD_LOSS_PATHS:
-            raise ValueError(f"kd_loss_path must be one of {KD_LOSS_PATHS}, got "
-                             f"{self.kd_loss_path!r}")
+            _refuse("kd_loss_path", f"kd_loss_path must be one of {KD_LOSS_PATHS}, got "
+                                    f"{self.kd_loss_path!r}")
         if self.temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
+            _refuse("temperature", f"temperature must be positive, got {self.temperature}")
         super().__post_init__()
+
+
+class DistillSettingError(SettingError, ValueError):
+    """A value ``DistillArguments`` refuses: a :class:`leaf.settings.SettingError` that knows
+    its field (so each caller names it its own way), and a ``ValueError`` like the checks of
+    ``TrainingArguments`` itself."""
+
+
+def _refuse(field: str, problem: str) -> None:
+    raise DistillSettingError.at("DistillArguments", field, problem)

@@ -36,10 +36,10 @@ def run_pipeline(
     from leaf.pipeline.plan import build_stages
 
     cfg = config if isinstance(config, RunConfig) else load_config(config, quick=quick)
-    if cfg.threads:
+    if cfg.runtime.threads:
         import torch
 
-        torch.set_num_threads(cfg.threads)
+        torch.set_num_threads(cfg.runtime.threads)
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     with RunLock(run):

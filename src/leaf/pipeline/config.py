@@ -22,24 +22,26 @@ Keys (every one optional except the data; defaults below)::
                               # and distillation are seeded per replicate; files are shared
     teacher: testbed:digit_sum/teacher   # a model dir, a hub id, or testbed:FAMILY/ROLE
     student: testbed:digit_sum/student
-    device: cpu               # every stage's device and dtype, unless its section sets its own
-    dtype: float32
-    threads: null             # torch CPU threads for the whole run (1 is fastest for tiny models)
+    runtime:                  # every stage's device and dtype, unless its section sets its own;
+      device: cpu             # distillation included: cpu trains on the CPU (use_cpu),
+      dtype: float32          # bfloat16 / float16 train with bf16 / fp16 mixed precision
+      threads: null           # torch CPU threads for the whole run (1 is fastest for tiny models)
     parallel:                 # run these stages on N data-parallel ranks (torchrun, one node);
       processes: 1            # same bytes as one process, so changing it re-runs nothing
       stages: [screen, detect, prune, eval]
       launcher_args: [--standalone]
     screen:   {batch_size: 64, max_new_tokens: 32}   # leaf.stages.GenerationOptions (also used
     evaluate: {batch_size: 64, max_new_tokens: 32}   # by verification); any of its fields
-    detect:  {levels: [instruction, response], segments: 2, batch_size: 16, all: false,
-              skip_last: 0}   # tokens at the end of each instruction never scored
-    prune:   {threshold_mode: fixed, tau: 0.10, quantile: 0.05, seed: 0}
+    detect:  {levels: [instruction, response], segments: 2, batch_size: 16, score_all: false,
+              skip_last: 0}   # levels, then any field of leaf.stages.DetectOptions but level
+    prune:   {threshold_mode: fixed, tau: 0.10, quantile: 0.05, seed: 0}   # PruneOptions' own
     counterfactuals:          # named sets, each one prune run on one level's scores; a set may
                               # override threshold_mode, tau, quantile and seed
       instruction_span: {level: instruction, masking: gradient, strategy: span, verify: true}
     distill:
-      hybrid_lambda: 0.5      # lambda of variants that have counterfactual sets
-      args: {max_steps: 400, learning_rate: 1.0e-3}   # any leaf distill / TrainingArguments key
+      hybrid_lambda: 0.5      # lambda of variants that have counterfactual sets (paired mixing)
+      args: {max_steps: 400, learning_rate: 1.0e-3}   # any leaf distill / TrainingArguments key;
+                              # mixing is uniform unless args say `mixing: paired`
       variants:               # name -> counterfactual sets added to the original samples
         kd: {sets: [], hybrid_lambda: 1.0}   # KD w/o mask (a variant without sets: 1.0)
         leaf_instr: [instruction_span]       # short form: the sets, distill.hybrid_lambda
@@ -52,6 +54,14 @@ Keys (every one optional except the data; defaults below)::
 
 Paths are relative to the config file; ``leaf:REL`` is relative to the installed ``leaf``
 package (its bundled configs and testbed assets).
+
+Every section is made of the stage options' own fields (:mod:`leaf.stages.options`,
+:class:`leaf.detect.counterfactuals.PruneOptions`): their types, ranges, defaults and help are
+declared there once, and where a run deliberately uses another default than the command (the
+generation and detect batch sizes, fewer new tokens) the option's field says so
+(``setting(run=...)``). Old spellings still work, with a one-line deprecation message: the
+top-level ``device``, ``dtype`` and ``threads`` (now under ``runtime``) and ``detect.all``
+(now ``detect.score_all``, as in :class:`leaf.stages.DetectOptions`).
 """
 
 from __future__ import annotations
@@ -59,17 +69,30 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from leaf.errors import LeafError
-from leaf.settings import Checked, SettingError, from_mapping, setting, to_mapping
+from leaf.settings import (
+    Checked,
+    SettingError,
+    deprecated,
+    fields_of,
+    from_mapping,
+    run_defaults,
+    setting,
+    to_mapping,
+)
 from leaf.stages.options import (
-    DEFAULT_SKIP_LAST,
+    DEVICE_HELP,
     DetectOptions,
     GenerationOptions,
     PruneOptions,
     VerifyOptions,
+    check_device,
 )
+
+if TYPE_CHECKING:
+    from leaf.distill.config import DistillArguments
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 SPLIT_LABELS = {
@@ -122,41 +145,63 @@ class DataConfig(Checked):
         None, help="leaf field -> column of train and tests (e.g. instruction: question)")
 
 
+#: the PruneOptions fields a run sets once (``prune:``) and a counterfactual set may override
+PRUNE_DEFAULTS = ("threshold_mode", "tau", "quantile", "seed")
+#: keys the runtime section gives every stage section that has them, unless it sets its own
+RUNTIME_KEYS = ("device", "dtype")
+
+
 @dataclass
+class RuntimeConfig(Checked):
+    """Where and how every stage runs, distillation included."""
+
+    device: str = setting("cpu", help=f"every stage's device: {DEVICE_HELP}; distillation "
+                                      "trains on the CPU (use_cpu) with cpu, else on the GPUs")
+    dtype: Literal["float32", "bfloat16", "float16"] = setting(
+        "float32", help="every stage's weights' dtype; distillation: bfloat16 / float16 train "
+                        "with bf16 / fp16 mixed precision (float32 master weights)")
+    threads: int | None = setting(None, ge=1, help="torch CPU threads for the whole run")
+
+    def check(self) -> None:
+        check_device(self.device, "RuntimeConfig")
+
+
+@dataclass
+@fields_of(DetectOptions, exclude=("level",))
 class DetectConfig(Checked):
+    """The detect stages: the levels scored, then :class:`DetectOptions`' fields."""
+
+    RENAMED = {"all": "score_all"}  # old key -> its name now (as DetectOptions names it)
+
     levels: list[Level] = setting(default_factory=lambda: ["instruction", "response"],
                                   help="levels scored, one detect stage each")
-    segments: int = setting(2, ge=2, help="response segments K")
-    batch_size: int | None = setting(16, ge=1, help="sequences per forward/backward pass")
-    all: bool = setting(False, help="score every sample, not only teacher-right/student-wrong")
-    skip_last: int = setting(DEFAULT_SKIP_LAST, ge=0,
-                             help="tokens at the end of each instruction never scored")
 
     def check(self) -> None:
         if not self.levels or len(set(self.levels)) != len(self.levels):
-            raise SettingError(f"DetectConfig.levels: a non-empty list of distinct levels, "
-                               f"got {self.levels}")
+            raise SettingError.at("DetectConfig", "levels", f"a non-empty list of distinct "
+                                  f"levels, got {self.levels}")
+
+    def options(self, level: str) -> DetectOptions:
+        """The options of the detect stage of ``level``."""
+        values = {f.name: getattr(self, f.name) for f in fields(DetectOptions)
+                  if f.name != "level"}
+        return DetectOptions(level=level, **values)
 
 
 @dataclass
+@fields_of(PruneOptions, PRUNE_DEFAULTS)
 class PruneDefaults(Checked):
-    threshold_mode: Literal["fixed", "quantile", "iqr"] = setting("fixed", help="threshold rule")
-    tau: float = setting(0.10, ge=0.0, le=1.0, help="cut-off of the fixed rule")
-    quantile: float = setting(0.05, ge=0.0, lt=1.0, help="q of the quantile rule")
-    seed: int = setting(0, help="random-masking seed (plus the replicate's seed)")
+    """The pruning rule of every counterfactual set unless the set overrides it."""
 
 
 @dataclass
+@fields_of(PruneOptions, PRUNE_DEFAULTS, optional=True, help="overrides prune.{name}")
+@fields_of(PruneOptions, ("strategy", "masking"))
 class CounterfactualSet(Checked):
+    """One prune run on one level's scores."""
+
     level: Level = setting("instruction", help="which scores the set prunes")
-    masking: Literal["gradient", "random", "ppl", "planted"] = setting(
-        "gradient", help="selection rule (planted: the testbed oracle)")
-    strategy: Literal["span", "collective"] = setting("span", help="one span or all at once")
     verify: bool = setting(False, help="keep only counterfactuals both models answer")
-    threshold_mode: Literal["fixed", "quantile", "iqr"] | None = setting(None, help="over prune")
-    tau: float | None = setting(None, ge=0.0, le=1.0, help="over prune.tau")
-    quantile: float | None = setting(None, ge=0.0, lt=1.0, help="over prune.quantile")
-    seed: int | None = setting(None, help="over prune.seed")
 
 
 @dataclass
@@ -217,23 +262,20 @@ class RunConfig(Checked):
     seeds: list[int] = setting(default_factory=lambda: [0], help="replicates")
     teacher: str | None = setting(None, help="teacher model")
     student: str | None = setting(None, help="student model")
-    device: str = setting("cpu", help="device of every stage")
-    dtype: Literal["float32", "bfloat16", "float16"] = setting("float32", help="weights' dtype")
-    threads: int | None = setting(None, ge=1, help="torch CPU threads")
+    runtime: RuntimeConfig = setting(default_factory=RuntimeConfig,
+                                     help="device, dtype and threads of every stage")
     parallel: ParallelConfig = setting(default_factory=ParallelConfig,
                                        help="data-parallel stage 1 and evaluation (torchrun)")
-    screen: GenerationOptions = setting(
-        default_factory=lambda: GenerationOptions(batch_size=64, max_new_tokens=32),
-        help="screening and verification generation")
+    screen: GenerationOptions = setting(default_factory=lambda: run_defaults(GenerationOptions),
+                                        help="screening and verification generation")
     detect: DetectConfig = setting(default_factory=DetectConfig, help="detection")
     prune: PruneDefaults = setting(default_factory=PruneDefaults, help="pruning defaults")
     counterfactuals: dict[str, CounterfactualSet] = setting(
         default_factory=lambda: {"instruction_span": CounterfactualSet(verify=True)},
         help="named counterfactual sets")
     distill: DistillConfig = setting(default_factory=DistillConfig, help="distillation")
-    evaluate: GenerationOptions = setting(
-        default_factory=lambda: GenerationOptions(batch_size=64, max_new_tokens=32),
-        help="evaluation generation")
+    evaluate: GenerationOptions = setting(default_factory=lambda: run_defaults(GenerationOptions),
+                                          help="evaluation generation")
     detection: DetectionConfig = setting(default_factory=DetectionConfig,
                                          help="detection against planted spans")
     attention: AttentionConfig = setting(default_factory=AttentionConfig,
@@ -275,28 +317,24 @@ class RunConfig(Checked):
             (self.distill.hybrid_lambda if v.sets or v.extra_originals else 1.0)
 
     def mixing_of(self, variant: str) -> str:
-        """How the variant's batches mix originals and counterfactuals (``paired`` unless its
-        args or distill.args say otherwise)."""
+        """How the variant's batches mix originals and counterfactuals (``uniform``, leaf's
+        default, unless its args or distill.args say otherwise)."""
         from leaf.distill.mixing import DEFAULT_MIXING
 
         args = {**self.distill.args, **self.distill.variants[variant].args}
         return args.get("mixing", DEFAULT_MIXING)
 
     def detect_options(self, level: str) -> DetectOptions:
-        d = self.detect
-        return DetectOptions(level=level, segments=d.segments, batch_size=d.batch_size,
-                             dtype=self.dtype, device=self.device,
-                             score_all=d.all, skip_last=d.skip_last)
+        return self.detect.options(level)
 
     def prune_options(self, name: str, seed: int) -> PruneOptions:
-        """Set ``name``'s options; its seed is the set's (or prune's) seed plus ``seed``."""
-        s, p = self.counterfactuals[name], self.prune
-        return PruneOptions(
-            threshold_mode=s.threshold_mode or p.threshold_mode,
-            tau=p.tau if s.tau is None else s.tau,
-            quantile=p.quantile if s.quantile is None else s.quantile,
-            strategy=s.strategy, masking=s.masking,
-            seed=(p.seed if s.seed is None else s.seed) + seed)
+        """Set ``name``'s options: its own values over ``prune``'s; its seed is the set's (or
+        prune's) seed plus ``seed``."""
+        s = self.counterfactuals[name]
+        values = {k: getattr(self.prune, k) if getattr(s, k) is None else getattr(s, k)
+                  for k in PRUNE_DEFAULTS}
+        values["seed"] += seed
+        return PruneOptions(strategy=s.strategy, masking=s.masking, **values)
 
     def verify_options(self) -> VerifyOptions:
         return VerifyOptions(teacher=self.teacher, student=self.student,
@@ -414,24 +452,50 @@ def _typed(mapping: dict, path: Path, where: str = "") -> RunConfig:
         for v in distill["variants"].values():
             if isinstance(v, dict) and v.get("sets") is None:
                 v["sets"] = []
-    run_defaults = {f.name: f.default for f in fields(RunConfig) if f.name in ("device", "dtype")}
-    for section in ("screen", "evaluate"):  # the run's device and dtype, unless set there
-        sec = mapping.get(section)
+    _runtime_section(mapping, where)
+    runtime = mapping.get("runtime")
+    runtime = runtime if isinstance(runtime, dict) else {}
+    for section in ("screen", "evaluate", "detect"):  # the runtime's device and dtype and the
+        sec = mapping.get(section)                    # run's defaults, unless set there
         if sec is None or isinstance(sec, dict):
             sec = dict(sec or {})
-            for key, default in run_defaults.items():
-                sec.setdefault(key, mapping.get(key, default))
+            for key in RUNTIME_KEYS:
+                sec.setdefault(key, runtime.get(key, _RUNTIME_DEFAULTS[key]))
+            if section != "detect":
+                for key, value in to_mapping(run_defaults(GenerationOptions)).items():
+                    sec.setdefault(key, value)
             mapping[section] = sec
     prefix = f"{where}." if where else ""
     try:
         cfg = from_mapping(RunConfig, mapping, "")
     except SettingError as exc:
-        raise SettingError(prefix + str(exc).lstrip(".")) from None
+        raise SettingError(prefix + str(exc)) from None
     try:
         _check_and_resolve(cfg, path)
     except SettingError as exc:
         raise SettingError(prefix + str(exc)) from None
     return cfg
+
+
+_RUNTIME_DEFAULTS = to_mapping(RuntimeConfig())
+
+
+def _runtime_section(mapping: dict, where: str) -> None:
+    """The old top-level ``device``, ``dtype`` and ``threads`` moved under ``runtime:`` (where
+    ``runtime`` does not set them), with a one-line deprecation message."""
+    old = [k for k in ("device", "dtype", "threads") if k in mapping]
+    if not old:
+        return
+    runtime = mapping.get("runtime")
+    if runtime is not None and not isinstance(runtime, dict):
+        return  # from_mapping names the bad section
+    runtime = dict(runtime or {})
+    prefix = f"{where}." if where else ""
+    deprecated(f"{prefix}{', '.join(old)} at the top of a run config: write them under "
+               f"{prefix}runtime: ({', '.join(f'runtime.{k}' for k in old)})")
+    for key in old:
+        runtime.setdefault(key, mapping.pop(key))
+    mapping["runtime"] = runtime
 
 
 def _check_and_resolve(cfg: RunConfig, path: Path) -> None:
@@ -510,26 +574,67 @@ def check_distill_args(cfg: RunConfig) -> None:
             if key in RESERVED_DISTILL_ARGS:
                 raise SettingError(f"{where}.{key}: set by the pipeline; use "
                                    f"{RESERVED_DISTILL_ARGS[key]}")
-    from leaf.stages import distill_arguments
-
     checked: list[dict] = []
     for variant, spec in cfg.distill.variants.items():
         if spec.args in checked:  # variants with the same args differ only in what the
             continue              # pipeline sets, which is checked once
         checked.append(spec.args)
-        where = f"distill.variants.{variant}.args" if spec.args else "distill.args"
-        distill_arguments(distill_config(cfg, variant, 0, "unused"), where=where)
+        variant_arguments(cfg, variant, 0, "unused")
+
+
+def runtime_distill_args(cfg: RunConfig, args: dict[str, Any]) -> dict[str, Any]:
+    """What ``runtime`` says to distillation, in ``TrainingArguments``' own words, where the
+    variant's args do not say it themselves: device cpu -> ``use_cpu``; dtype bfloat16 /
+    float16 -> ``bf16`` / ``fp16`` mixed precision (autocast over a student kept in float32,
+    ``student_dtype``'s default)."""
+    rt, out = cfg.runtime, {}
+    on_cpu = rt.device == "cpu" if "use_cpu" not in args else bool(args["use_cpu"])
+    if rt.device == "cpu" and "use_cpu" not in args:
+        out["use_cpu"] = True
+    if not {"bf16", "fp16"} & set(args):
+        if rt.dtype == "bfloat16":
+            out["bf16"] = True
+        elif rt.dtype == "float16":
+            if on_cpu:
+                raise SettingError("runtime.dtype: float16 trains with fp16 mixed precision, "
+                                   "which needs a GPU (runtime.device is cpu); use bfloat16 or "
+                                   "float32 on the CPU")
+            out["fp16"] = True
+    return out
 
 
 def distill_config(cfg: RunConfig, variant: str, seed: int, output_dir: str | Path,
                    train_file: str | Path = "train.jsonl") -> dict[str, Any]:
-    """The ``leaf distill`` config of one variant and seed: ``distill.args`` plus what the
-    pipeline sets (models, training file, the variant's lambda, seed, output directory)."""
+    """The ``leaf distill`` config of one variant and seed, as plain data (the run directory
+    keeps it as ``config.yaml``, so that ``leaf distill config.yaml`` repeats the training):
+    ``distill.args``, the variant's args, what ``runtime`` says (:func:`runtime_distill_args`)
+    and what the pipeline sets (models, training file, the variant's lambda, seed, output
+    directory)."""
+    args = {**cfg.distill.args, **cfg.distill.variants[variant].args}
     return {
-        **cfg.distill.args, **cfg.distill.variants[variant].args,
+        **args, **runtime_distill_args(cfg, args),
         "teacher_model": cfg.teacher, "student_model": cfg.student,
         "train_file": str(train_file), "hybrid_lambda": cfg.lambda_of(variant),
         "use_counterfactuals": bool(cfg.distill.variants[variant].sets
                                     or cfg.distill.variants[variant].extra_originals),
         "output_dir": str(output_dir), "seed": seed,
     }
+
+
+def variant_arguments(cfg: RunConfig, variant: str, seed: int, output_dir: str | Path,
+                      train_file: str | Path = "train.jsonl") -> DistillArguments:
+    """The typed ``DistillArguments`` of one variant and seed, made from
+    :func:`distill_config`'s values directly; an error names the run-config key a value came
+    from (``distill.args.KEY``, ``distill.variants.NAME.args.KEY``, ``runtime.dtype``, ...)."""
+    from leaf.stages.distillation import build_distill_arguments
+
+    variant_args = cfg.distill.variants[variant].args
+    names = {k: f"distill.args.{k}" for k in cfg.distill.args}
+    names.update({k: f"distill.variants.{variant}.args.{k}" for k in variant_args})
+    names.update(use_cpu=names.get("use_cpu", "runtime.device"),
+                 bf16=names.get("bf16", "runtime.dtype"), fp16=names.get("fp16", "runtime.dtype"),
+                 hybrid_lambda=f"distill.variants.{variant}.hybrid_lambda",
+                 teacher_model="teacher", student_model="student")
+    where = f"distill.variants.{variant}.args" if variant_args else "distill.args"
+    values = distill_config(cfg, variant, seed, output_dir, train_file)
+    return build_distill_arguments(values, names, where)

@@ -27,15 +27,18 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from leaf import stages as S
 from leaf.data.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
 from leaf.errors import LeafError
-from leaf.pipeline.config import RunConfig, distill_config, group_of
+from leaf.pipeline.config import RunConfig, distill_config, group_of, variant_arguments
 from leaf.pipeline.launch import stage_call
 from leaf.pipeline.runner import Stage
 from leaf.settings import to_mapping
+
+if TYPE_CHECKING:
+    from leaf.distill.config import DistillArguments
 
 
 def build_stages(cfg: RunConfig, run_dir: str | Path) -> list[Stage]:
@@ -68,7 +71,7 @@ def build_stages(cfg: RunConfig, run_dir: str | Path) -> list[Stage]:
             stages.append(Stage(
                 f"eval_{key}_{dkey}_{split}",
                 stage_call(cfg.parallel, "eval", S.evaluate, model, bench, out, options,
-                           threads=cfg.threads),
+                           threads=cfg.runtime.threads),
                 {"dir": out, "metrics": out / "metrics.json"}, {"model": model, "bench": bench},
                 {"evaluate": to_mapping(options)}))
 
@@ -115,7 +118,7 @@ def _attention_stage(cfg: RunConfig, run: Path, models: dict[str, Path | str],
     stages.append(Stage(
         "attention",
         lambda: measure_run(entries, out, split=att.split, part=att.part, limit=att.limit,
-                            device=cfg.device, dtype=cfg.dtype),
+                            device=cfg.runtime.device, dtype=cfg.runtime.dtype),
         {"attention": out}, inputs,
         {"split": att.split, "part": att.part, "limit": att.limit,
          "models": [[e["key"], e["member"]] for e in entries]}))
@@ -134,7 +137,7 @@ def _stage1(cfg: RunConfig, root: Path, dkey: str, seed: int, splits: list[str],
     screened = root / "screen" / "screened.jsonl"
     stages.append(Stage(f"screen_{dkey}",
                         stage_call(cfg.parallel, "screen", S.screen, teacher, student, train,
-                                   screened, cfg.screen, threads=cfg.threads),
+                                   screened, cfg.screen, threads=cfg.runtime.threads),
                         {"screened": screened},
                         {"teacher": teacher, "student": student, "data": train},
                         {"screen": to_mapping(cfg.screen)}))
@@ -146,7 +149,7 @@ def _stage1(cfg: RunConfig, root: Path, dkey: str, seed: int, splits: list[str],
         scores[level] = out
         stages.append(Stage(f"detect_{dkey}_{level}",
                             stage_call(cfg.parallel, "detect", S.detect, teacher, student,
-                                       screened, out, options, threads=cfg.threads),
+                                       screened, out, options, threads=cfg.runtime.threads),
                             {"scores": out},
                             {"teacher": teacher, "student": student, "data": screened},
                             {"detect": to_mapping(options)}))
@@ -165,7 +168,7 @@ def _stage1(cfg: RunConfig, root: Path, dkey: str, seed: int, splits: list[str],
         stages.append(Stage(
             f"prune_{dkey}_{name}",
             stage_call(cfg.parallel, "prune" if verify else "", S.prune, train,
-                       scores[spec.level], out, options, verify=verify, threads=cfg.threads),
+                       scores[spec.level], out, options, verify=verify, threads=cfg.runtime.threads),
             {"counterfactuals": out}, inputs, params))
 
     for rule, set_name in cfg.detection.rules.items():
@@ -203,7 +206,7 @@ def _stage2(cfg: RunConfig, run: Path, dkey: str, seed: int, variant: str,
     def train_variant(c: dict = dconf, d: Path = out_dir) -> None:
         if has_sets:
             warn_if_no_counterfactuals(variant, seed, train_file)
-        run_distill(c, d)
+        run_distill(c, variant_arguments(cfg, variant, seed, out_dir / "model", train_file), d)
 
     stages.append(Stage(f"distill_{variant}-s{seed}", train_variant,
                         {"model": out_dir / "model"},
@@ -326,9 +329,10 @@ def _kept(path: Path) -> list[dict]:
             if r.get("kind") == "counterfactual" and r.get("verified") is not False]
 
 
-def run_distill(dconf: dict, out_dir: Path) -> None:
-    """Write the variant's distill config (for people and ``leaf distill --config``) and train
-    (resumes from the last checkpoint in the output directory)."""
+def run_distill(dconf: dict, args: DistillArguments, out_dir: Path) -> None:
+    """Write the variant's distill config for the record (``leaf distill config.yaml`` repeats
+    the training; the run never reads it back) and train with ``args``, the same settings
+    typed (resumes from the last checkpoint in the output directory)."""
     import yaml
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -336,7 +340,7 @@ def run_distill(dconf: dict, out_dir: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(yaml.safe_dump(dconf, sort_keys=True), encoding="utf-8")
     tmp.replace(path)
-    S.distill(S.distill_arguments(dconf, where=str(path)))
+    S.distill(args)
 
 
 def detection_metrics(counterfactuals: Path, scores: Path, out: Path) -> None:

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from leaf.data.jsonl import Records
 from leaf.errors import LeafError
+from leaf.models import resolve_model_name
 from leaf.settings import SettingError, convert, did_you_mean
 from leaf.stages._common import options_or_default
 from leaf.stages.options import TeacherCacheOptions
@@ -58,50 +58,114 @@ def teacher_cache(teacher: str | Path, data: Records, out: str | Path,
 
 
 # ---------------------------------------------------------------------------------------------
-# distillation settings
-
-_SCALARS = (int, float, bool)
+# distillation settings: DistillArguments made from typed values, no argument-parser round trip
 
 
-def _scalar_type(tp: Any) -> Any:
-    """``int``, ``float`` or ``bool`` (optionally ``| None``), else None: the field types whose
-    non-string config values are checked here (strings are parsed by the argument parser)."""
+def _parse_text(tp: Any, text: str, name: str) -> Any:
+    """A value written as text (a command-line override, or a YAML string such as ``2e-3``)
+    read as field type ``tp``: bool, int or float where the type is one of those and not also
+    str; an enum's value is checked against its members. Other text is kept as given."""
+    import enum
     import types
     import typing
 
-    if tp in _SCALARS:
-        return tp
+    members = [tp]
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1 and args[0] in _SCALARS:
-            return tp
-    return None
+        members = [a for a in typing.get_args(tp) if a is not type(None)]
+    enums = [m for m in members if isinstance(m, type) and issubclass(m, enum.Enum)]
+    for kind in enums:
+        if text not in {str(e.value) for e in kind}:
+            raise SettingError(f"{name}: {text} is not a valid {kind.__name__}, please select "
+                               f"one of {[e.value for e in kind]}")
+    if str in members or enums:
+        return text
+    if bool in members:
+        if text.lower() in ("true", "yes", "y", "t", "1"):
+            return True
+        if text.lower() in ("false", "no", "n", "f", "0"):
+            return False
+        raise SettingError(f"{name}: expected true or false, got {text!r}")
+    for kind in (int, float):
+        if kind in members:
+            try:
+                return kind(text)
+            except ValueError:
+                raise SettingError(f"{name}: invalid {kind.__name__} value: {text!r}") from None
+    return text
 
 
-def _override_keys(overrides: Sequence[str]) -> set[str]:
-    """The field names given in ``--name value`` / ``--name=value`` overrides."""
-    return {o[2:].split("=", 1)[0].replace("-", "_") for o in overrides if o.startswith("--")}
+def _typed_value(tp: Any, value: Any, name: str) -> Any:
+    """``value`` checked against field type ``tp``: text is parsed (:func:`_parse_text`), any
+    other value is checked and passed on as written."""
+    if isinstance(value, str):
+        return _parse_text(tp, value, name)
+    convert(tp, value, name)
+    return value
 
 
-def _name(key: str, overrides: Sequence[str], where: str) -> str:
-    """How a message names a setting: ``--key`` when an override set it, else ``where.key``."""
-    return f"--{key}" if key in _override_keys(overrides) else f"{where}.{key}"
+def build_distill_arguments(values: Mapping[str, Any], names: Mapping[str, str],
+                            where: str) -> DistillArguments:
+    """``DistillArguments(**values)``, each value checked against its field's type first.
+
+    An unknown key (with a "did you mean"), a value of the wrong type or one the arguments
+    refuse raises :class:`SettingError` naming the setting as the caller calls it
+    (``names[key]``, else ``where.key``); an error of ``TrainingArguments`` itself names
+    ``where``. ``teacher_model`` / ``student_model`` may be ``testbed:FAMILY/ROLE``.
+    """
+    import dataclasses
+    import typing
+
+    from leaf.distill.config import DistillArguments
+
+    def name(key: str) -> str:
+        return names.get(key, f"{where}.{key}")
+
+    known = {f.name for f in dataclasses.fields(DistillArguments) if f.init}
+    for key in values:
+        if key not in known:
+            raise SettingError(f"{name(key)}: unknown field{did_you_mean(str(key), known)} "
+                               "(`leaf distill --show-fields` lists them)")
+    hints = typing.get_type_hints(DistillArguments)
+    typed = {k: _typed_value(hints[k], v, name(k)) for k, v in values.items()}
+    for key in ("teacher_model", "student_model"):  # testbed:FAMILY/ROLE, as in run configs
+        if typed.get(key):
+            typed[key] = resolve_model_name(typed[key])
+    try:
+        args = DistillArguments(**typed)
+    except SettingError as exc:  # leaf's own checks say which field
+        if exc.field is None:
+            raise
+        raise exc.called(name(exc.field)) from None
+    except (ValueError, TypeError) as exc:  # transformers' checks: the message names the field
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SettingError(f"{where}: {message}") from None
+    _check_report_to(args.report_to, name("report_to"))
+    return args
 
 
-def _key_in(message: str, config: Mapping[str, Any], overrides: Sequence[str],
-            known: set[str]) -> str | None:
-    """The setting a DistillArguments error is about: a field named in the message, else one
-    whose given value the message quotes."""
-    given = [k for k in (*_override_keys(overrides), *config) if k in known]
-    for key in given:
-        if re.search(rf"(?<![\w-]){re.escape(key)}(?!\w)", message):
-            return key
-    for key in config:
-        value = config[key]
-        if isinstance(value, str) and value and re.search(
-                rf"(?<!\w){re.escape(value)}(?!\w)", message):
-            return key
-    return None
+def _overrides(overrides: Sequence[str], known: set[str]) -> dict[str, Any]:
+    """``--name value``, ``--name=value``, ``--name v1 v2`` (a list) and a bare ``--switch``
+    (true), as ``{field: text}``; ``--hybrid-lambda`` is ``hybrid_lambda``."""
+    out: dict[str, Any] = {}
+    items = [str(o) for o in overrides]
+    i = 0
+    while i < len(items):
+        token = items[i]
+        key, eq, value = token[2:].partition("=") if token.startswith("--") else ("", "", "")
+        key = key.replace("-", "_")
+        if not key or key not in known:
+            hint = did_you_mean(key, known) if key else ""
+            raise SettingError(f"unrecognized arguments: {' '.join(items[i:])}{hint}")
+        i += 1
+        if eq:
+            out[key] = value
+            continue
+        given = []
+        while i < len(items) and not items[i].startswith("--"):
+            given.append(items[i])
+            i += 1
+        out[key] = "true" if not given else given[0] if len(given) == 1 else given
+    return out
 
 
 def distill_arguments(config: Mapping[str, Any], overrides: Sequence[str] = (),
@@ -113,56 +177,16 @@ def distill_arguments(config: Mapping[str, Any], overrides: Sequence[str] = (),
     :class:`SettingError` naming it (``where.key``, or ``--key`` for an override).
     """
     import dataclasses
-    import typing
-
-    from transformers import HfArgumentParser
 
     from leaf.distill.config import DistillArguments
 
     if not isinstance(config, Mapping):
         raise SettingError(f"{where}: expected a mapping of field: value, got "
                            f"{type(config).__name__}")
-    overrides = [str(o) for o in overrides]
     known = {f.name for f in dataclasses.fields(DistillArguments) if f.init}
-    for key in config:
-        if key not in known:
-            raise SettingError(f"{where}.{key}: unknown field{did_you_mean(str(key), known)} "
-                               "(`leaf distill --show-fields` lists them)")
-    hints = typing.get_type_hints(DistillArguments)
-    for key, value in config.items():
-        tp = _scalar_type(hints.get(key))
-        if tp is not None and not isinstance(value, str):
-            convert(tp, value, f"{where}.{key}")
-
-    class Parser(HfArgumentParser):
-        def error(self, message: str):  # argparse would print usage and exit
-            m = re.match(r"argument --([\w-]+?)(?:/--[\w-]+)*: (.*)", message)
-            if m:
-                key = m.group(1).replace("-", "_")
-                raise SettingError(f"{_name(key, overrides, where)}: {m.group(2)}")
-            raise SettingError(f"{where}: {message}")
-
-    parser = Parser(DistillArguments)
-    parser.set_defaults(**config)
-    try:
-        args, rest = parser.parse_args_into_dataclasses(args=overrides,
-                                                        return_remaining_strings=True)
-    except (ValueError, TypeError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        key = _key_in(message, config, overrides, known)
-        raise SettingError(f"{_name(key, overrides, where) if key else where}: {message}"
-                           ) from None
-    if rest:
-        flag = next((r for r in rest if r.startswith("--")), None)
-        hint = did_you_mean(flag[2:].split("=", 1)[0], known) if flag else ""
-        raise SettingError(f"unrecognized arguments: {' '.join(rest)}{hint}")
-    from leaf.models import resolve_model_name
-
-    for key in ("teacher_model", "student_model"):  # testbed:FAMILY/ROLE, as in run configs
-        if getattr(args, key):
-            setattr(args, key, resolve_model_name(getattr(args, key)))
-    _check_report_to(args.report_to, _name("report_to", overrides, where))
-    return args
+    given = _overrides(overrides, known)
+    names = {k: f"--{k}" for k in given}
+    return build_distill_arguments({**config, **given}, names, where)
 
 
 #: report_to integrations: the modules any of which makes them work, and leaf's extra for them

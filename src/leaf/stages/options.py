@@ -2,8 +2,11 @@
 
 Each is a dataclass whose values are checked when it is made (:class:`leaf.settings.Checked`):
 a bad value raises :class:`leaf.settings.SettingError` naming the field, before any model is
-loaded. The command line (``leaf <stage>``) and the run config (``leaf run``) build these same
-objects, so a stage runs with exactly what its caller wrote down.
+loaded. They are the one place where a setting's type, range, default and help are declared:
+the command line (``leaf <stage>``) makes its flags from them and the run config (``leaf run``)
+its sections, and both build these same objects, so a stage runs with exactly what its caller
+wrote down. Where ``leaf run`` deliberately uses another default than the command, the field
+declares it (``setting(run=...)``).
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ CUDA_DETECT_BATCH_SIZE = 4
 DEVICE_HELP = "auto (GPUs when visible, several shared with device_map=auto), cpu, cuda or cuda:N"
 
 
-def check_device(value: str, where: str) -> None:
+def check_device(value: str, owner: str, path: str = "device") -> None:
     """Refuse a device other than auto, cpu, cuda or cuda:N (the same values everywhere)."""
     if not (value in ("auto", "cpu", "cuda") or (value.startswith("cuda:")
                                                  and value[5:].isdigit())):
-        raise SettingError(f"{where}: auto, cpu, cuda or cuda:N, got {value!r}")
+        raise SettingError.at(owner, path, f"auto, cpu, cuda or cuda:N, got {value!r}")
+
+
 DEFAULT_SKIP_LAST = 0  # measured on SmolLM2-135M-Instruct: docs/REAL_MODEL.md
 
 
@@ -36,17 +41,19 @@ DEFAULT_SKIP_LAST = 0  # measured on SmolLM2-135M-Instruct: docs/REAL_MODEL.md
 class GenerationOptions(Checked):
     """How a model answers prompts (screening, verification, evaluation)."""
 
-    batch_size: int = setting(8, ge=1, help="prompts per generate call")
-    max_new_tokens: int = setting(512, ge=1, help="longest answer in tokens")
+    # leaf run answers in bigger batches and shorter: the testbed's answers are one line
+    batch_size: int = setting(8, ge=1, run=64, help="prompts per generate call")
+    max_new_tokens: int = setting(512, ge=1, run=32, help="longest answer in tokens")
     dtype: GenerationDtype = setting("float32", help="weights' dtype (auto: the checkpoint's)")
     device: str = setting("auto", help=DEVICE_HELP)
-    backend: Literal["hf", "vllm"] = setting("hf", help="hf (transformers generate) or vllm")
+    backend: Literal["hf", "vllm"] = setting(
+        "hf", help="hf (transformers generate) or vllm (an optional extra)")
     temperature: float = setting(0.0, ge=0.0, help="0 = greedy")
     top_p: float = setting(1.0, gt=0.0, le=1.0, help="nucleus sampling when sampling")
     seed: int = setting(0, help="sampling seed")
 
     def check(self) -> None:
-        check_device(self.device, "GenerationOptions.device")
+        check_device(self.device, "GenerationOptions")
 
     def settings(self, progress: bool = False):
         """The decoding knobs the generation backends take."""
@@ -69,9 +76,11 @@ class DetectOptions(Checked):
     level: Literal["instruction", "response", "both"] = setting(
         "instruction", help="score the instruction, the response prefixes, or both")
     segments: int = setting(2, ge=2, help="response segments K (paper: 2 or 3)")
+    # leaf run scores the testbed's short rows 16 at a time, on any device
     batch_size: int | None = setting(
-        None, ge=1, help="sequences per forward/backward pass (default: 1 on CPU, where "
-                         f"batching only adds padding; {CUDA_DETECT_BATCH_SIZE} on a GPU)")
+        None, ge=1, run=16,
+        help="sequences per forward/backward pass (unset: 1 on CPU, where batching only adds "
+             f"padding, measured in docs/PERFORMANCE.md; {CUDA_DETECT_BATCH_SIZE} on a GPU)")
     dtype: GenerationDtype = setting(
         "float32", help="weights' dtype (auto: the checkpoint's; gradients are normed in float32)")
     device: str = setting("auto", help=DEVICE_HELP)
@@ -86,7 +95,7 @@ class DetectOptions(Checked):
                          "before any model loads (default: the models' context length)")
 
     def check(self) -> None:
-        check_device(self.device, "DetectOptions.device")
+        check_device(self.device, "DetectOptions")
 
     def resolved_batch_size(self) -> int:
         """``batch_size``, or 1 on CPU and CUDA_DETECT_BATCH_SIZE on a GPU."""
@@ -131,7 +140,7 @@ class TeacherCacheOptions(Checked):
                    "already spreads the teacher over several GPUs)")
 
     def check(self) -> None:
-        check_device(self.device, "TeacherCacheOptions.device")
+        check_device(self.device, "TeacherCacheOptions")
 
 
 @dataclass
@@ -156,5 +165,6 @@ class EvalOptions(Checked):
 
     def check(self) -> None:
         if self.num_samples > 1 and self.generation.temperature <= 0:
-            raise SettingError("EvalOptions.num_samples: > 1 needs generation.temperature > 0 "
-                               "(greedy answers repeat)")
+            raise SettingError.at("EvalOptions", "num_samples",
+                                  "> 1 needs {} > 0 (greedy answers repeat)",
+                                  mentions=("generation.temperature",))
