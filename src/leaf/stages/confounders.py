@@ -94,11 +94,14 @@ def screen(teacher: str | Path, student: str | Path, data: Records, out: str | P
     step = options.chunk_size()
 
     def answer(work: Work) -> Iterator[list[dict]]:
+        # the teacher answers first, into a side file (resumable too) where its answers wait
+        # until the student is done, so one model is in memory at a time
         teacher_job = RowJob(work.side_file(".teacher"), work.items, unit=step, local=True,
                              fingerprint=lambda s: ("screen-teacher", s["instruction"], gen))
-        answers = {r["id"]: r["teacher_response"] for r in teacher_job.run(
-            lambda todo: _answers(str(teacher), todo, "teacher", options,
-                                  lambda s, a: {"id": s["id"], "teacher_response": a})).rows()}
+        by_teacher = teacher_job.run(lambda todo: _answers(
+            str(teacher), todo, "teacher", options,
+            lambda s, a: {"id": s["id"], "teacher_response": a}))
+        answers = {r["id"]: r["teacher_response"] for r in by_teacher.rows()}
         yield from _answers(str(student), work, "student", options, lambda s, a: {
             **s, "teacher_response": answers[s["id"]], "student_response": a,
             "teacher_correct": bool(grade(s, answers[s["id"]])["correct"]),
