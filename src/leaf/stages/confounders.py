@@ -379,7 +379,7 @@ def prune(data: Records, scores: Records | None, out: str | Path,
         raise SettingError("scores: needed unless options.masking is 'planted'")
     score_rows = None if scores is None else \
         read_scores(scores, by_id, need_nll=options.masking == "ppl")
-    made = {"counterfactuals": 0, "verified": 0}
+    counted = {"counterfactuals": 0, "verified": 0}  # made by this run
 
     def build(work: Work) -> Iterator[list[dict]]:
         with distributed.progress(len(work.items), "prune", disable=None) as bar:
@@ -387,8 +387,8 @@ def prune(data: Records, scores: Records | None, out: str | Path,
                 rows = [r for s in chunk for r in _sample_rows(s, score_rows, options)]
                 if verify is not None:
                     _verify(rows, verify)
-                made["counterfactuals"] += sum(r["kind"] == "counterfactual" for r in rows)
-                made["verified"] += sum(r["verified"] is True for r in rows)
+                counted["counterfactuals"] += sum(r["kind"] == "counterfactual" for r in rows)
+                counted["verified"] += sum(r["verified"] is True for r in rows)
                 yield rows
                 bar.update(len(chunk))
 
@@ -405,7 +405,7 @@ def prune(data: Records, scores: Records | None, out: str | Path,
                   unit=(verify.chunk or len(samples)) if verify is not None else 1,
                   check=lambda rows: _check_prune_resume(rows, options, verify is not None, out),
                   inputs=[data, scores]).run(build)
-    n_cf, n_ok = done.sum(made["counterfactuals"], made["verified"])
+    n_cf, n_ok = done.sum(counted["counterfactuals"], counted["verified"])
     return PruneSummary(samples=done.made, counterfactuals=n_cf,
                         verified=n_ok if verify is not None else None,
                         already_done=done.already_done, out=out, redone=done.redone)
