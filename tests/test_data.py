@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from leaf.data.jsonl import ResumableWriter, read_jsonl
+from leaf.data.jsonl import read_jsonl
+from leaf.data.resumable import ResumableWriter
 from leaf.data.schema import read_samples
 from leaf.errors import LeafInputError
 

@@ -59,12 +59,12 @@ def testbed_data(tmp_path_factory) -> Path:
 
 
 def test_merge_keeps_earlier_rows_then_input_order_and_drops_duplicates(tmp_path):
-    from leaf.stages._parallel import _merge, _units, rank_path
+    from leaf.data.rowjob import _merge_files, rank_path, units
 
     out = tmp_path / "scores.jsonl"
     items = [{"id": k} for k in "abcdef"]
-    units = _units(items, 2)
-    assert [[x["id"] for x in u] for _, u in units] == [["a", "b"], ["c", "d"], ["e", "f"]]
+    assert [[x["id"] for x in u] for _, u in units(items, 2)] == [["a", "b"], ["c", "d"],
+                                                                   ["e", "f"]]
 
     def rows(*keys):
         return "".join(json.dumps({"id": k, "n": i}) + "\n" for k in keys for i in range(2))
@@ -74,7 +74,7 @@ def test_merge_keeps_earlier_rows_then_input_order_and_drops_duplicates(tmp_path
     # rank 1 was killed mid-write (a cut line) and an old rank 2 repeated a finished item
     Path(str(rank_path(out, 1)) + ".part").write_text(rows("c", "d") + '{"id": "x", "n"')
     rank_path(out, 2).write_text(rows("a"))
-    _merge(out, items, lambda r: r["id"], lambda s: s["id"], base)
+    _merge_files(out, items, lambda s: s["id"], lambda r: r["id"], base)
     got = [json.loads(line) for line in out.read_text().splitlines()]
     assert got == base + [json.loads(line) for line in rows(*"abcdef").splitlines()]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.jsonl"]

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from leaf.data.jsonl import ResumableWriter, read_jsonl, write_json_atomic
+from leaf.data.jsonl import read_jsonl, write_json_atomic
+from leaf.data.resumable import ResumableWriter
 from leaf.errors import LeafError
 from leaf.pipeline.manifest import Manifest
 from leaf.pipeline.runner import RunLock, Stage, run_stages
@@ -111,7 +112,8 @@ def test_run_directory_is_locked(tmp_path):
 SCRIPT = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
-    from leaf.data.jsonl import ResumableWriter, read_jsonl, write_json_atomic
+    from leaf.data.jsonl import read_jsonl, write_json_atomic
+    from leaf.data.resumable import ResumableWriter
     from leaf.pipeline.manifest import Manifest
     from leaf.pipeline.runner import RunLock, Stage, run_stages
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 import leaf
-import leaf.data.jsonl as jsonl_module
+import leaf.data.resumable as resumable_module
 from leaf.cli import main
 from leaf.data.jsonl import read_jsonl
 from leaf.data.schema import read_samples
@@ -171,7 +171,8 @@ def test_damaged_safetensors_names_the_model_folder(tiny_llama_dir, tmp_path, ca
 
 
 class _FakeOs:
-    """``os`` for leaf.data.jsonl, with one call failing as the file system would."""
+    """``os`` for leaf.data.resumable (the ``.part`` writer), with one call failing as the file
+    system would."""
 
     def __init__(self, name: str, err: int) -> None:
         self._name, self._err = name, err
@@ -196,7 +197,7 @@ def test_unwritable_output_is_one_line_and_keeps_the_good_output(tmp_path, capsy
     assert main(args) == 0
     good = out.read_bytes()
     # rerun with another --tau (so rows must be written) on a file system that refuses
-    monkeypatch.setattr(jsonl_module, "os", _FakeOs(call, err))
+    monkeypatch.setattr(resumable_module, "os", _FakeOs(call, err))
     capsys.readouterr()
     assert main([*args, "--tau", "0.9"]) == 2
     msg = capsys.readouterr().err

@@ -3,7 +3,7 @@
 Launched by ``torchrun`` or ``accelerate launch`` (which set ``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``), every stage-1 function (screen, detect, prune with
 verification, teacher-cache, eval) runs data-parallel: each rank takes a deterministic shard of
-the samples, writes its own part file and rank 0 merges them (:mod:`leaf.stages._parallel`).
+the samples, writes its own part file and rank 0 merges them (:mod:`leaf.data.rowjob`).
 Without those variables everything here is a no-op and a stage is one process.
 
 The ranks talk over a ``gloo`` process group (CPU tensors only: a barrier, a few counts), so the

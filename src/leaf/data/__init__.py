@@ -1,1 +1,2 @@
-"""Sample schema, JSONL I/O with resume, chat templates and character offsets."""
+"""Sample schema, JSONL reading and atomic writes, resumable output and the row driver
+(:mod:`leaf.data.rowjob`), chat templates and character offsets."""

@@ -1,25 +1,20 @@
-"""JSONL reading with line-precise errors, and resumable atomic output.
+"""JSONL reading with line-precise errors, and atomic writes.
 
-Outputs are written to ``OUT.part`` as they are produced and renamed to ``OUT`` only when a
-stage finishes, so a finished file is never half-written. A stage killed mid-way leaves the
-``.part`` file behind; running the same command again keeps every complete group already in it
-and skips those keys (resume). A truncated last line, from a kill in the middle of a write, is
-dropped. Rows may carry an ``input_hash`` (:func:`input_hash`) of what produced them; given
-the current hash of each key, a rerun redoes the keys whose hash changed
-(:meth:`ResumableWriter.drop_stale`).
-
-A UTF-8 byte-order mark at the start of a file is accepted (Windows tools write one).
+Reading: :func:`iter_jsonl` / :func:`read_jsonl` name the file and line of a bad record, and
+:func:`iter_records` takes a path, a table or the rows themselves. A UTF-8 byte-order mark at
+the start of a file is accepted (Windows tools write one). Writing: :func:`write_jsonl_atomic`
+and :func:`write_json_atomic` replace a file whole, so it is never half-written. Output that
+grows row by row and resumes after a kill is :mod:`leaf.data.resumable`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +27,6 @@ _BOM = b"\xef\xbb\xbf"
 #: Errors that mean "this file cannot be written here", reported as one line, not a traceback.
 WRITE_ERRNOS = (errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG,
                 errno.ENOTDIR, errno.EEXIST, errno.EISDIR)
-
-
-def input_hash(*parts: Any) -> str:
-    """A short, stable hash of JSON-able ``parts``: what produced an output row (its input text
-    and the settings that change it). Equal inputs give equal hashes across runs and machines."""
-    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
-                      default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
 def write_error(path: str | Path, exc: OSError) -> LeafError:
@@ -164,134 +151,3 @@ def write_jsonl_atomic(path: str | Path, rows: Iterable[dict[str, Any]]) -> None
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     with _replacing(Path(path)) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def stale_keys(rows: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], Any],
-               current_hash: Callable[[dict[str, Any]], str | None]) -> set[Any]:
-    """The keys of ``rows`` made from other input: a row whose ``input_hash`` is not
-    ``current_hash(row)`` (None: not among the current inputs; rows without ``input_hash``
-    are kept)."""
-    return {key(r) for r in rows
-            if (want := current_hash(r)) is not None and r.get("input_hash", want) != want}
-
-
-class ResumableWriter:
-    """Append groups of rows to ``OUT.part``; rename to ``OUT`` on :meth:`finish`.
-
-    ``key`` maps a row to the unit of work it belongs to (usually the sample id). All rows of
-    one unit are written with a single ``write`` system call, so a killed process leaves either
-    the whole group or a truncated last line, which is discarded on the next start.
-
-    On start, rows already in ``OUT`` (a finished earlier run) or in ``OUT.part`` (an
-    interrupted one) are kept; :attr:`done` holds their keys.
-    """
-
-    def __init__(self, path: str | Path, key: Callable[[dict[str, Any]], Any]) -> None:
-        self.path = Path(path)
-        self.part = self.path.with_name(self.path.name + ".part")
-        self.key = key
-        self.rows: list[dict[str, Any]] = []
-        self.written = 0  # rows written by this run
-        self._fd = -1
-        source = self.part if self.part.exists() else self.path
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if self.part.exists():
-                self.rows = self._read_part()
-            elif self.path.exists():
-                self.rows = read_jsonl(self.path)
-            try:
-                self.done: set[Any] = {self.key(r) for r in self.rows}
-            except (KeyError, TypeError) as exc:
-                raise LeafError(f"{source} holds rows this stage did not write (no {exc} "
-                                "field): choose another output path, or delete it") from None
-            if source == self.path and self.rows:
-                write_jsonl_atomic(self.part, self.rows)
-            self._fd = os.open(self.part, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        except OSError as exc:
-            if exc.errno in WRITE_ERRNOS:
-                raise write_error(self.part, exc) from None
-            raise
-
-    def drop_stale(self, current_hash: Callable[[dict[str, Any]], str | None]) -> set[Any]:
-        """Forget the keys whose rows were made from other input; return them.
-
-        ``current_hash(row)`` is the :func:`input_hash` the row would have now, or None when its
-        key is not among the current inputs (its rows are kept as they are). A key is stale when
-        any of its rows has another ``input_hash``; its rows are removed from ``OUT.part``
-        (rewritten atomically), so they are made again. Rows without ``input_hash`` (written
-        by hand or by an older leaf) are kept.
-        """
-        stale = stale_keys(self.rows, self.key, current_hash)
-        if stale:
-            self.rows = [r for r in self.rows if self.key(r) not in stale]
-            os.close(self._fd)
-            self._fd = -1
-            write_jsonl_atomic(self.part, self.rows)
-            self._fd = os.open(self.part, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            self.done = {self.key(r) for r in self.rows}
-        return stale
-
-    def _read_part(self) -> list[dict[str, Any]]:
-        data = self.part.read_bytes()
-        good_end = data.rfind(b"\n") + 1
-        rows: list[dict[str, Any]] = []
-        for lineno, raw in enumerate(data[:good_end].splitlines(), start=1):
-            if not raw.strip():
-                continue
-            try:
-                rows.append(json.loads(raw))
-            except json.JSONDecodeError as exc:
-                raise LeafInputError(
-                    self.part, lineno, None, f"corrupt partial output ({exc.msg}); delete it to start over"
-                ) from None
-        if good_end != len(data):  # drop a line cut by a kill
-            with self.part.open("r+b") as fh:
-                fh.truncate(good_end)
-        return rows
-
-    def write(self, rows: list[dict[str, Any]]) -> None:
-        """Append one unit's rows in a single write and remember its key(s)."""
-        if not rows:
-            return
-        payload = "".join(dumps(r) + "\n" for r in rows).encode("utf-8")
-        view = memoryview(payload)
-        try:
-            while view:
-                n = os.write(self._fd, view)
-                view = view[n:]
-        except OSError as exc:
-            if exc.errno in WRITE_ERRNOS:
-                raise write_error(self.part, exc) from None
-            raise
-        self.written += len(rows)
-        self.rows.extend(rows)
-        self.done.update(self.key(r) for r in rows)
-
-    def finish(self) -> Path:
-        """Flush, close and atomically move the output into place."""
-        try:
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = -1
-            os.replace(self.part, self.path)
-        except OSError as exc:
-            if exc.errno in WRITE_ERRNOS:
-                raise write_error(self.path, exc) from None
-            raise
-        return self.path
-
-    def close(self) -> None:
-        """Close without finishing (the ``.part`` file stays for a later resume)."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __enter__(self) -> ResumableWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None and self._fd >= 0:
-            self.finish()
-        else:
-            self.close()

@@ -11,14 +11,15 @@ import math
 from pathlib import Path
 from typing import Any
 
-from leaf.data.jsonl import Records, first_seen, input_hash, iter_records
+from leaf.data.jsonl import Records, first_seen, iter_records
+from leaf.data.resumable import fingerprint
 from leaf.errors import LeafInputError
 
 
 def text_hash(sample: dict[str, Any]) -> str:
     """The hash of the text detection reads from a sample (instruction and response), kept in
     each scores row as ``text_hash`` so that pruning can refuse scores of another text."""
-    return input_hash(sample.get("instruction"), sample.get("response"))
+    return fingerprint(sample.get("instruction"), sample.get("response"))
 
 
 def scored_text(sample: dict[str, Any], row: dict[str, Any]) -> str:

@@ -16,8 +16,8 @@ Layout of the cache directory::
     shard-00000.safetensors   "indices" int32 [positions, K], "logits" [positions, K]
 
 ``hash`` fingerprints the row's token ids: training refuses a cache built from a different
-rendering. Writing is resumable: shards are written atomically and ``index.jsonl`` through
-:class:`leaf.data.jsonl.ResumableWriter` (per rank under a launcher).
+rendering. Writing is resumable and data-parallel: shards are written atomically and
+``index.jsonl`` by the row driver (:mod:`leaf.data.rowjob`), a shard file's rows at once.
 """
 
 from __future__ import annotations
@@ -25,13 +25,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from leaf import distributed
 from leaf.data.jsonl import read_jsonl, write_json_atomic
+from leaf.data.rowjob import RowJob, Work, on_one_process
 from leaf.distill.data import DistillCollator, DistillDataset
 from leaf.distill.losses import chunked_sparse_divergence
 from leaf.distill.objective import target_groups
@@ -64,9 +67,6 @@ def write_teacher_cache(
     ``vocab_size``: the student's logit width; the teacher's extra logits are dropped before
     taking the top k, as in online distillation.
     """
-    from leaf import distributed
-    from leaf.stages._parallel import sharded
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = teacher.get_input_embeddings().weight.device
@@ -80,27 +80,20 @@ def write_teacher_cache(
             k: meta[k] for k in ("format", "top_k", "vocab_size")
         }:
             raise LeafError(f"{out} holds a different cache ({old}); choose another --out")
-    if distributed.ranks().main:
-        write_json_atomic(meta_path, meta)
+    on_one_process(lambda: write_json_atomic(meta_path, meta))
     collate = DistillCollator(tokenizer.pad_token_id)
     teacher.eval()
-    # a unit is one shard file of shard_rows rows; under a launcher rank k writes the shards
-    # j with j % world == k, numbered as one process numbers them, and its index rows to
-    # index.jsonl.rank<k> (merged into index.jsonl in row order)
-    with sharded(out / "index.jsonl", list(range(len(dataset))), shard_rows,
-                 key=lambda r: r["id"], item_key=lambda i: dataset.ids[i]) as work:
-        writer = work.writer
-        first = 1 + max((r["shard"] for r in work.base), default=-1)
-        units = [(first + j, [i for i in unit if dataset.ids[i] not in writer.done])
-                 for j, unit in work.units]
-        bar = distributed.progress(sum(len(u) for _, u in units), "teacher top-k", unit="row",
+
+    def top_k_shards(work: Work[int]) -> Iterator[list[dict]]:
+        """One shard file per unit of rows, numbered after the shards already there."""
+        first = 1 + max((r["shard"] for r in work.kept), default=-1)
+        bar = distributed.progress(len(work.items), "teacher top-k", unit="row",
                                    disable=not progress)
-        for shard, part in units:
-            if not part:
-                continue
+        for j, unit in work.units:
+            shard = first + j
             indices, values, index_rows, start = [], [], [], 0
-            for b in range(0, len(part), batch_size):
-                rows = part[b : b + batch_size]
+            for b in range(0, len(unit), batch_size):
+                rows = unit[b : b + batch_size]
                 batch = collate([dataset[i] for i in rows])
                 with torch.no_grad():
                     logits = teacher(input_ids=batch["input_ids"].to(device),
@@ -121,8 +114,12 @@ def write_teacher_cache(
             save_file({"indices": torch.cat(indices).contiguous(),
                        "logits": torch.cat(values).contiguous()}, str(tmp))
             os.replace(tmp, name)
-            writer.write(index_rows)
+            yield index_rows
         bar.close()
+
+    # a unit is one shard file of shard_rows rows, numbered as one process numbers them
+    RowJob(out / "index.jsonl", list(range(len(dataset))), item_key=lambda i: dataset.ids[i],
+           unit=shard_rows).run(top_k_shards)
     return out
 
 

@@ -5,7 +5,7 @@ stage that ``parallel.stages`` names, it writes the call (function name, argumen
 options as plain data) to a small JSON file and starts
 ``python -m torch.distributed.run --nproc_per_node N [parallel.launcher_args] -m
 leaf.pipeline.launch CALL.json``; every rank rebuilds the options, checks them again and calls
-the same :mod:`leaf.stages` function, which shards the work (:mod:`leaf.stages._parallel`).
+the same :mod:`leaf.stages` function, which shards the work (:mod:`leaf.data.rowjob`).
 The output is the same bytes a single process writes, so the stage's hash and its downstream
 stages do not depend on ``parallel``.
 """

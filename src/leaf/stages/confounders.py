@@ -9,18 +9,18 @@ value fails before any model loads.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from leaf import distributed
 from leaf.data.jsonl import Records
+from leaf.data.rowjob import RowJob, Work
 from leaf.detect.counterfactuals import PruneOptions
 from leaf.errors import LeafError
 from leaf.settings import SettingError
-from leaf.stages._common import options_or_default, resumable
-from leaf.stages._parallel import sharded
+from leaf.stages._common import options_or_default
 from leaf.stages.options import DetectOptions, GenerationOptions, VerifyOptions
 
 __all__ = ["DetectSummary", "PruneSummary", "ScreenSummary", "detect", "prune", "screen",
@@ -58,20 +58,18 @@ def _generation_settings(options: GenerationOptions) -> dict[str, Any]:
             if k not in ("batch_size", "device")}
 
 
-def _answer_all(model: str, todo: list[dict], on_chunk: Callable[[list[dict], list[str]], None],
-                label: str, options: GenerationOptions) -> None:
-    """Answer ``todo`` with ``model`` one chunk at a time; ``on_chunk(samples, answers)``."""
+def _answers(model: str, work: Work, label: str, options: GenerationOptions,
+             row: Callable[[dict, str], dict]) -> Iterator[list[dict]]:
+    """Answer the samples of ``work`` with ``model`` a unit (one generation chunk) at a time,
+    yielding ``row(sample, answer)`` for each sample of the unit."""
     from leaf.evaluate.generation import make_generator, release
 
-    if not todo:
-        return
     generator = make_generator(model, backend=options.backend, dtype=options.dtype,
                                device=options.device, settings=options.settings())
-    step = options.chunk_size()
-    with distributed.progress(len(todo), f"screen ({label})") as bar:
-        for lo in range(0, len(todo), step):
-            chunk = todo[lo:lo + step]
-            on_chunk(chunk, generator.generate([s["instruction"] for s in chunk]))
+    with distributed.progress(len(work.items), f"screen ({label})") as bar:
+        for chunk in work.chunks:
+            answers = generator.generate([s["instruction"] for s in chunk])
+            yield [row(s, a) for s, a in zip(chunk, answers, strict=True)]
             bar.update(len(chunk))
     release(generator)
 
@@ -85,50 +83,35 @@ def screen(teacher: str | Path, student: str | Path, data: Records, out: str | P
     wait in ``OUT.teacher`` until the student is done, so one model is in memory at a time.
     Samples already in ``out`` (or ``OUT.part``) are kept, and no model loads when none is left.
     """
-    from leaf.data.jsonl import input_hash
     from leaf.data.schema import read_samples
     from leaf.evaluate.grading import grade
 
     options = options_or_default(options, GenerationOptions)
-    distributed.init()  # under a launcher: this rank's GPUs, before CUDA starts
+    distributed.init()  # under a launcher: this process's GPUs, before CUDA starts
     samples = read_samples(data, need_response=False, need_grading=True)
     out = Path(out)
     gen = _generation_settings(options)
-    # what makes a row: the sample (its answers are graded against it) and the decoding
-    hashes = {s["id"]: input_hash("screen", s, gen) for s in samples}
-    teacher_hashes = {s["id"]: input_hash("screen-teacher", s["instruction"], gen)
-                      for s in samples}
+    step = options.chunk_size()
 
-    # a unit is one generation chunk, so every batch holds the samples one process gives it
-    with sharded(out, samples, options.chunk_size(), key=lambda r: r["id"],
-                 current_hash=lambda r: hashes.get(r.get("id")), inputs=[data]) as shard:
-        final = shard.writer
-        teacher_path = final.path.with_name(final.path.name + ".teacher")
-        pending = [s for s in shard.items if s["id"] not in final.done]
-        if pending:
-            with resumable(teacher_path, key=lambda r: r["id"],
-                           current_hash=lambda r: teacher_hashes.get(r.get("id"))) as cache:
-                _answer_all(
-                    str(teacher), [s for s in pending if s["id"] not in cache.done],
-                    lambda chunk, answers: cache.write(
-                        [{"id": s["id"], "teacher_response": a,
-                          "input_hash": teacher_hashes[s["id"]]}
-                         for s, a in zip(chunk, answers, strict=True)]),
-                    "teacher", options)
-                answers = {r["id"]: r["teacher_response"] for r in cache.rows}
+    def answer(work: Work) -> Iterator[list[dict]]:
+        # the teacher answers first, into a side file (resumable too) where its answers wait
+        # until the student is done, so one model is in memory at a time
+        teacher_job = RowJob(work.side_file(".teacher"), work.items, unit=step, local=True,
+                             fingerprint=lambda s: ("screen-teacher", s["instruction"], gen))
+        by_teacher = teacher_job.run(lambda todo: _answers(
+            str(teacher), todo, "teacher", options,
+            lambda s, a: {"id": s["id"], "teacher_response": a}))
+        answers = {r["id"]: r["teacher_response"] for r in by_teacher.rows()}
+        yield from _answers(str(student), work, "student", options, lambda s, a: {
+            **s, "teacher_response": answers[s["id"]], "student_response": a,
+            "teacher_correct": bool(grade(s, answers[s["id"]])["correct"]),
+            "student_correct": bool(grade(s, a)["correct"])})
 
-            def record(chunk: list[dict], student_answers: list[str]) -> None:
-                final.write([{**s, "teacher_response": answers[s["id"]],
-                              "student_response": a,
-                              "teacher_correct": bool(grade(s, answers[s["id"]])["correct"]),
-                              "student_correct": bool(grade(s, a)["correct"]),
-                              "input_hash": hashes[s["id"]]}
-                             for s, a in zip(chunk, student_answers, strict=True)])
-
-            _answer_all(str(student), pending, record, "student", options)
-        (redone,) = shard.sum(len(shard.stale & {s["id"] for s in pending}))
-    teacher_path.unlink(missing_ok=True)
-    rows = {r["id"]: r for r in shard.rows()}
+    # what makes a row: the sample (its answers are graded against it) and the decoding; a
+    # unit is one generation chunk, so every batch holds the samples one process gives it
+    done = RowJob(out, samples, fingerprint=lambda s: ("screen", s, gen), unit=step,
+                  inputs=[data], side_files=[".teacher"]).run(answer)
+    rows = {r["id"]: r for r in done.rows()}
     screened = [rows[s["id"]] for s in samples]
     return ScreenSummary(
         n=len(samples),
@@ -136,7 +119,7 @@ def screen(teacher: str | Path, student: str | Path, data: Records, out: str | P
         student_correct=sum(bool(r["student_correct"]) for r in screened),
         teacher_right_student_wrong=sum(bool(r["teacher_correct"] and not r["student_correct"])
                                         for r in screened),
-        out=out, redone=redone)
+        out=out, redone=done.redone)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,7 +217,6 @@ def detect(teacher: str | Path, student: str | Path, data: Records, out: str | P
     Samples longer than ``options.max_length`` (default: the models' context) are refused,
     each named, before any model loads.
     """
-    from leaf.data.jsonl import input_hash
     from leaf.data.lengths import refuse_too_long
     from leaf.data.schema import read_samples
     from leaf.detect.score_samples import Scorer, score_samples
@@ -242,7 +224,7 @@ def detect(teacher: str | Path, student: str | Path, data: Records, out: str | P
     from leaf.models import check_model_path, load_model, load_tokenizer
 
     options = options_or_default(options, DetectOptions)
-    distributed.init()  # under a launcher: this rank's GPUs, before CUDA starts
+    distributed.init()  # under a launcher: this process's GPUs, before CUDA starts
     teacher, student, out = str(teacher), str(student), Path(out)
     check_model_path(teacher, "teacher")
     check_model_path(student, "student")
@@ -255,43 +237,36 @@ def detect(teacher: str | Path, student: str | Path, data: Records, out: str | P
     if limit is not None:
         for tok in (student_tok, teacher_tok):
             refuse_too_long(samples, tok, limit, data, why)
+    texts = {s["id"]: text_hash(s) for s in samples}
+    chunk = 4 * batch_size
+
+    def score(work: Work) -> Iterator[list[dict]]:
+        teacher_scorer = Scorer(load_model(teacher, options.dtype, options.device, "teacher"),
+                                teacher_tok)
+        student_scorer = Scorer(load_model(student, options.dtype, options.device, "student"),
+                                student_tok)
+        with distributed.progress(len(work.items), "detect") as bar:
+            for unit in work.chunks:
+                rows = []
+                for sid, sample_rows in score_samples(
+                        teacher_scorer, student_scorer, unit, options.level, options.segments,
+                        batch_size, chunk=chunk, skip_last=options.skip_last):
+                    rows += [{**r, "text_hash": texts[sid]} for r in sample_rows]
+                    bar.update(1)
+                yield rows
+
     # what makes a row: the sample's text and the settings that change its numbers (models are
     # named by path, which says nothing of their weights: other models need another --out)
     made_by = {"level": options.level, "segments": options.segments, "dtype": options.dtype}
-    texts = {s["id"]: text_hash(s) for s in samples}
-    hashes = {sid: input_hash("detect", th, made_by) for sid, th in texts.items()}
-    # a unit is one chunk of score_samples (4 x batch_size samples, length-sorted together)
-    chunk = 4 * batch_size
-    with sharded(out, samples, chunk, key=lambda r: r["id"],
-                 check=lambda rows: _check_detect_resume(rows, samples, options, student_tok,
-                                                         out, texts, teacher_tok),
-                 current_hash=lambda r: hashes.get(r.get("id")), inputs=[data]) as shard:
-        writer = shard.writer
-        todo = [s for s in shard.items if s["id"] not in writer.done]
-        if todo:
-            teacher_scorer = Scorer(load_model(teacher, options.dtype, options.device, "teacher"),
-                                    teacher_tok)
-            student_scorer = Scorer(load_model(student, options.dtype, options.device, "student"),
-                                    student_tok)
-            # samples are scored `chunk` at a time (batches sorted by length within a chunk)
-            # and each chunk is written at once: a resume starts at a chunk boundary, so its
-            # batches, and the numbers, are those of an uninterrupted run
-            pending, n = [], 0
-            with distributed.progress(len(todo), "detect") as bar:
-                for sid, rows in score_samples(teacher_scorer, student_scorer, todo,
-                                               options.level, options.segments, batch_size,
-                                               chunk=chunk, skip_last=options.skip_last):
-                    pending += [{**r, "text_hash": texts[sid], "input_hash": hashes[sid]}
-                                for r in rows]
-                    n += 1
-                    if n % chunk == 0 or n == len(todo):
-                        writer.write(pending)
-                        pending = []
-                    bar.update(1)
-        redone = sum(s["id"] in shard.stale for s in todo)
-    scored, redone = shard.sum(len(todo), redone)
-    return DetectSummary(scored=scored, already_done=len(samples) - scored,
-                         selected=len(samples), out=out, redone=redone)
+    # a unit is one chunk of score_samples (4 x batch_size samples, batches sorted by length
+    # within it), written at once: a resume starts at a unit boundary, so its batches, and the
+    # numbers, are those of an uninterrupted run
+    done = RowJob(out, samples, fingerprint=lambda s: ("detect", texts[s["id"]], made_by),
+                  unit=chunk, inputs=[data],
+                  check=lambda rows: _check_detect_resume(rows, samples, options, student_tok,
+                                                          out, texts, teacher_tok)).run(score)
+    return DetectSummary(scored=done.made, already_done=done.already_done,
+                         selected=len(samples), out=out, redone=done.redone)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,12 +365,11 @@ def prune(data: Records, scores: Records | None, out: str | Path,
     """
     import dataclasses
 
-    from leaf.data.jsonl import input_hash
     from leaf.data.schema import read_samples
     from leaf.detect.scores_file import read_scores
 
     options = options_or_default(options, PruneOptions)
-    distributed.init()  # under a launcher: this rank's GPUs, before CUDA starts
+    distributed.init()  # under a launcher: this process's GPUs, before CUDA starts
     if verify is not None:
         verify = options_or_default(verify, VerifyOptions, "verify")
     out = Path(out)
@@ -405,42 +379,33 @@ def prune(data: Records, scores: Records | None, out: str | Path,
         raise SettingError("scores: needed unless options.masking is 'planted'")
     score_rows = None if scores is None else \
         read_scores(scores, by_id, need_nll=options.masking == "ppl")
+    counted = {"counterfactuals": 0, "verified": 0}  # made by this run
+
+    def build(work: Work) -> Iterator[list[dict]]:
+        with distributed.progress(len(work.items), "prune", disable=None) as bar:
+            for chunk in work.chunks:
+                rows = [r for s in chunk for r in _sample_rows(s, score_rows, options)]
+                if verify is not None:
+                    _verify(rows, verify)
+                counted["counterfactuals"] += sum(r["kind"] == "counterfactual" for r in rows)
+                counted["verified"] += sum(r["verified"] is True for r in rows)
+                yield rows
+                bar.update(len(chunk))
+
     # what makes a sample's rows: the sample, its scores and the settings that change them
     made_by: dict[str, Any] = {"options": dataclasses.asdict(options), "verify": None}
     if verify is not None:
         made_by["verify"] = _generation_settings(verify.generation)
-    hashes = {sid: input_hash("prune", s, None if score_rows is None
-                              else score_rows.get(sid, []), made_by)
-              for sid, s in by_id.items()}
-    n_cf = n_ok = 0
-    # a unit is one verification chunk (its counterfactuals are batched together), or a sample
-    unit = (verify.chunk or len(samples)) if verify is not None else 1
-    with sharded(out, samples, unit, key=lambda r: r["origin_id"],
-                 check=lambda rows: _check_prune_resume(rows, options, verify is not None,
-                                                        out),
-                 current_hash=lambda r: hashes.get(r.get("origin_id")),
-                 inputs=[data, scores]) as shard:
-        writer = shard.writer
-        todo = [s for s in shard.items if s["id"] not in writer.done]
-        # without verification each sample is written as soon as it is built; with it, a
-        # chunk of samples shares one model load
-        chunk = (verify.chunk or max(len(todo), 1)) if verify is not None else 1
-        with distributed.progress(len(todo), "prune", disable=None) as bar:
-            for start in range(0, len(todo), chunk):
-                groups = [[{**r, "input_hash": hashes[s["id"]]}
-                           for r in _sample_rows(s, score_rows, options)]
-                          for s in todo[start:start + chunk]]
-                if verify is not None:
-                    _verify([r for g in groups for r in g], verify)
-                # one write per chunk: a resume starts at a chunk boundary, so verification
-                # batches (and their answers) are the same as in an uninterrupted run
-                writer.write([r for g in groups for r in g])
-                for g in groups:
-                    n_cf += len(g) - 1
-                    n_ok += sum(r["verified"] is True for r in g)
-                bar.update(len(groups))
-        redone = sum(s["id"] in shard.stale for s in todo)
-    n_todo, n_cf, n_ok, redone = shard.sum(len(todo), n_cf, n_ok, redone)
-    return PruneSummary(samples=n_todo, counterfactuals=n_cf,
+    # a unit is a sample, or with verification one chunk of samples whose counterfactuals share
+    # a model load and are written at once: a resume starts at a chunk boundary, so the
+    # verification batches (and their answers) are those of an uninterrupted run
+    done = RowJob(out, samples, row_key=lambda r: r["origin_id"],
+                  fingerprint=lambda s: ("prune", s, None if score_rows is None
+                                         else score_rows.get(s["id"], []), made_by),
+                  unit=(verify.chunk or len(samples)) if verify is not None else 1,
+                  check=lambda rows: _check_prune_resume(rows, options, verify is not None, out),
+                  inputs=[data, scores]).run(build)
+    n_cf, n_ok = done.sum(counted["counterfactuals"], counted["verified"])
+    return PruneSummary(samples=done.made, counterfactuals=n_cf,
                         verified=n_ok if verify is not None else None,
-                        already_done=len(samples) - n_todo, out=out, redone=redone)
+                        already_done=done.already_done, out=out, redone=done.redone)

@@ -39,7 +39,7 @@ def teacher_cache(teacher: str | Path, data: Records, out: str | Path,
     from leaf.models import load_config, load_tokenizer, resolve_device
 
     options = options_or_default(options, TeacherCacheOptions)
-    distributed.init()  # under a launcher: this rank's GPUs, before CUDA starts
+    distributed.init()  # under a launcher: this process's GPUs, before CUDA starts
     teacher = str(teacher)
     source = options.student or teacher
     role = "student" if options.student else "teacher"

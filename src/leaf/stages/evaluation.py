@@ -4,15 +4,16 @@ grades given predictions (no model)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from leaf import distributed
 from leaf.data.jsonl import Records
+from leaf.data.resumable import refuse_overwriting_inputs
+from leaf.data.rowjob import RowJob, Work, on_one_process
 from leaf.evaluate.metrics import samples_path, summary
-from leaf.stages._common import options_or_default, refuse_overwriting_inputs
-from leaf.stages._parallel import sharded
+from leaf.stages._common import options_or_default
 from leaf.stages.options import EvalOptions, GradingOptions
 
 __all__ = ["evaluate", "grade", "grade_to_files", "samples_path", "summary"]
@@ -66,44 +67,37 @@ def evaluate(model: str | Path, bench: Records, out_dir: str | Path,
     """
     import dataclasses
 
-    from leaf.data.jsonl import input_hash
     from leaf.data.schema import read_samples
     from leaf.evaluate.generation import make_generator, release
 
     options = options_or_default(options, EvalOptions)
-    ranks = distributed.init()  # under a launcher: this rank's GPUs, before CUDA starts
+    distributed.init()  # under a launcher: this process's GPUs, before CUDA starts
     rows = read_samples(bench, need_response=False, need_grading=True, name="bench")
     gen, n = options.generation, options.num_samples
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    # what makes a prediction: the problem's text and the decoding settings
+    def answer(work: Work) -> Iterator[list[dict]]:
+        generator = make_generator(str(model), backend=gen.backend, dtype=gen.dtype,
+                                   device=gen.device, settings=gen.settings())
+        with distributed.progress(len(work.items), "eval (generate)", unit="problem") as bar:
+            for chunk in work.chunks:
+                answers = generator.generate_n([s["instruction"] for s in chunk], n=n)
+                yield [{"id": s["id"], "response": a[0]} if n == 1 else
+                       {"id": s["id"], "responses": a}
+                       for s, a in zip(chunk, answers, strict=True)]
+                bar.update(len(chunk))
+        release(generator)
+
+    # what makes a prediction: the problem's text and the decoding settings; a unit is one
+    # generation chunk, so every batch holds the problems one process gives it
     made_by = {k: v for k, v in dataclasses.asdict(gen).items()
                if k not in ("batch_size", "device")}
-    hashes = {s["id"]: input_hash("eval", s["instruction"], made_by, n) for s in rows}
-    # a unit is one generation chunk, so every batch holds the problems one process gives it
-    with sharded(out_dir / "predictions.jsonl", rows, gen.chunk_size(), key=lambda r: r["id"],
-                 current_hash=lambda r: hashes.get(r.get("id")), inputs=[bench]) as shard:
-        writer = shard.writer
-        todo = [s for s in shard.items if s["id"] not in writer.done]
-        if todo:
-            generator = make_generator(str(model), backend=gen.backend, dtype=gen.dtype,
-                                       device=gen.device, settings=gen.settings())
-            step = gen.chunk_size()
-            with distributed.progress(len(todo), "eval (generate)", unit="problem") as bar:
-                for lo in range(0, len(todo), step):
-                    chunk = todo[lo:lo + step]
-                    answers = generator.generate_n([s["instruction"] for s in chunk], n=n)
-                    writer.write([{"id": s["id"], "response": a[0],
-                                   "input_hash": hashes[s["id"]]} if n == 1 else
-                                  {"id": s["id"], "responses": a, "input_hash": hashes[s["id"]]}
-                                  for s, a in zip(chunk, answers, strict=True)])
-                    bar.update(len(chunk))
-            release(generator)
-    if not ranks.main:  # rank 0 grades; the others read what it wrote
-        distributed.barrier()
-        return json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))
-    predictions = {r["id"]: r.get("responses") or [r["response"]] for r in shard.rows()}
-    metrics = grade_to_files(rows, predictions, out_dir / "metrics.json", options.grading)
-    distributed.barrier()
-    return metrics
+    done = RowJob(out_dir / "predictions.jsonl", rows, unit=gen.chunk_size(), inputs=[bench],
+                  fingerprint=lambda s: ("eval", s["instruction"], made_by, n)).run(answer)
+    metrics = out_dir / "metrics.json"
+    # graded once; under a launcher the other processes read what it wrote
+    return on_one_process(
+        lambda: grade_to_files(rows, {r["id"]: r.get("responses") or [r["response"]]
+                                      for r in done.rows()}, metrics, options.grading),
+        read=lambda: json.loads(metrics.read_text(encoding="utf-8")))
