@@ -120,13 +120,10 @@ LAYER_RULES: dict[tuple[str, ...], tuple[str, ...]] = {
          "leaf.pipeline", "leaf.report", "leaf.testbed", "leaf.commands", "leaf.cli"),
 }
 
-# Known violations another change of the same redesign removes; each entry is
-# (importing file, imported module). Remove an entry as soon as its import is gone: the test
-# below fails on an entry that no longer matches anything, so the list cannot go stale.
-PENDING_LAYER_EXCEPTIONS: set[tuple[str, str]] = {
-    # the teacher cache shards its rows with the stages' private helper; moves to the row driver
-    ("src/leaf/distill/cache.py", "leaf.stages._parallel"),
-}
+# Known violations awaiting a fix; each entry is (importing file, imported module). Remove an
+# entry as soon as its import is gone: the test below fails on an entry that no longer matches
+# anything, so the list cannot go stale. Empty: every rule holds.
+PENDING_LAYER_EXCEPTIONS: set[tuple[str, str]] = set()
 
 
 def _under(module: str, packages: tuple[str, ...]) -> bool:
