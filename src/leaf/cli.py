@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import errno
 import importlib
+import logging
 import os
 import pkgutil
 import re
@@ -143,6 +144,14 @@ def entry() -> None:
     would otherwise end the process by SIGINT instead of with the code)."""
     code = main()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1"):
+        # under a launcher every output is written and the process group is down, but the C++
+        # teardown of the communication threads can still abort a rank ("terminate called
+        # without an active exception"): leave without running it
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
 
 
