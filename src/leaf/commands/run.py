@@ -74,13 +74,14 @@ def parse_sets(items: list[str]) -> dict:
 
 
 def run(args) -> int:
+    from leaf.commands._options import live_terminal
     from leaf.pipeline import run_pipeline
     from leaf.pipeline.config import load_config
     from leaf.pipeline.tables import render
 
     cfg = load_config(args.config, quick=args.quick, overrides=parse_sets(args.set))
     run_dir = Path(args.run_dir or Path("runs") / (cfg.name + ("-quick" if args.quick else "")))
-    results = run_pipeline(cfg, run_dir, quiet=not args.verbose)
+    results = run_pipeline(cfg, run_dir, quiet=not args.verbose, live=live_terminal(args))
     if not args.no_tables:
         print(render(results))
     print(f"run directory: {run_dir}")
