@@ -10,8 +10,10 @@ DESCRIPTION = """\
 Run every LeaF stage from one YAML config in a run directory:
   data (testbed splits or your files) -> screen -> detect (instruction, response level)
   -> prune (+ verification) -> distill (each variant x seed) -> eval (every model x test split)
-Prints one line per stage as it starts and one as it ends (its time and an estimate of what is
-left); each stage's own output goes to RUN_DIR/stages.log unless --verbose.
+On a terminal, shows one progress line that rewrites itself (stage i/N, time taken, an estimate
+of what is left); to a pipe or a log file, and always in RUN_DIR/stages.log, prints one line per
+stage as it starts and one as it ends. Each stage's own output goes to RUN_DIR/stages.log unless
+--verbose (which prints everything, a line per stage included).
 Writes RUN_DIR/manifest.json (per stage: inputs, outputs, config hash, status, timings),
 RUN_DIR/results.json and the stage outputs (data/, screen/, detect/, prune/, train/,
 distill/, eval/, detection/; see docs/pipeline.md). Run the same command again to skip finished stages and resume an
