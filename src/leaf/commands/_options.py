@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import types
 import typing
 from collections.abc import Mapping
@@ -136,8 +137,6 @@ def quiet_environment() -> None:
 def live_terminal(args: argparse.Namespace):
     """The stream for ``leaf run``'s one live progress line: stdout when it is a terminal and
     ``--verbose`` is off; None (a line per stage event, as in a log file) otherwise."""
-    import sys
-
     if getattr(args, "verbose", False):
         return None
     stream = sys.stdout

@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from leaf.stages import make_student
+    from leaf.stages import make_student  # imports torch when it runs: after --help
 
     options = build(StudentOptions, {f: flag(f) for f in FIELDS},
                     **{f: getattr(args, f) for f in FIELDS})

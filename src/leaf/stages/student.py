@@ -43,7 +43,7 @@ def make_student(teacher: str | Path, out: str | Path,
     template) with the teacher's architecture and tokenizer, its decoder layers cut to those
     ``options`` keep and their weight matrices rounded to ``options.bits``. ``out`` must not
     exist or be empty; it appears only when complete."""
-    import torch
+    import torch  # torch and transformers load when the stage runs, not at import
 
     from leaf.distill.shrink import decoder_layers, drop_layers, layers_to_keep, quantise_layers
     from leaf.models import check_model_path, load_causal_lm, load_tokenizer, torch_dtype
