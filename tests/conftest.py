@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import pytest
 import torch
@@ -63,3 +65,16 @@ def samples_file(tmp_path):
          "response": "The author wrote it. Answer: the author", "answer": ["the author"]},
     ]
     return write_jsonl(tmp_path / "samples.jsonl", rows)
+
+
+@pytest.fixture
+def chromium():
+    """The headless browser of the report's browser tests. Missing: the test is skipped, except
+    under CI=true, where it fails (.ci/run installs the Debian package ``chromium``)."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path:
+        return path
+    if os.environ.get("CI", "").strip().lower() in ("true", "1", "yes"):
+        pytest.fail("chromium is not installed, and under CI=true the browser tests must run: "
+                    "apt-get install -y chromium (.ci/run does)")
+    pytest.skip("chromium not installed (apt-get install -y chromium)")

@@ -9,12 +9,14 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from leaf.commands.demo import demo_configs
 from leaf.pipeline.config import load_config
+from terminal import run_in_terminal, screen_lines
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -27,10 +29,30 @@ def _demo(out: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
+    """The demo as a person runs it: on a terminal (a pseudo-terminal), stdout and stderr on it;
+    returns the output directory and the lines left on the screen."""
     out = tmp_path_factory.mktemp("demo")
-    proc = _demo(out)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return out, proc.stdout
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    rc, raw = run_in_terminal([sys.executable, "-m", "leaf.cli", "demo", "--quick", "--out",
+                               str(out)], env, timeout=900)
+    assert rc == 0, raw[-4000:]
+    return out, "\n".join(screen_lines(raw))
+
+
+def test_demo_on_a_terminal_shows_a_live_line_and_the_tables(demo_run):
+    out, screen = demo_run
+    tables = Counter(line.rstrip() for line in (out / "tables.md").read_text().splitlines())
+    others = [line for line in screen.splitlines() if line.strip()]
+    for line in list(others):
+        if tables[line] > 0:
+            tables[line] -= 1
+            others.remove(line)
+    assert len(others) <= 15, "\n".join(others)
+    assert any(" stages in " in line and " ran, " in line for line in others), others
+    assert not any(": running" in line for line in others)  # the stage lines went to the log
+    for run_dir in out.glob("*-quick"):
+        log = (run_dir / "stages.log").read_text()
+        assert ": running" in log and ": done in " in log
 
 
 def test_demo_prints_every_table(demo_run):

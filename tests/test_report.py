@@ -203,8 +203,7 @@ def test_embed_json_round_trips_hostile_text():
     assert "<title>&lt;t&gt;</title>" in html
 
 
-@pytest.mark.skipif(not shutil.which("chromium"), reason="chromium not installed")
-def test_renders_in_headless_chromium(tmp_path):
+def test_renders_in_headless_chromium(tmp_path, chromium):
     run = write_run(tmp_path / "r", n=40)
     assert main(["report", str(run), "--no-figures"]) == 0
     res = subprocess.run([str(ROOT / "scripts" / "screenshot_report.sh"), "--probe",

@@ -6,10 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 import subprocess
-
-import pytest
 
 from conftest import write_jsonl
 from leaf.cli import main
@@ -111,10 +108,9 @@ def test_report_opens_on_the_results_then_scored_samples_with_answers(tmp_path):
     assert data["samples"][0]["id"] not in scored  # file order kept: the page filters
 
 
-@pytest.mark.skipif(not shutil.which("chromium"), reason="chromium not installed")
-def test_first_sample_on_the_page_is_a_scored_one(tmp_path):
+def test_first_sample_on_the_page_is_a_scored_one(tmp_path, chromium):
     run, scored, planted_id = report_of_a_run(tmp_path)
-    dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
                           "--no-first-run", "--disable-dev-shm-usage",
                           f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
                           f"file://{run / 'report.html'}"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import types
 import typing
 from collections.abc import Mapping
@@ -131,3 +132,12 @@ def quiet_environment() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def live_terminal(args: argparse.Namespace):
+    """The stream for ``leaf run``'s one live progress line: stdout when it is a terminal and
+    ``--verbose`` is off; None (a line per stage event, as in a log file) otherwise."""
+    if getattr(args, "verbose", False):
+        return None
+    stream = sys.stdout
+    return stream if stream is not None and stream.isatty() else None

@@ -55,6 +55,7 @@ def demo_configs(families: list[str] | None = None) -> list[Path]:
 def run(args) -> int:
     import time
 
+    from leaf.commands._options import live_terminal
     from leaf.pipeline import run_pipeline
     from leaf.pipeline.config import load_config
     from leaf.pipeline.tables import render
@@ -66,7 +67,7 @@ def run(args) -> int:
         cfg = load_config(path, quick=args.quick)
         run_dir = out / (cfg.name + ("-quick" if args.quick else ""))
         print(f"== leaf run {path.name}{' --quick' if args.quick else ''} -> {run_dir}", flush=True)
-        results = run_pipeline(cfg, run_dir, quiet=not args.verbose)
+        results = run_pipeline(cfg, run_dir, quiet=not args.verbose, live=live_terminal(args))
         texts.append(render(results))
     text = "\n".join(texts)
     out.mkdir(parents=True, exist_ok=True)

@@ -10,8 +10,10 @@ DESCRIPTION = """\
 Run every LeaF stage from one YAML config in a run directory:
   data (testbed splits or your files) -> screen -> detect (instruction, response level)
   -> prune (+ verification) -> distill (each variant x seed) -> eval (every model x test split)
-Prints one line per stage as it starts and one as it ends (its time and an estimate of what is
-left); each stage's own output goes to RUN_DIR/stages.log unless --verbose.
+On a terminal, shows one progress line that rewrites itself (stage i/N, time taken, an estimate
+of what is left); to a pipe or a log file, and always in RUN_DIR/stages.log, prints one line per
+stage as it starts and one as it ends. Each stage's own output goes to RUN_DIR/stages.log unless
+--verbose (which prints everything, a line per stage included).
 Writes RUN_DIR/manifest.json (per stage: inputs, outputs, config hash, status, timings),
 RUN_DIR/results.json and the stage outputs (data/, screen/, detect/, prune/, train/,
 distill/, eval/, detection/; see docs/pipeline.md). Run the same command again to skip finished stages and resume an
@@ -74,13 +76,14 @@ def parse_sets(items: list[str]) -> dict:
 
 
 def run(args) -> int:
+    from leaf.commands._options import live_terminal
     from leaf.pipeline import run_pipeline
     from leaf.pipeline.config import load_config
     from leaf.pipeline.tables import render
 
     cfg = load_config(args.config, quick=args.quick, overrides=parse_sets(args.set))
     run_dir = Path(args.run_dir or Path("runs") / (cfg.name + ("-quick" if args.quick else "")))
-    results = run_pipeline(cfg, run_dir, quiet=not args.verbose)
+    results = run_pipeline(cfg, run_dir, quiet=not args.verbose, live=live_terminal(args))
     if not args.no_tables:
         print(render(results))
     print(f"run directory: {run_dir}")

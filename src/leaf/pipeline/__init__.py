@@ -13,10 +13,12 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 from leaf import __version__
 from leaf.pipeline.config import RunConfig, load_config
 from leaf.pipeline.manifest import Manifest, utc_now
+from leaf.pipeline.progress import LiveLine, LogLines, file_log, tee
 from leaf.pipeline.runner import RunLock, run_stages
 
 
@@ -27,11 +29,14 @@ def run_pipeline(
     quick: bool = False,
     log: Callable[[str], None] = print,
     quiet: bool = False,
+    live: TextIO | None = None,
 ) -> dict:
     """Run (or resume) every stage of ``config`` in ``run_dir``; return ``results.json``.
 
     ``quiet``: the stages' own output (progress bars, summaries) goes to ``RUN_DIR/stages.log``
-    instead of the terminal; only one line per stage is shown.
+    instead of the terminal, with the lines ``log`` gets (one as each stage starts, one as it
+    ends). ``live``: a terminal to show one progress line on, rewritten in place, instead of
+    calling ``log`` (the lines then go to ``stages.log`` only).
     """
     from leaf.pipeline.plan import build_stages
 
@@ -54,10 +59,14 @@ def run_pipeline(
         t0 = time.monotonic()
         try:
             stages = build_stages(cfg, run)
-            if quiet:
+            lines = log
+            if quiet or live is not None:
                 for st in stages:
                     st.fn = _logged(st.fn, st.name, run / "stages.log")
-            outcome = run_stages(manifest, stages, log=log)
+                lines = file_log(run / "stages.log") if live is not None else \
+                    tee(log, file_log(run / "stages.log"))
+            show = LiveLine(live, lines) if live is not None else LogLines(lines)
+            outcome = run_stages(manifest, stages, progress=show)
         except BaseException:
             manifest.update_run(status="failed")
             raise

@@ -34,6 +34,7 @@ from leaf.data.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
 from leaf.errors import LeafError
 from leaf.pipeline.config import RunConfig, distill_config, group_of, variant_arguments
 from leaf.pipeline.launch import stage_call
+from leaf.pipeline.progress import aside
 from leaf.pipeline.runner import Stage
 from leaf.settings import to_mapping
 
@@ -257,9 +258,10 @@ def warn(message: str) -> None:
     """One ``leaf run: warning:`` line on stderr, also on the terminal when a quiet run sends
     the stages' output to ``stages.log``."""
     line = f"leaf run: warning: {message}"
-    print(line, file=sys.stderr, flush=True)
-    if sys.stderr is not sys.__stderr__ and sys.__stderr__ is not None:
-        print(line, file=sys.__stderr__, flush=True)
+    with aside():  # on a line of its own, not over the live progress line
+        print(line, file=sys.stderr, flush=True)
+        if sys.stderr is not sys.__stderr__ and sys.__stderr__ is not None:
+            print(line, file=sys.__stderr__, flush=True)
 
 
 def plan_warnings(cfg: RunConfig) -> list[str]:

@@ -27,6 +27,13 @@ from typing import Any
 
 from leaf.errors import LeafError
 from leaf.pipeline.manifest import Manifest, digest_path, hash_config, portable, utc_now
+from leaf.pipeline.progress import (  # noqa: F401 - estimate_left, format_seconds, stage_kind: re-exported
+    LogLines,
+    Progress,
+    estimate_left,
+    format_seconds,
+    stage_kind,
+)
 
 
 @dataclass
@@ -87,76 +94,51 @@ def run_stages(
     stages: Sequence[Stage],
     *,
     log: Callable[[str], None] = print,
+    progress: Progress | None = None,
 ) -> dict[str, str]:
-    """Run ``stages`` in order; return ``{stage: "skipped" | "ran"}``."""
+    """Run ``stages`` in order; return ``{stage: "skipped" | "ran"}``. Each stage skipped,
+    started, finished or failed is shown by ``progress`` (default: a line through ``log``)."""
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise LeafError(f"duplicate stage names in plan: {sorted(n for n in names if names.count(n) > 1)}")
+    show = progress if progress is not None else LogLines(log)
     produced: dict[str, str] = {}  # resolved output path -> digest, from earlier stages
     outcome: dict[str, str] = {}
-    took: dict[str, list[float]] = {}  # stage kind -> seconds of the stages run so far
-    for i, stage in enumerate(stages, start=1):
-        input_digests = {k: _input_digest(v, produced) for k, v in sorted(stage.inputs.items())}
-        params = portable(stage.params, manifest.run_dir)
-        chash = hash_config({
-            "params": params,
-            "inputs": input_digests,
-            "outputs": {k: manifest.rel(v) for k, v in sorted(stage.outputs.items())},
-        })
-        rec = manifest.stage(stage.name)
-        tag = f"[{i}/{len(stages)}] {stage.name}"
-        same = rec.get("config_hash") == chash
-        if same and rec.get("status") == "done" and all(Path(p).exists() for p in stage.outputs.values()):
-            log(f"{tag}: done earlier, skipped")
-            outcome[stage.name] = "skipped"
-        else:
-            resuming = same and rec.get("status") in ("running", "failed")
-            if not resuming:
-                _remove_outputs(manifest.run_dir, stage.outputs)
-            log(f"{tag}: {'resuming' if resuming else 'running'}")
-            t0 = time.monotonic()
-            _run_one(manifest, stage, params, chash, input_digests, rec)
-            spent = time.monotonic() - t0
-            took.setdefault(stage_kind(stage.name), []).append(spent)
-            left = estimate_left(took, [s.name for s in stages[i:]])
-            log(f"{tag}: done in {format_seconds(spent)}"
-                + (f"; about {format_seconds(left)} left" if left is not None else ""))
-            outcome[stage.name] = "ran"
-        digests = manifest.stage(stage.name).get("output_digests", {})
-        for k, p in stage.outputs.items():
-            produced[str(Path(p).resolve())] = digests.get(k) or digest_path(p)
+    show.begin(names)
+    try:
+        for i, stage in enumerate(stages, start=1):
+            input_digests = {k: _input_digest(v, produced) for k, v in sorted(stage.inputs.items())}
+            params = portable(stage.params, manifest.run_dir)
+            chash = hash_config({
+                "params": params,
+                "inputs": input_digests,
+                "outputs": {k: manifest.rel(v) for k, v in sorted(stage.outputs.items())},
+            })
+            rec = manifest.stage(stage.name)
+            same = rec.get("config_hash") == chash
+            if same and rec.get("status") == "done" and all(Path(p).exists()
+                                                            for p in stage.outputs.values()):
+                show.skipped(i)
+                outcome[stage.name] = "skipped"
+            else:
+                resuming = same and rec.get("status") in ("running", "failed")
+                if not resuming:
+                    _remove_outputs(manifest.run_dir, stage.outputs)
+                show.started(i, resuming)
+                t0 = time.monotonic()
+                try:
+                    _run_one(manifest, stage, params, chash, input_digests, rec)
+                except BaseException:
+                    show.failed(i, time.monotonic() - t0)
+                    raise
+                show.finished(i, time.monotonic() - t0)
+                outcome[stage.name] = "ran"
+            digests = manifest.stage(stage.name).get("output_digests", {})
+            for k, p in stage.outputs.items():
+                produced[str(Path(p).resolve())] = digests.get(k) or digest_path(p)
+    finally:
+        show.end()
     return outcome
-
-
-def stage_kind(name: str) -> str:
-    """What a stage does, without its replicate: ``distill_kd-s0`` -> ``distill``."""
-    return name.split("_", 1)[0]
-
-
-def estimate_left(took: dict[str, list[float]], remaining: Sequence[str]) -> float | None:
-    """Seconds the ``remaining`` stages should take: each at the mean time of the stages of its
-    kind run so far (of all stages run so far when none of its kind has run yet); 0 when
-    nothing remains, None before any stage has run."""
-    if not remaining:
-        return 0.0
-    every = [t for ts in took.values() for t in ts]
-    if not every:
-        return None
-    overall = sum(every) / len(every)
-    return sum(sum(took[k]) / len(took[k]) if k in took else overall
-               for k in map(stage_kind, remaining))
-
-
-def format_seconds(seconds: float) -> str:
-    """``4.2 s``, ``95 s``, ``3 min 05 s``, ``1 h 02 min``."""
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    minutes, sec = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {sec:02d} s"
-    return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def _input_digest(value: Path | str, produced: dict[str, str]) -> str:

@@ -3,7 +3,8 @@
 Stage 1 (:mod:`leaf.stages.confounders`): :func:`screen` -> :func:`detect` -> :func:`prune`
 (with ``verify``). Stage 2 (:mod:`leaf.stages.distillation`): :func:`teacher_cache`
 (optional), :func:`distill_arguments` -> :func:`distill`. Then :func:`evaluate` or
-:func:`grade` (:mod:`leaf.stages.evaluation`).
+:func:`grade` (:mod:`leaf.stages.evaluation`). :func:`make_student` (:mod:`leaf.stages.student`)
+makes a student from a teacher.
 
 Every function takes input and output paths (``data`` and ``bench`` may also be lists of
 sample dicts, checked like files, errors naming the row index; or any table
@@ -34,13 +35,15 @@ from leaf.stages.options import (
     GenerationOptions,
     GradingOptions,
     PruneOptions,
+    StudentOptions,
     TeacherCacheOptions,
     VerifyOptions,
 )
+from leaf.stages.student import StudentSummary, make_student
 
 __all__ = [
     "DetectOptions", "DetectSummary", "EvalOptions", "GenerationOptions", "GradingOptions",
-    "PruneOptions", "PruneSummary", "ScreenSummary", "TeacherCacheOptions", "VerifyOptions",
-    "detect", "distill", "distill_arguments", "evaluate", "grade", "prune", "screen",
-    "select_samples", "teacher_cache",
+    "PruneOptions", "PruneSummary", "ScreenSummary", "StudentOptions", "StudentSummary",
+    "TeacherCacheOptions", "VerifyOptions", "detect", "distill", "distill_arguments", "evaluate",
+    "grade", "make_student", "prune", "screen", "select_samples", "teacher_cache",
 ]

@@ -19,7 +19,7 @@ from leaf.settings import Checked, SettingError, setting
 
 __all__ = [
     "DetectOptions", "EvalOptions", "GenerationOptions", "GradingOptions", "PruneOptions",
-    "TeacherCacheOptions", "VerifyOptions",
+    "StudentOptions", "TeacherCacheOptions", "VerifyOptions",
 ]
 
 GenerationDtype = Literal["float32", "bfloat16", "float16", "auto"]
@@ -168,3 +168,37 @@ class EvalOptions(Checked):
             raise SettingError.at("EvalOptions", "num_samples",
                                   "> 1 needs {} > 0 (greedy answers repeat)",
                                   mentions=("generation.temperature",))
+
+
+@dataclass
+class StudentOptions(Checked):
+    """How :func:`leaf.stages.make_student` makes a student from a teacher: quantised weights,
+    fewer decoder layers, or both (at least one)."""
+
+    bits: int | None = setting(None, ge=2, le=16, help=(
+        "round every weight matrix of the decoder layers to signed integers of this many bits "
+        "(one absmax scale per group of inputs, round to nearest), stored dequantised; "
+        "embeddings, norms and the output layer are kept (none: weights unchanged)"))
+    group: int = setting(32, ge=0, help="consecutive inputs sharing one scale when quantising (0: one "
+                                        "scale per row); must divide every matrix's inputs")
+    keep_every: int | None = setting(None, ge=1, help=(
+        "keep every k-th decoder layer: layers 0, k, 2k, ... (none: every layer, or the ends "
+        "chosen by the first/last N)"))
+    keep_first: int | None = setting(None, ge=0, help=(
+        "keep the first N decoder layers (with the last N: both ends)"))
+    keep_last: int | None = setting(None, ge=0, help=(
+        "keep the last N decoder layers (with the first N: both ends)"))
+    dtype: Literal["float32", "bfloat16", "float16"] = setting(
+        "float32", help="dtype of the written weights (the work is done in float32)")
+
+    def check(self) -> None:
+        ends = self.keep_first is not None or self.keep_last is not None
+        if self.keep_every is not None and ends:
+            raise SettingError.at("StudentOptions", "keep_every",
+                                  "cannot go with {} or {}: choose one way to drop layers",
+                                  mentions=("keep_first", "keep_last"))
+        if self.bits is None and self.keep_every is None and not ends:
+            raise SettingError.at("StudentOptions", "bits",
+                                  "none, and no layer is dropped ({}, {}, {}): the student "
+                                  "would be the teacher", mentions=("keep_every", "keep_first",
+                                                                    "keep_last"))
