@@ -11,10 +11,16 @@
                "replicates": 3, "hybrid_lambda": 1.0 (null for teacher and student),
                "counterfactual_rows": [0, 0, 0] (per run; null for teacher and student),
                "cells": {"test_id": {"mean": .9, "lo": .85, "hi": .95, "values": [...], "n": 200,
-                                     "interval": "t over seeds" | "Wilson over samples"}}}],
+                                     "interval": "bootstrap: seeds x items", "half_width",
+                                     "detectable", "resamples": 2000, "seeds": 3,
+                                     "items": [200, ...], "shared_items": false,
+                                     "dominant": "items"}}}],
      "differences": [{"key": "leaf_instr", "baseline": "kd", "pairs": 3,
                       "runs_without_counterfactuals": 0,
-                      "cells": {"test_anti": {"mean", "lo", "hi", "values", "interval"}}}],
+                      "cells": {"test_anti": {"mean", "lo", "hi", "values", "interval", ...}}}],
+     "pair_check": {"data0": {"data": "data0", "screened": {"n", "teacher", "student"},
+                              "tests": {"test_id": {"n", "teacher", "student"}},
+                              "teacher_not_better": [...]}},
      "counts": {"data0": {"train": 1000, "screened": 1000, "teacher_right_student_wrong": 41,
                           "scored": 41, "sets": {"instruction_span": {"samples": 41,
                           "counterfactuals": 60, "verified": 14, "rejected": 46}}}},
@@ -25,6 +31,11 @@
                              "n_items": [100, ...], "share": {"mean", "lo", "hi", "values",
                              "interval"}, "uniform": {...}, "per_layer": [...]}]} | null,
      "timings": {"stage": seconds, ...}, "total_seconds": 123.4}
+
+Intervals (docs/intervals.md): a hierarchical bootstrap over seeds, then test items, from the
+per-item rows of each evaluation (``metrics.samples.jsonl``); without them, Student-t over
+seeds or Wilson over one run's samples (``"t over seeds"``, ``"Wilson over samples"``). The file
+is strict JSON: an undefined number is null.
 """
 
 from __future__ import annotations

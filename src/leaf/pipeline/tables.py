@@ -173,10 +173,11 @@ def lowered_line(results: dict) -> str | None:
     if not low:
         return None
     parts = [f"{SPLIT_LABELS.get(s, s)} ({', '.join(labels)})" for s, labels in low.items()]
+    testbed = bool((results.get("data") or {}).get("testbed"))
     return ("Below the starting point (information, not a warning): distillation left the "
             "student under the Pre-KD student's mean accuracy on " + "; ".join(parts)
-            + ". A split unlike the training data can drop this way; the testbed's clean "
-            "split does by design.")
+            + ". A split unlike the training data can drop this way"
+            + ("; the testbed's clean split does by design." if testbed else "."))
 
 
 def pair_check_rows(results: dict) -> tuple[list[str], list[list[str]]] | None:
