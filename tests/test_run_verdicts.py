@@ -119,3 +119,19 @@ def test_a_difference_the_runs_show_is_named_with_its_split_and_direction():
                            "clean (+0.200)")
     assert "no other difference is told from 0" in line
     assert "smallest detectable" not in difference_rows(results)[0]  # 5 seeds x 200 items
+
+
+def test_the_report_shows_the_verdict_and_the_pair_check(items_fake, config, tmp_path):  # noqa: F811
+    from leaf.report.collect import results_section
+    from leaf.report.html import results_html
+
+    results = run_pipeline(load_config(config, overrides={"seeds": [0, 1, 2]}),
+                           tmp_path / "run", log=lambda s: None)
+    section = results_section(results)
+    blocks = {b["id"]: b for b in section["blocks"]}
+    assert blocks["differences"]["lines"][-1].startswith("Verdict: nothing can be concluded")
+    assert "smallest detectable" in blocks["differences"]["header"]
+    assert blocks["pair_check"]["lines"][0].startswith("Warning: the teacher is not better")
+    page = results_html(section)
+    assert '<p class="verdict">Verdict: nothing can be concluded' in page
+    assert "Pair check: teacher and student before distillation" in page
