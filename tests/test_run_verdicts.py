@@ -11,11 +11,12 @@ import pytest
 
 import leaf.pipeline.plan as plan
 import leaf.stages as leaf_stages
+import test_pipeline_plan
 from leaf.data.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
 from leaf.pipeline import run_pipeline
 from leaf.pipeline.config import load_config
 from leaf.pipeline.tables import render
-from test_pipeline_plan import FakeStages, config  # noqa: F401  (the run-config fixture)
+from test_pipeline_plan import FakeStages
 
 # item k of every 4-item test split is answered right by ...
 RIGHT = {"teacher": {0}, "student": {0, 1, 2}}  # the pair of the issue: teacher 0.25, student 0.75
@@ -38,6 +39,12 @@ class ItemStages(FakeStages):
 
 
 @pytest.fixture
+def run_config(tmp_path) -> Path:
+    """The run config of tests/test_pipeline_plan.py: 4 items per test split, data files."""
+    return test_pipeline_plan.config.__wrapped__(tmp_path)
+
+
+@pytest.fixture
 def items_fake(monkeypatch):
     f = ItemStages()
     for name in ("screen", "detect", "prune", "distill", "evaluate"):
@@ -52,9 +59,9 @@ def _reject(name: str):
 
 
 def test_four_items_three_seeds_give_an_interval_and_say_nothing_can_be_concluded(
-        items_fake, config, tmp_path, capsys):  # noqa: F811
+        items_fake, run_config, tmp_path, capsys):
     run = tmp_path / "run"
-    cfg = load_config(config, overrides={"seeds": [0, 1, 2]})
+    cfg = load_config(run_config, overrides={"seeds": [0, 1, 2]})
     results = run_pipeline(cfg, run, log=lambda s: None)
     diff = {d["key"]: d for d in results["differences"]}["leaf_instr"]
     cell = diff["cells"]["test_anti"]
@@ -92,10 +99,10 @@ def test_four_items_three_seeds_give_an_interval_and_say_nothing_can_be_conclude
     assert results["detection"]["gradient"]["replicates"]["data"]["span_recall"] is None
 
 
-def test_a_teacher_better_everywhere_gives_no_pair_warning(items_fake, config, tmp_path,
-                                                           capsys, monkeypatch):  # noqa: F811
+def test_a_teacher_better_everywhere_gives_no_pair_warning(
+        items_fake, run_config, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(RIGHT, "teacher", {0, 1, 2, 3})
-    results = run_pipeline(load_config(config), tmp_path / "run", log=lambda s: None)
+    results = run_pipeline(load_config(run_config), tmp_path / "run", log=lambda s: None)
     assert results["pair_check"]["data"]["teacher_not_better"] == []
     out = capsys.readouterr()
     assert "not better" not in out.err
@@ -121,11 +128,11 @@ def test_a_difference_the_runs_show_is_named_with_its_split_and_direction():
     assert "smallest detectable" not in difference_rows(results)[0]  # 5 seeds x 200 items
 
 
-def test_the_report_shows_the_verdict_and_the_pair_check(items_fake, config, tmp_path):  # noqa: F811
+def test_the_report_shows_the_verdict_and_the_pair_check(items_fake, run_config, tmp_path):
     from leaf.report.collect import results_section
     from leaf.report.html import results_html
 
-    results = run_pipeline(load_config(config, overrides={"seeds": [0, 1, 2]}),
+    results = run_pipeline(load_config(run_config, overrides={"seeds": [0, 1, 2]}),
                            tmp_path / "run", log=lambda s: None)
     section = results_section(results)
     blocks = {b["id"]: b for b in section["blocks"]}

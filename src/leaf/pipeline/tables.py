@@ -138,8 +138,11 @@ def verdict(results: dict) -> str | None:
     if not any(_has_interval(c) for c in cells):
         return ("Verdict: nothing can be concluded: one pair of runs gives no interval; more "
                 "seeds, or per-item scores (metrics.samples.jsonl), are needed.")
+    caveat = ("; one seed: the seed-to-seed spread is not measured, so a difference shown "
+              "may be that seed's, and more seeds would be needed to confirm it"
+              if seeds < 2 and shown else "")
     if not unseen:
-        return "Verdict: the runs show " + "; ".join(shown) + "."
+        return "Verdict: the runs show " + "; ".join(shown) + caveat + "."
     detectable = [c["detectable"] for c in unseen if c.get("detectable") is not None]
     items = sorted({n for c in unseen for n in (c.get("items") or [])})
     size = (f"{seeds} seed{'s' if seeds != 1 else ''}"
@@ -152,7 +155,7 @@ def verdict(results: dict) -> str | None:
         return (f"Verdict: nothing can be concluded: no difference is told from 0{smallest}; "
                 f"{need} would be needed to show one.")
     return (f"Verdict: the runs show {'; '.join(shown)}; no other difference is told from "
-            f"0{smallest}.")
+            f"0{smallest}{caveat}.")
 
 
 def _what_is_needed(cells: list[dict], seeds: int) -> str:
