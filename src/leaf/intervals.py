@@ -5,10 +5,17 @@
 - :func:`wilson_interval`: the 95% Wilson interval of a proportion seen on ``n`` samples;
 - :func:`interval`: a proportion's mean and interval, Student-t over runs when there are several,
   else Wilson over one run's samples;
-- :func:`paired_difference`: group ``a`` minus group ``b`` of a ``results.json``, paired by seed.
+- :func:`paired_difference`: group ``a`` minus group ``b`` of a ``results.json``, paired by seed
+  (and by test item when per-item scores are given);
+- :func:`hierarchical_bootstrap` / :func:`bootstrap_interval`: the 95% interval of a run's
+  accuracy or paired difference over seeds, then test items (shared across seeds, or each
+  seed's own), with a small-seed widening (:func:`few_seeds_factor`) and a floor for a few
+  items; :func:`detectable_difference`: the smallest difference the runs would show four times
+  out of five. docs/intervals.md has the method and its measured coverage.
 
-Pure functions of numbers and dicts: no file is read and nothing above this module is imported,
-so the pipeline, the report and the testbed can all lean on it.
+Pure functions of numbers and dicts (numpy for the resampling, seeded): no file is read and
+nothing above this module is imported, so the pipeline, the report and the testbed can all
+lean on it.
 """
 
 from __future__ import annotations
