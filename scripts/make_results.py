@@ -116,7 +116,8 @@ def _num(c: dict | None, measure: str = "") -> str:
         return "n/a"
     if measure != "attention":
         return format_cell(c, "+")
-    return format_cell({k: 100 * c[k] for k in ("mean", "lo", "hi")}, "+") + " pp"
+    return format_cell({k: None if c.get(k) is None else 100 * c[k]
+                        for k in ("mean", "lo", "hi")}, "+") + " pp"
 
 
 def verdict_section(runs: list[tuple[str, dict]]) -> list[str]:

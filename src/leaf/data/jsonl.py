@@ -149,5 +149,7 @@ def write_jsonl_atomic(path: str | Path, rows: Iterable[dict[str, Any]]) -> None
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as strict JSON (a NaN or infinity becomes null, :func:`finite_json`)."""
     with _replacing(Path(path)) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(finite_json(obj), indent=2, ensure_ascii=False,
+                                  allow_nan=False) + "\n", encoding="utf-8")

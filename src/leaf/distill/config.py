@@ -133,7 +133,13 @@ class DistillArguments(TrainingArguments):
     lr_scheduler_type: SchedulerType | str = field(
         default="cosine", metadata=_help("Learning-rate schedule (paper: cosine).")
     )
-    warmup_steps: float = field(default=5, metadata=_help("Linear warm-up steps (paper: 5)."))
+    warmup_steps: float = field(
+        default=0,
+        metadata=_help("Linear warm-up steps (a value below 1 is a share of the total steps). "
+                       "0 by default so a short run trains at learning_rate from its first "
+                       "step (with 5 warm-up steps, max_steps: 2 trains at lr 0, then a "
+                       "fraction of it); the paper's 5 suits long runs of many hundred steps."),
+    )
     num_train_epochs: float = field(default=3.0, metadata=_help("Epochs (paper: 3)."))
     optim: OptimizerNames | str = field(default="adamw_torch", metadata=_help("Optimizer (paper: AdamW)."))
     report_to: None | str | list[str] = field(

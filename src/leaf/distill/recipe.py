@@ -11,6 +11,7 @@ card (``README.md``, :mod:`leaf.distill.card`).
 from __future__ import annotations
 
 import logging
+import math
 import re
 import warnings
 from pathlib import Path
@@ -103,7 +104,36 @@ def build_trainer(args: DistillArguments) -> DistillTrainer:
     )
     plain_logs(trainer)
     use_leaf_card(trainer)
+    warn_long_warmup(trainer)
     return trainer
+
+
+def warmup_share(warmup_steps: float, total_steps: int) -> float:
+    """The share of ``total_steps`` that linear warm-up takes (``warmup_steps`` below 1 is
+    itself a share, as ``transformers`` reads it)."""
+    if total_steps <= 0:
+        return 0.0
+    steps = int(warmup_steps) if warmup_steps >= 1 else math.ceil(total_steps * warmup_steps)
+    return min(steps, total_steps) / total_steps
+
+
+def warn_long_warmup(trainer: DistillTrainer) -> bool:
+    """Warn (and return True) when warm-up takes at least half of the optimizer steps: those
+    steps train below ``learning_rate``, a short run barely at all."""
+    args = trainer.args
+    total = args.max_steps
+    if total <= 0:
+        per_epoch = math.ceil(len(trainer.get_train_dataloader())
+                              / max(1, args.gradient_accumulation_steps))
+        total = math.ceil(per_epoch * args.num_train_epochs)
+    share = warmup_share(args.warmup_steps, total)
+    if share < 0.5:
+        return False
+    logger.warning("warmup_steps %s takes %.0f%% of the %d optimizer steps: the learning rate "
+                   "reaches %s only at step %d; lower warmup_steps (0 trains at the full rate "
+                   "from step 1) or train longer", f"{args.warmup_steps:g}", 100 * share, total,
+                   f"{args.learning_rate:g}", round(share * total))
+    return True
 
 
 def _complete(checkpoint: Path) -> bool:

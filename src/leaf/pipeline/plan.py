@@ -12,6 +12,7 @@ Run directory layout::
     <dkey>/detect/<level>.jsonl                   leaf detect, one per level
     <dkey>/prune/<set>.jsonl                      leaf prune, one per counterfactual set
     <dkey>/detection/<rule>.json                  pruned spans against the planted spans
+    <dkey>/pair_check.json                        teacher vs student before distillation
     <dkey>/train/<variant>.jsonl                  originals + the variant's kept counterfactuals
     distill/<variant>/seed<k>/                    leaf distill (config.yaml, model/)
     eval/<model>/<dkey>/<split>/                  leaf eval (predictions, metrics.json)
@@ -30,10 +31,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from leaf import stages as S
-from leaf.data.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
+from leaf.data.jsonl import finite_json, read_jsonl, write_json_atomic, write_jsonl_atomic
 from leaf.errors import LeafError
-from leaf.pipeline.config import RunConfig, distill_config, group_of, variant_arguments
+from leaf.pipeline.config import (
+    SPLIT_LABELS,
+    RunConfig,
+    distill_config,
+    group_of,
+    variant_arguments,
+)
 from leaf.pipeline.launch import stage_call
+from leaf.pipeline.pair_check import check_replicate, pair_lines, pair_warning
 from leaf.pipeline.progress import aside
 from leaf.pipeline.runner import Stage
 from leaf.settings import to_mapping
@@ -59,13 +67,9 @@ def build_stages(cfg: RunConfig, run_dir: str | Path) -> list[Stage]:
     for message in plan_warnings(cfg):
         warn(message)
     models: dict[str, Path | str] = {"teacher": cfg.teacher, "student": cfg.student}
-    for seed, dkey in reps.items():
-        for variant in cfg.distill.variants:
-            models[f"{variant}-s{seed}"] = _stage2(cfg, run, dkey, seed, variant, sets[dkey],
-                                                   stages)
-
     options = S.EvalOptions(generation=cfg.evaluate)
-    for key, dkey in cfg.model_keys():
+
+    def evaluate(key: str, dkey: str) -> None:
         for split in splits:
             out = run / "eval" / key / dkey / split
             model, bench = models[key], tests[dkey][split]
@@ -75,6 +79,20 @@ def build_stages(cfg: RunConfig, run_dir: str | Path) -> list[Stage]:
                            threads=cfg.runtime.threads),
                 {"dir": out, "metrics": out / "metrics.json"}, {"model": model, "bench": bench},
                 {"evaluate": to_mapping(options)}))
+
+    # the teacher and the student first: the pair check reads them before any distillation
+    fixed = [(k, d) for k, d in cfg.model_keys() if k in ("teacher", "student")]
+    for key, dkey in fixed:
+        evaluate(key, dkey)
+    for dkey in data_seeds:
+        stages.append(_pair_check_stage(run, dkey, splits))
+    for seed, dkey in reps.items():
+        for variant in cfg.distill.variants:
+            models[f"{variant}-s{seed}"] = _stage2(cfg, run, dkey, seed, variant, sets[dkey],
+                                                   stages)
+    for key, dkey in cfg.model_keys():
+        if (key, dkey) not in fixed:
+            evaluate(key, dkey)
 
     att_out = _attention_stage(cfg, run, models, tests, splits, stages)
 
@@ -86,6 +104,7 @@ def build_stages(cfg: RunConfig, run_dir: str | Path) -> list[Stage]:
         inputs.update({f"set:{dkey}/{n}": p for n, p in sets[dkey].items()})
         inputs.update({f"detection:{dkey}/{r}": run / dkey / "detection" / f"{r}.json"
                        for r in cfg.detection.rules})
+    inputs.update({f"pair_check:{d}": run / d / "pair_check.json" for d in data_seeds})
     if att_out:
         inputs["attention"] = att_out
     stages.append(Stage("results", lambda: collect_results(cfg, run),
@@ -93,6 +112,27 @@ def build_stages(cfg: RunConfig, run_dir: str | Path) -> list[Stage]:
                         {"splits": splits, "models": cfg.model_keys(),
                          "lambdas": {v: cfg.lambda_of(v) for v in cfg.distill.variants}}))
     return stages
+
+
+def _pair_check_stage(run: Path, dkey: str, splits: list[str]) -> Stage:
+    """Teacher against student on the screened data and the test splits, before distillation
+    (:mod:`leaf.pipeline.pair_check`): one line of numbers, a warning when the teacher is
+    not better, and ``<dkey>/pair_check.json``."""
+    out = run / dkey / "pair_check.json"
+    inputs: dict[str, Path | str] = {"screened": run / dkey / "screen" / "screened.jsonl"}
+    inputs.update({f"eval:{role}/{split}": run / "eval" / role / dkey / split / "metrics.json"
+                   for role in ("teacher", "student") for split in splits})
+
+    def check() -> None:
+        result = check_replicate(dkey, run / dkey, run / "eval", splits)
+        write_json_atomic(out, finite_json(result))
+        for line in pair_lines(result, SPLIT_LABELS):
+            note(line)
+        message = pair_warning(result, SPLIT_LABELS)
+        if message:
+            warn(message)
+
+    return Stage(f"pair_check_{dkey}", check, {"pair_check": out}, inputs, {"splits": splits})
 
 
 def _attention_stage(cfg: RunConfig, run: Path, models: dict[str, Path | str],
@@ -252,6 +292,16 @@ def _data_stage(cfg: RunConfig, outs: dict[str, Path], dkey: str, data_seed: int
     if data.columns:  # absent when unset, so earlier runs' stages keep their hashes
         params["columns"] = data.columns
     return Stage(f"data_{dkey}", copy, outs, dict(src), params)
+
+
+def note(message: str) -> None:
+    """One ``leaf run:`` line of information on stdout, also on the terminal when a quiet run
+    sends the stages' output to ``stages.log``."""
+    line = f"leaf run: {message}"
+    with aside():  # on a line of its own, not over the live progress line
+        print(line, flush=True)
+        if sys.stdout is not sys.__stdout__ and sys.__stdout__ is not None:
+            print(line, file=sys.__stdout__, flush=True)
 
 
 def warn(message: str) -> None:

@@ -18,7 +18,9 @@ def _rows(results: dict) -> dict[str, dict]:
 def compare(a: dict, b: dict) -> str:
     """``a`` vs ``b`` (two cells): the difference and whether the intervals separate it."""
     d = a["mean"] - b["mean"]
-    if a["lo"] > b["hi"]:
+    if any(not isinstance(c.get(k), int | float) for c in (a, b) for k in ("lo", "hi")):
+        verdict = "no interval on one side: no difference shown"  # null bounds: one run
+    elif a["lo"] > b["hi"]:
         verdict = "higher, intervals do not overlap"
     elif a["hi"] < b["lo"]:
         verdict = "lower, intervals do not overlap"

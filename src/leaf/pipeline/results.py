@@ -11,10 +11,16 @@
                "replicates": 3, "hybrid_lambda": 1.0 (null for teacher and student),
                "counterfactual_rows": [0, 0, 0] (per run; null for teacher and student),
                "cells": {"test_id": {"mean": .9, "lo": .85, "hi": .95, "values": [...], "n": 200,
-                                     "interval": "t over seeds" | "Wilson over samples"}}}],
+                                     "interval": "bootstrap: seeds x items", "half_width",
+                                     "detectable", "resamples": 2000, "seeds": 3,
+                                     "items": [200, ...], "shared_items": false,
+                                     "dominant": "items"}}}],
      "differences": [{"key": "leaf_instr", "baseline": "kd", "pairs": 3,
                       "runs_without_counterfactuals": 0,
-                      "cells": {"test_anti": {"mean", "lo", "hi", "values", "interval"}}}],
+                      "cells": {"test_anti": {"mean", "lo", "hi", "values", "interval", ...}}}],
+     "pair_check": {"data0": {"data": "data0", "screened": {"n", "teacher", "student"},
+                              "tests": {"test_id": {"n", "teacher", "student"}},
+                              "teacher_not_better": [...]}},
      "counts": {"data0": {"train": 1000, "screened": 1000, "teacher_right_student_wrong": 41,
                           "scored": 41, "sets": {"instruction_span": {"samples": 41,
                           "counterfactuals": 60, "verified": 14, "rejected": 46}}}},
@@ -25,6 +31,11 @@
                              "n_items": [100, ...], "share": {"mean", "lo", "hi", "values",
                              "interval"}, "uniform": {...}, "per_layer": [...]}]} | null,
      "timings": {"stage": seconds, ...}, "total_seconds": 123.4}
+
+Intervals (docs/intervals.md): a hierarchical bootstrap over seeds, then test items, from the
+per-item rows of each evaluation (``metrics.samples.jsonl``); without them, Student-t over
+seeds or Wilson over one run's samples (``"t over seeds"``, ``"Wilson over samples"``). The file
+is strict JSON: an undefined number is null.
 """
 
 from __future__ import annotations
@@ -34,8 +45,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from leaf.data.jsonl import iter_jsonl, write_json_atomic
-from leaf.intervals import interval, paired_difference
+from leaf.data.jsonl import finite_json, iter_jsonl, write_json_atomic
+from leaf.intervals import bootstrap_interval, interval, paired_difference
 from leaf.pipeline.attention_stage import summarise_attention
 from leaf.pipeline.config import LABELS, RunConfig, group_of
 from leaf.pipeline.manifest import Manifest
@@ -49,10 +60,48 @@ def score_of(metrics: dict) -> float:
     raise KeyError(f"no accuracy, pass@1 or em in metrics {sorted(metrics)}")
 
 
+def item_score(row: dict) -> float:
+    """One test item's score from a ``metrics.samples.jsonl`` row: the share of its responses
+    graded right (several responses, as pass@1 counts them), its exact match (qa), else 1.0
+    when ``correct`` and 0.0 when not."""
+    if row.get("n_responses"):
+        return row["n_correct"] / row["n_responses"]
+    if isinstance(row.get("em"), int | float):
+        return float(row["em"])
+    return float(bool(row.get("correct")))
+
+
+def read_item_scores(metrics_path: Path) -> dict[str, float] | None:
+    """Test item id -> score, from the per-sample rows beside a ``metrics.json`` (None when
+    the evaluation wrote none)."""
+    path = metrics_path.with_name(metrics_path.stem + ".samples.jsonl")
+    if not path.is_file():
+        return None
+    return {str(r["id"]): item_score(r) for _, r in iter_jsonl(path)}
+
+
+def group_cell(members: list[str], got: list[dict], items: list[dict[str, float] | None]
+               ) -> dict:
+    """A group's cell on one split: the hierarchical bootstrap over its members (seeds or data
+    replicates) and their test items when every member has per-item scores (items shared when
+    the members share one data replicate), else Student-t over members / Wilson over samples."""
+    if got and all(i for i in items):
+        shared = len({m.rsplit("@", 1)[-1] for m in members}) == 1
+        ids = sorted(set.intersection(*(set(i) for i in items))) if shared else None
+        units = [[i[k] for k in ids] for i in items] if shared else \
+            [list(i.values()) for i in items]
+        if all(units):
+            return {**bootstrap_interval(units, shared_items=shared),
+                    "values": [g["accuracy"] for g in got], "n": got[0]["n"]}
+    return {**interval([g["accuracy"] for g in got], got[0]["n"]), "n": got[0]["n"]}
+
+
 def summarise(models: dict[str, dict], groups: dict[str, list[str]],
               splits: list[str], lambdas: dict[str, float] | None = None,
-              trained_on: dict[str, int] | None = None) -> list[dict]:
-    """One table row per group of evaluated models (``"teacher"`` -> its replicates, ...)."""
+              trained_on: dict[str, int] | None = None,
+              items: dict[str, dict[str, dict[str, float] | None]] | None = None) -> list[dict]:
+    """One table row per group of evaluated models (``"teacher"`` -> its replicates, ...);
+    ``items``: member -> split -> test item id -> score, for the bootstrap intervals."""
     rows = []
     for key, members in groups.items():
         members = [m for m in members if m in models]
@@ -60,10 +109,11 @@ def summarise(models: dict[str, dict], groups: dict[str, list[str]],
             continue
         cells = {}
         for split in splits:
-            got = [models[m][split] for m in members if split in models[m]]
+            have = [m for m in members if split in models[m]]
+            got = [models[m][split] for m in have]
             if got:
-                cells[split] = {**interval([g["accuracy"] for g in got], got[0]["n"]),
-                                "n": got[0]["n"]}
+                cells[split] = group_cell(have, got, [(items or {}).get(m, {}).get(split)
+                                                      for m in have])
         rows.append({"key": key, "label": LABELS.get(key, key), "members": members,
                      "replicates": len(members), "cells": cells,
                      "hybrid_lambda": (lambdas or {}).get(key),
@@ -74,12 +124,16 @@ def summarise(models: dict[str, dict], groups: dict[str, list[str]],
     return rows
 
 
-def paired_differences(results: dict[str, Any], baseline: str = "kd") -> list[dict]:
-    """Every variant that adds rows minus ``baseline`` (KD w/o mask), paired by seed."""
+def paired_differences(results: dict[str, Any], baseline: str = "kd",
+                       items: dict[str, dict[str, dict[str, float] | None]] | None = None,
+                       ) -> list[dict]:
+    """Every variant that adds rows minus ``baseline`` (KD w/o mask), paired by seed (and by
+    test item, with ``items``: member -> split -> item id -> score)."""
     variants = results.get("variants") or {}
     if baseline not in variants:
         return []
-    return [paired_difference(results, key, baseline, labels=LABELS)
+    get = (lambda m, sp: (items.get(m) or {}).get(sp)) if items else None  # noqa: E731
+    return [paired_difference(results, key, baseline, labels=LABELS, items=get)
             for key, spec in variants.items()
             if key != baseline and (spec.get("sets") or spec.get("extra_originals"))]
 
@@ -155,6 +209,7 @@ def collect_results(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
     groups: dict[str, list[str]] = {}
     trained_on: dict[str, int] = {}  # member -> counterfactual-kind rows in its training file
     per_file: dict[Path, int] = {}  # seeds sharing a data replicate share the file: read once
+    items: dict[str, dict[str, dict[str, float] | None]] = {}  # member -> split -> item scores
     for key, dkey in cfg.model_keys():
         member = f"{key}@{dkey}"
         groups.setdefault(group_of(key), []).append(member)
@@ -170,6 +225,7 @@ def collect_results(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
             if path.exists():
                 m = json.loads(path.read_text(encoding="utf-8"))
                 models.setdefault(member, {})[split] = {"accuracy": score_of(m), "n": int(m["n"])}
+                items.setdefault(member, {})[split] = read_item_scores(path)
     dkeys = list(dict.fromkeys(cfg.replicates().values()))
     counts = {d: replicate_counts(cfg, run / d) for d in dkeys}
     detection = {}
@@ -204,13 +260,16 @@ def collect_results(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
                                 for n, spec in plain["counterfactuals"].items()},
         "prune": plain["prune"],
         "models": models,
-        "rows": summarise(models, groups, splits, lambdas, trained_on),
+        "rows": summarise(models, groups, splits, lambdas, trained_on, items),
         "counts": counts,
         "detection": detection,
         "attention": attention,
         "timings": timings,
         "total_seconds": round(sum(t or 0 for t in timings.values()), 1),
     }
-    results["differences"] = paired_differences(results)
+    results["differences"] = paired_differences(results, items=items)
+    results["pair_check"] = {d: json.loads((run / d / "pair_check.json").read_text("utf-8"))
+                             for d in dkeys if (run / d / "pair_check.json").is_file()}
+    results = finite_json(results)  # strict JSON: null where a number is undefined
     write_json_atomic(run / "results.json", results)
     return results

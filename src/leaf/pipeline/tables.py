@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from leaf.pipeline.config import LABELS, SPLIT_LABELS
+from leaf.pipeline.pair_check import lowered_splits, pair_warning
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -20,9 +21,18 @@ def format_cell(c: dict | None, sign: str = "") -> str:
     if not c:
         return "-"
     f = f"{sign}.3f"
-    if isinstance(c.get("lo"), float) and math.isnan(c["lo"]):
+    if c.get("mean") is None:
+        return "-"
+    if not _has_interval(c):
         return f"{c['mean']:{f}}"
     return f"{c['mean']:{f}} [{c['lo']:{f}}, {c['hi']:{f}}]"
+
+
+def _has_interval(c: dict) -> bool:
+    """Whether a cell has finite bounds (results.json writes null where there are none)."""
+    lo, hi = c.get("lo"), c.get("hi")
+    return (isinstance(lo, int | float) and isinstance(hi, int | float)
+            and math.isfinite(lo) and math.isfinite(hi))
 
 
 def _adds_rows(results: dict, key: str) -> bool:
@@ -72,6 +82,7 @@ def difference_rows(results: dict) -> tuple[list[str], list[list[str]]] | None:
     if not diffs:
         return None
     splits = results["splits"]
+    small = few_runs(results)
     rows = []
     for d in diffs:
         note = f"{d['pairs']}"
@@ -79,8 +90,127 @@ def difference_rows(results: dict) -> tuple[list[str], list[list[str]]] | None:
             note += f" ({d['runs_without_counterfactuals']} left out: 0 counterfactuals)"
         cells = [format_cell(d["cells"].get(s), "+") for s in splits] if d["pairs"] else \
             ["no run had counterfactuals"] * len(splits)
+        if small:
+            found = [d["cells"][s]["detectable"] for s in splits
+                     if (d["cells"].get(s) or {}).get("detectable") is not None]
+            cells.append(f"{max(found):.3f}" if found else "-")
         rows.append([f"{d['label']} - KD w/o mask", note, *cells])
-    return ["difference", "paired runs", *[SPLIT_LABELS.get(s, s) for s in splits]], rows
+    header = ["difference", "paired runs", *[SPLIT_LABELS.get(s, s) for s in splits]]
+    if small:
+        header.append("smallest detectable")
+    return header, rows
+
+
+#: Fewer test items per run than this, or one seed, and the headline shows the smallest
+#: detectable difference.
+FEW_ITEMS = 100
+
+
+def few_runs(results: dict) -> bool:
+    """One seed, or fewer than :data:`FEW_ITEMS` test items per run on some split."""
+    cells = [c for d in results.get("differences") or [] for c in d["cells"].values()]
+    if not cells:
+        return False
+    return (len(results.get("seeds") or []) < 2
+            or any(min(c.get("items") or [FEW_ITEMS]) < FEW_ITEMS for c in cells))
+
+
+def verdict(results: dict) -> str | None:
+    """The one line that ends the headline: the differences the runs show (interval excluding
+    0: split and direction), or that they show none and what would be needed to see one."""
+    diffs = [d for d in results.get("differences") or [] if d["pairs"]]
+    if not diffs:
+        return None
+    shown, unseen = [], []
+    for d in diffs:
+        for split in results["splits"]:
+            c = d["cells"].get(split)
+            if not c or not _has_interval(c):
+                continue
+            name = SPLIT_LABELS.get(split, split)
+            if c["lo"] > 0 or c["hi"] < 0:
+                shown.append(f"{d['label']} {'above' if c['lo'] > 0 else 'below'} KD w/o mask "
+                             f"on {name} ({c['mean']:+.3f})")
+            else:
+                unseen.append(c)
+    seeds = len(results.get("seeds") or [])
+    cells = [d["cells"][s] for d in diffs for s in results["splits"] if d["cells"].get(s)]
+    if not any(_has_interval(c) for c in cells):
+        return ("Verdict: nothing can be concluded: one pair of runs gives no interval; more "
+                "seeds, or per-item scores (metrics.samples.jsonl), are needed.")
+    caveat = ("; one seed: the seed-to-seed spread is not measured, so a difference shown "
+              "may be that seed's, and more seeds would be needed to confirm it"
+              if seeds < 2 and shown else "")
+    if not unseen:
+        return "Verdict: the runs show " + "; ".join(shown) + caveat + "."
+    detectable = [c["detectable"] for c in unseen if c.get("detectable") is not None]
+    items = sorted({n for c in unseen for n in (c.get("items") or [])})
+    size = (f"{seeds} seed{'s' if seeds != 1 else ''}"
+            + (f" x {items[0]}" if len(items) == 1 else f" x {items[0]}-{items[-1]}"
+               if items else "") + (" test items" if items else ""))
+    need = _what_is_needed(unseen, seeds)
+    smallest = (f"; with {size} a difference smaller than about {max(detectable):.3f} "
+                "cannot be told from 0" if detectable else "")
+    if not shown:
+        return (f"Verdict: nothing can be concluded: no difference is told from 0{smallest}; "
+                f"{need} would be needed to show one.")
+    return (f"Verdict: the runs show {'; '.join(shown)}; no other difference is told from "
+            f"0{smallest}{caveat}.")
+
+
+def _what_is_needed(cells: list[dict], seeds: int) -> str:
+    """More seeds or more test items: whichever source dominates the spread."""
+    if seeds < 2:
+        return "more seeds (one seed leaves the seed-to-seed spread unmeasured) and items"
+    dominant = [c.get("dominant") for c in cells if c.get("dominant")]
+    if not dominant:
+        return "more seeds"
+    if dominant.count("items") >= dominant.count("seeds"):
+        return "more test items (they dominate the spread)"
+    return "more seeds (they dominate the spread)"
+
+
+def lowered_line(results: dict) -> str | None:
+    """Where distillation left the student below its starting point, as information."""
+    low = lowered_splits(results)
+    if not low:
+        return None
+    parts = [f"{SPLIT_LABELS.get(s, s)} ({', '.join(labels)})" for s, labels in low.items()]
+    testbed = bool((results.get("data") or {}).get("testbed"))
+    return ("Below the starting point (information, not a warning): distillation left the "
+            "student under the Pre-KD student's mean accuracy on " + "; ".join(parts)
+            + ". A split unlike the training data can drop this way"
+            + ("; the testbed's clean split does by design." if testbed else "."))
+
+
+def pair_check_rows(results: dict) -> tuple[list[str], list[list[str]]] | None:
+    """Teacher and student side by side per data replicate, before distillation."""
+    checks = results.get("pair_check") or {}
+    if not checks:
+        return None
+    splits = results["splits"]
+
+    def both(c: dict | None) -> str:
+        if not c or c.get("teacher") is None:
+            return "-"
+        return f"{c['teacher']:.3f} / {c['student']:.3f}"
+
+    rows = [[dkey, both(c["screened"]), *[both(c["tests"].get(s)) for s in splits],
+             ", ".join(SPLIT_LABELS.get(w, w) for w in c["teacher_not_better"]) or "-"]
+            for dkey, c in checks.items()]
+    return (["data", "screened training data", *[SPLIT_LABELS.get(s, s) for s in splits],
+             "teacher not better on"], rows)
+
+
+def pair_check_table(results: dict) -> str | None:
+    """:func:`pair_check_rows` as a table, with the warning line when the teacher is not
+    better somewhere."""
+    got = pair_check_rows(results)
+    if not got:
+        return None
+    text = _table(*got) + "\n\nteacher / student accuracy, before distillation."
+    warnings = [pair_warning(c, SPLIT_LABELS) for c in results["pair_check"].values()]
+    return text + "".join(f"\nWarning: {w}" for w in warnings if w)
 
 
 def detection_table(results: dict) -> str:
@@ -181,14 +311,18 @@ def span_vs_collective_table(results: dict) -> str | None:
 
 DIFFERENCES_NOTE = (
     "accuracy of each variant minus KD w/o mask's, run by run (the two runs of a seed share "
-    "data and originals); mean [95% Student-t interval over the pairs]; an interval that "
-    "excludes 0 is a difference the runs show. Runs whose variant had no counterfactual to "
-    "train on are left out.")
+    "data and originals) and item by item; mean [95% interval: hierarchical bootstrap over "
+    "seeds, then test items, docs/intervals.md; Student-t over the pairs when per-item scores "
+    "are missing]; an interval that excludes 0 is a difference the runs show. 'smallest "
+    "detectable' (shown with one seed or few items): the difference these runs would show "
+    "four times out of five, about 1.43 half-widths. Runs whose variant had no "
+    "counterfactual to train on are left out.")
 ACCURACY_NOTE = (
     "lambda: the weight of the standard-distillation term in each variant's loss ('uniform': "
     "no lambda, every target token weighs the same). mean [95% interval] over runs (one run "
-    "per seed; with testbed data each seed also draws its own splits): Student-t with >= 2 "
-    "runs (clipped to [0, 1]), Wilson over test samples with one.")
+    "per seed; with testbed data each seed also draws its own splits): hierarchical bootstrap "
+    "over runs, then test items (docs/intervals.md); without per-item scores Student-t over "
+    ">= 2 runs (clipped to [0, 1]), Wilson over test samples with one.")
 
 
 def attention_note(results: dict) -> str:
@@ -209,6 +343,12 @@ def render(results: dict) -> str:
     if diff:
         parts += [f"## LeaF minus KD, paired by seed ({title})", "", diff, "",
                   DIFFERENCES_NOTE, ""]
+        low = lowered_line(results)
+        if low:
+            parts += [low, ""]
+        line = verdict(results)
+        if line:
+            parts += [line, ""]
     parts += [
         f"## Accuracy ({title})",
         "",
@@ -224,6 +364,9 @@ def render(results: dict) -> str:
         "",
         counts_table(results),
     ]
+    pair = pair_check_table(results)
+    if pair:
+        parts += ["", "## Pair check: teacher and student before distillation", "", pair]
     att = attention_table(results)
     if att:
         parts += ["", "## Attention on the planted distractor", "", att, "",

@@ -36,6 +36,8 @@ from leaf.detect.spans import Confounders, confounders
 from leaf.detect.thresholds import DEFAULT_QUANTILE, DEFAULT_TAU
 from leaf.errors import LeafError, LeafInputError
 from leaf.pipeline import tables
+from leaf.pipeline.config import SPLIT_LABELS
+from leaf.pipeline.pair_check import pair_warning
 
 _RESPONSE_ID = re.compile(r"#r(\d+)\.\d+$")
 
@@ -324,8 +326,9 @@ def planted_spans(row: dict[str, Any]) -> dict[str, list[list[int]]] | None:
 def results_section(results: dict[str, Any]) -> dict[str, Any]:
     """The run's headline tables for the top of the report, made by the same functions as
     ``tables.md`` (:mod:`leaf.pipeline.tables`): each ``{"id", "heading", "header", "rows",
-    "note"}``; the differences also carry ``signs`` per cell (+1 / -1 where the 95% interval
-    lies above / below 0, else 0)."""
+    "note"}`` and optional ``lines`` (sentences shown under the table: the verdict that ends
+    the headline, the pair check's warning); the differences also carry ``signs`` per cell
+    (+1 / -1 where the 95% interval lies above / below 0, else 0)."""
     name = f"{results.get('name', 'run')}{', quick' if results.get('quick') else ''}"
     blocks: list[dict[str, Any]] = []
 
@@ -339,7 +342,8 @@ def results_section(results: dict[str, Any]) -> dict[str, Any]:
         signs = [[_sign(d["cells"].get(split)) for split in results["splits"]]
                  for d in results.get("differences") or []]
         add("differences", "LeaF minus KD, paired by seed", diffs, tables.DIFFERENCES_NOTE,
-            signs=signs, first_value_column=2)
+            signs=signs, first_value_column=2,
+            lines=[x for x in (tables.lowered_line(results), tables.verdict(results)) if x])
         add("accuracy", "Accuracy per variant", tables.accuracy_rows(results),
             tables.ACCURACY_NOTE)
         add("detection", "Detection against the planted spans", tables.detection_rows(results),
@@ -355,6 +359,12 @@ def results_section(results: dict[str, Any]) -> dict[str, Any]:
                 "without verification keep every row). " + tables.counts_line(results) + ".")
         add("attention", "Attention on the planted distractor", tables.attention_rows(results),
             tables.attention_note(results))
+        add("pair_check", "Pair check: teacher and student before distillation",
+            tables.pair_check_rows(results),
+            "teacher / student accuracy on the screened training data and each test split, "
+            "per data replicate, measured before any distillation.",
+            lines=[f"Warning: {w}" for w in (pair_warning(c, SPLIT_LABELS) for c in
+                                             (results.get("pair_check") or {}).values()) if w])
     except (KeyError, TypeError, ValueError) as exc:
         raise LeafError(f"results.json: not a `leaf run` results file ({exc!r})") from None
     return {"name": name, "blocks": blocks}

@@ -63,11 +63,13 @@ def results_html(results: Mapping[str, Any] | None) -> str:
         if signs:
             legend = (' <span class="pos">green</span>: the interval lies above 0; '
                       '<span class="neg">red</span>: below 0.')
+        lines = "".join(f'<p class="verdict">{html.escape(str(x))}</p>'
+                        for x in block.get("lines") or [])
         parts.append(
             f'<div class="block" id="r-{html.escape(block["id"])}"><h3>'
             f'{html.escape(block["heading"])}</h3><table class="t"><tr>{head}</tr>'
             f'{"".join(body)}</table><p class="note">{html.escape(block["note"])}{legend}'
-            f"</p></div>")
+            f"</p>{lines}</div>")
     parts.append("</section>")
     return "".join(parts)
 

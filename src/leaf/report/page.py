@@ -69,6 +69,7 @@ table.t th:first-child, table.t td:first-child { text-align: left; }
       border: 1px solid var(--line); }
 .empty { color: var(--muted); padding: 20px 0; }
 #results .block { margin: 4px 0 14px; }
+#results .verdict { font-weight: 600; margin: 4px 0; }
 #results h3, #summary h3 { font-size: 14px; margin: 12px 0 2px; }
 .note { color: var(--muted); font-size: 12.5px; margin: 2px 0 8px; max-width: 1100px; }
 td.pos, span.pos { background: #dafbe1; color: #116329; }
