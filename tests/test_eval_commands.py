@@ -12,8 +12,8 @@ import torch
 
 from leaf.cli import main
 from leaf.data.jsonl import read_jsonl
-from leaf.evaluate.grading import grade
 from leaf.evaluate.generation import Answer
+from leaf.evaluate.grading import grade
 from leaf.evaluate.verify import Check, answer_checks, check_counterfactuals, verify_counterfactuals
 
 
