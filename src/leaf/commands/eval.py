@@ -27,7 +27,8 @@ Generation is resumable: rerunning the command keeps the predictions already wri
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, type=model_ref, metavar="MODEL",
                         help=f"the model: {MODEL_HELP}")
-    parser.add_argument("--bench", required=True, help="benchmark: JSONL or any format of --columns")
+    parser.add_argument("--bench", required=True,
+                        help="benchmark: JSONL or any format of --columns")
     parser.add_argument("--out", required=True, help="output directory")
     add_option(parser, EvalOptions, "num_samples")
     add_columns_argument(parser)

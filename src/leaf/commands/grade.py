@@ -23,7 +23,8 @@ Every bench id needs a prediction. Code runs in leaf's sandbox (leaf.evaluate.co
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bench", required=True, help="benchmark: JSONL or any format of --columns")
+    parser.add_argument("--bench", required=True,
+                        help="benchmark: JSONL or any format of --columns")
     parser.add_argument("--predictions", required=True, help="predictions JSONL (id, response)")
     parser.add_argument("--out", required=True, help="metrics JSON to write")
     add_columns_argument(parser)

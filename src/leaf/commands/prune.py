@@ -20,9 +20,9 @@ from leaf.stages.options import GenerationOptions, PruneOptions, VerifyOptions
 NAME = "prune"
 HELP = "turn confounder scores into counterfactual samples (span or collective pruning)"
 DESCRIPTION = """\
-Reads the samples (--data: JSONL or any format of --columns) and the per-unit scores written by `leaf detect`
-(--scores), flags candidate confounders (normalised teacher-minus-student saliency
-difference <= threshold; whitespace-only units never), groups contiguous candidates into
+Reads the samples (--data: JSONL or any format of --columns) and the per-unit scores written
+by `leaf detect` (--scores), flags candidate confounders (normalised teacher-minus-student
+saliency difference <= threshold; whitespace-only units never), groups contiguous candidates into
 character spans and removes them: one counterfactual per span (--strategy span, the paper's
 choice) or one with every span removed (--strategy collective).
 
@@ -43,8 +43,9 @@ scores or settings changed since are pruned again (each row's `input_hash`). Sco
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="samples (id, task, instruction, response): JSONL or any "
-                                         "format of --columns")
+    p.add_argument("--data", required=True,
+                   help="samples (id, task, instruction, response): JSONL or any format of "
+                        "--columns")
     p.add_argument("--scores", help="scores JSONL written by `leaf detect` (not needed with "
                                     "--masking planted, which then prunes every sample)")
     p.add_argument("--out", required=True, help="counterfactuals JSONL to write")

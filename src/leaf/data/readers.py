@@ -26,7 +26,8 @@ from typing import Any
 
 from leaf.errors import LeafError
 
-__all__ = ["FORMATS_HELP", "Table", "as_source", "is_table", "iter_table", "parse_columns", "with_columns"]
+__all__ = ["FORMATS_HELP", "Table", "as_source", "is_table", "iter_table", "parse_columns",
+           "with_columns"]
 
 #: File suffixes read through ``datasets`` (and the builder that reads them).
 FORMATS = {".json": "json", ".csv": "csv", ".parquet": "parquet"}

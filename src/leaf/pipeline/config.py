@@ -59,9 +59,10 @@ Every section is made of the stage options' own fields (:mod:`leaf.stages.option
 :class:`leaf.detect.counterfactuals.PruneOptions`): their types, ranges, defaults and help are
 declared there once, and where a run deliberately uses another default than the command (the
 generation and detect batch sizes) the option's field says so (``setting(run=...)``);
-``max_new_tokens`` is 512 in both, and an answer cut there is counted and graded wrong. Old spellings still work, with a one-line deprecation message: the
-top-level ``device``, ``dtype`` and ``threads`` (now under ``runtime``) and ``detect.all``
-(now ``detect.score_all``, as in :class:`leaf.stages.DetectOptions`).
+``max_new_tokens`` is 512 in both, and an answer cut there is counted and graded wrong. Old
+spellings still work, with a one-line deprecation message: the top-level ``device``,
+``dtype`` and ``threads`` (now under ``runtime``) and ``detect.all`` (now
+``detect.score_all``, as in :class:`leaf.stages.DetectOptions`).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from leaf.data.rowjob import RowJob, Work
 from leaf.detect.counterfactuals import PruneOptions
 from leaf.errors import LeafError
 from leaf.evaluate.generation import Answer
+from leaf.evaluate.grading import grade
 from leaf.evaluate.truncation import cut_warning
 from leaf.settings import SettingError
 from leaf.stages._common import options_or_default, warn
@@ -143,8 +144,6 @@ def screen(teacher: str | Path, student: str | Path, data: Records, out: str | P
 def _screened_row(sample: dict, teacher: Answer, student: Answer) -> dict:
     """A screened row: the sample, both answers and their grades (a cut answer is wrong and
     marked ``MODEL_truncated``)."""
-    from leaf.evaluate.grading import grade
-
     row = {**sample, "teacher_response": teacher.text, "student_response": student.text,
            "teacher_correct": bool(grade(sample, teacher.text,
                                          truncated=teacher.truncated)["correct"]),

@@ -70,9 +70,9 @@ def evaluate(model: str | Path, bench: Records, out_dir: str | Path,
     ``max_new_tokens``: true, or one bool per response), ``metrics.json`` (with ``truncated``,
     the cut answers, graded wrong) and ``metrics.samples.jsonl``; returns the metrics. When
     more than :data:`leaf.evaluate.truncation.WARN_SHARE` of the answers were cut, a warning
-    names the setting to raise. Predictions already in ``out_dir`` (or its ``.part``) are kept, unless the
-    problem's text or the decoding settings changed (each row's ``input_hash``), and
-    no model loads when every problem has one.
+    names the setting to raise. Predictions already in ``out_dir`` (or its ``.part``) are
+    kept, unless the problem's text or the decoding settings changed (each row's
+    ``input_hash``), and no model loads when every problem has one.
     """
     import dataclasses
 
