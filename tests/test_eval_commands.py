@@ -12,8 +12,9 @@ import torch
 
 from leaf.cli import main
 from leaf.data.jsonl import read_jsonl
+from leaf.evaluate.generation import Answer
 from leaf.evaluate.grading import grade
-from leaf.evaluate.verify import verify_counterfactuals
+from leaf.evaluate.verify import Check, answer_checks, check_counterfactuals, verify_counterfactuals
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -84,8 +85,8 @@ def test_grade_math_and_qa(tmp_path):
                  "--out", str(out)]) == 0
     metrics = json.loads(out.read_text())
     assert metrics["task"] == "mixed" and metrics["n"] == 5
-    assert metrics["by_task"]["math"] == {"task": "math", "n": 3, "accuracy": 2 / 3,
-                                          "correct": 2}
+    assert metrics["by_task"]["math"] == {"task": "math", "n": 3, "truncated": 0,
+                                          "accuracy": 2 / 3, "correct": 2}
     qa = metrics["by_task"]["qa"]
     assert qa["em"] == 0.5 and qa["subem"] == 0.5 and qa["f1"] == pytest.approx((1 + 2 / 3) / 2)
     rows = read_jsonl(tmp_path / "metrics.samples.jsonl")
@@ -222,7 +223,24 @@ def test_verify_counterfactuals(tiny_llama_dir, tiny_llama_big_dir):
         dict(base, id="a#r1.1", level="response", instruction="What is 123455 + 1?",
              prefix="We add one:", target=""),
     ]
+    # a model that ends its answer: the answer is the prefix plus the continuation, so a final
+    # answer already written in the prefix counts
+    class Ends:
+        def __init__(self, cut: bool) -> None:
+            self.cut = cut
+
+        def answers(self, instructions, prefixes):
+            return [Answer(" That is all.", truncated=self.cut) for _ in instructions]
+
+    assert answer_checks(Ends(False), rows) == [(False, False), (True, False), (False, False)]
+    # an answer cut at max_new_tokens is never correct, whatever its prefix says
+    assert answer_checks(Ends(True), rows) == [(False, True)] * 3
+    # the random tiny teacher does not end an answer within one token: every answer is cut, the
+    # teacher is named, nothing is kept and the student is never asked
+    checks = check_counterfactuals(rows, str(tiny_llama_big_dir), str(tiny_llama_dir),
+                                   batch_size=2, max_new_tokens=1, device="cpu")
+    assert checks == [Check(False, ("teacher",))] * 3
     kept = verify_counterfactuals(rows, str(tiny_llama_big_dir), str(tiny_llama_dir),
                                   batch_size=2, max_new_tokens=1, device="cpu")
-    assert kept == [False, True, False]
+    assert kept == [False, False, False]
     assert verify_counterfactuals([], "unused", "unused") == []

@@ -109,6 +109,57 @@ def test_stops_at_end_of_turn(loaded):
         assert len(tok(short, add_special_tokens=False)["input_ids"]) <= 2
 
 
+def test_answers_say_which_were_cut_at_max_new_tokens(loaded):
+    """In one batch, the row that ends (forced <|eot_id|> as its 3rd token) is complete and the
+    one still going at max_new_tokens is cut; generate() returns the same texts."""
+    model, tok = loaded
+    eot = tok.convert_tokens_to_ids("<|eot_id|>")
+    calls = {"n": 0}
+
+    def boost(module, inputs, output):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            output = output.clone()
+            output[0, ..., eot] = 1e4  # batch row 0: the longer prompt (sorted by length)
+        return output
+
+    handle = model.lm_head.register_forward_hook(boost)
+    try:
+        answers = gen(loaded, max_new_tokens=6, batch_size=2).answers(INSTRUCTIONS[:2])
+    finally:
+        handle.remove()
+    assert [a.truncated for a in answers] == [True, False]
+    texts = gen(loaded, max_new_tokens=6).generate(INSTRUCTIONS[:1])
+    assert texts == [answers[0].text]
+
+
+def test_vllm_answers_are_cut_when_its_finish_reason_is_length(monkeypatch, tiny_llama_dir):
+    """vLLM says why each output ended: "length" is a cut answer, "stop" a finished one."""
+    import sys
+    import types
+
+    class Out:
+        def __init__(self, text, reason):
+            self.text, self.finish_reason = text, reason
+
+    class LLM:
+        def generate(self, prompts, params, use_tqdm=False):
+            assert params["max_tokens"] == 5
+            return [types.SimpleNamespace(outputs=[Out("1 + 2 = 3", "stop")]),
+                    types.SimpleNamespace(outputs=[Out("The sum of", "length")])]
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(SamplingParams=dict))
+    from leaf.evaluate.generation import VLLMGenerator
+
+    generator = VLLMGenerator.__new__(VLLMGenerator)  # no engine: its outputs are given
+    generator.tokenizer = load_tokenizer(tiny_llama_dir)
+    generator.settings = GenerationSettings(max_new_tokens=5, progress=False)
+    generator.stop_ids = [0]
+    generator.llm = LLM()
+    got = generator.answers(["a", "b"])
+    assert [(a.text, a.truncated) for a in got] == [("1 + 2 = 3", False), ("The sum of", True)]
+
+
 def test_stop_ids_include_eos_and_end_of_turn():
     tok = build_tokenizer("chatml", vocab_size=400)
     tok.eos_token = "<|endoftext|>"

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import write_jsonl
 from leaf.cli import main
+from leaf.evaluate.verify import Check
 from test_spans import words
 
 INSTR = "a = 3 ; b = 7 ; rumor : 15 ; query a + b ?"
@@ -251,11 +252,11 @@ def test_malformed_files_and_flags(files, capsys):
 def fake_verify_module(monkeypatch, calls):
     mod = types.ModuleType("leaf.evaluate.verify")
 
-    def verify_counterfactuals(rows, teacher, student, **kw):
+    def check_counterfactuals(rows, teacher, student, **kw):
         calls.append(([r["id"] for r in rows], teacher, student, kw))
-        return [not r["id"].endswith("#i1") for r in rows]  # reject the second span
+        return [Check(not r["id"].endswith("#i1")) for r in rows]  # reject the second span
 
-    mod.verify_counterfactuals = verify_counterfactuals
+    mod.check_counterfactuals = check_counterfactuals
     monkeypatch.setitem(sys.modules, "leaf.evaluate.verify", mod)
 
 

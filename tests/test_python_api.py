@@ -34,7 +34,9 @@ def test_readme_python_api_example_runs(tmp_path, monkeypatch, capsys):
     target = [r["id"] for r in screened if r["teacher_correct"] and not r["student_correct"]]
     assert n_teacher == 60 and n_student < 60  # the shipped teacher solves every sample
     assert printed[0] == (f"teacher correct {n_teacher}/60, student correct {n_student}/60, "
-                          f"teacher right and student wrong {len(target)}; wrote screened.jsonl")
+                          f"teacher right and student wrong {len(target)}; answers cut at "
+                          "max_new_tokens (graded wrong): teacher 0, student 0; wrote "
+                          "screened.jsonl")
 
     scores = read_jsonl(tmp_path / "scores.jsonl")
     assert sorted({r["id"] for r in scores}) == sorted(target)  # only the detect targets
@@ -47,7 +49,8 @@ def test_readme_python_api_example_runs(tmp_path, monkeypatch, capsys):
     assert len(originals) == 60 and cfs and all(r["verified"] in (True, False) for r in cfs)
     verified = sum(r["verified"] for r in cfs)
     assert printed[2] == (f"leaf prune: 60 samples, {len(cfs)} counterfactuals, {verified} "
-                          "verified -> counterfactuals.jsonl")
+                          "verified, 0 rejected because an answer was cut at max_new_tokens -> "
+                          "counterfactuals.jsonl")
 
     state = json.loads((tmp_path / "student-leaf" / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and (tmp_path / "student-leaf" / "model.safetensors").is_file()

@@ -25,6 +25,7 @@ from leaf.pipeline.config import (
 )
 from leaf.settings import SettingError, default_of, help_of, run_defaults
 from leaf.stages.options import (
+    DEFAULT_MAX_NEW_TOKENS,
     DetectOptions,
     EvalOptions,
     GenerationOptions,
@@ -107,7 +108,11 @@ def test_run_config_sections_are_made_of_the_stage_options():
     for section in ("screen", "evaluate"):
         made = default_of(RunConfig, section)
         assert made == run_defaults(GenerationOptions)
-        assert (made.batch_size, made.max_new_tokens) == (64, 32)  # GenerationOptions says so
+        assert made.batch_size == 64  # GenerationOptions says so
+        # one answer budget for commands and run configs: a run that sets none cuts nothing
+        # a command would not
+        assert made.max_new_tokens == GenerationOptions().max_new_tokens == DEFAULT_MAX_NEW_TOKENS
+        assert "run" not in _field(GenerationOptions, "max_new_tokens").metadata
     assert (GenerationOptions().batch_size, GenerationOptions().max_new_tokens) == (8, 512)
 
 
@@ -123,8 +128,8 @@ def _config(tmp_path, **over) -> Path:
 
 def test_a_written_section_keeps_the_run_defaults_it_does_not_set(tmp_path):
     cfg = load_config(_config(tmp_path, screen={"batch_size": 4}, runtime={"device": "cuda"}))
-    assert (cfg.screen.batch_size, cfg.screen.max_new_tokens, cfg.screen.device) == (4, 32, "cuda")
-    assert cfg.evaluate.max_new_tokens == 32 and cfg.detect_options("response").device == "cuda"
+    assert (cfg.screen.batch_size, cfg.screen.max_new_tokens, cfg.screen.device) == (4, 512, "cuda")
+    assert cfg.evaluate.max_new_tokens == 512 and cfg.detect_options("response").device == "cuda"
     assert cfg.detect_options("instruction").batch_size == 16
 
 

@@ -63,7 +63,9 @@ def test_screen_rows_and_resume(rows, screened):
     assert summary.teacher_right_student_wrong == 10 - summary.student_correct
     assert str(summary) == (f"teacher correct 10/10, student correct {summary.student_correct}"
                             f"/10, teacher right and student wrong "
-                            f"{summary.teacher_right_student_wrong}; wrote {out}")
+                            f"{summary.teacher_right_student_wrong}; answers cut at "
+                            "max_new_tokens (graded wrong): teacher 0, student 0; "
+                            f"wrote {out}")
     assert all(w == {**r, **{k: w[k] for k in ("teacher_response", "student_response",
                                                 "teacher_correct", "student_correct",
                                                 "input_hash")}}
@@ -110,9 +112,10 @@ def test_prune_rows_with_verification(rows, tmp_path):
     assert len(cf) == 1 and cf[0]["verified"] in (True, False)
     ok = int(cf[0]["verified"])
     assert summary == PruneSummary(samples=10, counterfactuals=1, verified=ok, already_done=0,
-                                   out=out)
+                                   out=out, truncated=0)
     assert "rumor" not in cf[0]["instruction"] and cf[0]["id"] == rows[0]["id"] + "#i0"
-    assert str(summary) == f"leaf prune: 10 samples, 1 counterfactuals, {ok} verified -> {out}"
+    assert str(summary) == (f"leaf prune: 10 samples, 1 counterfactuals, {ok} verified, 0 "
+                            f"rejected because an answer was cut at max_new_tokens -> {out}")
     # resumed: nothing to do; without verification it is refused and the file left as it was
     assert prune(rows, scores, out, PruneOptions(tau=0.1),
                  VerifyOptions(teacher=NOWHERE, student=NOWHERE,

@@ -15,7 +15,7 @@ class LeafInputError(LeafError):
     def __init__(
         self, path: str | Path, line: int | None, field: str | None, message: str
     ) -> None:
-        self.path, self.line, self.field = str(path), line, field
+        self.path, self.line, self.field, self.reason = str(path), line, field, message
         where = self.path if line is None else f"{self.path}:{line}"
         what = f"field '{field}': " if field else ""
         super().__init__(f"{where}: {what}{message}")

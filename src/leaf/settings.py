@@ -93,8 +93,8 @@ def setting(default: Any = dataclasses.MISSING, *, help: str = "",
     ``lt``), checked by :class:`Checked`. For lists of numbers the bounds apply to each item.
 
     ``run`` is the default a ``leaf run`` config uses instead of ``default`` (declared here,
-    beside the option, so that the difference is written once): say fewer new tokens for the
-    testbed's short answers than the command's default."""
+    beside the option, so that the difference is written once): say larger generation batches
+    than the command's default."""
     meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt}
     if run is not dataclasses.MISSING:
         meta["run"] = run

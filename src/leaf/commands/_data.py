@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from leaf.data.readers import FORMATS_HELP
+
 COLUMNS_HELP = (
     "map the data's columns to leaf's fields, e.g. instruction=question,response=solution "
-    "(a quoted value is a constant: task='math'). Besides JSONL, the data may be a .json, "
-    ".csv or .parquet file, a datasets save_to_disk directory or a hub NAME[:CONFIG]:SPLIT, "
-    "read through `datasets`; without an id column rows are numbered 1, 2, ...")
+    "(a quoted value is a constant for every row: task='math'). The data may be "
+    f"{FORMATS_HELP}; without an id column rows are numbered 1, 2, ...")
 
 
 def add_columns_argument(parser: argparse.ArgumentParser) -> None:

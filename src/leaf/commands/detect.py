@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--student", required=True, metavar="MODEL", type=model_ref,
                    help=f"student model: {MODEL_HELP}")
     p.add_argument("--data", required=True, metavar="FILE",
-                   help="samples JSONL (or screened.jsonl)")
+                   help="samples (or screened.jsonl): JSONL or any format of --columns")
     p.add_argument("--out", required=True, metavar="FILE", help="scores JSONL to write")
     add_option(p, D, "level")
     add_option(p, D, "segments", metavar="K")

@@ -14,9 +14,11 @@ from leaf.stages.options import EvalOptions
 NAME = "eval"
 HELP = "answer a benchmark with a model and grade the answers"
 DESCRIPTION = """\
-Reads a bench JSONL (see docs/evaluation.md; `leaf convert` makes one from the public
-datasets) and writes into OUT_DIR: predictions.jsonl (id, response; or id, responses with
---num-samples > 1), metrics.json and metrics.samples.jsonl (as `leaf grade`).
+Reads a bench (JSONL or any format of --columns; see docs/evaluation.md; `leaf convert` makes
+one from the public datasets) and writes into OUT_DIR: predictions.jsonl (id, response; or id,
+responses with --num-samples > 1; truncated on an answer cut at --max-new-tokens),
+metrics.json and metrics.samples.jsonl (as `leaf grade`). A cut answer is graded wrong and
+counted (metrics.json's truncated), with a warning when more than 2 percent were cut.
 Generation is resumable: rerunning the command keeps the predictions already written.
 (Python: leaf.stages.evaluate.)
 """
@@ -25,7 +27,8 @@ Generation is resumable: rerunning the command keeps the predictions already wri
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, type=model_ref, metavar="MODEL",
                         help=f"the model: {MODEL_HELP}")
-    parser.add_argument("--bench", required=True, help="benchmark JSONL")
+    parser.add_argument("--bench", required=True,
+                        help="benchmark: JSONL or any format of --columns")
     parser.add_argument("--out", required=True, help="output directory")
     add_option(parser, EvalOptions, "num_samples")
     add_columns_argument(parser)

@@ -12,8 +12,9 @@ from leaf.stages.options import GradingOptions
 NAME = "grade"
 HELP = "grade predictions (id, response) against a benchmark file"
 DESCRIPTION = """\
-Reads a bench JSONL (id, task, instruction, answer | tests + entry_point) and a predictions
-JSONL (id and response, or id and a list `responses` for pass@k), and writes metrics JSON
+Reads a bench (id, task, instruction, answer | tests + entry_point; JSONL or any format of
+--columns) and a predictions JSONL (id and response, or id and a list `responses` for pass@k;
+an answer marked `truncated`, as `leaf eval` writes it, is graded wrong), and writes metrics JSON
 (task, n, and accuracy for math, pass@k for code, em/f1/subem for qa; a mixed bench gets one
 block per task under by_task) plus per-sample results beside it in OUT_STEM.samples.jsonl.
 Every bench id needs a prediction. Code runs in leaf's sandbox (leaf.evaluate.code).
@@ -22,7 +23,8 @@ Every bench id needs a prediction. Code runs in leaf's sandbox (leaf.evaluate.co
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bench", required=True, help="benchmark JSONL")
+    parser.add_argument("--bench", required=True,
+                        help="benchmark: JSONL or any format of --columns")
     parser.add_argument("--predictions", required=True, help="predictions JSONL (id, response)")
     parser.add_argument("--out", required=True, help="metrics JSON to write")
     add_columns_argument(parser)

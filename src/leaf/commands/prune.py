@@ -20,9 +20,9 @@ from leaf.stages.options import GenerationOptions, PruneOptions, VerifyOptions
 NAME = "prune"
 HELP = "turn confounder scores into counterfactual samples (span or collective pruning)"
 DESCRIPTION = """\
-Reads the samples (--data, JSONL) and the per-unit scores written by `leaf detect`
-(--scores), flags candidate confounders (normalised teacher-minus-student saliency
-difference <= threshold; whitespace-only units never), groups contiguous candidates into
+Reads the samples (--data: JSONL or any format of --columns) and the per-unit scores written
+by `leaf detect` (--scores), flags candidate confounders (normalised teacher-minus-student
+saliency difference <= threshold; whitespace-only units never), groups contiguous candidates into
 character spans and removes them: one counterfactual per span (--strategy span, the paper's
 choice) or one with every span removed (--strategy collective).
 
@@ -33,7 +33,8 @@ instruction, "<id>#r<k>.<j>" for response segment k; `pruned` holds the removed
 `target`). --masking random|ppl replaces the gradient rule by the paper's baselines (same
 number of units per text). With --verify, each counterfactual is answered by both models
 and `verified` is true or false (rejected rows are kept, with false, so reports can show
-them; training must skip them); without it `verified` is null.
+them; training must skip them; a row whose answer was cut at --max-new-tokens is rejected and
+marked `truncated`); without it `verified` is null.
 
 Resumable: run the same command again to continue an interrupted run; samples whose row,
 scores or settings changed since are pruned again (each row's `input_hash`). Scores whose
@@ -42,7 +43,9 @@ scores or settings changed since are pruned again (each row's `input_hash`). Sco
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="samples JSONL (id, task, instruction, response)")
+    p.add_argument("--data", required=True,
+                   help="samples (id, task, instruction, response): JSONL or any format of "
+                        "--columns")
     p.add_argument("--scores", help="scores JSONL written by `leaf detect` (not needed with "
                                     "--masking planted, which then prunes every sample)")
     p.add_argument("--out", required=True, help="counterfactuals JSONL to write")

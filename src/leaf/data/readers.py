@@ -26,10 +26,14 @@ from typing import Any
 
 from leaf.errors import LeafError
 
-__all__ = ["Table", "as_source", "is_table", "iter_table", "parse_columns", "with_columns"]
+__all__ = ["FORMATS_HELP", "Table", "as_source", "is_table", "iter_table", "parse_columns",
+           "with_columns"]
 
 #: File suffixes read through ``datasets`` (and the builder that reads them).
 FORMATS = {".json": "json", ".csv": "csv", ".parquet": "parquet"}
+#: Every kind of input a stage's data may be, as the help texts name them.
+FORMATS_HELP = ("leaf's JSONL, a .json, .csv or .parquet file, a datasets save_to_disk "
+                "directory or a hub dataset NAME[:CONFIG]:SPLIT")
 _HUB = re.compile(r"^[\w.-]+(/[\w.-]+)?(:[\w.-]+){1,2}$")
 
 

@@ -79,6 +79,28 @@ def check_sample(
                       "program needs 'entry_point', the name of the function under test")
 
 
+def missing_message(field: str, reason: str, source: Records, obj: dict[str, Any]) -> str:
+    """``reason`` (why ``field`` is needed) and what to do about a sample that lacks it, for
+    the kind of input it came from:
+    a file or table can take a column mapping (``--columns`` on a command, ``data.columns``
+    in a run config; a quoted value is a constant, the usual fix for ``task``), while sample
+    dicts given from Python need the field itself."""
+    from leaf.data import readers
+
+    if not (is_path(source) or readers.is_table(source)):  # dicts from Python
+        if field == "task":
+            return f"missing: give each sample a 'task' ({', '.join(TASKS)})"
+        return f"{reason}: give each sample {field!r}"
+    has = readers.missing_hint(source) or (
+        f"; the row has fields: {', '.join(obj) or '(none)'}")
+    if field == "task":
+        return ("missing: every sample needs its task (" + ", ".join(TASKS) + "); for data of "
+                "one task give it as a constant, --columns \"task='math'\" (in a run config "
+                "data.columns: {task: \"'math'\"}), or map a column holding it" + has)
+    return (f"{reason}; map a column to it, --columns \"{field}=COLUMN\" (in a run config "
+            f"data.columns: {{{field}: COLUMN}})" + has)
+
+
 def read_samples(
     source: Records, *, need_response: bool = True, need_grading: bool = False,
     name: str = "data",
@@ -95,9 +117,10 @@ def read_samples(
             check_sample(obj, where, line, need_response=need_response,
                          need_grading=need_grading)
         except LeafInputError as exc:
-            if exc.field and exc.field not in obj and readers.missing_hint(source):
-                raise LeafInputError(where, line, exc.field, "missing (map a column to it "
-                                     f"with --columns){readers.missing_hint(source)}") from None
+            if exc.field and exc.field not in obj:
+                raise LeafInputError(where, line, exc.field,
+                                     missing_message(exc.field, exc.reason, source, obj)
+                                     ) from None
             raise
         if obj["id"] in seen:
             raise LeafInputError(

@@ -4,7 +4,12 @@ Both backends render the prompt with the tokenizer's chat template
 (:func:`leaf.data.templates.prompt_text`, the same prefix that training sees), optionally add an
 assistant ``prefix`` to continue from (response-level counterfactuals), and return only the new
 text. Decoding is greedy unless ``temperature > 0``; it stops at EOS or at the template's
-end-of-turn token (``<|eot_id|>``, ``<|im_end|>``, ...).
+end-of-turn token (``<|eot_id|>``, ``<|im_end|>``, ...), or is cut at ``max_new_tokens``.
+
+:meth:`_Generator.answers` says which: each :class:`Answer` holds the text and ``truncated``
+(no stop token within ``max_new_tokens``). A cut answer is not an answer: the stages mark it
+(``truncated: true``) and grading counts it wrong. :meth:`_Generator.generate` returns the
+texts alone, for callers that only need them.
 
 - :class:`HFGenerator`: ``transformers`` ``generate``, batched with left padding; prompts are
   sorted by length so batches pad little, and results come back in input order.
@@ -23,6 +28,15 @@ from leaf.data.templates import chat_layout, prompt_text
 from leaf.errors import LeafError
 
 BACKENDS = ("hf", "vllm")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One continuation: its text, and whether it was cut at ``max_new_tokens`` (no stop
+    token came before the budget ran out) rather than ended by the model."""
+
+    text: str
+    truncated: bool = False
 
 
 @dataclass
@@ -95,19 +109,30 @@ class _Generator:
 
     settings: GenerationSettings
 
-    def generate(self, instructions: Sequence[str],
-                 prefixes: Sequence[str | None] | None = None) -> list[str]:
-        """One continuation per instruction (after its optional assistant prefix)."""
-        return [r[0] for r in self.generate_n(instructions, prefixes, n=1)]
+    def answers(self, instructions: Sequence[str],
+                prefixes: Sequence[str | None] | None = None) -> list[Answer]:
+        """One :class:`Answer` per instruction (after its optional assistant prefix)."""
+        return [r[0] for r in self.answers_n(instructions, prefixes, n=1)]
 
-    def generate_n(self, instructions: Sequence[str],
-                   prefixes: Sequence[str | None] | None = None, n: int = 1) -> list[list[str]]:
-        """``n`` continuations per instruction (``n > 1`` needs ``temperature > 0``)."""
+    def answers_n(self, instructions: Sequence[str],
+                  prefixes: Sequence[str | None] | None = None, n: int = 1
+                  ) -> list[list[Answer]]:
+        """``n`` :class:`Answer` per instruction (``n > 1`` needs ``temperature > 0``)."""
         if n > 1 and self.settings.temperature <= 0:
             raise LeafError("several samples per prompt need --temperature > 0 (greedy repeats)")
         return self._sample(instructions, prefixes, n)
 
-    def _sample(self, instructions, prefixes, n: int) -> list[list[str]]:
+    def generate(self, instructions: Sequence[str],
+                 prefixes: Sequence[str | None] | None = None) -> list[str]:
+        """The text of :meth:`answers` (whether an answer was cut is dropped)."""
+        return [a.text for a in self.answers(instructions, prefixes)]
+
+    def generate_n(self, instructions: Sequence[str],
+                   prefixes: Sequence[str | None] | None = None, n: int = 1) -> list[list[str]]:
+        """The texts of :meth:`answers_n`."""
+        return [[a.text for a in r] for r in self.answers_n(instructions, prefixes, n)]
+
+    def _sample(self, instructions, prefixes, n: int) -> list[list[Answer]]:
         raise NotImplementedError
 
 
@@ -121,7 +146,7 @@ class HFGenerator(_Generator):
             raise LeafError("the tokenizer needs a pad token (load it with leaf.models.load_tokenizer)")
         self.stop_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
 
-    def _sample(self, instructions, prefixes, n: int) -> list[list[str]]:
+    def _sample(self, instructions, prefixes, n: int) -> list[list[Answer]]:
         import torch
         from tqdm.auto import tqdm
 
@@ -131,7 +156,7 @@ class HFGenerator(_Generator):
         texts = prompts_for(self.tokenizer, instructions, prefixes)
         encoded = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-        results: list[list[str]] = [[] for _ in encoded]
+        results: list[list[Answer]] = [[] for _ in encoded]
         device = input_device(self.model)
         pad = self.tokenizer.pad_token_id
         if s.temperature > 0:
@@ -156,12 +181,14 @@ class HFGenerator(_Generator):
                     results[i].append(self._decode(seq))
         return results
 
-    def _decode(self, seq: list[int]) -> str:
+    def _decode(self, seq: list[int]) -> Answer:
+        """The text before the first stop token; without one the row ran to the end of the
+        batch, which only a row still unfinished at ``max_new_tokens`` does: it was cut (rows
+        that stopped earlier are padded after their stop token)."""
         for pos, tok in enumerate(seq):
             if tok in self.stop_ids:
-                seq = seq[:pos]
-                break
-        return self.tokenizer.decode(seq, skip_special_tokens=True)
+                return Answer(self.tokenizer.decode(seq[:pos], skip_special_tokens=True))
+        return Answer(self.tokenizer.decode(seq, skip_special_tokens=True), truncated=True)
 
 
 class VLLMGenerator(_Generator):
@@ -184,7 +211,7 @@ class VLLMGenerator(_Generator):
         self.llm = LLM(model=str(model_path), dtype=dtype, seed=self.settings.seed,
                        tensor_parallel_size=max(1, torch.cuda.device_count()))
 
-    def _sample(self, instructions, prefixes, n: int) -> list[list[str]]:
+    def _sample(self, instructions, prefixes, n: int) -> list[list[Answer]]:
         from vllm import SamplingParams
 
         s = self.settings
@@ -196,7 +223,9 @@ class VLLMGenerator(_Generator):
         prompts = [{"prompt_token_ids": self.tokenizer(t, add_special_tokens=False)["input_ids"]}
                    for t in texts]
         outputs = self.llm.generate(prompts, params, use_tqdm=s.progress)
-        return [[c.text for c in o.outputs] for o in outputs]
+        # finish_reason "length": the budget ran out; "stop": a stop token or string
+        return [[Answer(c.text, truncated=c.finish_reason == "length") for c in o.outputs]
+                for o in outputs]
 
 
 def make_generator(model_path: str, *, backend: str = "hf", dtype: str = "float32",

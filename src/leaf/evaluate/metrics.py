@@ -1,17 +1,22 @@
 """Grade a predictions file against a benchmark file and aggregate the metrics.
 
 Predictions (JSONL): ``id`` and either ``response`` (one answer) or ``responses`` (a list, for
-pass@k). Every bench id needs a prediction and every prediction a bench id.
+pass@k); ``leaf eval`` adds ``truncated`` to an answer cut at ``max_new_tokens`` (``true``, or
+one bool per response), and a cut answer is graded wrong, never by its text
+(:func:`leaf.evaluate.grading.truncated_result`). Every bench id needs a prediction and every
+prediction a bench id.
 
 Metrics (JSON): ``task``, ``n`` (problems) and
 - math: ``accuracy`` (mean over all responses), ``correct`` (problems whose first response is right);
 - qa: ``em``, ``f1``, ``subem`` (means; a problem with several responses counts their mean);
 - code: ``pass@k`` for k = 1 and every requested k not above the responses per problem
   (unbiased estimator of Chen et al. 2021, :func:`leaf.evaluate.code.pass_at_k`).
+Every block also has ``truncated``: the answers that were cut (graded wrong).
 A bench mixing tasks gets ``task: "mixed"`` and one such block per task under ``by_task``.
 
-Per-sample rows: ``id``, ``task``, ``correct`` and the grader's fields for one response; with
-several responses ``n_responses``, ``n_correct`` and ``results`` (one grader dict each).
+Per-sample rows: ``id``, ``task``, ``correct`` and the grader's fields for one response
+(``truncated: true`` and a ``reason`` for a cut one); with several responses ``n_responses``,
+``n_correct`` and ``results`` (one grader dict each).
 """
 
 from __future__ import annotations
@@ -33,10 +38,19 @@ def read_predictions(source: Records | Mapping[str, str | list[str]],
     """``id -> responses`` from a predictions file or list of rows (``id`` and ``response`` or
     ``responses``), or from a mapping ``id -> response(s)``; errors name the line (or row) and
     field."""
+    return read_predictions_and_cuts(source, name)[0]
+
+
+def read_predictions_and_cuts(source: Records | Mapping[str, str | list[str]],
+                              name: str = "predictions"
+                              ) -> tuple[dict[str, list[str]], dict[str, list[bool]]]:
+    """:func:`read_predictions` and, for each id, which responses were cut at
+    ``max_new_tokens`` (a row's ``truncated``: a bool, or one per response; absent: none)."""
     if isinstance(source, Mapping):
         source = [{"id": k, "responses" if isinstance(v, list) else "response": v}
                   for k, v in source.items()]
     out: dict[str, list[str]] = {}
+    cuts: dict[str, list[bool]] = {}
     for where, line, row in iter_records(source, name):
         pid = row.get("id")
         if not isinstance(pid, str) or not pid:
@@ -54,7 +68,20 @@ def read_predictions(source: Records | Mapping[str, str | list[str]],
         if pid in out:
             raise LeafInputError(where, line, "id", f"duplicate prediction for {pid!r}")
         out[pid] = responses
-    return out
+        cuts[pid] = _cuts(row.get("truncated"), len(responses), where, line)
+    return out, cuts
+
+
+def _cuts(value: Any, n: int, where: str, line: int | None) -> list[bool]:
+    """A predictions row's ``truncated`` as one bool per response."""
+    if value is None:
+        return [False] * n
+    if isinstance(value, bool):
+        return [value] * n
+    if isinstance(value, list) and len(value) == n and all(isinstance(v, bool) for v in value):
+        return list(value)
+    raise LeafInputError(where, line, "truncated",
+                         f"must be true/false or a list of {n} true/false (one per response)")
 
 
 def _name_ids(ids: Sequence[str], limit: int = 10) -> str:
@@ -79,17 +106,22 @@ def match_predictions(bench: Sequence[dict], predictions: dict[str, list[str]],
 
 
 def grade_all(bench: Sequence[dict], predictions: dict[str, list[str]], *,
+              truncated: Mapping[str, Sequence[bool]] | None = None,
               workers: int = 4, code_timeout: float = CODE_TIMEOUT,
               progress: bool = True) -> list[dict[str, Any]]:
-    """One per-sample row per bench sample, in bench order."""
+    """One per-sample row per bench sample, in bench order. ``truncated``: for an id, which
+    of its responses were cut at ``max_new_tokens`` (graded wrong, not read)."""
     from tqdm.auto import tqdm
 
     jobs = [(i, j) for i, s in enumerate(bench) for j in range(len(predictions[s["id"]]))]
     results: dict[tuple[int, int], dict] = {}
+    cut = truncated or {}
 
     def run(job: tuple[int, int]) -> dict:
         i, j = job
-        return grade(bench[i], predictions[bench[i]["id"]][j], code_timeout=code_timeout)
+        sid = bench[i]["id"]
+        return grade(bench[i], predictions[sid][j], code_timeout=code_timeout,
+                     truncated=bool(cut.get(sid) and cut[sid][j]))
 
     code_jobs = [jb for jb in jobs if bench[jb[0]]["task"] == "code"]
     other_jobs = [jb for jb in jobs if bench[jb[0]]["task"] != "code"]
@@ -124,6 +156,8 @@ def grade_all(bench: Sequence[dict], predictions: dict[str, list[str]], *,
         else:
             row.update(correct=bool(per[0]["correct"]), n_responses=len(per),
                        n_correct=sum(bool(r["correct"]) for r in per), results=per)
+            if any(r.get("truncated") for r in per):
+                row["n_truncated"] = sum(bool(r.get("truncated")) for r in per)
         rows.append(row)
     return rows
 
@@ -134,13 +168,21 @@ def samples_path(metrics_path: str | Path) -> Path:
     return metrics_path.with_name(metrics_path.stem + ".samples.jsonl")
 
 
-def summary(metrics: dict[str, Any]) -> str:
-    """One line: ``n 3: accuracy 0.6667, correct ...`` (per task for a mixed bench)."""
+def summary(metrics: dict[str, Any], cuts: bool = True) -> str:
+    """One line: ``n 3: accuracy 0.6667, correct ...; 0 answers cut at max_new_tokens``
+    (per task for a mixed bench; ``cuts``: end with the count of cut answers)."""
     keys = [k for k, v in metrics.items() if isinstance(v, float)]
     parts = [f"{k} {metrics[k]:.4f}" for k in keys]
     for task, block in metrics.get("by_task", {}).items():
-        parts.append(f"[{task}] " + summary(block))
-    return f"n {metrics['n']}: " + ", ".join(parts)
+        parts.append(f"[{task}] " + summary(block, cuts=False))
+    return f"n {metrics['n']}: " + ", ".join(parts) + (_cut_note(metrics) if cuts else "")
+
+
+def _cut_note(metrics: dict[str, Any]) -> str:
+    if "truncated" not in metrics:  # a metrics file from before leaf counted them
+        return ""
+    n = metrics["truncated"]
+    return f"; {n} answer{'' if n == 1 else 's'} cut at max_new_tokens (graded wrong)"
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -151,14 +193,20 @@ def _per_response(row: dict) -> list[dict]:
     return row.get("results") or [row]
 
 
+def truncated_count(rows: Sequence[dict[str, Any]]) -> int:
+    """Answers (every response of every row) that were cut at ``max_new_tokens``."""
+    return sum(bool(r.get("truncated")) for row in rows for r in _per_response(row))
+
+
 def aggregate(rows: Sequence[dict[str, Any]], ks: Sequence[int] = (1,)) -> dict[str, Any]:
     """Metrics over per-sample rows (see the module docstring)."""
     tasks = sorted({r["task"] for r in rows})
     if len(tasks) > 1:
         by_task = {t: aggregate([r for r in rows if r["task"] == t], ks) for t in tasks}
-        return {"task": "mixed", "n": len(rows), "by_task": by_task}
+        return {"task": "mixed", "n": len(rows), "truncated": truncated_count(rows),
+                "by_task": by_task}
     task = tasks[0] if tasks else None
-    out: dict[str, Any] = {"task": task, "n": len(rows)}
+    out: dict[str, Any] = {"task": task, "n": len(rows), "truncated": truncated_count(rows)}
     if task == "math":
         out["accuracy"] = _mean([_mean([float(r["correct"]) for r in _per_response(row)])
                                  for row in rows])

@@ -30,8 +30,8 @@ Keys (every one optional except the data; defaults below)::
       processes: 1            # same bytes as one process, so changing it re-runs nothing
       stages: [screen, detect, prune, eval]
       launcher_args: [--standalone]
-    screen:   {batch_size: 64, max_new_tokens: 32}   # leaf.stages.GenerationOptions (also used
-    evaluate: {batch_size: 64, max_new_tokens: 32}   # by verification); any of its fields
+    screen:   {batch_size: 64, max_new_tokens: 512}  # leaf.stages.GenerationOptions (also used
+    evaluate: {batch_size: 64, max_new_tokens: 512}  # by verification); any of its fields
     detect:  {levels: [instruction, response], segments: 2, batch_size: 16, score_all: false,
               skip_last: 0}   # levels, then any field of leaf.stages.DetectOptions but level
     prune:   {threshold_mode: fixed, tau: 0.10, quantile: 0.05, seed: 0}   # PruneOptions' own
@@ -58,10 +58,11 @@ package (its bundled configs and testbed assets).
 Every section is made of the stage options' own fields (:mod:`leaf.stages.options`,
 :class:`leaf.detect.counterfactuals.PruneOptions`): their types, ranges, defaults and help are
 declared there once, and where a run deliberately uses another default than the command (the
-generation and detect batch sizes, fewer new tokens) the option's field says so
-(``setting(run=...)``). Old spellings still work, with a one-line deprecation message: the
-top-level ``device``, ``dtype`` and ``threads`` (now under ``runtime``) and ``detect.all``
-(now ``detect.score_all``, as in :class:`leaf.stages.DetectOptions`).
+generation and detect batch sizes) the option's field says so (``setting(run=...)``);
+``max_new_tokens`` is 512 in both, and an answer cut there is counted and graded wrong. Old
+spellings still work, with a one-line deprecation message: the top-level ``device``,
+``dtype`` and ``threads`` (now under ``runtime``) and ``detect.all`` (now
+``detect.score_all``, as in :class:`leaf.stages.DetectOptions`).
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from leaf.data.readers import FORMATS_HELP
 from leaf.errors import LeafError
 from leaf.settings import (
     Checked,
@@ -133,8 +135,9 @@ RESERVED_DISTILL_ARGS = {
 @dataclass
 class DataConfig(Checked):
     testbed: str | None = setting(None, help="testbed family whose splits are generated")
-    train: str | None = setting(None, help="training samples (JSONL) when not a testbed")
-    tests: dict[str, str] | None = setting(None, help="test split name -> bench JSONL")
+    train: str | None = setting(None, help=f"training samples when not a testbed: {FORMATS_HELP}")
+    tests: dict[str, str] | None = setting(
+        None, help="test split name -> bench file (any format train takes)")
     seed: int = setting(0, help="testbed generation seed (plus the replicate's seed)")
     bias: float = setting(0.95, ge=0.0, le=1.0,
                           help="testbed: share of distillation samples whose distractor agrees")
@@ -142,7 +145,8 @@ class DataConfig(Checked):
     clean_frac: float = setting(0.0, ge=0.0, le=1.0,
                                 help="testbed: share of distillation samples with no distractor")
     columns: dict[str, str] | None = setting(
-        None, help="leaf field -> column of train and tests (e.g. instruction: question)")
+        None, help="leaf field -> column of train and tests (e.g. instruction: question); a "
+                   "quoted value is a constant for every row (task: \"'math'\")")
 
 
 #: the PruneOptions fields a run sets once (``prune:``) and a counterfactual set may override

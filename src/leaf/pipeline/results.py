@@ -30,6 +30,7 @@
                    "rows": [{"key": "kd", "label": ..., "members": [...], "replicates": 3,
                              "n_items": [100, ...], "share": {"mean", "lo", "hi", "values",
                              "interval"}, "uniform": {...}, "per_layer": [...]}]} | null,
+     "truncated": {answers cut at max_new_tokens per stage: leaf.pipeline.truncation},
      "timings": {"stage": seconds, ...}, "total_seconds": 123.4}
 
 Intervals (docs/intervals.md): a hierarchical bootstrap over seeds, then test items, from the
@@ -50,6 +51,7 @@ from leaf.intervals import bootstrap_interval, interval, paired_difference
 from leaf.pipeline.attention_stage import summarise_attention
 from leaf.pipeline.config import LABELS, RunConfig, group_of
 from leaf.pipeline.manifest import Manifest
+from leaf.pipeline.truncation import truncation_counts
 
 
 def score_of(metrics: dict) -> float:
@@ -264,6 +266,7 @@ def collect_results(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
         "counts": counts,
         "detection": detection,
         "attention": attention,
+        "truncated": truncation_counts(cfg, run),
         "timings": timings,
         "total_seconds": round(sum(t or 0 for t in timings.values()), 1),
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from leaf.evaluate.truncation import WARN_SHARE, too_many_cut
 from leaf.pipeline.config import LABELS, SPLIT_LABELS
 from leaf.pipeline.pair_check import lowered_splits, pair_warning
 
@@ -272,11 +273,20 @@ def counts_table(results: dict) -> str:
     return counts_line(results) + "\n\n" + _table(*count_rows(results))
 
 
+def has_planted(results: dict) -> bool:
+    """Whether the run's data has planted spans to compare with (testbed data, or detection
+    metrics or counterfactuals scored against them); a user's data has none."""
+    if results.get("detection") or (results.get("data") or {}).get("testbed"):
+        return True
+    return any(s.get("kept_remove_planted") for c in (results.get("counts") or {}).values()
+               for s in (c.get("sets") or {}).values())
+
+
 def count_rows(results: dict, pooled: bool = False) -> tuple[list[str], list[list[str]]]:
     """The header and rows of :func:`counts_table`: per counterfactual set and replicate, how
-    many were made, verified, rejected, the share kept (pooled over replicates) and how many
-    kept ones remove the whole planted number. ``pooled``: totals over the replicates instead
-    of one number per replicate."""
+    many were made, verified, rejected, the share kept (pooled over replicates) and, when the
+    data has planted spans (:func:`has_planted`), how many kept ones remove the whole planted
+    number. ``pooled``: totals over the replicates instead of one number per replicate."""
     counts = results["counts"]
     reps = list(counts)
     if pooled:
@@ -291,14 +301,66 @@ def count_rows(results: dict, pooled: bool = False) -> tuple[list[str], list[lis
         return f"{100 * kept / made:.0f}%" if made else "-"
 
     names = list(counts[reps[0]]["sets"])
+    planted = has_planted(results)
     rows = [[name, per(lambda c, n=name: c["sets"][n]["samples"]),
              per(lambda c, n=name: c["sets"][n]["counterfactuals"]),
              per(lambda c, n=name: c["sets"][n]["verified"]),
              per(lambda c, n=name: c["sets"][n]["rejected"]), kept_share(name),
-             per(lambda c, n=name: c["sets"][n].get("kept_remove_planted", 0))]
+             *([per(lambda c, n=name: c["sets"][n].get("kept_remove_planted", 0))]
+               if planted else [])]
             for name in names]
     return (["counterfactual set", "samples", "counterfactuals", "verified", "rejected",
-             "kept: not rejected (all replicates)", "kept, removing the whole planted number"], rows)
+             "kept: not rejected (all replicates)",
+             *(["kept, removing the whole planted number"] if planted else [])], rows)
+
+
+TRUNCATION_STAGES = {  # results.json's stage -> (table label, the run config key that sets it)
+    "screen_teacher": ("screen, teacher", "screen"),
+    "screen_student": ("screen, student", "screen"),
+    "verification": ("verification (counterfactuals)", "screen"),
+    "evaluation": ("evaluation (every model and split)", "evaluate"),
+}
+
+
+def truncation_rows(results: dict) -> tuple[list[str], list[list[str]]] | None:
+    """Per generating stage: the answer budget, answers generated and how many were cut at
+    it (graded wrong); None for a results.json from before leaf counted them."""
+    got = results.get("truncated")
+    if not got:
+        return None
+    budget = got.get("max_new_tokens") or {}
+    rows = []
+    for stage, (label, section) in TRUNCATION_STAGES.items():
+        c = (got.get("stages") or {}).get(stage)
+        if not c or not c.get("answers"):
+            continue
+        share = f"{100 * c['cut'] / c['answers']:.1f}%"
+        warn = f"raise {section}.max_new_tokens" if too_many_cut(c["cut"], c["answers"]) else ""
+        rows.append([label, str(budget.get(section, "-")), str(c["answers"]), str(c["cut"]),
+                     share + (f" ({warn})" if warn else "")])
+    if not rows:
+        return None
+    return ["stage", "max_new_tokens", "answers", "cut (graded wrong)", "share cut"], rows
+
+
+def truncation_table(results: dict) -> str | None:
+    """:func:`truncation_rows` as a table."""
+    got = truncation_rows(results)
+    return _table(*got) if got else None
+
+
+def truncation_note(results: dict) -> str:
+    """What the truncation table counts, and which evaluations had cut answers."""
+    note = ("an answer still unfinished at max_new_tokens is cut, graded wrong and counted "
+            "here, never graded by the number it stopped at; more than "
+            f"{100 * WARN_SHARE:g}% cut in a stage means its accuracies measure the budget, not "
+            "the model: raise the key named.")
+    models = (results.get("truncated") or {}).get("models") or {}
+    if models:
+        note += " Evaluations with cut answers: " + "; ".join(
+            f"{m} " + ", ".join(f"{SPLIT_LABELS.get(s, s)} {n}" for s, n in by.items())
+            for m, by in models.items()) + "."
+    return note
 
 
 def span_vs_collective_table(results: dict) -> str | None:
@@ -356,10 +418,13 @@ def render(results: dict) -> str:
         "",
         ACCURACY_NOTE,
         "",
-        "## Detection against the planted spans",
-        "",
-        detection_table(results),
-        "",
+    ]
+    cut = truncation_table(results)
+    if cut:
+        parts += ["## Answers cut at max_new_tokens", "", cut, "", truncation_note(results), ""]
+    if detection_rows(results):  # only data with planted spans has them
+        parts += ["## Detection against the planted spans", "", detection_table(results), ""]
+    parts += [
         "## Counterfactuals",
         "",
         counts_table(results),
@@ -378,4 +443,4 @@ def render(results: dict) -> str:
 
 
 __all__ = ["LABELS", "accuracy_table", "differences_table", "detection_table", "counts_table", "attention_table",
-           "span_vs_collective_table", "render"]
+           "span_vs_collective_table", "truncation_table", "render"]

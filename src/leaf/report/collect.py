@@ -11,7 +11,8 @@ Inputs (any may be missing except one of scores / counterfactuals):
   when screened, the gold ``answer`` and, on testbed data, the ``planted`` spans;
 - ``leaf attention`` outputs;
 - a ``leaf run`` directory's ``results.json``: the run's tables (accuracy, paired differences,
-  detection against planted spans, counterfactual counts), shown first.
+  answers cut at ``max_new_tokens``, detection against planted spans when the data has them,
+  counterfactual counts), shown first.
 
 Each scored row's candidate units, runs and cut-off come from
 :func:`leaf.detect.spans.confounders`, the rule ``leaf prune`` applies, on the sample's text
@@ -228,8 +229,8 @@ def build_report_data(
     def sample(sid: str) -> dict[str, Any]:
         if sid not in by_id:
             by_id[sid] = {"id": sid, "task": None, "ins": None, "resp": None, "tc": None,
-                          "sc": None, "ta": None, "sa": None, "gold": None, "pl": None,
-                          "views": [], "cfs": []}
+                          "sc": None, "ta": None, "sa": None, "tt": False, "st": False,
+                          "gold": None, "pl": None, "views": [], "cfs": []}
             order.append(sid)
         return by_id[sid]
 
@@ -238,6 +239,7 @@ def build_report_data(
         s.update(task=row.get("task"), ins=row.get("instruction"), resp=row.get("response"),
                  tc=row.get("teacher_correct"), sc=row.get("student_correct"),
                  ta=row.get("teacher_response"), sa=row.get("student_response"),
+                 tt=bool(row.get("teacher_truncated")), st=bool(row.get("student_truncated")),
                  gold=_gold(row.get("answer")), pl=planted_spans(row))
     row_cut: dict[tuple[str, str, int], float] = {}
     for row in counterfactuals:
@@ -346,6 +348,8 @@ def results_section(results: dict[str, Any]) -> dict[str, Any]:
             lines=[x for x in (tables.lowered_line(results), tables.verdict(results)) if x])
         add("accuracy", "Accuracy per variant", tables.accuracy_rows(results),
             tables.ACCURACY_NOTE)
+        add("truncated", "Answers cut at max_new_tokens", tables.truncation_rows(results),
+            tables.truncation_note(results))
         add("detection", "Detection against the planted spans", tables.detection_rows(results),
             "pruned spans scored against the testbed's planted distractors, per masking rule: "
             "span recall (share of planted numbers a counterfactual removes whole) and token "
@@ -439,6 +443,8 @@ def summarise(samples: Sequence[dict[str, Any]], diffs: dict[str, list[float]],
         "screened": len(screened),
         "student_wrong_teacher_right": sum(s["tc"] is True and s["sc"] is False
                                            for s in screened),
+        "truncated": {"teacher": sum(bool(s.get("tt")) for s in screened),
+                      "student": sum(bool(s.get("st")) for s in screened)},
         "counterfactuals": len(cfs),
         "verified": verified,
         "rejected": rejected,

@@ -244,8 +244,9 @@ function card(s) {
   const i = byId.get(s.id);
   const h = el("h3", null, el("a", { href: "#s-" + encodeURIComponent(s.id), text: s.id }));
   if (s.task) h.append(el("span", { cls: "badge", text: s.task }));
-  if (s.tc != null) h.append(el("span", { cls: "badge " + (s.tc ? "ok" : "bad"), text: "teacher " + (s.tc ? "right" : "wrong") }));
-  if (s.sc != null) h.append(el("span", { cls: "badge " + (s.sc ? "ok" : "bad"), text: "student " + (s.sc ? "right" : "wrong") }));
+  const cut = t => t ? " (cut at max_new_tokens)" : "";
+  if (s.tc != null) h.append(el("span", { cls: "badge " + (s.tc ? "ok" : "bad"), text: "teacher " + (s.tc ? "right" : "wrong") + cut(s.tt) }));
+  if (s.sc != null) h.append(el("span", { cls: "badge " + (s.sc ? "ok" : "bad"), text: "student " + (s.sc ? "right" : "wrong") + cut(s.st) }));
   h.append(el("span", { cls: "badge", text: s.cfs.length + " counterfactual" + (s.cfs.length === 1 ? "" : "s") }));
   const c = el("div", { cls: "card", id: "s-" + s.id, "data-index": String(i) }, h);
   if (s.ins == null) c.append(el("div", { cls: "empty", text: "No text for this sample: pass --data (samples or screened) or a counterfactuals file with original rows." }));
@@ -263,10 +264,10 @@ function card(s) {
   }
   if (s.ta != null || s.sa != null || s.gold != null) {
     const ans = el("div", { cls: "answers" });
-    const mark = ok => ok === true ? "  \u2713 right" : ok === false ? "  \u2717 wrong" : "";
+    const mark = (ok, t) => t ? "  \u2717 cut at max_new_tokens: graded wrong" : ok === true ? "  \u2713 right" : ok === false ? "  \u2717 wrong" : "";
     if (s.gold != null) ans.append(el("div", { cls: "lab", text: "gold answer" }), el("div", { cls: "ans", text: s.gold }));
-    if (s.ta != null) ans.append(el("div", { cls: "lab", text: "teacher said" }), el("div", { cls: "ans", text: s.ta + mark(s.tc) }));
-    if (s.sa != null) ans.append(el("div", { cls: "lab", text: "student said" }), el("div", { cls: "ans", text: s.sa + mark(s.sc) }));
+    if (s.ta != null) ans.append(el("div", { cls: "lab", text: "teacher said" }), el("div", { cls: "ans", text: s.ta + mark(s.tc, s.tt) }));
+    if (s.sa != null) ans.append(el("div", { cls: "lab", text: "student said" }), el("div", { cls: "ans", text: s.sa + mark(s.sc, s.st) }));
     c.append(ans);
   }
   const cfs = st.level === "all" ? s.cfs : s.cfs.filter(x => x.level === st.level);
@@ -310,6 +311,7 @@ function summary() {
   box.append(el("div", { cls: "stats" },
     stat(m.samples, "samples"), stat(m.scored_samples, "scored samples (shown by default)"),
     stat(m.screened ? m.student_wrong_teacher_right + " / " + m.screened : "n/a", "student wrong, teacher right / screened"),
+    ...(m.screened && m.truncated ? [stat(m.truncated.teacher + " / " + m.truncated.student, "screened answers cut at max_new_tokens, teacher / student (graded wrong)")] : []),
     stat(m.counterfactuals, "counterfactuals"),
     stat(pct(m.verified_share), "of the checked counterfactuals kept (" + m.verified + " kept, " + m.rejected + " rejected, " + m.unchecked + " not checked)"),
     stat(th.mode === "fixed" ? "tau " + th.tau : th.mode === "quantile" ? "quantile " + th.quantile : th.mode, "threshold (" + th.source + ")" + (m.threshold_median != null ? ", median cut-off " + fmt(m.threshold_median) : ""))));

@@ -1,9 +1,11 @@
-"""What every stage function shares: checking its options argument."""
+"""What every stage function shares: checking its options argument, warning."""
 
 from __future__ import annotations
 
+import sys
 from typing import TypeVar
 
+from leaf import distributed
 from leaf.settings import SettingError
 
 T = TypeVar("T")
@@ -17,3 +19,14 @@ def options_or_default(options: T | None, cls: type[T], name: str = "options") -
         raise SettingError(f"{name}: expected {cls.__name__} (from leaf.stages), "
                            f"got {type(options).__name__}")
     return options
+
+
+def warn(stage: str, message: str) -> None:
+    """One ``leaf STAGE: warning: ...`` line on stderr (by the main process only), also on the
+    terminal when a quiet ``leaf run`` sends the stages' output to ``stages.log``."""
+    if not distributed.ranks().main:
+        return
+    line = f"leaf {stage}: warning: {message}"
+    print(line, file=sys.stderr, flush=True)
+    if sys.stderr is not sys.__stderr__ and sys.__stderr__ is not None:
+        print(line, file=sys.__stderr__, flush=True)

@@ -19,8 +19,11 @@ from leaf.data.jsonl import Records
 from leaf.data.rowjob import RowJob, Work
 from leaf.detect.counterfactuals import PruneOptions
 from leaf.errors import LeafError
+from leaf.evaluate.generation import Answer
+from leaf.evaluate.grading import grade
+from leaf.evaluate.truncation import cut_warning
 from leaf.settings import SettingError
-from leaf.stages._common import options_or_default
+from leaf.stages._common import options_or_default, warn
 from leaf.stages.options import DetectOptions, GenerationOptions, VerifyOptions
 
 __all__ = ["DetectSummary", "PruneSummary", "ScreenSummary", "detect", "prune", "screen",
@@ -41,13 +44,17 @@ class ScreenSummary:
     teacher_right_student_wrong: int
     out: Path
     redone: int = 0
+    teacher_truncated: int = 0
+    student_truncated: int = 0
 
     def __str__(self) -> str:
         redone = (f" ({self.redone} samples redone: their sample or settings changed)"
                   if self.redone else "")
         return (f"teacher correct {self.teacher_correct}/{self.n}, student correct "
                 f"{self.student_correct}/{self.n}, teacher right and student wrong "
-                f"{self.teacher_right_student_wrong}; wrote {self.out}{redone}")
+                f"{self.teacher_right_student_wrong}; answers cut at max_new_tokens (graded "
+                f"wrong): teacher {self.teacher_truncated}, student {self.student_truncated}; "
+                f"wrote {self.out}{redone}")
 
 
 def _generation_settings(options: GenerationOptions) -> dict[str, Any]:
@@ -59,7 +66,7 @@ def _generation_settings(options: GenerationOptions) -> dict[str, Any]:
 
 
 def _answers(model: str, work: Work, label: str, options: GenerationOptions,
-             row: Callable[[dict, str], dict]) -> Iterator[list[dict]]:
+             row: Callable[[dict, Answer], dict]) -> Iterator[list[dict]]:
     """Answer the samples of ``work`` with ``model`` a unit (one generation chunk) at a time,
     yielding ``row(sample, answer)`` for each sample of the unit."""
     from leaf.evaluate.generation import make_generator, release
@@ -68,7 +75,7 @@ def _answers(model: str, work: Work, label: str, options: GenerationOptions,
                                device=options.device, settings=options.settings())
     with distributed.progress(len(work.items), f"screen ({label})") as bar:
         for chunk in work.chunks:
-            answers = generator.generate([s["instruction"] for s in chunk])
+            answers = generator.answers([s["instruction"] for s in chunk])
             yield [row(s, a) for s, a in zip(chunk, answers, strict=True)]
             bar.update(len(chunk))
     release(generator)
@@ -79,12 +86,15 @@ def screen(teacher: str | Path, student: str | Path, data: Records, out: str | P
     """Let teacher and student answer every sample and grade both answers.
 
     Writes ``out``: every sample's fields plus ``teacher_response``, ``student_response`` and
-    ``teacher_correct``, ``student_correct`` (bool). The teacher answers first and its answers
-    wait in ``OUT.teacher`` until the student is done, so one model is in memory at a time.
-    Samples already in ``out`` (or ``OUT.part``) are kept, and no model loads when none is left.
+    ``teacher_correct``, ``student_correct`` (bool); ``teacher_truncated`` /
+    ``student_truncated`` (true) on a row whose answer was cut at ``max_new_tokens``, which is
+    graded wrong (a warning names the setting to raise when more than
+    :data:`leaf.evaluate.truncation.WARN_SHARE` of a model's answers were). The teacher answers
+    first and its answers wait in ``OUT.teacher`` until the student is done, so one model is in
+    memory at a time. Samples already in ``out`` (or ``OUT.part``) are kept, and no model loads
+    when none is left.
     """
     from leaf.data.schema import read_samples
-    from leaf.evaluate.grading import grade
 
     options = options_or_default(options, GenerationOptions)
     distributed.init()  # under a launcher: this process's GPUs, before CUDA starts
@@ -100,12 +110,12 @@ def screen(teacher: str | Path, student: str | Path, data: Records, out: str | P
                              fingerprint=lambda s: ("screen-teacher", s["instruction"], gen))
         by_teacher = teacher_job.run(lambda todo: _answers(
             str(teacher), todo, "teacher", options,
-            lambda s, a: {"id": s["id"], "teacher_response": a}))
-        answers = {r["id"]: r["teacher_response"] for r in by_teacher.rows()}
-        yield from _answers(str(student), work, "student", options, lambda s, a: {
-            **s, "teacher_response": answers[s["id"]], "student_response": a,
-            "teacher_correct": bool(grade(s, answers[s["id"]])["correct"]),
-            "student_correct": bool(grade(s, a)["correct"])})
+            lambda s, a: {"id": s["id"], "teacher_response": a.text,
+                          **({"teacher_truncated": True} if a.truncated else {})}))
+        answers = {r["id"]: Answer(r["teacher_response"], bool(r.get("teacher_truncated")))
+                   for r in by_teacher.rows()}
+        yield from _answers(str(student), work, "student", options,
+                            lambda s, a: _screened_row(s, answers[s["id"]], a))
 
     # what makes a row: the sample (its answers are graded against it) and the decoding; a
     # unit is one generation chunk, so every batch holds the samples one process gives it
@@ -113,13 +123,37 @@ def screen(teacher: str | Path, student: str | Path, data: Records, out: str | P
                   inputs=[data], side_files=[".teacher"]).run(answer)
     rows = {r["id"]: r for r in done.rows()}
     screened = [rows[s["id"]] for s in samples]
-    return ScreenSummary(
+    summary = ScreenSummary(
         n=len(samples),
         teacher_correct=sum(bool(r["teacher_correct"]) for r in screened),
         student_correct=sum(bool(r["student_correct"]) for r in screened),
         teacher_right_student_wrong=sum(bool(r["teacher_correct"] and not r["student_correct"])
                                         for r in screened),
-        out=out, redone=done.redone)
+        out=out, redone=done.redone,
+        teacher_truncated=sum(bool(r.get("teacher_truncated")) for r in screened),
+        student_truncated=sum(bool(r.get("student_truncated")) for r in screened))
+    for who, cut in (("teacher", summary.teacher_truncated),
+                     ("student", summary.student_truncated)):
+        message = cut_warning(cut, summary.n, f"{who} answers", "screen",
+                              options.max_new_tokens)
+        if message:
+            warn("screen", message)
+    return summary
+
+
+def _screened_row(sample: dict, teacher: Answer, student: Answer) -> dict:
+    """A screened row: the sample, both answers and their grades (a cut answer is wrong and
+    marked ``MODEL_truncated``)."""
+    row = {**sample, "teacher_response": teacher.text, "student_response": student.text,
+           "teacher_correct": bool(grade(sample, teacher.text,
+                                         truncated=teacher.truncated)["correct"]),
+           "student_correct": bool(grade(sample, student.text,
+                                         truncated=student.truncated)["correct"])}
+    if teacher.truncated:
+        row["teacher_truncated"] = True
+    if student.truncated:
+        row["student_truncated"] = True
+    return row
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,7 +310,8 @@ def detect(teacher: str | Path, student: str | Path, data: Records, out: str | P
 @dataclass(frozen=True)
 class PruneSummary:
     """``samples`` pruned now (``already_done`` kept from an earlier run), the
-    ``counterfactuals`` they gave and, with verification, how many were ``verified``."""
+    ``counterfactuals`` they gave and, with verification, how many were ``verified`` and how
+    many were rejected because the teacher's or student's answer was ``truncated``."""
 
     samples: int
     counterfactuals: int
@@ -284,11 +319,15 @@ class PruneSummary:
     already_done: int
     out: Path
     redone: int = 0
+    truncated: int | None = None
 
     def __str__(self) -> str:
         msg = f"leaf prune: {self.samples} samples, {self.counterfactuals} counterfactuals"
         if self.verified is not None:
             msg += f", {self.verified} verified"
+        if self.truncated is not None:
+            msg += (f", {self.truncated} rejected because an answer was cut at "
+                    "max_new_tokens")
         if self.already_done:
             msg += f" ({self.already_done} samples already done)"
         if self.redone:
@@ -313,12 +352,13 @@ def _check_prune_resume(rows: list[dict[str, Any]], options: PruneOptions, verif
 
 
 def _verify(rows: list[dict[str, Any]], verify: VerifyOptions) -> None:
-    """Set ``verified`` on the counterfactual rows in place."""
+    """Set ``verified`` on the counterfactual rows in place, and ``truncated`` (true) on those
+    whose teacher or student answer was cut at ``max_new_tokens`` (never verified)."""
     todo = [r for r in rows if r["kind"] == "counterfactual"]
     if not todo:
         return
     try:
-        from leaf.evaluate.verify import verify_counterfactuals
+        from leaf.evaluate.verify import check_counterfactuals
     except ImportError as exc:
         raise LeafError(f"--verify needs leaf.evaluate.verify, which failed to import ({exc})"
                         ) from None
@@ -328,13 +368,16 @@ def _verify(rows: list[dict[str, Any]], verify: VerifyOptions) -> None:
                                         ("temperature", g.temperature, 0.0),
                                         ("top_p", g.top_p, 1.0), ("seed", g.seed, 0))
              if v != default}
-    ok = verify_counterfactuals(todo, verify.teacher, verify.student, batch_size=g.batch_size,
-                                max_new_tokens=g.max_new_tokens, device=g.device, dtype=g.dtype,
-                                **extra)
-    if len(ok) != len(todo):
-        raise LeafError(f"verify_counterfactuals returned {len(ok)} results for {len(todo)} rows")
-    for row, good in zip(todo, ok, strict=True):
-        row["verified"] = bool(good)
+    checks = check_counterfactuals(todo, verify.teacher, verify.student,
+                                   batch_size=g.batch_size, max_new_tokens=g.max_new_tokens,
+                                   device=g.device, dtype=g.dtype, **extra)
+    if len(checks) != len(todo):
+        raise LeafError(f"check_counterfactuals returned {len(checks)} results for "
+                        f"{len(todo)} rows")
+    for row, check in zip(todo, checks, strict=True):
+        row["verified"] = bool(check.ok) and not check.truncated
+        if check.truncated:
+            row["truncated"] = True
 
 
 def _sample_rows(sample: dict, score_rows: dict | None, options: PruneOptions) -> list[dict]:
@@ -354,7 +397,10 @@ def prune(data: Records, scores: Records | None, out: str | Path,
 
     Writes ``out``: every sample's ``original`` row followed by its ``counterfactual`` rows
     (see :mod:`leaf.detect.counterfactuals`). With ``verify``, teacher and student answer each
-    counterfactual and ``verified`` is true or false (rejected rows are kept); samples are
+    counterfactual and ``verified`` is true or false (rejected rows are kept; a row whose
+    teacher or student answer was cut at ``max_new_tokens`` is rejected and marked
+    ``truncated``, with a warning when more than
+    :data:`leaf.evaluate.truncation.WARN_SHARE` were); samples are
     verified ``verify.chunk`` at a time, one model load per chunk, the output saved after each.
     Samples already in ``out`` (or ``OUT.part``) are kept, unless the sample, its scores or a
     setting changed since (each row's ``input_hash``): those are pruned again. Resuming with
@@ -379,7 +425,7 @@ def prune(data: Records, scores: Records | None, out: str | Path,
         raise SettingError("scores: needed unless options.masking is 'planted'")
     score_rows = None if scores is None else \
         read_scores(scores, by_id, need_nll=options.masking == "ppl")
-    counted = {"counterfactuals": 0, "verified": 0}  # made by this run
+    counted = {"counterfactuals": 0, "verified": 0, "truncated": 0}  # made by this run
 
     def build(work: Work) -> Iterator[list[dict]]:
         with distributed.progress(len(work.items), "prune", disable=None) as bar:
@@ -389,6 +435,7 @@ def prune(data: Records, scores: Records | None, out: str | Path,
                     _verify(rows, verify)
                 counted["counterfactuals"] += sum(r["kind"] == "counterfactual" for r in rows)
                 counted["verified"] += sum(r["verified"] is True for r in rows)
+                counted["truncated"] += sum(bool(r.get("truncated")) for r in rows)
                 yield rows
                 bar.update(len(chunk))
 
@@ -405,7 +452,14 @@ def prune(data: Records, scores: Records | None, out: str | Path,
                   unit=(verify.chunk or len(samples)) if verify is not None else 1,
                   check=lambda rows: _check_prune_resume(rows, options, verify is not None, out),
                   inputs=[data, scores]).run(build)
-    n_cf, n_ok = done.sum(counted["counterfactuals"], counted["verified"])
+    n_cf, n_ok, n_cut = done.sum(counted["counterfactuals"], counted["verified"],
+                                 counted["truncated"])
+    if verify is not None:
+        message = cut_warning(n_cut, n_cf, "counterfactuals (a teacher or student answer)",
+                              "screen", verify.generation.max_new_tokens)
+        if message:
+            warn("prune", message)
     return PruneSummary(samples=done.made, counterfactuals=n_cf,
                         verified=n_ok if verify is not None else None,
-                        already_done=done.already_done, out=out, redone=done.redone)
+                        already_done=done.already_done, out=out, redone=done.redone,
+                        truncated=n_cut if verify is not None else None)

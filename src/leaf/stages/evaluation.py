@@ -12,21 +12,25 @@ from leaf import distributed
 from leaf.data.jsonl import Records
 from leaf.data.resumable import refuse_overwriting_inputs
 from leaf.data.rowjob import RowJob, Work, on_one_process
-from leaf.evaluate.metrics import samples_path, summary
-from leaf.stages._common import options_or_default
+from leaf.evaluate.generation import Answer
+from leaf.evaluate.metrics import read_predictions_and_cuts, samples_path, summary
+from leaf.evaluate.truncation import cut_warning
+from leaf.stages._common import options_or_default, warn
 from leaf.stages.options import EvalOptions, GradingOptions
 
 __all__ = ["evaluate", "grade", "grade_to_files", "samples_path", "summary"]
 
 
 def grade_to_files(bench: Sequence[dict[str, Any]], predictions: dict[str, list[str]],
-                   out: str | Path, options: GradingOptions) -> dict[str, Any]:
+                   out: str | Path, options: GradingOptions,
+                   truncated: Mapping[str, Sequence[bool]] | None = None) -> dict[str, Any]:
     """Grade, write the metrics JSON to ``out`` and the per-sample rows beside it
-    (:func:`samples_path`); return the metrics."""
+    (:func:`samples_path`); return the metrics. ``truncated``: per id, which responses were
+    cut at ``max_new_tokens`` (graded wrong)."""
     from leaf.data.jsonl import write_json_atomic, write_jsonl_atomic
     from leaf.evaluate.metrics import aggregate, grade_all
 
-    rows = grade_all(bench, predictions, workers=options.workers,
+    rows = grade_all(bench, predictions, truncated=truncated, workers=options.workers,
                      code_timeout=options.code_timeout)
     metrics = aggregate(rows, ks=options.k)
     write_jsonl_atomic(samples_path(out), rows)
@@ -39,20 +43,22 @@ def grade(bench: Records, predictions: Records | Mapping[str, str | list[str]],
     """Grade ``predictions`` (a JSONL path, rows with ``id`` and ``response`` or
     ``responses``, or a mapping ``id -> response(s)``) against ``bench``.
 
-    Every bench id needs a prediction and every prediction a bench id. Writes the metrics JSON
-    to ``out`` and the per-sample rows to ``OUT_STEM.samples.jsonl``; returns the metrics.
+    Every bench id needs a prediction and every prediction a bench id; a prediction marked
+    ``truncated`` (cut at ``max_new_tokens``, as ``leaf eval`` writes it) is graded wrong.
+    Writes the metrics JSON to ``out`` and the per-sample rows to ``OUT_STEM.samples.jsonl``;
+    returns the metrics.
     """
     from leaf.data.schema import read_samples
-    from leaf.evaluate.metrics import match_predictions, read_predictions
+    from leaf.evaluate.metrics import match_predictions, read_predictions_and_cuts
 
     options = options_or_default(options, GradingOptions)
     for target in (out, samples_path(out)):
         refuse_overwriting_inputs(target, [bench, predictions])
     rows = read_samples(bench, need_response=False, need_grading=True, name="bench")
-    answers = read_predictions(predictions)
+    answers, cuts = read_predictions_and_cuts(predictions)
     match_predictions(rows, answers, predictions if isinstance(predictions, str | Path)
                       else "predictions")
-    return grade_to_files(rows, answers, out, options)
+    return grade_to_files(rows, answers, out, options, cuts)
 
 
 def evaluate(model: str | Path, bench: Records, out_dir: str | Path,
@@ -60,10 +66,13 @@ def evaluate(model: str | Path, bench: Records, out_dir: str | Path,
     """Answer every ``bench`` problem with ``model`` and grade the answers.
 
     Writes into ``out_dir``: ``predictions.jsonl`` (``id``, ``response``; or ``responses``
-    with ``options.num_samples > 1``), ``metrics.json`` and ``metrics.samples.jsonl``; returns
-    the metrics. Predictions already in ``out_dir`` (or its ``.part``) are kept, unless the
-    problem's text or the decoding settings changed (each row's ``input_hash``), and
-    no model loads when every problem has one.
+    with ``options.num_samples > 1``; ``truncated`` on a row whose answer was cut at
+    ``max_new_tokens``: true, or one bool per response), ``metrics.json`` (with ``truncated``,
+    the cut answers, graded wrong) and ``metrics.samples.jsonl``; returns the metrics. When
+    more than :data:`leaf.evaluate.truncation.WARN_SHARE` of the answers were cut, a warning
+    names the setting to raise. Predictions already in ``out_dir`` (or its ``.part``) are
+    kept, unless the problem's text or the decoding settings changed (each row's
+    ``input_hash``), and no model loads when every problem has one.
     """
     import dataclasses
 
@@ -82,10 +91,8 @@ def evaluate(model: str | Path, bench: Records, out_dir: str | Path,
                                    device=gen.device, settings=gen.settings())
         with distributed.progress(len(work.items), "eval (generate)", unit="problem") as bar:
             for chunk in work.chunks:
-                answers = generator.generate_n([s["instruction"] for s in chunk], n=n)
-                yield [{"id": s["id"], "response": a[0]} if n == 1 else
-                       {"id": s["id"], "responses": a}
-                       for s, a in zip(chunk, answers, strict=True)]
+                answers = generator.answers_n([s["instruction"] for s in chunk], n=n)
+                yield [_prediction(s["id"], a) for s, a in zip(chunk, answers, strict=True)]
                 bar.update(len(chunk))
         release(generator)
 
@@ -96,8 +103,27 @@ def evaluate(model: str | Path, bench: Records, out_dir: str | Path,
     done = RowJob(out_dir / "predictions.jsonl", rows, unit=gen.chunk_size(), inputs=[bench],
                   fingerprint=lambda s: ("eval", s["instruction"], made_by, n)).run(answer)
     metrics = out_dir / "metrics.json"
+    predictions, cuts = read_predictions_and_cuts(done.rows())
     # graded once; under a launcher the other processes read what it wrote
-    return on_one_process(
-        lambda: grade_to_files(rows, {r["id"]: r.get("responses") or [r["response"]]
-                                      for r in done.rows()}, metrics, options.grading),
+    result = on_one_process(
+        lambda: grade_to_files(rows, predictions, metrics, options.grading, cuts),
         read=lambda: json.loads(metrics.read_text(encoding="utf-8")))
+    message = cut_warning(result.get("truncated", 0), len(rows) * n, "answers", "evaluate",
+                          gen.max_new_tokens)
+    if message:
+        warn("eval", message)
+    return result
+
+
+def _prediction(sid: str, answers: Sequence[Answer]) -> dict[str, Any]:
+    """A predictions row: ``response`` (or ``responses``) and, when an answer was cut,
+    ``truncated`` (true, or one bool per response)."""
+    if len(answers) == 1:
+        row: dict[str, Any] = {"id": sid, "response": answers[0].text}
+        if answers[0].truncated:
+            row["truncated"] = True
+        return row
+    row = {"id": sid, "responses": [a.text for a in answers]}
+    if any(a.truncated for a in answers):
+        row["truncated"] = [a.truncated for a in answers]
+    return row

@@ -6,7 +6,8 @@ loaded. They are the one place where a setting's type, range, default and help a
 the command line (``leaf <stage>``) makes its flags from them and the run config (``leaf run``)
 its sections, and both build these same objects, so a stage runs with exactly what its caller
 wrote down. Where ``leaf run`` deliberately uses another default than the command, the field
-declares it (``setting(run=...)``).
+declares it (``setting(run=...)``); ``max_new_tokens`` has one default,
+:data:`DEFAULT_MAX_NEW_TOKENS`, for both.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from leaf.detect.counterfactuals import PruneOptions
+from leaf.evaluate.truncation import WARN_SHARE
 from leaf.settings import Checked, SettingError, setting
 
 __all__ = [
@@ -34,6 +36,8 @@ def check_device(value: str, owner: str, path: str = "device") -> None:
         raise SettingError.at(owner, path, f"auto, cpu, cuda or cuda:N, got {value!r}")
 
 
+#: the answer budget of every command and run config (``GenerationOptions.max_new_tokens``)
+DEFAULT_MAX_NEW_TOKENS = 512
 DEFAULT_SKIP_LAST = 0  # measured on SmolLM2-135M-Instruct: docs/REAL_MODEL.md
 
 
@@ -41,9 +45,15 @@ DEFAULT_SKIP_LAST = 0  # measured on SmolLM2-135M-Instruct: docs/REAL_MODEL.md
 class GenerationOptions(Checked):
     """How a model answers prompts (screening, verification, evaluation)."""
 
-    # leaf run answers in bigger batches and shorter: the testbed's answers are one line
+    # leaf run answers in bigger batches (the testbed's answers are one line)
     batch_size: int = setting(8, ge=1, run=64, help="prompts per generate call")
-    max_new_tokens: int = setting(512, ge=1, run=32, help="longest answer in tokens")
+    # one default everywhere: a run config that sets nothing must not cut a real model's
+    # answers (the bundled testbed configs set their own, 24 or 48)
+    max_new_tokens: int = setting(
+        DEFAULT_MAX_NEW_TOKENS, ge=1,
+        help="longest answer in tokens: an answer still unfinished here is cut, counted and "
+             f"graded wrong, with a warning when more than {100 * WARN_SHARE:g} percent are "
+             "(reasoning models need thousands)")
     dtype: GenerationDtype = setting("float32", help="weights' dtype (auto: the checkpoint's)")
     device: str = setting("auto", help=DEVICE_HELP)
     backend: Literal["hf", "vllm"] = setting(
