@@ -115,7 +115,7 @@ LAYER_RULES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("leaf.stages",): ("leaf.testbed", "leaf.pipeline"),
     ("leaf.testbed",): ("leaf.pipeline", "leaf.stages"),
     # the shared base: model loading and parts, intervals, errors
-    ("leaf.errors", "leaf.models", "leaf.model_parts", "leaf.intervals"):
+    ("leaf.errors", "leaf.models", "leaf.model_parts", "leaf.intervals", "leaf.terminal"):
         ("leaf.data", "leaf.detect", "leaf.distill", "leaf.evaluate", "leaf.stages",
          "leaf.pipeline", "leaf.report", "leaf.testbed", "leaf.commands", "leaf.cli"),
 }

@@ -8,8 +8,9 @@ import io
 import pytest
 
 from leaf.pipeline.manifest import Manifest
-from leaf.pipeline.progress import LiveLine, LogLines, aside, estimate_left
+from leaf.pipeline.progress import LiveLine, LogLines, estimate_left
 from leaf.pipeline.runner import Stage, run_stages
+from leaf.terminal import aside
 from terminal import screen_lines
 
 

@@ -42,9 +42,9 @@ from leaf.pipeline.config import (
 )
 from leaf.pipeline.launch import stage_call
 from leaf.pipeline.pair_check import check_replicate, pair_lines, pair_warning
-from leaf.pipeline.progress import aside
 from leaf.pipeline.runner import Stage
 from leaf.settings import to_mapping
+from leaf.terminal import aside
 
 if TYPE_CHECKING:
     from leaf.distill.config import DistillArguments

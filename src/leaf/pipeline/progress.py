@@ -6,7 +6,7 @@ Two displays of the same events (a stage skipped, started, finished, failed):
   about 3 min 05 s left``) and one per stage skipped, for a log file, a pipe or CI;
 - :class:`LiveLine`: one line on a terminal that rewrites itself (stage i/N, its name, the
   time spent on it and on the run, the estimate of what is left), ended by a one-line summary.
-  A warning printed through :func:`aside` clears it first, so it stays on its own line.
+  A warning printed through :func:`leaf.terminal.aside` clears it first, so it stays on its own line.
 
 :func:`estimate_left` is the estimate, a pure function: each remaining stage at the mean time of
 the finished stages *of its own kind* (``distill``, ``eval``, ...); a kind none of whose stages
@@ -16,15 +16,16 @@ evaluation) but counted as "not timed yet", except the kinds declared :data:`LIG
 
 from __future__ import annotations
 
-import contextlib
 import re
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
+
+from leaf import terminal
 
 #: Stage kinds that copy files or compute from small tables: a second or two at most, so they
 #: count as 0 s until one has been timed (instead of "not timed yet" until the very end).
@@ -164,7 +165,6 @@ class LogLines(Progress):
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_live: list[LiveLine] = []  # the live line on the terminal now, if any (for aside())
 
 
 class LiveLine(LogLines):
@@ -185,7 +185,7 @@ class LiveLine(LogLines):
 
     def begin(self, names: Sequence[str]) -> None:
         super().begin(names)
-        _live.append(self)
+        terminal.show(self)
         self.stop.clear()
         self.ticker = threading.Thread(target=self._tick, name="leaf-progress", daemon=True)
         self.ticker.start()
@@ -219,8 +219,7 @@ class LiveLine(LogLines):
         self.stop.set()
         if self.ticker is not None:
             self.ticker.join()
-        if self in _live:
-            _live.remove(self)
+        terminal.hide(self)
         if self.shown:
             self.draw(self.summary() if self.current is None and self.ran + self.skipped_count
                       == len(self.names) else self.shown, final=True)
@@ -262,22 +261,6 @@ class LiveLine(LogLines):
             with self.lock:
                 if self.current is not None:
                     self.draw(self.running_text())
-
-
-@contextlib.contextmanager
-def aside() -> Iterator[None]:
-    """Around output meant to stay on its own lines (a warning): clear the live line first, draw
-    it again after. Does nothing when no live line is shown."""
-    live = _live[-1] if _live else None
-    if live is None:
-        yield
-        return
-    with live.lock:
-        live.clear()
-        try:
-            yield
-        finally:
-            live.redraw()
 
 
 def file_log(path: Path) -> Callable[[str], None]:

@@ -7,6 +7,7 @@ from typing import TypeVar
 
 from leaf import distributed
 from leaf.settings import SettingError
+from leaf.terminal import aside
 
 T = TypeVar("T")
 
@@ -27,6 +28,7 @@ def warn(stage: str, message: str) -> None:
     if not distributed.ranks().main:
         return
     line = f"leaf {stage}: warning: {message}"
-    print(line, file=sys.stderr, flush=True)
-    if sys.stderr is not sys.__stderr__ and sys.__stderr__ is not None:
-        print(line, file=sys.__stderr__, flush=True)
+    with aside():  # on a line of its own, not over a run's live progress line
+        print(line, file=sys.stderr, flush=True)
+        if sys.stderr is not sys.__stderr__ and sys.__stderr__ is not None:
+            print(line, file=sys.__stderr__, flush=True)
