@@ -80,7 +80,7 @@ def _split_gpus(r: Ranks) -> None:
     """Give this rank its slice of the node's GPUs, before CUDA starts (see module doc)."""
     if r.local_world <= 1 or os.environ.get("LEAF_SPLIT_GPUS", "1") == "0":
         return
-    import torch
+    import torch  # heavy: torch
 
     if torch.cuda.is_initialized():  # too late to choose: every rank sees every GPU
         import warnings
@@ -117,7 +117,7 @@ def init() -> Ranks:
     r = ranks()
     if not r.distributed or _initialised:
         return r
-    import torch.distributed as dist
+    import torch.distributed as dist  # heavy: torch
 
     _split_gpus(r)
     timeout = timedelta(seconds=_env_int("LEAF_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
@@ -132,7 +132,7 @@ def init() -> Ranks:
 def barrier() -> None:
     """Wait for every rank (no-op in a single process)."""
     if init().distributed:
-        import torch.distributed as dist
+        import torch.distributed as dist  # heavy: torch
 
         dist.barrier(group=_group)
 
@@ -141,8 +141,8 @@ def all_sum(*counts: int) -> tuple[int, ...]:
     """``counts`` summed over every rank (as given, in a single process)."""
     if not init().distributed:
         return tuple(int(c) for c in counts)
-    import torch
-    import torch.distributed as dist
+    import torch  # heavy: torch
+    import torch.distributed as dist  # heavy: torch
 
     t = torch.tensor([int(c) for c in counts], dtype=torch.int64)
     dist.all_reduce(t, group=_group)
@@ -158,7 +158,7 @@ _open_bars: list[_JobBar] = []
 
 def _store():
     try:
-        from torch.distributed import distributed_c10d
+        from torch.distributed import distributed_c10d  # heavy: torch
 
         return distributed_c10d._get_default_store()
     except Exception:  # noqa: BLE001 - no shared store: each rank shows its own bar
@@ -171,7 +171,7 @@ class _JobBar:
     the other ranks are done too (or the stage's closing barrier)."""
 
     def __init__(self, total: int, desc: str, unit: str, disable: bool | None) -> None:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # heavy: tqdm
 
         self.r = init()
         n = _bar_counts.get(desc, 0)
@@ -239,7 +239,7 @@ def progress(total: int, desc: str, unit: str = "sample", disable: bool | None =
     """A tqdm-like bar (``update(n)``, ``close()``, a context manager) over the whole job:
     plain tqdm in a single process; under a launcher rank 0 shows every rank's counts summed."""
     if not init().distributed:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # heavy: tqdm
 
         return tqdm(total=total, desc=desc, unit=unit, disable=disable)
     return _JobBar(total, desc, unit, disable)

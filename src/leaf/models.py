@@ -85,7 +85,7 @@ def quiet_transformers() -> None:
 
 def resolve_device(device: str = "auto") -> str:
     """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; other values pass through."""
-    import torch
+    import torch  # heavy: torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -95,7 +95,7 @@ def resolve_device(device: str = "auto") -> str:
 
 
 def torch_dtype(dtype: str):
-    import torch
+    import torch  # heavy: torch
 
     if dtype == "auto":
         return "auto"
@@ -124,7 +124,7 @@ def check_model_path(name: str, what: str = "model", need_config: bool = True) -
 
 def load_tokenizer(path: str | Path, what: str = "model", padding_side: str | None = "left"):
     """Load a fast tokenizer; set a pad token (EOS when none) and the padding side (left: generation)."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # heavy: transformers
 
     src = str(path)
     check_model_path(src, what, need_config=False)
@@ -147,8 +147,8 @@ def load_tokenizer(path: str | Path, what: str = "model", padding_side: str | No
 def load_model(path: str | Path, dtype: str = "float32", device: str = "auto",
                what: str = "model"):
     """Load a causal LM in eval mode on ``device`` (several GPUs: ``device_map="auto"``)."""
-    import torch
-    from transformers import AutoModelForCausalLM
+    import torch  # heavy: torch
+    from transformers import AutoModelForCausalLM  # heavy: transformers
 
     src = str(path)
     check_model_path(src, what)
@@ -173,7 +173,7 @@ def model_load_errors() -> tuple[type[Exception], ...]:
     """What ``from_pretrained`` raises on a missing, foreign or damaged checkpoint (a truncated
     or zero-filled ``model.safetensors`` raises ``SafetensorError``, not an OSError)."""
     try:
-        from safetensors import SafetensorError
+        from safetensors import SafetensorError  # heavy: safetensors
     except ImportError:  # pragma: no cover - safetensors is a dependency
         return (OSError, ValueError)
     return (OSError, ValueError, SafetensorError)
@@ -207,7 +207,7 @@ def gguf_source(name: str | Path, what: str = "model") -> tuple[str, str] | None
 
 def require_gguf(what: str = "model") -> None:
     """Fail with one line naming the extra when the ``gguf`` package is missing."""
-    from transformers.utils import is_gguf_available
+    from transformers.utils import is_gguf_available  # heavy: transformers
 
     if not is_gguf_available():
         raise LeafError(f"loading the {what} from a .gguf file needs the gguf package: "
@@ -225,7 +225,7 @@ def pretrained_args(name: str | Path, what: str = "model") -> tuple[str, dict]:
 
 def load_config(path: str | Path, what: str = "model"):
     """The model's ``PretrainedConfig`` (from ``config.json``, a hub id or a GGUF file)."""
-    from transformers import AutoConfig
+    from transformers import AutoConfig  # heavy: transformers
 
     src = str(path)
     directory, kwargs = pretrained_args(src, what)
@@ -245,7 +245,7 @@ def plain_model(model):
     transformers marks a model loaded with ``gguf_file=`` as quantised (its weights are
     already dequantised) and then refuses to save it.
     """
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM  # heavy: transformers
 
     quant = getattr(model.config, "quantization_config", None)
     method = (quant.get("quant_method") if isinstance(quant, dict)
@@ -273,7 +273,7 @@ def load_causal_lm(path: str | Path, what: str = "model", **kwargs):
     """``AutoModelForCausalLM.from_pretrained`` for a directory, hub id or GGUF source, with
     ``kwargs`` passed on (dtype, device_map, attn_implementation ...); GGUF models come back
     plain (:func:`plain_model`). Errors are one line naming the model."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM  # heavy: transformers
 
     src = str(path)
     directory, extra = pretrained_args(src, what)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from leaf.data.readers import FORMATS_HELP
+from leaf.data.readers import FORMATS_HELP, parse_columns, with_columns
 
 COLUMNS_HELP = (
     "map the data's columns to leaf's fields, e.g. instruction=question,response=solution "
@@ -20,6 +20,5 @@ def add_columns_argument(parser: argparse.ArgumentParser) -> None:
 def data_source(path: str, args: argparse.Namespace) -> Any:
     """``path`` with the ``--columns`` mapping (a :class:`leaf.data.readers.Table`), or as
     given when there is none."""
-    from leaf.data.readers import parse_columns, with_columns
 
     return with_columns(path, parse_columns(getattr(args, "columns", None)))

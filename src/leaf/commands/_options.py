@@ -15,6 +15,8 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar
 
+from leaf.errors import LeafError
+from leaf.models import resolve_model_name
 from leaf.settings import SettingError, default_of, help_of
 
 T = TypeVar("T")
@@ -94,8 +96,6 @@ MODEL_HELP = "directory, hub id or testbed:FAMILY/ROLE (a shipped testbed checkp
 def model_ref(value: str) -> str:
     """argparse ``type`` of a model flag: ``testbed:FAMILY/ROLE`` (as in run configs) becomes the
     shipped checkpoint's directory; a directory or hub id passes unchanged."""
-    from leaf.errors import LeafError
-    from leaf.models import resolve_model_name
 
     try:
         return resolve_model_name(value)
@@ -105,7 +105,7 @@ def model_ref(value: str) -> str:
 
 def device_arg(value: str) -> str:
     """argparse ``type`` of ``--device``: auto, cpu, cuda or cuda:N."""
-    from leaf.stages.options import check_device
+    from leaf.stages.options import check_device  # heavy: numpy
 
     try:
         check_device(value, "", "--device")

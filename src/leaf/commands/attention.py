@@ -6,6 +6,9 @@ import argparse
 from pathlib import Path
 
 from leaf.commands._options import MODEL_HELP, add_device, add_dtype, model_ref
+from leaf.data.jsonl import finite_json, iter_jsonl, write_json_atomic
+from leaf.errors import LeafError
+from leaf.models import resolve_device
 from leaf.stages.options import GenerationOptions  # --device and --dtype mean what they mean there
 
 NAME = "attention"
@@ -50,15 +53,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from leaf.data.jsonl import finite_json, iter_jsonl, write_json_atomic
-    from leaf.errors import LeafError
-    from leaf.evaluate.attention_share import (
+    from leaf.evaluate.attention_share import (  # heavy: numpy, torch at run time
         compare_models,
         format_table,
         planted_items,
         pruned_items,
     )
-    from leaf.models import resolve_device
 
     rows = list(iter_jsonl(args.data))
     if args.spans == "planted":

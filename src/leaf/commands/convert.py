@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from leaf.evaluate.converters import CONVERTERS
+from leaf.data.jsonl import write_jsonl_atomic
+from leaf.evaluate.converters import CONVERTERS, convert
 
 NAME = "convert"
 HELP = "convert a public benchmark file (GSM8K, MATH-500, HumanEval, ...) to bench JSONL"
@@ -28,8 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from leaf.data.jsonl import write_jsonl_atomic
-    from leaf.evaluate.converters import convert
 
     rows, skipped = convert(args.format, args.input, closed_book=args.closed_book,
                             limit=args.limit)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from leaf.models import convert_gguf
+
 NAME = "convert-model"
 HELP = "write a .gguf model as a Hugging Face directory (config, safetensors, tokenizer)"
 DESCRIPTION = """\
@@ -27,7 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from leaf.models import convert_gguf
 
     out = convert_gguf(args.source, args.out, args.dtype)
     print(f"leaf convert-model: wrote {out} (config.json, model.safetensors, tokenizer)")

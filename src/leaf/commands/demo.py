@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from leaf.commands._options import live_terminal
+from leaf.errors import LeafError
+
 NAME = "demo"
 HELP = "run LeaF end to end on the planted-confounder testbed and print the result tables"
 DESCRIPTION = """\
@@ -33,10 +36,9 @@ def add_arguments(parser) -> None:
 
 def demo_configs(families: list[str] | None = None) -> list[Path]:
     """The bundled testbed configs: those marked ``demo: true``, or the named ones."""
-    import yaml
+    import yaml  # heavy: yaml
 
-    from leaf.errors import LeafError
-    from leaf.pipeline.config import PACKAGE_DIR
+    from leaf.pipeline.config import PACKAGE_DIR  # heavy: numpy
 
     found = {p.stem: p for p in sorted((PACKAGE_DIR / "configs" / "testbed").glob("*.yaml"))}
     if not found:
@@ -55,10 +57,9 @@ def demo_configs(families: list[str] | None = None) -> list[Path]:
 def run(args) -> int:
     import time
 
-    from leaf.commands._options import live_terminal
-    from leaf.pipeline import run_pipeline
-    from leaf.pipeline.config import load_config
-    from leaf.pipeline.tables import render
+    from leaf.pipeline import run_pipeline  # heavy: numpy
+    from leaf.pipeline.config import load_config  # heavy: numpy
+    from leaf.pipeline.tables import render  # heavy: numpy
 
     t0 = time.monotonic()
     out = Path(args.out)

@@ -54,7 +54,7 @@ def format_fields() -> str:
     import dataclasses
     import textwrap
 
-    from leaf.distill.config import DistillArguments
+    from leaf.distill.config import DistillArguments  # heavy: transformers
 
     own = list(DistillArguments.__annotations__)  # in the order leaf declares them
     fields = [f for f in dataclasses.fields(DistillArguments) if f.init]
@@ -77,7 +77,7 @@ def format_fields() -> str:
 
 
 def run(args) -> int:
-    import yaml
+    import yaml  # heavy: yaml
 
     if args.show_fields:
         print(format_fields())
@@ -101,7 +101,7 @@ def run(args) -> int:
     if not isinstance(config, dict):
         raise LeafError(f"{path}: expected a mapping of field: value")
 
-    from leaf.stages import distill, distill_arguments
+    from leaf.stages import distill, distill_arguments  # heavy: numpy
 
     dargs = distill_arguments(config, extra)
     trainer = distill(dargs)

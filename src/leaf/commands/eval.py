@@ -9,6 +9,7 @@ from leaf.commands._data import add_columns_argument, data_source
 from leaf.commands._generation import add_generation_arguments, generation_options
 from leaf.commands._options import MODEL_HELP, add_option, build, model_ref
 from leaf.commands.grade import add_grading_arguments, grading_options
+from leaf.evaluate.metrics import samples_path, summary
 from leaf.stages.options import EvalOptions
 
 NAME = "eval"
@@ -37,8 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from leaf.evaluate.metrics import samples_path, summary
-    from leaf.stages import evaluate
+    from leaf.stages import evaluate  # heavy: numpy
 
     options = build(EvalOptions, {"generation.temperature": "--temperature"},
                     generation=generation_options(args), grading=grading_options(args),

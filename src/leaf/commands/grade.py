@@ -7,6 +7,7 @@ from pathlib import Path
 
 from leaf.commands._data import add_columns_argument, data_source
 from leaf.commands._options import add_option, build
+from leaf.evaluate.metrics import samples_path, summary
 from leaf.stages.options import GradingOptions
 
 NAME = "grade"
@@ -44,8 +45,7 @@ def grading_options(args: argparse.Namespace) -> GradingOptions:
 
 
 def run(args: argparse.Namespace) -> int:
-    from leaf.evaluate.metrics import samples_path, summary
-    from leaf.stages import grade
+    from leaf.stages import grade  # heavy: numpy
 
     out = Path(args.out)
     metrics = grade(data_source(args.bench, args), args.predictions, out, grading_options(args))

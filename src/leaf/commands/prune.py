@@ -87,7 +87,7 @@ def options_from(args: argparse.Namespace) -> tuple[PruneOptions, VerifyOptions 
 
 
 def run(args: argparse.Namespace) -> int:
-    from leaf.stages import prune
+    from leaf.stages import prune  # heavy: numpy
 
     options, verify = options_from(args)
     print(prune(data_source(args.data, args), args.scores, args.out, options, verify), file=sys.stderr)

@@ -6,7 +6,10 @@ import argparse
 from pathlib import Path
 
 from leaf.commands._options import add_option, option_help
+from leaf.data.jsonl import read_jsonl
 from leaf.detect.counterfactuals import PruneOptions
+from leaf.errors import LeafError, LeafInputError
+from leaf.report.html import write_report
 
 NAME = "report"
 HELP = "write a self-contained HTML report (heatmaps, pruned spans, filters, figures)"
@@ -54,10 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from leaf.data.jsonl import read_jsonl
-    from leaf.errors import LeafError, LeafInputError
-    from leaf.report.collect import RunFiles, build_report_data, find_run_files
-    from leaf.report.html import write_report
+    from leaf.report.collect import RunFiles, build_report_data, find_run_files  # heavy: numpy
 
     files = find_run_files(args.run_dir) if args.run_dir else RunFiles()
     if args.scores is not None:

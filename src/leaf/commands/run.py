@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from leaf.commands._options import live_terminal
+from leaf.errors import LeafError
+from leaf.settings import describe
+
 NAME = "run"
 HELP = "run the whole pipeline (data, screen, detect, prune, distill, eval) from one config"
 DESCRIPTION = """\
@@ -29,8 +33,7 @@ def config_keys() -> str:
     """The config keys with their defaults and help, from the typed RunConfig."""
     import textwrap
 
-    from leaf.pipeline.config import RUNTIME_KEYS, RunConfig
-    from leaf.settings import describe
+    from leaf.pipeline.config import RUNTIME_KEYS, RunConfig  # heavy: numpy
 
     from_runtime = {f"{section}.{key}": f"(runtime.{key})" for section in
                     ("screen", "evaluate", "detect") for key in RUNTIME_KEYS}
@@ -58,9 +61,7 @@ def add_arguments(parser) -> None:
 
 def parse_sets(items: list[str]) -> dict:
     """``["a.b=1", "c=[0, 1]"]`` -> ``{"a": {"b": 1}, "c": [0, 1]}`` (values parsed as YAML)."""
-    import yaml
-
-    from leaf.errors import LeafError
+    import yaml  # heavy: yaml
 
     out: dict = {}
     for item in items:
@@ -76,10 +77,9 @@ def parse_sets(items: list[str]) -> dict:
 
 
 def run(args) -> int:
-    from leaf.commands._options import live_terminal
-    from leaf.pipeline import run_pipeline
-    from leaf.pipeline.config import load_config
-    from leaf.pipeline.tables import render
+    from leaf.pipeline import run_pipeline  # heavy: numpy
+    from leaf.pipeline.config import load_config  # heavy: numpy
+    from leaf.pipeline.tables import render  # heavy: numpy
 
     cfg = load_config(args.config, quick=args.quick, overrides=parse_sets(args.set))
     run_dir = Path(args.run_dir or Path("runs") / (cfg.name + ("-quick" if args.quick else "")))

@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from leaf.stages import screen
+    from leaf.stages import screen  # heavy: numpy
 
     print(screen(args.teacher, args.student, data_source(args.data, args), args.out, generation_options(args)))
     return 0

@@ -47,7 +47,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from leaf.stages import teacher_cache
+    from leaf.stages import teacher_cache  # heavy: numpy
 
     options = build(TeacherCacheOptions, top_k=args.top_k, student=args.student,
                     max_length=args.max_length, system_prompt=args.system_prompt,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from leaf.errors import LeafError
+
 NAME = "testbed"
 HELP = "write the planted-confounder testbed splits (train, test_id, test_anti, test_clean)"
 DESCRIPTION = """\
@@ -19,7 +21,7 @@ The shipped teacher and student checkpoints of each family are listed with --lis
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from leaf.testbed.tasks import DEFAULT_SIZES, FAMILIES
+    from leaf.testbed.tasks import DEFAULT_SIZES, FAMILIES  # heavy: numpy
 
     parser.add_argument("--family", choices=sorted(FAMILIES), default="digit_sum",
                         help="task family (default digit_sum)")
@@ -37,9 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from leaf.errors import LeafError
-    from leaf.testbed.assets import ROLES, families_shipped, model_dir
-    from leaf.testbed.tasks import write_splits
+    from leaf.testbed.assets import ROLES, families_shipped, model_dir  # heavy: numpy
+    from leaf.testbed.tasks import write_splits  # heavy: numpy
 
     if args.list:
         for family in families_shipped():

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from leaf.data import readers
 from leaf.errors import LeafError, LeafInputError
 
 #: What a stage reads records from: a JSONL file, or the rows themselves.
@@ -80,7 +81,6 @@ def iter_records(source: Records, name: str = "data"
     iterable) of dicts is taken as the rows themselves: ``where`` is ``"name[i]"`` and ``line``
     None. Either way ``LeafInputError(where, line, field, message)`` names the record.
     """
-    from leaf.data import readers
 
     if readers.is_table(source):  # .json/.csv/.parquet, a save_to_disk dir, a hub NAME:SPLIT
         table = readers.as_source(source)  # (or JSONL with a column mapping)

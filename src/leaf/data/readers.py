@@ -113,7 +113,7 @@ def with_columns(source: Any, columns: Mapping[str, str] | None) -> Any:
 def _load(source: str):
     """The rows of ``source`` as a ``datasets.Dataset`` (or a list of dicts for JSONL)."""
     try:
-        import datasets
+        import datasets  # heavy: datasets
     except ImportError as exc:
         raise LeafError(f"{source}: reading this format needs the `datasets` package ({exc})"
                         ) from None

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from leaf.data import readers
 from leaf.data.jsonl import Records, first_seen, is_path, iter_records
 from leaf.errors import LeafInputError
 
@@ -85,7 +86,6 @@ def missing_message(field: str, reason: str, source: Records, obj: dict[str, Any
     a file or table can take a column mapping (``--columns`` on a command, ``data.columns``
     in a run config; a quoted value is a constant, the usual fix for ``task``), while sample
     dicts given from Python need the field itself."""
-    from leaf.data import readers
 
     if not (is_path(source) or readers.is_table(source)):  # dicts from Python
         if field == "task":
@@ -107,7 +107,6 @@ def read_samples(
 ) -> list[dict[str, Any]]:
     """Read and validate a samples/bench file, or a list of sample dicts (errors then name
     ``name[i]``); ids must be unique."""
-    from leaf.data import readers
 
     source = readers.as_source(source)
     rows: list[dict[str, Any]] = []

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from leaf import __version__
+
 CARD = "README.md"
 
 
@@ -18,7 +20,6 @@ def model_card(args: Any, stats: Mapping[str, int], last_log: Mapping[str, Any] 
                ) -> str:
     """Markdown text of the card for ``args`` (:class:`leaf.distill.config.DistillArguments`)
     and the training rows' ``stats`` (originals, counterfactuals, dropped, truncated)."""
-    from leaf import __version__
 
     student = args.student_model
     lam = ("not used (uniform mixing: every target token weighs the same)"

@@ -37,7 +37,7 @@ def load_student(args: DistillArguments):
     tokenizer = load_tokenizer(args.student_model, "student", padding_side="right")
     model = load_causal_lm(args.student_model, "student", dtype=torch_dtype(args.student_dtype))
     if args.lora:
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig, get_peft_model  # heavy: peft
 
         settings = {"task_type": "CAUSAL_LM", **args.lora}
         with warnings.catch_warnings():  # peft reads transformers' deprecated alias
@@ -87,7 +87,7 @@ def build_trainer(args: DistillArguments) -> DistillTrainer:
                        args.hybrid_lambda)
     teacher = cache = None
     if args.teacher_cache:
-        from leaf.distill.cache import TeacherCache
+        from leaf.distill.cache import TeacherCache  # heavy: torch
 
         cache = TeacherCache(args.teacher_cache)
         cache.check_compatible(args.divergence, student_vocab)
@@ -169,7 +169,7 @@ def resume_point(args: DistillArguments) -> str | bool | None:
 def _last_step_state(checkpoint: str | bool | None, max_steps: int):
     """The checkpoint's ``TrainerState`` when it holds this run's last step (``max_steps``;
     a run killed after saving it, before the final model was written), else None."""
-    from transformers import TrainerState
+    from transformers import TrainerState  # heavy: transformers
 
     if not isinstance(checkpoint, str) or max_steps <= 0:
         return None

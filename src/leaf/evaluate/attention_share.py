@@ -220,7 +220,7 @@ def measure(model, tokenizer, items: Sequence[SpanItem], *, label: str = "", nam
             device: str = "cpu", progress: bool = False) -> AttentionResult:
     """Run ``model`` (eager attention) on every item and average the confounder shares."""
     import torch  # heavy: torch loads only when a model is measured
-    from tqdm import tqdm
+    from tqdm import tqdm  # heavy: tqdm
 
     shares, uniforms, per_item = [], [], []
     model.eval()
@@ -254,7 +254,7 @@ def compare_models(
     device: str = "cpu", dtype: str = "float32", progress: bool = False,
 ) -> list[AttentionResult]:
     """Load each model (directory or hub id) with eager attention and :func:`measure` it."""
-    import torch
+    import torch  # heavy: torch
 
     labels = list(labels) if labels else [str(m).rstrip("/").split("/")[-1] for m in models]
     results = []

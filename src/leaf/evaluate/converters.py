@@ -40,7 +40,7 @@ def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
     name = path.name.lower().removesuffix(".gz")
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     if name.endswith(".parquet"):
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # heavy: pyarrow
 
         with opener(path, "rb") as fh:
             table = pq.read_table(io.BytesIO(fh.read()))

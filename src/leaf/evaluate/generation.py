@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from leaf.data.templates import chat_layout, prompt_text
 from leaf.errors import LeafError
+from leaf.models import input_device, load_model, load_tokenizer
 
 BACKENDS = ("hf", "vllm")
 
@@ -92,7 +93,7 @@ def stop_token_ids(tokenizer, generation_config=None) -> list[int]:
 def left_pad(seqs: Sequence[Sequence[int]], pad_id: int):
     """``(input_ids, attention_mask)`` with every prompt ending at the last column, so the
     first generated token of every row follows its own prompt directly."""
-    import torch
+    import torch  # heavy: torch
 
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -147,10 +148,8 @@ class HFGenerator(_Generator):
         self.stop_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
 
     def _sample(self, instructions, prefixes, n: int) -> list[list[Answer]]:
-        import torch
-        from tqdm.auto import tqdm
-
-        from leaf.models import input_device
+        import torch  # heavy: torch
+        from tqdm.auto import tqdm  # heavy: tqdm
 
         s = self.settings
         texts = prompts_for(self.tokenizer, instructions, prefixes)
@@ -197,13 +196,13 @@ class VLLMGenerator(_Generator):
     def __init__(self, model_path: str, tokenizer, settings: GenerationSettings | None = None,
                  dtype: str = "auto") -> None:
         try:
-            from vllm import LLM
+            from vllm import LLM  # optional: vLLM
         except ImportError:
             raise LeafError(
                 "--backend vllm needs vLLM, which is not installed: "
                 "pip install 'leaf-distill[vllm]' (or use --backend hf)"
             ) from None
-        import torch
+        import torch  # heavy: torch
 
         self.tokenizer = tokenizer
         self.settings = settings or GenerationSettings()
@@ -212,7 +211,7 @@ class VLLMGenerator(_Generator):
                        tensor_parallel_size=max(1, torch.cuda.device_count()))
 
     def _sample(self, instructions, prefixes, n: int) -> list[list[Answer]]:
-        from vllm import SamplingParams
+        from vllm import SamplingParams  # optional: vLLM
 
         s = self.settings
         params = SamplingParams(n=n, temperature=s.temperature, top_p=s.top_p,
@@ -231,7 +230,6 @@ class VLLMGenerator(_Generator):
 def make_generator(model_path: str, *, backend: str = "hf", dtype: str = "float32",
                    device: str = "auto", settings: GenerationSettings | None = None):
     """Load ``model_path`` and return a generator for the chosen backend."""
-    from leaf.models import load_model, load_tokenizer
 
     if backend not in BACKENDS:
         raise LeafError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
@@ -246,7 +244,7 @@ def release(generator) -> None:
     """Free a generator's model memory (teacher and student are loaded one after the other)."""
     import gc
 
-    import torch
+    import torch  # heavy: torch
 
     for attr in ("model", "llm"):
         if hasattr(generator, attr):

@@ -30,7 +30,7 @@ def grade(sample: dict[str, Any], response_text: str, *, truncated: bool = False
     task = sample.get("task")
     if truncated:
         return truncated_result(sample)
-    if task == "math":
+    if task == "math":  # each grader loads with its task: math-verify, the code sandbox
         from leaf.evaluate.math_grader import grade_math
 
         return grade_math(response_text, _answer(sample))

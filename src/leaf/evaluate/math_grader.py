@@ -103,7 +103,7 @@ def _normalise(answer: str) -> str:
 
 
 def _parse(text: str, timeout: int | None):
-    from math_verify import parse
+    from math_verify import parse  # heavy: math-verify
 
     return parse(text, parsing_timeout=timeout)
 
@@ -119,7 +119,7 @@ def is_equivalent(predicted: str | None, gold: str | int | float) -> bool:
         return True
     if len(predicted) > MAX_ANSWER_CHARS or len(gold) > MAX_ANSWER_CHARS:
         return False
-    from math_verify import verify
+    from math_verify import verify  # heavy: math-verify
 
     main = threading.current_thread() is threading.main_thread()
     timeout = TIMEOUT_SECONDS if main else None

@@ -111,7 +111,7 @@ def grade_all(bench: Sequence[dict], predictions: dict[str, list[str]], *,
               progress: bool = True) -> list[dict[str, Any]]:
     """One per-sample row per bench sample, in bench order. ``truncated``: for an id, which
     of its responses were cut at ``max_new_tokens`` (graded wrong, not read)."""
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # heavy: tqdm
 
     jobs = [(i, j) for i, s in enumerate(bench) for j in range(len(predictions[s["id"]]))]
     results: dict[tuple[int, int], dict] = {}

@@ -38,11 +38,11 @@ def run_pipeline(
     ends). ``live``: a terminal to show one progress line on, rewritten in place, instead of
     calling ``log`` (the lines then go to ``stages.log`` only).
     """
-    from leaf.pipeline.plan import build_stages
+    from leaf.pipeline.plan import build_stages  # heavy: numpy
 
     cfg = config if isinstance(config, RunConfig) else load_config(config, quick=quick)
     if cfg.runtime.threads:
-        import torch
+        import torch  # heavy: torch
 
         torch.set_num_threads(cfg.runtime.threads)
     run = Path(run_dir)

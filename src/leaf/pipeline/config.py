@@ -72,8 +72,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from leaf.data.readers import FORMATS_HELP
+from leaf.data.readers import FORMATS_HELP, is_table
 from leaf.errors import LeafError
+from leaf.models import resolve_model_name
 from leaf.settings import (
     Checked,
     SettingError,
@@ -308,7 +309,7 @@ class RunConfig(Checked):
 
     def test_splits(self) -> list[str]:
         if self.data.testbed:
-            from leaf.testbed.tasks import DEFAULT_SIZES
+            from leaf.testbed.tasks import DEFAULT_SIZES  # heavy: numpy
 
             merged = {**DEFAULT_SIZES, **(self.data.sizes or {})}
             return [s for s in merged if s != "train" and merged[s]]
@@ -323,7 +324,7 @@ class RunConfig(Checked):
     def mixing_of(self, variant: str) -> str:
         """How the variant's batches mix originals and counterfactuals (``uniform``, leaf's
         default, unless its args or distill.args say otherwise)."""
-        from leaf.distill.mixing import DEFAULT_MIXING
+        from leaf.distill.mixing import DEFAULT_MIXING  # heavy: numpy
 
         args = {**self.distill.args, **self.distill.variants[variant].args}
         return args.get("mixing", DEFAULT_MIXING)
@@ -380,7 +381,6 @@ def resolve_path(value: str | None, base: Path, *, is_file: bool = False) -> str
     value = str(value)
     if value.startswith("leaf:"):
         return str(PACKAGE_DIR / value[len("leaf:"):])
-    from leaf.models import resolve_model_name
 
     named = resolve_model_name(value)  # testbed:FAMILY/ROLE and any other registered scheme
     if named != value:
@@ -396,7 +396,6 @@ def resolve_path(value: str | None, base: Path, *, is_file: bool = False) -> str
 
 def _resolve_data(value: str, base: Path) -> str:
     """A data file or directory relative to ``base``; a hub ``NAME:SPLIT`` as given."""
-    from leaf.data.readers import is_table
 
     if not (base / value).exists() and not Path(value).expanduser().is_absolute() \
             and is_table(value) and ":" in value:
@@ -405,7 +404,7 @@ def _resolve_data(value: str, base: Path) -> str:
 
 
 def read_yaml_mapping(path: Path) -> dict:
-    import yaml
+    import yaml  # heavy: yaml
 
     if not path.is_file():
         raise LeafError(f"{path}: config file not found")
@@ -507,7 +506,7 @@ def _check_and_resolve(cfg: RunConfig, path: Path) -> None:
     base = path.resolve().parent
     data = cfg.data
     if data.testbed:
-        from leaf.testbed.tasks import DEFAULT_SIZES, FAMILIES
+        from leaf.testbed.tasks import DEFAULT_SIZES, FAMILIES  # heavy: numpy
 
         if data.testbed not in FAMILIES:
             raise SettingError(f"data.testbed: unknown family {data.testbed!r}; known: "
@@ -630,7 +629,7 @@ def variant_arguments(cfg: RunConfig, variant: str, seed: int, output_dir: str |
     """The typed ``DistillArguments`` of one variant and seed, made from
     :func:`distill_config`'s values directly; an error names the run-config key a value came
     from (``distill.args.KEY``, ``distill.variants.NAME.args.KEY``, ``runtime.dtype``, ...)."""
-    from leaf.stages.distillation import build_distill_arguments
+    from leaf.stages.distillation import build_distill_arguments  # heavy: numpy
 
     variant_args = cfg.distill.variants[variant].args
     names = {k: f"distill.args.{k}" for k in cfg.distill.args}

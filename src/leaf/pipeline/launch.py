@@ -21,14 +21,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from leaf import distributed, stages
 from leaf.errors import LeafError
+from leaf.settings import from_mapping, to_mapping
 
 OPTION_TYPES = ("DetectOptions", "EvalOptions", "GenerationOptions", "PruneOptions",
                 "TeacherCacheOptions", "VerifyOptions")
 
 
 def _encode(value: Any) -> Any:
-    from leaf.settings import to_mapping
 
     if type(value).__name__ in OPTION_TYPES:
         return {"__options__": type(value).__name__, "value": to_mapping(value)}
@@ -38,8 +39,6 @@ def _encode(value: Any) -> Any:
 
 
 def _decode(value: Any) -> Any:
-    from leaf import stages
-    from leaf.settings import from_mapping
 
     if isinstance(value, dict) and "__options__" in value:
         name = value["__options__"]
@@ -85,7 +84,6 @@ def launch(fn_name: str, args: list, kwargs: dict, processes: int,
 
 def main(argv: list[str] | None = None) -> int:
     """One rank: ``python -m leaf.pipeline.launch CALL.json``."""
-    from leaf import distributed, stages
 
     argv = sys.argv[1:] if argv is None else argv
     spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
@@ -93,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         distributed.init()
         if spec.get("threads"):
-            import torch
+            import torch  # heavy: torch
 
             torch.set_num_threads(int(spec["threads"]))
         fn = getattr(stages, spec["fn"])

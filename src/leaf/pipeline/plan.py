@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 from leaf import stages as S
 from leaf.data.jsonl import finite_json, read_jsonl, write_json_atomic, write_jsonl_atomic
+from leaf.data.readers import is_table, with_columns
+from leaf.data.schema import read_samples
 from leaf.errors import LeafError
 from leaf.pipeline.config import (
     SPLIT_LABELS,
@@ -96,7 +98,7 @@ def build_stages(cfg: RunConfig, run_dir: str | Path) -> list[Stage]:
 
     att_out = _attention_stage(cfg, run, models, tests, splits, stages)
 
-    from leaf.pipeline.results import collect_results
+    from leaf.pipeline.results import collect_results  # heavy: numpy
 
     inputs = {f"eval:{k}/{d}/{s}": run / "eval" / k / d / s / "metrics.json"
               for k, d in cfg.model_keys() for s in splits}
@@ -147,7 +149,7 @@ def _attention_stage(cfg: RunConfig, run: Path, models: dict[str, Path | str],
         enabled = bool(cfg.data.testbed)
     if not enabled or att.split not in splits:
         return None
-    from leaf.pipeline.attention_stage import measure_run
+    from leaf.pipeline.attention_stage import measure_run  # heavy: numpy
 
     seed_of = {f"{v}-s{s}": s for v in cfg.distill.variants for s in cfg.seeds}
     entries = [{"key": group_of(key), "member": f"{key}@{dkey}", "seed": seed_of.get(key),
@@ -265,7 +267,7 @@ def _data_stage(cfg: RunConfig, outs: dict[str, Path], dkey: str, data_seed: int
             params["clean_frac"] = data.clean_frac
 
         def make() -> None:
-            from leaf.testbed.tasks import write_splits
+            from leaf.testbed.tasks import write_splits  # heavy: numpy
 
             write_splits(outs["train"].parent, data.testbed, seed=data_seed, bias=data.bias,
                          sizes=data.sizes, clean_frac=data.clean_frac)
@@ -275,8 +277,6 @@ def _data_stage(cfg: RunConfig, outs: dict[str, Path], dkey: str, data_seed: int
     src = {"train": data.train, **data.tests}
 
     def copy() -> None:
-        from leaf.data.readers import is_table, with_columns
-        from leaf.data.schema import read_samples
 
         for k, path in src.items():
             source = with_columns(path, data.columns)
@@ -385,7 +385,7 @@ def run_distill(dconf: dict, args: DistillArguments, out_dir: Path) -> None:
     """Write the variant's distill config for the record (``leaf distill config.yaml`` repeats
     the training; the run never reads it back) and train with ``args``, the same settings
     typed (resumes from the last checkpoint in the output directory)."""
-    import yaml
+    import yaml  # heavy: yaml
 
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "config.yaml"
@@ -401,7 +401,7 @@ def detection_metrics(counterfactuals: Path, scores: Path, out: Path) -> None:
     Only samples that ``leaf detect`` scored count (a scored sample with nothing pruned is a
     miss); samples never scored (the student was right) are left out.
     """
-    from leaf.testbed.metrics import detection_quality, flagged_from_counterfactuals
+    from leaf.testbed.metrics import detection_quality, flagged_from_counterfactuals  # heavy: numpy
 
     scored = {r["id"] for r in read_jsonl(scores) if r.get("level") == "instruction"}
     rows = read_jsonl(counterfactuals)

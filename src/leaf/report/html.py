@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from leaf.report import plots
 from leaf.report.page import CSS, JS
 
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
@@ -167,8 +168,7 @@ values<span id="timing"></span></div>
 
 def write_report(data: Mapping[str, Any], out: str | Path, *, figures: bool = True) -> list[Path]:
     """Write the HTML (atomically) and, with ``figures``, PNGs next to it; return the paths."""
-    from leaf.report import plots
-    from leaf.report.collect import spans_per_sample
+    from leaf.report.collect import spans_per_sample  # heavy: numpy
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

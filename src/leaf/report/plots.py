@@ -28,7 +28,7 @@ def _pyplot():
     import matplotlib  # heavy: matplotlib loads only when a figure is drawn
 
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: matplotlib
 
     return plt
 

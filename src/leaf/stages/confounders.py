@@ -16,12 +16,16 @@ from typing import Any
 
 from leaf import distributed
 from leaf.data.jsonl import Records
+from leaf.data.lengths import context_length, refuse_too_long
 from leaf.data.rowjob import RowJob, Work
-from leaf.detect.counterfactuals import PruneOptions
+from leaf.data.schema import read_samples
+from leaf.detect.counterfactuals import PruneOptions, sample_rows
+from leaf.detect.scores_file import read_scores, text_hash
 from leaf.errors import LeafError
-from leaf.evaluate.generation import Answer
+from leaf.evaluate.generation import Answer, make_generator, release
 from leaf.evaluate.grading import grade
 from leaf.evaluate.truncation import cut_warning
+from leaf.models import check_model_path, load_model, load_tokenizer
 from leaf.settings import SettingError
 from leaf.stages._common import options_or_default, warn
 from leaf.stages.options import DetectOptions, GenerationOptions, VerifyOptions
@@ -69,7 +73,6 @@ def _answers(model: str, work: Work, label: str, options: GenerationOptions,
              row: Callable[[dict, Answer], dict]) -> Iterator[list[dict]]:
     """Answer the samples of ``work`` with ``model`` a unit (one generation chunk) at a time,
     yielding ``row(sample, answer)`` for each sample of the unit."""
-    from leaf.evaluate.generation import make_generator, release
 
     generator = make_generator(model, backend=options.backend, dtype=options.dtype,
                                device=options.device, settings=options.settings())
@@ -94,7 +97,6 @@ def screen(teacher: str | Path, student: str | Path, data: Records, out: str | P
     memory at a time. Samples already in ``out`` (or ``OUT.part``) are kept, and no model loads
     when none is left.
     """
-    from leaf.data.schema import read_samples
 
     options = options_or_default(options, GenerationOptions)
     distributed.init()  # under a launcher: this process's GPUs, before CUDA starts
@@ -197,7 +199,7 @@ def _check_detect_resume(rows: list[dict], samples: list[dict], options: DetectO
 
     ``texts``: each sample's current ``text_hash``; rows made from another text are passed over
     (they are redone)."""
-    from leaf.detect.score_samples import plan_jobs
+    from leaf.detect.score_samples import plan_jobs  # heavy: torch
 
     by_id = {s["id"]: s for s in samples}
     found: dict[str, set] = {}
@@ -228,7 +230,6 @@ def _check_detect_resume(rows: list[dict], samples: list[dict], options: DetectO
 
 def _detect_limit(options: DetectOptions, teacher: str, student: str) -> tuple[int | None, str]:
     """The most tokens a sample may have, and where that limit comes from."""
-    from leaf.data.lengths import context_length
 
     if options.max_length is not None:
         return options.max_length, "max_length"
@@ -251,11 +252,7 @@ def detect(teacher: str | Path, student: str | Path, data: Records, out: str | P
     Samples longer than ``options.max_length`` (default: the models' context) are refused,
     each named, before any model loads.
     """
-    from leaf.data.lengths import refuse_too_long
-    from leaf.data.schema import read_samples
-    from leaf.detect.score_samples import Scorer, score_samples
-    from leaf.detect.scores_file import text_hash
-    from leaf.models import check_model_path, load_model, load_tokenizer
+    from leaf.detect.score_samples import Scorer, score_samples  # heavy: torch
 
     options = options_or_default(options, DetectOptions)
     distributed.init()  # under a launcher: this process's GPUs, before CUDA starts
@@ -282,10 +279,10 @@ def detect(teacher: str | Path, student: str | Path, data: Records, out: str | P
         with distributed.progress(len(work.items), "detect") as bar:
             for unit in work.chunks:
                 rows = []
-                for sid, sample_rows in score_samples(
+                for sid, scored in score_samples(
                         teacher_scorer, student_scorer, unit, options.level, options.segments,
                         batch_size, chunk=chunk, skip_last=options.skip_last):
-                    rows += [{**r, "text_hash": texts[sid]} for r in sample_rows]
+                    rows += [{**r, "text_hash": texts[sid]} for r in scored]
                     bar.update(1)
                 yield rows
 
@@ -381,7 +378,6 @@ def _verify(rows: list[dict[str, Any]], verify: VerifyOptions) -> None:
 
 
 def _sample_rows(sample: dict, score_rows: dict | None, options: PruneOptions) -> list[dict]:
-    from leaf.detect.counterfactuals import sample_rows
 
     try:
         return sample_rows(sample, None if score_rows is None else
@@ -410,9 +406,6 @@ def prune(data: Records, scores: Records | None, out: str | Path,
     every sample; with scores it prunes the samples they cover, like the other rules.
     """
     import dataclasses
-
-    from leaf.data.schema import read_samples
-    from leaf.detect.scores_file import read_scores
 
     options = options_or_default(options, PruneOptions)
     distributed.init()  # under a launcher: this process's GPUs, before CUDA starts

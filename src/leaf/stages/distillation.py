@@ -7,9 +7,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from leaf import distributed
 from leaf.data.jsonl import Records
 from leaf.errors import LeafError
-from leaf.models import resolve_model_name
+from leaf.models import load_config, load_tokenizer, resolve_device, resolve_model_name
 from leaf.settings import SettingError, convert, did_you_mean
 from leaf.stages._common import options_or_default
 from leaf.stages.options import TeacherCacheOptions
@@ -30,13 +31,11 @@ def teacher_cache(teacher: str | Path, data: Records, out: str | Path,
     training renders it; point ``teacher_cache`` in the distillation config at ``out``. A rerun
     resumes an interrupted cache. Returns ``out``.
     """
-    import torch
+    import torch  # heavy: torch
 
-    from leaf import distributed
-    from leaf.distill.cache import write_teacher_cache
-    from leaf.distill.data import DistillDataset
-    from leaf.distill.recipe import load_teacher
-    from leaf.models import load_config, load_tokenizer, resolve_device
+    from leaf.distill.cache import write_teacher_cache  # heavy: torch
+    from leaf.distill.data import DistillDataset  # heavy: torch
+    from leaf.distill.recipe import load_teacher  # heavy: torch
 
     options = options_or_default(options, TeacherCacheOptions)
     distributed.init()  # under a launcher: this process's GPUs, before CUDA starts
@@ -115,7 +114,7 @@ def build_distill_arguments(values: Mapping[str, Any], names: Mapping[str, str],
     import dataclasses
     import typing
 
-    from leaf.distill.config import DistillArguments
+    from leaf.distill.config import DistillArguments  # heavy: transformers
 
     def name(key: str) -> str:
         return names.get(key, f"{where}.{key}")
@@ -178,7 +177,7 @@ def distill_arguments(config: Mapping[str, Any], overrides: Sequence[str] = (),
     """
     import dataclasses
 
-    from leaf.distill.config import DistillArguments
+    from leaf.distill.config import DistillArguments  # heavy: transformers
 
     if not isinstance(config, Mapping):
         raise SettingError(f"{where}: expected a mapping of field: value, got "
@@ -216,8 +215,8 @@ def distill(args: DistillArguments) -> DistillTrainer:
     """Train the student as ``args`` says (:func:`leaf.distill.recipe.train`): the final model
     and tokenizer, ``trainer_state.json`` and checkpoints land in ``args.output_dir``; a rerun
     resumes from the last checkpoint there."""
-    from leaf.distill.config import DistillArguments
-    from leaf.distill.recipe import train
+    from leaf.distill.config import DistillArguments  # heavy: transformers
+    from leaf.distill.recipe import train  # heavy: torch
 
     if not isinstance(args, DistillArguments):
         raise SettingError(f"args: expected DistillArguments (leaf.stages.distill_arguments), "

@@ -9,11 +9,19 @@ from pathlib import Path
 from typing import Any
 
 from leaf import distributed
-from leaf.data.jsonl import Records
+from leaf.data.jsonl import Records, write_json_atomic, write_jsonl_atomic
 from leaf.data.resumable import refuse_overwriting_inputs
 from leaf.data.rowjob import RowJob, Work, on_one_process
-from leaf.evaluate.generation import Answer
-from leaf.evaluate.metrics import read_predictions_and_cuts, samples_path, summary
+from leaf.data.schema import read_samples
+from leaf.evaluate.generation import Answer, make_generator, release
+from leaf.evaluate.metrics import (
+    aggregate,
+    grade_all,
+    match_predictions,
+    read_predictions_and_cuts,
+    samples_path,
+    summary,
+)
 from leaf.evaluate.truncation import cut_warning
 from leaf.stages._common import options_or_default, warn
 from leaf.stages.options import EvalOptions, GradingOptions
@@ -27,8 +35,6 @@ def grade_to_files(bench: Sequence[dict[str, Any]], predictions: dict[str, list[
     """Grade, write the metrics JSON to ``out`` and the per-sample rows beside it
     (:func:`samples_path`); return the metrics. ``truncated``: per id, which responses were
     cut at ``max_new_tokens`` (graded wrong)."""
-    from leaf.data.jsonl import write_json_atomic, write_jsonl_atomic
-    from leaf.evaluate.metrics import aggregate, grade_all
 
     rows = grade_all(bench, predictions, truncated=truncated, workers=options.workers,
                      code_timeout=options.code_timeout)
@@ -48,8 +54,6 @@ def grade(bench: Records, predictions: Records | Mapping[str, str | list[str]],
     Writes the metrics JSON to ``out`` and the per-sample rows to ``OUT_STEM.samples.jsonl``;
     returns the metrics.
     """
-    from leaf.data.schema import read_samples
-    from leaf.evaluate.metrics import match_predictions, read_predictions_and_cuts
 
     options = options_or_default(options, GradingOptions)
     for target in (out, samples_path(out)):
@@ -75,9 +79,6 @@ def evaluate(model: str | Path, bench: Records, out_dir: str | Path,
     ``input_hash``), and no model loads when every problem has one.
     """
     import dataclasses
-
-    from leaf.data.schema import read_samples
-    from leaf.evaluate.generation import make_generator, release
 
     options = options_or_default(options, EvalOptions)
     distributed.init()  # under a launcher: this process's GPUs, before CUDA starts

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from leaf.detect.counterfactuals import PruneOptions
+from leaf.evaluate.generation import GenerationSettings
 from leaf.evaluate.truncation import WARN_SHARE
 from leaf.settings import Checked, SettingError, setting
 
@@ -67,7 +68,6 @@ class GenerationOptions(Checked):
 
     def settings(self, progress: bool = False):
         """The decoding knobs the generation backends take."""
-        from leaf.evaluate.generation import GenerationSettings
 
         return GenerationSettings(max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
                                   temperature=self.temperature, top_p=self.top_p, seed=self.seed,
@@ -113,7 +113,7 @@ class DetectOptions(Checked):
             return self.batch_size
         if self.device == "cpu":
             return 1
-        import torch
+        import torch  # heavy: torch
 
         on_gpu = self.device.startswith("cuda") or torch.cuda.is_available()
         return CUDA_DETECT_BATCH_SIZE if on_gpu else 1

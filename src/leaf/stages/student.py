@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from leaf.errors import LeafError
+from leaf.models import check_model_path, load_causal_lm, load_tokenizer, torch_dtype
 from leaf.stages._common import options_or_default
 from leaf.stages.options import StudentOptions
 
@@ -46,7 +47,6 @@ def make_student(teacher: str | Path, out: str | Path,
     import torch  # torch and transformers load when the stage runs, not at import
 
     from leaf.distill.shrink import decoder_layers, drop_layers, layers_to_keep, quantise_layers
-    from leaf.models import check_model_path, load_causal_lm, load_tokenizer, torch_dtype
 
     opts = options_or_default(options, StudentOptions)
     out = Path(out)

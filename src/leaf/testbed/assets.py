@@ -70,7 +70,7 @@ def calibration(family: str) -> dict:
 def load(family: str, role: str, dtype: str = "float32"):
     """``(model, tokenizer)`` of a shipped checkpoint, in eval mode."""
     import torch  # heavy: torch and transformers load only when a checkpoint is loaded
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: transformers
 
     path = model_dir(family, role)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))

@@ -30,7 +30,7 @@ def greedy_generate(
 
 def token_budget(samples: list[dict]) -> int:
     """The largest ``max_new_tokens`` among the samples' families (32 for unknown ones)."""
-    from leaf.testbed.tasks import FAMILIES, Family
+    from leaf.testbed.tasks import FAMILIES, Family  # heavy: numpy
 
     return max((getattr(FAMILIES.get(s.get("family")), "max_new_tokens", Family.max_new_tokens)
                 for s in samples), default=Family.max_new_tokens)

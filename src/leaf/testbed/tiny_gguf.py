@@ -37,7 +37,7 @@ def _rope_permute(weight: np.ndarray, heads: int) -> np.ndarray:
 def write_llama_gguf(model, tokenizer, path: str | Path, name: str = "tiny-llama") -> Path:
     """Write ``model`` (a ``LlamaForCausalLM``) and its fast byte-level BPE ``tokenizer`` to
     ``path`` (a ``.gguf`` file); return the path."""
-    import gguf
+    import gguf  # optional: gguf
 
     cfg = model.config
     if cfg.model_type != "llama":
