@@ -154,7 +154,7 @@ _SCRIPT = """
 import sys
 from leaf import stages as S
 teacher, student, data, out = sys.argv[1:5]
-gen = S.GenerationOptions(batch_size=4, max_new_tokens=12, device="cpu")
+gen = S.GenerationOptions(batch_size=4, max_new_tokens=24, device="cpu")
 S.screen(teacher, student, data, out + "/screened.jsonl", gen)
 S.detect(teacher, student, data, out + "/scores.jsonl",
          S.DetectOptions(level="both", device="cpu", batch_size=1))
@@ -166,7 +166,7 @@ S.prune(data, out + "/scores.jsonl", out + "/cf.jsonl", None,
 def _stage1_in_process(data: Path, out: Path) -> None:
     from leaf import stages as S
 
-    gen = S.GenerationOptions(batch_size=4, max_new_tokens=12, device="cpu")
+    gen = S.GenerationOptions(batch_size=4, max_new_tokens=24, device="cpu")
     S.screen(TEACHER, STUDENT, data, out / "screened.jsonl", gen)
     S.detect(TEACHER, STUDENT, data, out / "scores.jsonl",
              S.DetectOptions(level="both", device="cpu", batch_size=1))
@@ -211,7 +211,7 @@ def test_torchrun_two_ranks_write_the_bytes_of_one_process(testbed_data, tmp_pat
 
 @pytest.mark.slow
 def test_torchrun_cli_detect_screen_prune_match_one_process(testbed_data, tmp_path):
-    gen = ["--batch-size", "4", "--max-new-tokens", "12", "--device", "cpu"]
+    gen = ["--batch-size", "4", "--max-new-tokens", "24", "--device", "cpu"]
     runs = {
         "screen": ["--teacher", TEACHER, "--student", STUDENT, "--data", str(testbed_data), *gen],
         "detect": ["--teacher", TEACHER, "--student", STUDENT, "--data", str(testbed_data),
@@ -313,8 +313,8 @@ def test_leaf_run_launches_stage1_on_two_ranks(testbed_data, tmp_path):
     cfg = {"name": "dp", "data": {"train": "d/train.jsonl", "tests": {"test_id":
                                                                       "d/test_id.jsonl"}},
            "teacher": TEACHER, "student": STUDENT, "seeds": [0],
-           "screen": {"batch_size": 4, "max_new_tokens": 12},
-           "evaluate": {"batch_size": 4, "max_new_tokens": 12},
+           "screen": {"batch_size": 4, "max_new_tokens": 24},
+           "evaluate": {"batch_size": 4, "max_new_tokens": 24},
            "detect": {"all": True, "batch_size": 1, "levels": ["instruction"]},
            "counterfactuals": {"instruction_span": {"level": "instruction", "verify": True}},
            "distill": {"variants": {}}}
