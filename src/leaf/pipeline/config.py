@@ -159,7 +159,8 @@ class RuntimeConfig(Checked):
                                       "trains on the CPU (use_cpu) with cpu, else on the GPUs")
     dtype: Literal["float32", "bfloat16", "float16"] = setting(
         "float32", help="every stage's weights' dtype; distillation: bfloat16 / float16 train "
-                        "with bf16 / fp16 mixed precision (float32 master weights)")
+                        "with bf16 / fp16 mixed precision (float32 master weights, the frozen "
+                        "teacher in that dtype)")
     threads: int | None = setting(None, ge=1, help="torch CPU threads for the whole run")
 
     def check(self) -> None:
