@@ -605,6 +605,27 @@ def findings(res: dict) -> list[str]:
 
 GPU = """## Running on a GPU
 
+**The first GPU: `scripts/gpu_check.sh`.** One prepared command of about five minutes on one
+GPU, with no network: it installs leaf (`pip install --no-deps --no-build-isolation -e .`), runs
+the GPU-marked tests (`pytest -m gpu`: the fused loss, saliency and a bf16 training step on the
+device against float32), the fused loss against the obvious and chunked ones at 8192 x 152064 in
+bfloat16, detection on a Llama-3.2-1B-shaped random model against the authors' loop, and
+`leaf run --quick` in bfloat16 on CUDA with a random-weight SmolLM2-shaped pair built from
+configs (`benchmarks/random_pair.py`), plus stage 1 on two ranks when more than one GPU is
+visible; it writes `gpu_check.md` (device name, versions, each step's status, time and ratio
+lines) and every step's log under `--out` (default `$OUT` or `gpu-check/`). The machine needs
+torch, transformers, accelerate and peft; the few small wheels it may lack travel in `wheels/`
+(gitignored), made where the package index is reachable:
+
+```bash
+pip download --no-deps -d wheels pytest pluggy iniconfig \
+    math-verify==0.9.0 latex2sympy2_extended==1.11.0 antlr4-python3-runtime==4.13.2
+bash scripts/gpu_check.sh --out gpu-check        # on the GPU machine, from the checkout
+bash scripts/gpu_check.sh --dry-run --out /tmp/x  # the same steps on a CPU, toy shapes
+```
+
+`--dry-run` is part of the test suite (`tests/test_gpu_check.py`), so the script stays runnable.
+
 Every script takes `--device cuda` (memory then comes from `torch.cuda.max_memory_allocated`
 in the same fresh child processes; times are synchronised). On a GPU the absolute figures are
 meaningful; report them with the device name the page prints.
