@@ -32,12 +32,19 @@ import _common as C
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 PAGE = C.ROOT / "docs" / "PERFORMANCE.md"
-NAMES = ("detect", "kl", "distill", "generate", "dp")
+NAMES = ("detect", "kl", "distill", "generate", "dp", "peers")
+# a results name -> (script, its extra arguments) where they are not bench_<name>.py alone
+SCRIPTS = {"peers": ("bench_kl.py", ["--peers"])}
+
+
+def script_of(name: str) -> tuple[str, list[str]]:
+    return SCRIPTS.get(name, (f"bench_{name}.py", []))
 
 
 def run(name: str, extra: list[str], results: Path = RESULTS) -> None:
     results.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, str(HERE / f"bench_{name}.py"), "--json", str(results / f"{name}.json"),
+    script, own = script_of(name)
+    cmd = [sys.executable, str(HERE / script), *own, "--json", str(results / f"{name}.json"),
            *extra]
     print("running", " ".join(cmd), flush=True)
     with open(results / f"{name}.log", "w") as log:
@@ -46,14 +53,73 @@ def run(name: str, extra: list[str], results: Path = RESULTS) -> None:
 
 def run_quick(name: str, extra: list[str]) -> dict:
     """Run ``--quick``; return its wall time and last line (the RATIO line)."""
-    cmd = [sys.executable, str(HERE / f"bench_{name}.py"), "--quick", *extra]
+    script, own = script_of(name)
+    cmd = [sys.executable, str(HERE / script), *own, "--quick", *extra]
     print("running", " ".join(cmd), flush=True)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     wall = time.perf_counter() - t0
     last = proc.stdout.strip().splitlines()[-1]
-    return {"command": f"python benchmarks/bench_{name}.py --quick " + " ".join(extra),
+    return {"command": f"python benchmarks/{script} " + " ".join([*own, "--quick", *extra]),
             "wall_s": wall, "last_line": last}
+
+
+def render_peers(r: dict) -> list[str]:
+    """Section 6: leaf's fused loss beside its peers (``bench_kl.py --peers``)."""
+    c, f = r["config"], C.fmt
+    commands = r.get("commands", [r["command"]])
+    out = [
+        "## 6. Peers: leaf's distillation loss beside Liger-Kernel's",
+        "",
+        "Command" + ("s" if len(commands) > 1 else "") + ": "
+        + "; ".join(f"`{x}`" for x in commands) + "  ",
+        f"Run: {machine(r['machine'])}.",
+        "",
+        "The inputs and the quantity of section 2 (the student's final hidden states and output "
+        "weight with gradient, the teacher's hidden states and output weight; the forward KL "
+        "from teacher to student summed over every target position, temperature 1, and its "
+        "gradient with respect to the hidden states and the weight). **leaf**: "
+        "`fused_distill_loss`, the trainer's default path. **Liger**: Liger-Kernel "
+        f"{c.get('liger_version', '')}'s `LigerFusedLinearJSDLoss` with `beta=0` (its forward "
+        "KL), hard-loss weight 0, the same target positions (label -100 elsewhere), "
+        f"`{c['liger_mode']}`; it divides by the number of target positions, so its loss is "
+        "multiplied back to the sum (one scalar product). Both take "
+        f"{c['chunk_size']} positions per chunk. Inputs in the row's dtype; leaf computes each "
+        "chunk's softmax and divergence in float32, Liger in the inputs' dtype. Each side and "
+        "repetition runs in its own process: two warm-up calls at the measured vocabulary "
+        "(one and two chunks long, so that no timed call compiles), then one measured call "
+        f"(peak memory above the inputs and wall time); {c['reps']} repetitions, the sides' "
+        "order reversed each time; median [min-max]. Checks before any timing: at "
+        f"{' x '.join(map(str, c['check']))} (T x V x H) the obvious loss, leaf and Liger agree "
+        "within " + ", ".join(f"{v:.1e} in {d}" for d, v in c["checks"].items())
+        + " (relative norm of loss and both gradients); every measured call's loss and gradient "
+        "norms are compared with leaf's (last column).",
+        "",
+        "| T x V (hidden) | dtype | peak MiB leaf | peak MiB Liger | memory leaf / best peer "
+        "| time s leaf | time s Liger | time leaf / best peer | largest relative difference "
+        "| load average (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = sorted(r["rows"], key=lambda x: (x["tokens"] * x["vocab"], x["dtype"] != "float32"))
+    for row in rows:
+        out.append(
+            f"| {row['tokens']} x {row['vocab']} ({row['hidden']}) | {row['dtype']} "
+            f"| {f(row['peak_mib']['fused'], 0)} | {f(row['peak_mib']['liger'], 0)} "
+            f"| {f(row['mem_over_best_peer'])} | {f(row['time_s']['fused'])} "
+            f"| {f(row['time_s']['liger'])} | {f(row['time_over_best_peer'])} "
+            f"| {row['max_rel_diff']:.1e} | {min(row['load_1min']):.1f}-{max(row['load_1min']):.1f} |")
+    target = [x for x in rows if (x["tokens"], x["vocab"]) == (4096, 128256)]
+    if target:
+        out += ["", "| target at 4096 x 128256 | measured | target | |", "|---|---|---|---|"]
+        for row in target:
+            for key, name in (("mem_over_best_peer", "peak memory"), ("time_over_best_peer",
+                                                                       "time")):
+                out.append(f"| {name}, leaf / best peer, {row['dtype']} (hidden {row['hidden']}) "
+                           f"| {f(row[key])} | <= 1.0 | {verdict(row[key]['median'], 1.0, False)} |")
+    out += ["", "Not run:"]
+    out += [f"- {name}: {why}." for name, why in r.get("not_run", {}).items()]
+    out += ["", f"Memory: {rows[0]['mem_method']}.", ""]
+    return out
 
 
 def verdict(value: float, target: float, higher_is_better: bool) -> str:
@@ -609,7 +675,8 @@ GPU = """## Running on a GPU
 GPU, with no network: it installs leaf (`pip install --no-deps --no-build-isolation -e .`), runs
 the GPU-marked tests (`pytest -m gpu`: the fused loss, saliency and a bf16 training step on the
 device against float32), the fused loss against the obvious and chunked ones at 8192 x 152064 in
-bfloat16, detection on a Llama-3.2-1B-shaped random model against the authors' loop, and
+bfloat16 (and beside Liger-Kernel's chunked loss, `bench_kl.py --peers`, when its wheel is
+carried), detection on a Llama-3.2-1B-shaped random model against the authors' loop, and
 `leaf run --quick` in bfloat16 on CUDA with a random-weight SmolLM2-shaped pair built from
 configs (`benchmarks/random_pair.py`), plus stage 1 on two ranks when more than one GPU is
 visible; it writes `gpu_check.md` (device name, versions, each step's status, time and ratio
@@ -618,8 +685,9 @@ torch, transformers, accelerate and peft; the few small wheels it may lack trave
 (gitignored), made where the package index is reachable:
 
 ```bash
-pip download --no-deps -d wheels pytest pluggy iniconfig \
-    math-verify==0.9.0 latex2sympy2_extended==1.11.0 antlr4-python3-runtime==4.13.2
+pip download --no-deps -d wheels pytest pluggy iniconfig \\
+    math-verify==0.9.0 latex2sympy2_extended==1.11.0 antlr4-python3-runtime==4.13.2 \\
+    liger-kernel                                  # optional: the peers step
 bash scripts/gpu_check.sh --out gpu-check        # on the GPU machine, from the checkout
 bash scripts/gpu_check.sh --dry-run --out /tmp/x  # the same steps on a CPU, toy shapes
 ```
@@ -706,7 +774,7 @@ def main(argv=None) -> int:
 def render_page(results: dict[str, dict], quick: dict[str, dict]) -> str:
     lines = [INTRO]
     renderers = {"detect": render_detect, "kl": render_kl, "distill": render_distill,
-                 "generate": render_generate, "dp": render_dp}
+                 "generate": render_generate, "dp": render_dp, "peers": render_peers}
     for name in NAMES:
         if name in results:
             lines += renderers[name](results[name])

@@ -8,6 +8,8 @@
 #   tests     the GPU-marked tests (pytest -m gpu): fused loss, saliency, a bf16 training step
 #   loss      leaf's fused loss vs the obvious loss (and the chunked one) at 8192 x 152064,
 #             bfloat16 (benchmarks/bench_kl.py)
+#   peers     the same beside Liger-Kernel's chunked loss (bench_kl.py --peers), only when
+#             liger-kernel is installed (its wheel carried in wheels/)
 #   detect    detection on a Llama-3.2-1B-shaped random model vs the authors' loop, bfloat16
 #             (benchmarks/bench_detect.py --llama-1b)
 #   pair      a random-weight SmolLM2-shaped teacher/student pair built from configs
@@ -27,8 +29,8 @@
 # the package index is reachable, and name it in what travels with the tree):
 #   pip download --no-deps -d wheels pytest pluggy iniconfig \
 #       math-verify==0.9.0 latex2sympy2_extended==1.11.0 antlr4-python3-runtime==4.13.2
-# (math-verify grades the testbed's answers in `leaf run`; pytest runs the GPU tests). datasets,
-# gguf and liger-kernel are not needed by any step.
+# (math-verify grades the testbed's answers in `leaf run`; pytest runs the GPU tests); add
+# liger-kernel to that list for the peers step. datasets and gguf are not needed by any step.
 set -u
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -141,6 +143,19 @@ if [ "$DRY" = 1 ]; then
 else
     step loss 240 "$PYTHON" benchmarks/bench_kl.py --device cuda --dtype bfloat16 \
         --sizes 8192x152064x2048 --no-step --reps 3 --json "$OUTDIR/kl.json"
+fi
+
+# ---------------------------------------------------------------- the loss beside Liger's
+if grep -q "liger_kernel: [0-9p]" "$OUTDIR/machine.txt"; then
+    if [ "$DRY" = 1 ]; then
+        step peers 180 "$PYTHON" benchmarks/bench_kl.py --peers --device cpu \
+            --sizes 256x2000x64 --reps 1 --json "$OUTDIR/peers.json"
+    else
+        step peers 240 "$PYTHON" benchmarks/bench_kl.py --peers --device cuda --dtype bfloat16 \
+            --sizes 8192x152064x2048 --reps 3 --json "$OUTDIR/peers.json"
+    fi
+else
+    skip peers "liger-kernel not installed (carry its wheel in wheels/ to add it)"
 fi
 
 # ---------------------------------------------------------------- detection

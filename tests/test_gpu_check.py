@@ -38,6 +38,7 @@ def test_dry_run_runs_every_step(tmp_path):
     for step in ("tests", "loss", "detect", "pair", "run"):
         assert f"### {step}: passed" in summary, step
     assert "### 2-ranks: skipped (dry run)" in summary
+    assert "### peers: skipped (liger-kernel not installed" in summary
     # the GPU tests ran on the CPU instead of skipping
     assert "3 passed" in (out / "logs" / "tests.log").read_text()
     kl = json.loads((out / "kl.json").read_text())
