@@ -32,9 +32,10 @@ import _common as C
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 PAGE = C.ROOT / "docs" / "PERFORMANCE.md"
-NAMES = ("detect", "kl", "distill", "generate", "dp", "peers")
+NAMES = ("detect", "kl", "distill", "generate", "dp", "peers", "distill_peers")
 # a results name -> (script, its extra arguments) where they are not bench_<name>.py alone
-SCRIPTS = {"peers": ("bench_kl.py", ["--peers"])}
+SCRIPTS = {"peers": ("bench_kl.py", ["--peers"]),
+           "distill_peers": ("bench_distill.py", ["--peers"])}
 
 
 def script_of(name: str) -> tuple[str, list[str]]:
@@ -120,6 +121,45 @@ def render_peers(r: dict) -> list[str]:
     out += [f"- {name}: {why}." for name, why in r.get("not_run", {}).items()]
     out += ["", f"Memory: {rows[0]['mem_method']}.", ""]
     return out
+
+
+def render_distill_peers(r: dict) -> list[str]:
+    """Section 6, the trainer: leaf's DistillTrainer beside TRL's GKD trainer."""
+    c, f = r["config"], C.fmt
+    return [
+        "### The trainer beside TRL's",
+        "",
+        f"Command: `{r['command']}`  ",
+        f"Run: {machine(r['machine'])}.",
+        "",
+        "KD w/o mask (the original rows only, lambda 1) with leaf's `DistillTrainer` (loss path "
+        f"`{c['leaf_loss_path']}`) and with TRL {c['trl_version']}'s `GKDTrainer` in its "
+        "off-policy setting (`lmbda=0`: no student generation; `beta=0`: forward KL; "
+        "temperature 1; no sequence-level KD; gradient checkpointing and bf16 off on both), on the "
+        "same rows in the same batches (leaf's sampler's, given to TRL's data loader), the same "
+        f"student (hidden {c['student'][0]}, {c['student'][1]} layers) and teacher (hidden "
+        f"{c['teacher'][0]}, {c['teacher'][1]} layers), vocabulary {c['vocab']}, batch "
+        f"{c['batch_size']}, {c['steps']} AdamW steps ({c['real_tokens_per_run']} real tokens) "
+        "per run. Each side and repetition runs in its own process (a one-step warm-up run, then "
+        f"the measured run), {c['reps']} repetitions alternating the order; median [min-max]. "
+        f"Both sides' first-run training losses agree within {r['loss_rel_diff']:.1e} "
+        f"(leaf {r['train_loss']['leaf']:.6f}, TRL {r['train_loss']['trl']:.6f}). Load average "
+        f"(1 min) during the runs {r['load_1min'][0]:.1f}-{r['load_1min'][1]:.1f}.",
+        "",
+        "| side | real tokens/s | peak memory (MiB) |",
+        "|---|---|---|",
+        f"| leaf `DistillTrainer` | {f(r['tokens_per_s']['leaf'], 0)} | {f(r['peak_mib']['leaf'], 0)} |",
+        f"| TRL `GKDTrainer` (off-policy) | {f(r['tokens_per_s']['trl'], 0)} "
+        f"| {f(r['peak_mib']['trl'], 0)} |",
+        "",
+        "| ratio | measured |",
+        "|---|---|",
+        f"| tokens/s, leaf / TRL | {f(r['tokens_per_s_over_trl'])} |",
+        f"| peak memory, leaf / TRL | {f(r['mem_over_trl'])} |",
+        "",
+        f"Memory: {r['mem_method']} (the measured run: forward, backward and optimizer steps).",
+        "",
+    ]
 
 
 def verdict(value: float, target: float, higher_is_better: bool) -> str:
@@ -774,7 +814,8 @@ def main(argv=None) -> int:
 def render_page(results: dict[str, dict], quick: dict[str, dict]) -> str:
     lines = [INTRO]
     renderers = {"detect": render_detect, "kl": render_kl, "distill": render_distill,
-                 "generate": render_generate, "dp": render_dp, "peers": render_peers}
+                 "generate": render_generate, "dp": render_dp, "peers": render_peers,
+                 "distill_peers": render_distill_peers}
     for name in NAMES:
         if name in results:
             lines += renderers[name](results[name])
