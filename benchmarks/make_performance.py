@@ -117,6 +117,27 @@ def render_peers(r: dict) -> list[str]:
                                                                        "time")):
                 out.append(f"| {name}, leaf / best peer, {row['dtype']} (hidden {row['hidden']}) "
                            f"| {f(row[key])} | <= 1.0 | {verdict(row[key]['median'], 1.0, False)} |")
+    by = {(x["tokens"], x["vocab"], x["dtype"]): x for x in rows}
+    pairs = [(a, by[(a["tokens"], a["vocab"], "bfloat16")]) for a in rows
+             if a["dtype"] == "float32" and (a["tokens"], a["vocab"], "bfloat16") in by]
+    if pairs:
+        a, b = pairs[-1]
+        out += ["", (
+            f"What the figures say: in float32 leaf's peak is {a['mem_over_best_peer']['median']:.2f}x "
+            f"Liger's and its time {a['time_over_best_peer']['median']:.2f}x at {a['tokens']} x "
+            f"{a['vocab']}. In bfloat16 leaf's peak stays what it is in float32 "
+            f"({b['peak_mib']['fused']['median']:.0f} against {a['peak_mib']['fused']['median']:.0f} "
+            f"MiB), {b['mem_over_best_peer']['median']:.2f}x Liger's: leaf computes each chunk's "
+            "softmax and divergence in float32 and accumulates the output weight's gradient in "
+            "float32 over the chunks (cast to the weight's dtype once, at the end), where Liger "
+            "does both in bfloat16. That is leaf's precision choice, not an accident: the "
+            "divergence of two close distributions is a small difference of large log-"
+            "probabilities, and a bfloat16 sum of a chunk's gradients loses bits at every chunk. "
+            "The last column is how far Liger's loss and gradient norms land from leaf's on "
+            "the same inputs. Time differences within "
+            "the [min-max] ranges are this shared machine's noise; a GPU run "
+            "(`scripts/gpu_check.sh`, which runs `bench_kl.py --peers` when Liger is carried) "
+            "measures time better.")]
     out += ["", "Not run:"]
     out += [f"- {name}: {why}." for name, why in r.get("not_run", {}).items()]
     out += ["", f"Memory: {rows[0]['mem_method']}.", ""]
