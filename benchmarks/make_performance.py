@@ -134,7 +134,11 @@ def render_peers(r: dict) -> list[str]:
             "divergence of two close distributions is a small difference of large log-"
             "probabilities, and a bfloat16 sum of a chunk's gradients loses bits at every chunk. "
             "The last column is how far Liger's loss and gradient norms land from leaf's on "
-            "the same inputs. Time differences within "
+            f"the same inputs. Time in bfloat16, {b['time_over_best_peer']['median']:.2f}x "
+            "Liger's, has the same cause: leaf's weight-gradient product and its softmax run in "
+            "float32, Liger's in bfloat16 (Liger's own bfloat16 call took "
+            f"{b['time_s']['liger']['median'] / a['time_s']['liger']['median']:.2f}x its float32 "
+            "one here). Time differences within "
             "the [min-max] ranges are this shared machine's noise; a GPU run "
             "(`scripts/gpu_check.sh`, which runs `bench_kl.py --peers` when Liger is carried) "
             "measures time better.")]
