@@ -116,9 +116,11 @@ def fmt(s: dict, digits: int = 2) -> str:
     return f"{s['median']:.{digits}f} [{s['min']:.{digits}f}-{s['max']:.{digits}f}]"
 
 
-def interleaved(sides: dict[str, Callable[[], None]], reps: int, device, warmup: int = 1
-                ) -> dict[str, list[float]]:
-    """Wall time of each side, ``reps`` times, order alternating every repetition."""
+def interleaved(sides: dict[str, Callable[[], None]], reps: int, device, warmup: int = 1,
+                cpu: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
+    """Wall time of each side, ``reps`` times, order alternating every repetition. ``cpu``,
+    when given, also receives each call's CPU time of this process (``time.process_time``: on
+    a machine shared with other jobs it counts this process's own work, not the waits)."""
     names = list(sides)
     for _ in range(warmup):
         for name in names:
@@ -129,10 +131,12 @@ def interleaved(sides: dict[str, Callable[[], None]], reps: int, device, warmup:
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
             sync(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             sides[name]()
             sync(device)
             times[name].append(time.perf_counter() - t0)
+            if cpu is not None:
+                cpu.setdefault(name, []).append(time.process_time() - c0)
     return times
 
 

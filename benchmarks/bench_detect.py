@@ -39,6 +39,9 @@ FULL = dict(vocab=32000, hidden=640, layers=3, heads=10, intermediate=1728, samp
 # memory only (full mode): parameters 10x one sample's logits, nearer a real student's 20x
 DEEP = dict(vocab=32000, hidden=1024, layers=8, heads=16, intermediate=2816, samples=2,
             batch_size=1, reps=0, inst=(150, 250), resp=(200, 400))
+# the CPU dry run of scripts/gpu_check.sh: every step of the script, in seconds
+TOY = dict(vocab=1000, hidden=64, layers=2, heads=4, intermediate=128, samples=2, batch_size=2,
+           reps=1, inst=(10, 20), resp=(10, 20))
 # for a GPU: the shape of Llama-3.2-1B-Instruct (the paper's smallest student), random weights
 LLAMA_1B = dict(vocab=128256, hidden=2048, layers=16, heads=32, intermediate=8192, samples=32,
                 batch_size=8, reps=5, inst=(150, 250), resp=(200, 400))
@@ -158,16 +161,19 @@ def main(argv=None) -> int:
                    help="model dtype for all sides (the authors ran float16 on GPUs)")
     p.add_argument("--llama-1b", action="store_true",
                    help="a model shaped like Llama-3.2-1B (for a GPU; overrides --quick)")
+    p.add_argument("--toy", action="store_true",
+                   help="a toy shape: checks that the script runs (scripts/gpu_check.sh --dry-run)")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for both sides")
     p.add_argument("--reps", type=int, help="timed repetitions per side")
     p.add_argument("--batch-size", type=int, help="leaf's batch size (default: the shape's, 4 in full mode)")
     p.add_argument("--samples", type=int)
-    p.add_argument("--mem-reps", type=int, default=None, help="child processes per side for memory")
+    p.add_argument("--mem-reps", type=int, default=None,
+                   help="child processes per side for memory (0: no memory, with --toy only)")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--deep", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    cfg = dict(LLAMA_1B if args.llama_1b else QUICK if args.quick else FULL)
+    cfg = dict(TOY if args.toy else LLAMA_1B if args.llama_1b else QUICK if args.quick else FULL)
     for key in ("reps", "batch_size", "samples"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
@@ -209,13 +215,16 @@ def main(argv=None) -> int:
     vs_fwd = C.ratios(times["leaf_batch"], times["forward_batch"])
     vs_fwd_b1 = C.ratios(times["leaf_b1"], times["forward_b1"])
 
-    mem_reps = args.mem_reps or (1 if args.quick else 3)
+    mem_reps = (1 if args.quick else 3) if args.mem_reps is None else args.mem_reps
+    if mem_reps == 0 and not args.toy:
+        raise SystemExit("--mem-reps 0 is for --toy runs only (every reported run measures memory)")
     mem: dict[str, list[float]] = {"reference": [], "leaf_b1": [], "leaf_batch": []}
     method = ""
     here = Path(__file__).resolve()
     base = ["--device", args.device, "--threads", str(args.threads), "--dtype", args.dtype]
     base += ["--quick"] if args.quick else []
     base += ["--llama-1b"] if args.llama_1b else []
+    base += ["--toy"] if args.toy else []
     base += ["--batch-size", str(cfg["batch_size"]), "--samples", str(cfg["samples"])]
     for r in range(mem_reps):
         sides = list(mem) if r % 2 == 0 else list(mem)[::-1]
@@ -223,11 +232,13 @@ def main(argv=None) -> int:
             res = C.run_child(here, ["--child", side, *base])
             mem[side].append(res["peak_bytes"])
             method = res["method"]
+    if mem_reps == 0:  # a toy run: no memory figures (a NaN placeholder keeps the layout)
+        mem = {k: [float("nan")] for k in mem}
     mem_b1 = C.ratios(mem["leaf_b1"], mem["reference"])
     mem_bb = C.ratios(mem["leaf_batch"], mem["reference"])
     deep: dict[str, list[float]] = {"reference": [], "leaf_b1": []}
     deep_info = {}
-    if not (args.quick or args.llama_1b):
+    if not (args.quick or args.llama_1b or args.toy):
         for r in range(2):
             for side in (list(deep) if r % 2 == 0 else list(deep)[::-1]):
                 res = C.run_child(here, ["--child", side, "--deep", *base])
@@ -238,7 +249,7 @@ def main(argv=None) -> int:
         "name": "detect",
         "machine": C.machine_info(args.device, args.threads),
         "command": "python benchmarks/bench_detect.py" + (" --quick" if args.quick else "")
-        + (" --llama-1b" if args.llama_1b else "")
+        + (" --llama-1b" if args.llama_1b else "") + (" --toy" if args.toy else "")
         + (f" --device {args.device}" if args.device != "cpu" else "")
         + (f" --dtype {args.dtype}" if args.dtype != "float32" else ""),
         "config": {**cfg, "params": C.n_params(model), "tokens": n_tokens, "dtype": args.dtype},

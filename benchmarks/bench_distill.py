@@ -182,6 +182,148 @@ def build_sides(cfg, args, rows, student, teacher, outdir):
     return sides, max_length
 
 
+# ---------------------------------------------------------------- peers (--peers)
+
+PEER_SIDES = ("leaf", "trl")
+
+
+def trl_gkd_trainer_class():
+    """TRL's GKD trainer in its off-policy setting, fed the batches leaf's trainer forms."""
+    import os
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from trl.experimental.gkd import GKDTrainer
+
+    class SameBatchesGKD(GKDTrainer):
+        def __init__(self, *args, batches=None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.batches = batches
+
+        def get_train_dataloader(self):
+            from torch.utils.data import DataLoader
+
+            return self.accelerator.prepare(DataLoader(
+                self.train_dataset, batch_sampler=self.batches, collate_fn=self.data_collator))
+
+    return SameBatchesGKD
+
+
+def peer_child(args, cfg) -> None:
+    """One run of one side (``args.child``) in this fresh process: a one-step warm-up run, then
+    ``cfg['steps']`` optimisation steps measured for peak memory and real tokens/s."""
+    import datasets
+
+    from leaf.distill.config import DistillArguments
+    from leaf.distill.data import DistillCollator
+    from leaf.distill.trainer import DistillTrainer
+    from leaf.testbed.tiny import build_tokenizer
+
+    torch, device = C.setup_torch(args.threads, args.device)
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    # KD w/o mask: the original rows only, lambda 1
+    rows = [r for r in make_rows(cfg) if not r["is_counterfactual"]]
+    student = C.llama(cfg["vocab"], *cfg["student"], seed=0).to(device)
+    teacher = C.llama(cfg["vocab"], *cfg["teacher"], seed=1).to(device)
+    common = dict(per_device_train_batch_size=cfg["batch_size"], max_steps=cfg["steps"],
+                  learning_rate=1e-5, warmup_steps=0, logging_strategy="no", save_strategy="no",
+                  report_to="none", disable_tqdm=True, dataloader_num_workers=0, seed=0,
+                  use_cpu=args.device == "cpu", remove_unused_columns=False,
+                  gradient_checkpointing=False, bf16=False)
+    collator = CountingCollator(DistillCollator(0))
+    clock = StepClock(device)
+    with tempfile.TemporaryDirectory() as out:
+        leaf = DistillTrainer(model=student, args=DistillArguments(
+            output_dir=out, hybrid_lambda=1.0, **common), train_dataset=rows,
+            data_collator=collator, teacher=teacher, callbacks=[clock])
+        batches = [list(b) for b in leaf.make_batch_sampler()]
+        if args.child == "trl":
+            from trl.experimental.gkd import GKDConfig
+
+            targs = GKDConfig(output_dir=out, lmbda=0.0, beta=0.0, temperature=1.0,
+                              seq_kd=False, max_length=None, **common)
+            trainer = trl_gkd_trainer_class()(
+                model=student, teacher_model=teacher, args=targs,
+                train_dataset=datasets.Dataset.from_list(rows), data_collator=collator,
+                processing_class=build_tokenizer("llama3"), callbacks=[clock], batches=batches)
+            assert (trainer.lmbda, trainer.beta, trainer.seq_kd) == (0.0, 0.0, False)
+        else:
+            trainer = leaf
+            assert trainer.loss_path in ("hidden", "logits")
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.args.max_steps = 1
+        trainer.train()  # warm-up: lazy initialisations, optimizer state
+        trainer.args.max_steps = cfg["steps"]
+        collator.real.clear()
+        clock.total, clock.steps = 0.0, 0
+        with C.PeakMemory(device) as peak:
+            trainer.train()
+        assert clock.steps == cfg["steps"], clock.steps
+        losses = [e["train_loss"] for e in trainer.state.log_history if "train_loss" in e]
+    C.child_report(peak, side=args.child, time_s=clock.total,
+                   real_tokens=sum(collator.real[: cfg["steps"]]), train_loss=losses[-1],
+                   loss_path=getattr(trainer, "loss_path", "logits (TRL)"))
+
+
+def peers_main(args, cfg) -> int:
+    import os
+
+    here = Path(__file__).resolve()
+    res: dict[str, list[dict]] = {s: [] for s in PEER_SIDES}
+    loads = []
+    base = ["--device", args.device, "--threads", str(args.threads), "--steps", str(cfg["steps"])]
+    base += ["--quick"] if args.quick else []
+    for r in range(cfg["reps"]):
+        for side in (PEER_SIDES if r % 2 == 0 else PEER_SIDES[::-1]):
+            res[side].append(C.run_child(here, ["--peers", "--child", side, *base]))
+            loads.append(os.getloadavg()[0])
+    tokens = {s: {x["real_tokens"] for x in v} for s, v in res.items()}
+    assert tokens["leaf"] == tokens["trl"] and len(tokens["leaf"]) == 1, tokens
+    # the same loss on the same batches: a check that both sides train the same objective
+    first = {s: v[0]["train_loss"] for s, v in res.items()}
+    rel = abs(first["leaf"] - first["trl"]) / abs(first["trl"])
+    assert rel <= 1e-3, f"leaf and TRL train different losses: {first}"
+    tps = {s: [x["real_tokens"] / x["time_s"] for x in v] for s, v in res.items()}
+    mem = {s: [C.mib(x["peak_bytes"]) for x in v] for s, v in res.items()}
+    result = {
+        "name": "distill_peers",
+        "machine": C.machine_info(args.device, args.threads),
+        "command": "python benchmarks/bench_distill.py --peers" + (" --quick" if args.quick else "")
+        + (f" --device {args.device}" if args.device != "cpu" else ""),
+        "config": {**cfg, "trl_version": _version("trl"), "leaf_loss_path": res["leaf"][0]["loss_path"],
+                   "real_tokens_per_run": tokens["leaf"].pop()},
+        "tokens_per_s": {s: C.summary(v) for s, v in tps.items()},
+        "peak_mib": {s: C.summary(v) for s, v in mem.items()},
+        "train_loss": first, "loss_rel_diff": rel, "load_1min": [min(loads), max(loads)],
+        "tokens_per_s_over_trl": C.summary(C.ratios(tps["leaf"], tps["trl"])),
+        "mem_over_trl": C.summary(C.ratios(mem["leaf"], mem["trl"])),
+        "mem_method": res["leaf"][0]["method"],
+    }
+    for s in PEER_SIDES:
+        print(f"{s:5s} real tokens/s {C.fmt(result['tokens_per_s'][s], 0)}  peak MiB "
+              f"{C.fmt(result['peak_mib'][s], 0)}  train loss {first[s]:.6f}")
+    print(f"load average (1 min) during the runs {min(loads):.1f}-{max(loads):.1f}; leaf's loss "
+          f"path {result['config']['leaf_loss_path']}; TRL {result['config']['trl_version']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    print(C.ratio_line({"tokens_per_s_over_trl": result["tokens_per_s_over_trl"]["median"],
+                        "mem_over_trl": result["mem_over_trl"]["median"]}))
+    return 0
+
+
+def _version(module: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(module)
+    except PackageNotFoundError:
+        return "absent"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small settings, under a minute on 2 cores")
@@ -190,11 +332,20 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int)
     p.add_argument("--steps", type=int)
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("--peers", action="store_true",
+                   help="leaf's DistillTrainer (KD w/o mask) against TRL's GKD trainer, off-policy "
+                        "(pip install --no-deps trl, the [bench] extra): tokens/s and peak memory")
+    p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     cfg = dict(QUICK if args.quick else FULL)
     for key in ("reps", "steps"):
         if getattr(args, key):
             cfg[key] = getattr(args, key)
+    if args.peers:
+        if args.child:
+            peer_child(args, cfg)
+            return 0
+        return peers_main(args, cfg)
     torch, device = C.setup_torch(args.threads, args.device)
     logging.getLogger("transformers").setLevel(logging.ERROR)
     import transformers

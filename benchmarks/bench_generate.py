@@ -36,9 +36,10 @@ from pathlib import Path
 import _common as C
 
 SMOL = dict(vocab=49152, hidden=576, layers=30, heads=9, kv_heads=3, intermediate=1536)
-FULL = dict(model=SMOL, prompts=16, batch_size=8, max_new_tokens=64, words=(30, 160), reps=3)
+FULL = dict(model=SMOL, prompts=16, batch_size=8, max_new_tokens=64, words=(30, 160), reps=3,
+            reps_b1=3)
 QUICK = dict(model=dict(vocab=8000, hidden=128, layers=4, heads=4, kv_heads=2, intermediate=344),
-             prompts=8, batch_size=4, max_new_tokens=24, words=(20, 80), reps=2)
+             prompts=16, batch_size=4, max_new_tokens=48, words=(20, 80), reps=10, reps_b1=2)
 WORDS = ["the", "of", "and", "to", "in", "is", "was", "for", "on", "that", "with", "as", "by", "at", "from", "his", "an", "were", "are", "which", "this", "be", "number", "sum", "digits", "answer", "rumor", "query", "total", "first", "second", "value", "step", "then", "add"]
 
 
@@ -176,7 +177,14 @@ def main(argv=None) -> int:
     counts.update(recorded)
     same = sum(a == c for a, c in zip(outputs["leaf"], outputs["plain"]))
     same_b1 = sum(a == c for a, c in zip(outputs["leaf_b1"], outputs["plain"]))
-    times = C.interleaved(sides, cfg["reps"], device, warmup=0)
+    # the headline pair (leaf and plain generate at the same batch size) alternates over
+    # cfg["reps"] repetitions, so that load from other processes falls on both; batch 1 is
+    # slower and measured fewer times
+    cpu: dict[str, list[float]] = {}
+    times = C.interleaved({k: sides[k] for k in ("leaf", "plain")}, cfg["reps"], device,
+                          warmup=0, cpu=cpu)
+    times.update(C.interleaved({"leaf_b1": sides["leaf_b1"]}, cfg.get("reps_b1", cfg["reps"]),
+                               device, warmup=0))
     tps = {k: [counts[k] / t for t in v] for k, v in times.items()}
     result = {
         "name": "generate",
@@ -193,6 +201,10 @@ def main(argv=None) -> int:
         "gen_over_plain": C.summary(C.ratios(tps["leaf"], tps["plain"])),
         "b1_over_plain": C.summary(C.ratios(tps["leaf_b1"], tps["plain"])),
     }
+    if args.device == "cpu":  # the same calls' CPU time: what the other jobs' load leaves out
+        result["cpu_time_s"] = {k: C.summary(v) for k, v in cpu.items()}
+        result["gen_over_plain_cpu_time"] = C.summary(C.ratios(
+            [counts["leaf"] / t for t in cpu["leaf"]], [counts["plain"] / t for t in cpu["plain"]]))
     if args.vllm:
         if args.device != "cuda":
             raise SystemExit("--vllm needs --device cuda")
@@ -213,8 +225,19 @@ def main(argv=None) -> int:
           f"{same_b1}/{len(texts)}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
-    print(C.ratio_line({"b1_over_plain": result["b1_over_plain"]["median"],
-                        "gen_over_plain": result["gen_over_plain"]["median"]}))
+    g = result["gen_over_plain"]
+    print(f"leaf / plain generate, tokens per second of wall time: {C.fmt(g)} over {g['n']} "
+          f"interleaved repetitions (max / min {g['max'] / g['min']:.2f}); load average at the "
+          f"end {result['machine']['load_average']}")
+    line = {"b1_over_plain": result["b1_over_plain"]["median"], "gen_over_plain": g["median"],
+            "gen_over_plain_min": g["min"], "gen_over_plain_max": g["max"]}
+    if "gen_over_plain_cpu_time" in result:
+        c = result["gen_over_plain_cpu_time"]
+        print(f"leaf / plain generate, tokens per second of this process's CPU time: {C.fmt(c)} "
+              f"(max / min {c['max'] / c['min']:.2f})")
+        line.update(gen_over_plain_cpu_time=c["median"], gen_over_plain_cpu_time_min=c["min"],
+                    gen_over_plain_cpu_time_max=c["max"])
+    print(C.ratio_line(line))
     return 0
 
 

@@ -109,7 +109,50 @@ def fused(h, w, ht, wt, groups):
     return out.loss.detach()
 
 
-FNS = {"obvious": obvious, "chunked": chunked, "fused": fused}
+LIGER = {"compiled": True, "mode": "compiled (torch.compile)"}
+
+
+def liger(h, w, ht, wt, groups):
+    """Liger-Kernel's chunked fused-linear JSD loss with beta 0 (its forward KL, teacher to
+    student), hard-loss weight 0, the same target positions (label -100 elsewhere), temperature
+    1 and chunks of the same 256 positions; Liger divides by the number of target positions, so
+    its mean is multiplied back to the sum the other sides compute (one scalar product)."""
+    import torch
+    from liger_kernel.chunked_loss import LigerFusedLinearJSDLoss
+
+    labels = torch.where(groups >= 0, torch.zeros_like(groups), torch.full_like(groups, -100))
+    loss_fn = LigerFusedLinearJSDLoss(weight_hard_loss=0.0, weight_soft_loss=1.0, beta=0.0,
+                                      temperature=1.0, compiled=LIGER["compiled"],
+                                      chunk_size=CHUNK)
+    loss = loss_fn(h, w, ht, wt, labels) * (labels != -100).sum()
+    loss.backward()
+    return loss.detach()
+
+
+def peer_warmup(side: str, torch, device, dtype, vocab: int, hidden: int) -> None:
+    """Two calls at the measured vocabulary and hidden size, one and two chunks long, before the
+    measured call, on every side of ``--peers``: compiled code is then built for the chunk shape
+    and made dynamic in the number of chunks (a first call at a new length recompiles), so no
+    timed call compiles. Where compiling Liger fails, it runs eager and says why."""
+    for tokens in (CHUNK, 2 * CHUNK):
+        try:
+            FNS[side](*make_inputs(tokens, vocab, hidden, device, dtype))
+        except Exception as e:  # noqa: BLE001 (any compiler failure: report it, run eager)
+            if side != "liger" or not LIGER["compiled"]:
+                raise
+            LIGER.update(compiled=False, mode="eager (torch.compile failed: "
+                         f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]})")
+            FNS[side](*make_inputs(tokens, vocab, hidden, device, dtype))
+
+
+FNS = {"obvious": obvious, "chunked": chunked, "fused": fused, "liger": liger}
+# peers that cannot run beside leaf's loss here, and why
+PEERS_NOT_RUN = {
+    "TRL (GKDTrainer / generalized_jsd_loss)":
+        "its loss takes the two models' full logits ([batch, T, V]), not hidden states: it is "
+        "the obvious loss's path (section 2 measures that); with use_liger_kernel TRL calls "
+        "Liger's LigerFusedLinearJSDLoss, the Liger side here",
+}
 
 
 # ---------------------------------------------------------------- a whole training step
@@ -177,7 +220,11 @@ def loss_child(args, cfg) -> None:
     torch, device = C.setup_torch(args.threads, args.device)
     dtype = getattr(torch, args.dtype)
     fn = FNS[args.child]
-    fn(*make_inputs(8, 64, 16, device, dtype))  # lazy initialisations
+    if args.peers:
+        LIGER["compiled"] = not args.eager
+        peer_warmup(args.child, torch, device, dtype, args.vocab, args.hidden)
+    else:
+        fn(*make_inputs(8, 64, 16, device, dtype))  # lazy initialisations
     h, w, ht, wt, groups = make_inputs(args.tokens, args.vocab, args.hidden, device, dtype)
     times = []
     with C.PeakMemory(device) as peak:
@@ -194,7 +241,8 @@ def loss_child(args, cfg) -> None:
         fn(h, w, ht, wt, groups)
         C.sync(device)
         times.append(time.perf_counter() - t0)
-    C.child_report(peak, side=args.child, loss=float(loss), grad_norms=norms, times=times)
+    C.child_report(peak, side=args.child, loss=float(loss), grad_norms=norms, times=times,
+                   mode=LIGER["mode"] if args.child == "liger" else "")
 
 
 def check_small(device, dtype, torch) -> float:
@@ -309,6 +357,146 @@ def run_step(here, base, cfg, step) -> None:
     assert max(losses) - min(losses) <= 1e-4 * max(losses), losses
 
 
+# ---------------------------------------------------------------- peers (--peers)
+
+PEER_SIZES = {"quick": [(1024, 32000, 256)], "full": [(4096, 128256, 2048)]}
+PEER_SIDES = ("fused", "liger")  # leaf's side first; every other one is a peer
+
+
+def check_peers(device, torch, dtype, eager: bool) -> float:
+    """Largest relative difference of loss and both gradients between the obvious loss, leaf's
+    fused loss and the peers at the small shape (before anything is timed)."""
+    LIGER["compiled"] = not eager
+    peer_warmup("liger", torch, device, dtype, CHECK[1], CHECK[2])
+    worst, ref = 0.0, None
+    for side in ("obvious", *PEER_SIDES):
+        h, w, ht, wt, groups = make_inputs(*CHECK, device, dtype)
+        got = [FNS[side](h, w, ht, wt, groups).float(), h.grad.float(), w.grad.float()]
+        if ref is None:
+            ref = got
+            continue
+        worst = max([worst] + [float((a - b).norm() / b.norm()) for a, b in zip(got, ref)])
+    limit = 1e-5 if dtype == torch.float32 else 3e-2
+    assert worst <= limit, f"leaf and its peers disagree: relative difference {worst:.1e}"
+    return worst
+
+
+def run_peers(args, here, sizes, reps: int, dtypes: list[str]) -> dict:
+    """Each shape and dtype: leaf's fused loss and each peer, one fresh child per side and
+    repetition (peak memory and the time of one call after :func:`peer_warmup`), the sides'
+    order reversed from one repetition to the next."""
+    import os
+
+    rows = []
+    for tokens, vocab, hidden in sizes:
+        for dtype in dtypes:
+            row = {"tokens": tokens, "vocab": vocab, "hidden": hidden, "dtype": dtype,
+                   "peak_mib": {s: [] for s in PEER_SIDES}, "time_s": {s: [] for s in PEER_SIDES},
+                   "loss": {}, "grad_norms": {}, "load_1min": []}
+            for r in range(reps):
+                for side in (PEER_SIDES if r % 2 == 0 else PEER_SIDES[::-1]):
+                    res = C.run_child(here, [
+                        "--child", side, "--tokens", str(tokens), "--vocab", str(vocab),
+                        "--hidden", str(hidden), "--device", args.device, "--threads",
+                        str(args.threads), "--dtype", dtype, "--reps", "1", "--peers",
+                        *(["--eager"] if args.eager else [])], timeout=7200)
+                    row["peak_mib"][side].append(C.mib(res["peak_bytes"]))
+                    row["time_s"][side].append(res["times"][0])
+                    row["loss"].setdefault(side, []).append(res["loss"])
+                    row["grad_norms"].setdefault(side, []).append(res["grad_norms"])
+                    row["load_1min"].append(os.getloadavg()[0])
+                    row["mem_method"] = res["method"]
+                    if side == "liger":
+                        row["liger_mode"] = res["mode"]
+            # the same value and gradients on every side (each child's, against leaf's)
+            diffs = [abs(a - b) / abs(b)
+                     for side in PEER_SIDES[1:]
+                     for got, ref in zip(row["loss"][side], row["loss"]["fused"])
+                     for a, b in [(got, ref)]]
+            diffs += [abs(a - b) / b
+                      for side in PEER_SIDES[1:]
+                      for got, ref in zip(row["grad_norms"][side], row["grad_norms"]["fused"])
+                      for a, b in zip(got, ref)]
+            row["max_rel_diff"] = max(diffs)
+            limit = 1e-4 if dtype == "float32" else 3e-2
+            assert row["max_rel_diff"] <= limit, f"leaf and its peers disagree: {row}"
+            peers = PEER_SIDES[1:]
+            best_mem = [min(row["peak_mib"][p][i] for p in peers) for i in range(reps)]
+            best_time = [min(row["time_s"][p][i] for p in peers) for i in range(reps)]
+            row["mem_over_best_peer"] = C.summary(C.ratios(row["peak_mib"]["fused"], best_mem))
+            row["time_over_best_peer"] = C.summary(C.ratios(row["time_s"]["fused"], best_time))
+            for key in ("peak_mib", "time_s"):
+                row[key] = {side: C.summary(v) for side, v in row[key].items()}
+            print(f"T={tokens} V={vocab} H={hidden} {dtype}: peak MiB leaf "
+                  f"{C.fmt(row['peak_mib']['fused'], 0)}, Liger {C.fmt(row['peak_mib']['liger'], 0)};"
+                  f" time s leaf {C.fmt(row['time_s']['fused'], 2)}, Liger "
+                  f"{C.fmt(row['time_s']['liger'], 2)} (Liger {row['liger_mode']}); leaf / best "
+                  f"peer: memory {C.fmt(row['mem_over_best_peer'])}, time "
+                  f"{C.fmt(row['time_over_best_peer'])}; largest relative difference "
+                  f"{row['max_rel_diff']:.1e}; load average {min(row['load_1min']):.1f}-"
+                  f"{max(row['load_1min']):.1f}", flush=True)
+            rows.append(row)
+    return {"rows": rows, "not_run": PEERS_NOT_RUN}
+
+
+def peers_main(args) -> int:
+    torch, device = C.setup_torch(args.threads, args.device)
+    mode = "quick" if args.quick else "full"
+    sizes = [parse_size(x)[:3] for x in args.sizes] if args.sizes else PEER_SIZES[mode]
+    reps = args.reps or 3
+    dtypes = [args.dtype] if args.dtype_given else ["float32", "bfloat16"]
+    checks = {d: check_peers(device, torch, getattr(torch, d), args.eager) for d in dtypes}
+    for d, worst in checks.items():
+        print(f"check at T x V x H = {' x '.join(map(str, CHECK))}, {d}: loss and gradients of "
+              f"the obvious loss, leaf's fused loss and Liger ({LIGER['mode']}) agree within "
+              f"{worst:.1e} (relative norm)", flush=True)
+    here = Path(__file__).resolve()
+    peers = run_peers(args, here, sizes, reps, dtypes)
+    result = {
+        "name": "peers",
+        "machine": C.machine_info(args.device, args.threads),
+        "command": "python benchmarks/bench_kl.py --peers" + (" --quick" if args.quick else "")
+        + (f" --device {args.device}" if args.device != "cpu" else "")
+        + (f" --dtype {args.dtype}" if args.dtype_given else "")
+        + (f" --threads {args.threads}" if args.threads != 1 else "")
+        + (f" --reps {args.reps}" if args.reps else "")
+        + (" --sizes " + " ".join(args.sizes) if args.sizes else "")
+        + (" --eager" if args.eager else ""),
+        "config": {"chunk_size": CHUNK, "reps": reps, "check": CHECK, "checks": checks,
+                   "liger_mode": LIGER["mode"], "liger_version": _version("liger_kernel")},
+        **peers,
+    }
+    if args.json:
+        path = Path(args.json)
+        if args.append and path.exists():
+            old = json.loads(path.read_text())
+            keep = {(r["tokens"], r["vocab"], r["hidden"], r["dtype"]) for r in result["rows"]}
+            result["rows"] = [r for r in old["rows"] if (r["tokens"], r["vocab"], r["hidden"],
+                                                         r["dtype"]) not in keep] + result["rows"]
+            result["commands"] = old.get("commands", [old["command"]]) + [result["command"]]
+        path.write_text(json.dumps(result, indent=1))
+    for name, why in PEERS_NOT_RUN.items():
+        print(f"not run: {name}: {why}")
+    last = max(peers["rows"], key=lambda r: (r["tokens"] * r["vocab"], r["dtype"] == "float32"))
+    ratios = {"mem_over_best_peer": last["mem_over_best_peer"]["median"],
+              "time_over_best_peer": last["time_over_best_peer"]["median"]}
+    for r in peers["rows"]:
+        if r is not last and (r["tokens"], r["vocab"]) == (last["tokens"], last["vocab"]):
+            ratios[f"mem_over_best_peer_{r['dtype']}"] = r["mem_over_best_peer"]["median"]
+            ratios[f"time_over_best_peer_{r['dtype']}"] = r["time_over_best_peer"]["median"]
+    print(C.ratio_line(ratios))
+    return 0
+
+
+def _version(module: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(module.replace("_", "-"))
+    except PackageNotFoundError:
+        return "absent"
+
+
 def parse_size(text: str):
     shape, _, sides = text.partition(":")
     tokens, vocab, hidden = (int(x) for x in shape.split("x"))
@@ -342,12 +530,20 @@ def main(argv=None) -> int:
     p.add_argument("--append", action="store_true",
                    help="merge into the --json file's results (shapes run in several invocations)")
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("--peers", action="store_true",
+                   help="leaf's fused loss against its peers (Liger-Kernel's chunked fused-linear "
+                        "loss; pip install liger-kernel, the [bench] extra), float32 and bfloat16")
+    p.add_argument("--eager", action="store_true", help="--peers: run Liger without torch.compile")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--step", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--tokens", type=int, help=argparse.SUPPRESS)
     p.add_argument("--vocab", type=int, help=argparse.SUPPRESS)
     p.add_argument("--hidden", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.dtype_given = any(a == "--dtype" or a.startswith("--dtype=")
+                           for a in (sys.argv[1:] if argv is None else argv))
+    if args.peers and not args.child:
+        return peers_main(args)
     cfg = dict(QUICK if args.quick else FULL)
     if args.reps:
         cfg["reps"] = args.reps

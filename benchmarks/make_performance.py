@@ -1,14 +1,20 @@
 """Run the benchmarks in full mode and regenerate ``docs/PERFORMANCE.md`` from their results.
 
-    python benchmarks/make_performance.py                 # run them all (full mode), then write
-    python benchmarks/make_performance.py --render-only   # rewrite the page from results/*.json
-    python benchmarks/make_performance.py --only kl       # rerun one, keep the others' results
+    python benchmarks/make_performance.py --write                 # run them all, rewrite the page
+    python benchmarks/make_performance.py --write --render-only   # rewrite the page from results/
+    python benchmarks/make_performance.py --write --only kl       # rerun one, keep the others'
+    python benchmarks/make_performance.py --quick-only            # a check: writes to a temp dir
 
-Each benchmark writes ``benchmarks/results/<name>.json`` (and its console output to
-``<name>.log``); the page is rendered from those files only, so every number in it comes from a
-run whose command, machine, library versions and date are printed beside its table. The quick
-runs' last lines go to ``results/quick.json`` (their full output is not kept: a ``--quick`` run
-of a benchmark script itself writes nothing).
+Each benchmark writes ``results/<name>.json`` (and its console output to ``<name>.log``); the
+page is rendered from those files only, so every number in it comes from a run whose command,
+machine, library versions and date are printed beside its table. The quick runs' last lines go
+to ``results/quick.json`` (their full output is not kept: a ``--quick`` run of a benchmark
+script itself writes nothing).
+
+Only ``--write`` touches the tracked files (``benchmarks/results/`` and ``docs/PERFORMANCE.md``).
+Without it, every output (the results, the logs, ``quick.json`` and the page) goes to ``--out``
+(default: a new temporary directory, printed at the end), and the page there is rendered from the
+tracked results with this run's on top: a check leaves the checkout as it found it.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,28 +32,159 @@ import _common as C
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 PAGE = C.ROOT / "docs" / "PERFORMANCE.md"
-NAMES = ("detect", "kl", "distill", "generate", "dp")
+NAMES = ("detect", "kl", "distill", "generate", "dp", "peers", "distill_peers")
+# a results name -> (script, its extra arguments) where they are not bench_<name>.py alone
+SCRIPTS = {"peers": ("bench_kl.py", ["--peers"]),
+           "distill_peers": ("bench_distill.py", ["--peers"])}
 
 
-def run(name: str, extra: list[str]) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    cmd = [sys.executable, str(HERE / f"bench_{name}.py"), "--json", str(RESULTS / f"{name}.json"),
+def script_of(name: str) -> tuple[str, list[str]]:
+    return SCRIPTS.get(name, (f"bench_{name}.py", []))
+
+
+def run(name: str, extra: list[str], results: Path = RESULTS) -> None:
+    results.mkdir(parents=True, exist_ok=True)
+    script, own = script_of(name)
+    cmd = [sys.executable, str(HERE / script), *own, "--json", str(results / f"{name}.json"),
            *extra]
     print("running", " ".join(cmd), flush=True)
-    with open(RESULTS / f"{name}.log", "w") as log:
+    with open(results / f"{name}.log", "w") as log:
         subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True)
 
 
 def run_quick(name: str, extra: list[str]) -> dict:
     """Run ``--quick``; return its wall time and last line (the RATIO line)."""
-    cmd = [sys.executable, str(HERE / f"bench_{name}.py"), "--quick", *extra]
+    script, own = script_of(name)
+    cmd = [sys.executable, str(HERE / script), *own, "--quick", *extra]
     print("running", " ".join(cmd), flush=True)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     wall = time.perf_counter() - t0
     last = proc.stdout.strip().splitlines()[-1]
-    return {"command": f"python benchmarks/bench_{name}.py --quick " + " ".join(extra),
+    return {"command": f"python benchmarks/{script} " + " ".join([*own, "--quick", *extra]),
             "wall_s": wall, "last_line": last}
+
+
+def render_peers(r: dict) -> list[str]:
+    """Section 6: leaf's fused loss beside its peers (``bench_kl.py --peers``)."""
+    c, f = r["config"], C.fmt
+    commands = r.get("commands", [r["command"]])
+    out = [
+        "## 6. Peers: leaf's distillation loss beside Liger-Kernel's",
+        "",
+        "Command" + ("s" if len(commands) > 1 else "") + ": "
+        + "; ".join(f"`{x}`" for x in commands) + "  ",
+        f"Run: {machine(r['machine'])}.",
+        "",
+        "The inputs and the quantity of section 2 (the student's final hidden states and output "
+        "weight with gradient, the teacher's hidden states and output weight; the forward KL "
+        "from teacher to student summed over every target position, temperature 1, and its "
+        "gradient with respect to the hidden states and the weight). **leaf**: "
+        "`fused_distill_loss`, the trainer's default path. **Liger**: Liger-Kernel "
+        f"{c.get('liger_version', '')}'s `LigerFusedLinearJSDLoss` with `beta=0` (its forward "
+        "KL), hard-loss weight 0, the same target positions (label -100 elsewhere), "
+        f"`{c['liger_mode']}`; it divides by the number of target positions, so its loss is "
+        "multiplied back to the sum (one scalar product). Both take "
+        f"{c['chunk_size']} positions per chunk. Inputs in the row's dtype; leaf computes each "
+        "chunk's softmax and divergence in float32, Liger in the inputs' dtype. Each side and "
+        "repetition runs in its own process: two warm-up calls at the measured vocabulary "
+        "(one and two chunks long, so that no timed call compiles), then one measured call "
+        f"(peak memory above the inputs and wall time); {c['reps']} repetitions, the sides' "
+        "order reversed each time; median [min-max]. Checks before any timing: at "
+        f"{' x '.join(map(str, c['check']))} (T x V x H) the obvious loss, leaf and Liger agree "
+        "within " + ", ".join(f"{v:.1e} in {d}" for d, v in c["checks"].items())
+        + " (relative norm of loss and both gradients); every measured call's loss and gradient "
+        "norms are compared with leaf's (last column).",
+        "",
+        "| T x V (hidden) | dtype | peak MiB leaf | peak MiB Liger | memory leaf / best peer "
+        "| time s leaf | time s Liger | time leaf / best peer | largest relative difference "
+        "| load average (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = sorted(r["rows"], key=lambda x: (x["tokens"] * x["vocab"], x["dtype"] != "float32"))
+    for row in rows:
+        out.append(
+            f"| {row['tokens']} x {row['vocab']} ({row['hidden']}) | {row['dtype']} "
+            f"| {f(row['peak_mib']['fused'], 0)} | {f(row['peak_mib']['liger'], 0)} "
+            f"| {f(row['mem_over_best_peer'])} | {f(row['time_s']['fused'])} "
+            f"| {f(row['time_s']['liger'])} | {f(row['time_over_best_peer'])} "
+            f"| {row['max_rel_diff']:.1e} | {min(row['load_1min']):.1f}-{max(row['load_1min']):.1f} |")
+    target = [x for x in rows if (x["tokens"], x["vocab"]) == (4096, 128256)]
+    if target:
+        out += ["", "| target at 4096 x 128256 | measured | target | |", "|---|---|---|---|"]
+        for row in target:
+            for key, name in (("mem_over_best_peer", "peak memory"), ("time_over_best_peer",
+                                                                       "time")):
+                out.append(f"| {name}, leaf / best peer, {row['dtype']} (hidden {row['hidden']}) "
+                           f"| {f(row[key])} | <= 1.0 | {verdict(row[key]['median'], 1.0, False)} |")
+    by = {(x["tokens"], x["vocab"], x["dtype"]): x for x in rows}
+    pairs = [(a, by[(a["tokens"], a["vocab"], "bfloat16")]) for a in rows
+             if a["dtype"] == "float32" and (a["tokens"], a["vocab"], "bfloat16") in by]
+    if pairs:
+        a, b = pairs[-1]
+        out += ["", (
+            f"What the figures say: in float32 leaf's peak is {a['mem_over_best_peer']['median']:.2f}x "
+            f"Liger's and its time {a['time_over_best_peer']['median']:.2f}x at {a['tokens']} x "
+            f"{a['vocab']}. In bfloat16 leaf's peak stays what it is in float32 "
+            f"({b['peak_mib']['fused']['median']:.0f} against {a['peak_mib']['fused']['median']:.0f} "
+            f"MiB), {b['mem_over_best_peer']['median']:.2f}x Liger's: leaf computes each chunk's "
+            "softmax and divergence in float32 and accumulates the output weight's gradient in "
+            "float32 over the chunks (cast to the weight's dtype once, at the end), where Liger "
+            "does both in bfloat16. That is leaf's precision choice, not an accident: the "
+            "divergence of two close distributions is a small difference of large log-"
+            "probabilities, and a bfloat16 sum of a chunk's gradients loses bits at every chunk. "
+            "The last column is how far Liger's loss and gradient norms land from leaf's on "
+            f"the same inputs. Time in bfloat16, {b['time_over_best_peer']['median']:.2f}x "
+            "Liger's, has the same cause: leaf's weight-gradient product and its softmax run in "
+            "float32, Liger's in bfloat16 (Liger's own bfloat16 call took "
+            f"{b['time_s']['liger']['median'] / a['time_s']['liger']['median']:.2f}x its float32 "
+            "one here). Time differences within "
+            "the [min-max] ranges are this shared machine's noise; a GPU run "
+            "(`scripts/gpu_check.sh`, which runs `bench_kl.py --peers` when Liger is carried) "
+            "measures time better.")]
+    out += ["", "Not run:"]
+    out += [f"- {name}: {why}." for name, why in r.get("not_run", {}).items()]
+    out += ["", f"Memory: {rows[0]['mem_method']}.", ""]
+    return out
+
+
+def render_distill_peers(r: dict) -> list[str]:
+    """Section 6, the trainer: leaf's DistillTrainer beside TRL's GKD trainer."""
+    c, f = r["config"], C.fmt
+    return [
+        "### The trainer beside TRL's",
+        "",
+        f"Command: `{r['command']}`  ",
+        f"Run: {machine(r['machine'])}.",
+        "",
+        "KD w/o mask (the original rows only, lambda 1) with leaf's `DistillTrainer` (loss path "
+        f"`{c['leaf_loss_path']}`) and with TRL {c['trl_version']}'s `GKDTrainer` in its "
+        "off-policy setting (`lmbda=0`: no student generation; `beta=0`: forward KL; "
+        "temperature 1; no sequence-level KD; gradient checkpointing and bf16 off on both), on the "
+        "same rows in the same batches (leaf's sampler's, given to TRL's data loader), the same "
+        f"student (hidden {c['student'][0]}, {c['student'][1]} layers) and teacher (hidden "
+        f"{c['teacher'][0]}, {c['teacher'][1]} layers), vocabulary {c['vocab']}, batch "
+        f"{c['batch_size']}, {c['steps']} AdamW steps ({c['real_tokens_per_run']} real tokens) "
+        "per run. Each side and repetition runs in its own process (a one-step warm-up run, then "
+        f"the measured run), {c['reps']} repetitions alternating the order; median [min-max]. "
+        f"Both sides' first-run training losses agree within {r['loss_rel_diff']:.1e} "
+        f"(leaf {r['train_loss']['leaf']:.6f}, TRL {r['train_loss']['trl']:.6f}). Load average "
+        f"(1 min) during the runs {r['load_1min'][0]:.1f}-{r['load_1min'][1]:.1f}.",
+        "",
+        "| side | real tokens/s | peak memory (MiB) |",
+        "|---|---|---|",
+        f"| leaf `DistillTrainer` | {f(r['tokens_per_s']['leaf'], 0)} | {f(r['peak_mib']['leaf'], 0)} |",
+        f"| TRL `GKDTrainer` (off-policy) | {f(r['tokens_per_s']['trl'], 0)} "
+        f"| {f(r['peak_mib']['trl'], 0)} |",
+        "",
+        "| ratio | measured |",
+        "|---|---|",
+        f"| tokens/s, leaf / TRL | {f(r['tokens_per_s_over_trl'])} |",
+        f"| peak memory, leaf / TRL | {f(r['mem_over_trl'])} |",
+        "",
+        f"Memory: {r['mem_method']} (the measured run: forward, backward and optimizer steps).",
+        "",
+    ]
 
 
 def verdict(value: float, target: float, higher_is_better: bool) -> str:
@@ -353,7 +491,7 @@ def render_dp(r: dict) -> list[str]:
 
 INTRO = """# Performance
 
-*Generated by `python benchmarks/make_performance.py` from `benchmarks/results/*.json`; do not
+*Generated by `python benchmarks/make_performance.py --write` from `benchmarks/results/*.json`; do not
 edit by hand (the prose lives in that script).*
 
 leaf's heavy steps, each measured against the way the authors' released code, the obvious loss
@@ -369,7 +507,8 @@ Section 5 measures data-parallel detection (two processes against one) the same 
 
 Reproduce any table with the command printed beside it; `--quick` runs a smaller version
 (about a minute of CPU time; longer in wall time on a loaded machine) and prints its headline
-ratios as its last line (`RATIO name=value ...`). Regenerate this page with `python benchmarks/make_performance.py`.
+ratios as its last line (`RATIO name=value ...`). Regenerate this page with `python benchmarks/make_performance.py --write` (without `--write`, a
+check: everything goes to a temporary directory and the checkout stays as it was).
 
 Peak memory on CPU is measured in a fresh child process per side and repetition: the peak
 resident set size (`VmHWM`, reset through `/proc/self/clear_refs` just before the measured call)
@@ -597,6 +736,29 @@ def findings(res: dict) -> list[str]:
 
 GPU = """## Running on a GPU
 
+**The first GPU: `scripts/gpu_check.sh`.** One prepared command of about five minutes on one
+GPU, with no network: it installs leaf (`pip install --no-deps --no-build-isolation -e .`), runs
+the GPU-marked tests (`pytest -m gpu`: the fused loss, saliency and a bf16 training step on the
+device against float32), the fused loss against the obvious and chunked ones at 8192 x 152064 in
+bfloat16 (and beside Liger-Kernel's chunked loss, `bench_kl.py --peers`, when its wheel is
+carried), detection on a Llama-3.2-1B-shaped random model against the authors' loop, and
+`leaf run --quick` in bfloat16 on CUDA with a random-weight SmolLM2-shaped pair built from
+configs (`benchmarks/random_pair.py`), plus stage 1 on two ranks when more than one GPU is
+visible; it writes `gpu_check.md` (device name, versions, each step's status, time and ratio
+lines) and every step's log under `--out` (default `$OUT` or `gpu-check/`). The machine needs
+torch, transformers, accelerate and peft; the few small wheels it may lack travel in `wheels/`
+(gitignored), made where the package index is reachable:
+
+```bash
+pip download --no-deps -d wheels pytest pluggy iniconfig \\
+    math-verify==0.9.0 latex2sympy2_extended==1.11.0 antlr4-python3-runtime==4.13.2 \\
+    liger-kernel                                  # optional: the peers step
+bash scripts/gpu_check.sh --out gpu-check        # on the GPU machine, from the checkout
+bash scripts/gpu_check.sh --dry-run --out /tmp/x  # the same steps on a CPU, toy shapes
+```
+
+`--dry-run` is part of the test suite (`tests/test_gpu_check.py`), so the script stays runnable.
+
 Every script takes `--device cuda` (memory then comes from `torch.cuda.max_memory_allocated`
 in the same fresh child processes; times are synchronised). On a GPU the absolute figures are
 meaningful; report them with the device name the page prints.
@@ -608,41 +770,83 @@ python benchmarks/bench_kl.py --device cuda --dtype bfloat16
 python benchmarks/bench_distill.py --device cuda
 python benchmarks/bench_generate.py --device cuda --dtype bfloat16 --vllm     # adds vLLM (pip install vllm)
 python benchmarks/bench_dp.py --device cuda           # detect, 2 ranks against 1 (GPUs split)
-python benchmarks/make_performance.py --device cuda   # all of them, then rewrite this page
+python benchmarks/make_performance.py --device cuda --write   # all of them, then rewrite this page
 ```
 
 No GPU was available for this page's runs.
 """
 
 
+def load_results(*dirs: Path) -> dict[str, dict]:
+    """``name -> results`` from ``<dir>/<name>.json``, a later directory's file winning."""
+    out = {}
+    for d in dirs:
+        for n in NAMES:
+            if (d / f"{n}.json").exists():
+                out[n] = json.loads((d / f"{n}.json").read_text())
+    return out
+
+
+def load_quick(*dirs: Path) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for d in dirs:
+        if (d / "quick.json").exists():
+            out.update(json.loads((d / "quick.json").read_text()))
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--render-only", action="store_true", help="only rewrite the page")
+    p.add_argument("--render-only", action="store_true", help="only render the page")
     p.add_argument("--only", choices=NAMES, action="append", help="run only these benchmarks")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--quick-only", action="store_true",
                    help="run only the quick variants (their table), keep the full results")
+    p.add_argument("--write", action="store_true",
+                   help="regenerate the tracked files: benchmarks/results/ and docs/PERFORMANCE.md "
+                        "(without it everything goes to --out)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="where a run without --write puts its results and page (default: a new "
+                        "temporary directory)")
     args = p.parse_args(argv)
-    quick_file = RESULTS / "quick.json"
-    quick = json.loads(quick_file.read_text()) if quick_file.exists() else {}
+    if args.write and args.out is not None:
+        p.error("--out and --write exclude each other (--write writes the tracked files)")
+    if args.write:
+        results_dir, page = RESULTS, PAGE
+    else:
+        out = args.out or Path(tempfile.mkdtemp(prefix="leaf-performance-"))
+        results_dir, page = out / "results", out / "PERFORMANCE.md"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    quick = load_quick(RESULTS, results_dir)
     if not args.render_only:
         extra = ["--device", args.device]
+        new_quick = load_quick(results_dir)
         for name in args.only or NAMES:
             if not args.quick_only:
-                run(name, extra)
-            quick[name] = {**run_quick(name, extra), "machine": C.machine_info(args.device, 1)}
-        quick_file.write_text(json.dumps(quick, indent=1))
-    results = {n: json.loads((RESULTS / f"{n}.json").read_text())
-               for n in NAMES if (RESULTS / f"{n}.json").exists()}
+                run(name, extra, results_dir)
+            new_quick[name] = {**run_quick(name, extra),
+                               "machine": C.machine_info(args.device, 1)}
+        (results_dir / "quick.json").write_text(json.dumps(new_quick, indent=1))
+        quick.update(new_quick)
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(render_page(load_results(RESULTS, results_dir), quick))
+    print(f"wrote {page}" + ("" if args.write else
+                             f" and {results_dir} (the tracked files are untouched; "
+                             "--write regenerates them)"))
+    return 0
+
+
+def render_page(results: dict[str, dict], quick: dict[str, dict]) -> str:
     lines = [INTRO]
     renderers = {"detect": render_detect, "kl": render_kl, "distill": render_distill,
-                 "generate": render_generate, "dp": render_dp}
+                 "generate": render_generate, "dp": render_dp, "peers": render_peers,
+                 "distill_peers": render_distill_peers}
     for name in NAMES:
         if name in results:
             lines += renderers[name](results[name])
         else:
             lines += [f"## {name}", "", "(no results yet: run `python benchmarks/make_performance.py "
-                      f"--only {name}`)", ""]
+                      f"--write --only {name}`)", ""]
     if quick:
         lines += ["## Quick mode (for checking a rerun)", "",
                   "Each script's `--quick` variant: smaller shapes, so its ratios are not the full "
@@ -657,11 +861,7 @@ def main(argv=None) -> int:
         lines.append("")
     lines += [FAITHFUL, *findings(results)]
     lines += [GPU]
-    PAGE.parent.mkdir(exist_ok=True)
-    PAGE.write_text("\n".join(lines))
-    print(f"wrote {PAGE}")
-    return 0
-
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     sys.exit(main())

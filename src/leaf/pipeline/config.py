@@ -164,7 +164,8 @@ class RuntimeConfig(Checked):
                                       "trains on the CPU (use_cpu) with cpu, else on the GPUs")
     dtype: Literal["float32", "bfloat16", "float16"] = setting(
         "float32", help="every stage's weights' dtype; distillation: bfloat16 / float16 train "
-                        "with bf16 / fp16 mixed precision (float32 master weights)")
+                        "with bf16 / fp16 mixed precision (float32 master weights, the frozen "
+                        "teacher in that dtype)")
     threads: int | None = setting(None, ge=1, help="torch CPU threads for the whole run")
 
     def check(self) -> None:
@@ -589,11 +590,16 @@ def runtime_distill_args(cfg: RunConfig, args: dict[str, Any]) -> dict[str, Any]
     """What ``runtime`` says to distillation, in ``TrainingArguments``' own words, where the
     variant's args do not say it themselves: device cpu -> ``use_cpu``; dtype bfloat16 /
     float16 -> ``bf16`` / ``fp16`` mixed precision (autocast over a student kept in float32,
-    ``student_dtype``'s default)."""
+    ``student_dtype``'s default) and the frozen teacher loaded in that dtype
+    (``teacher_dtype``)."""
     rt, out = cfg.runtime, {}
     on_cpu = rt.device == "cpu" if "use_cpu" not in args else bool(args["use_cpu"])
     if rt.device == "cpu" and "use_cpu" not in args:
         out["use_cpu"] = True
+    if rt.dtype != "float32" and "teacher_dtype" not in args:
+        # the frozen teacher needs no float32 master copy: a float32 checkpoint kept in float32
+        # under bf16 / fp16 training would hold twice the memory for the same autocast result
+        out["teacher_dtype"] = rt.dtype
     if not {"bf16", "fp16"} & set(args):
         if rt.dtype == "bfloat16":
             out["bf16"] = True
@@ -636,6 +642,7 @@ def variant_arguments(cfg: RunConfig, variant: str, seed: int, output_dir: str |
     names.update({k: f"distill.variants.{variant}.args.{k}" for k in variant_args})
     names.update(use_cpu=names.get("use_cpu", "runtime.device"),
                  bf16=names.get("bf16", "runtime.dtype"), fp16=names.get("fp16", "runtime.dtype"),
+                 teacher_dtype=names.get("teacher_dtype", "runtime.dtype"),
                  hybrid_lambda=f"distill.variants.{variant}.hybrid_lambda",
                  teacher_model="teacher", student_model="student")
     where = f"distill.variants.{variant}.args" if variant_args else "distill.args"
