@@ -58,6 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_option(p, GenerationOptions, "batch_size", what="with --verify: ")
     add_option(p, GenerationOptions, "max_new_tokens", what="with --verify: ")
     add_option(p, VerifyOptions, "chunk", "--verify-chunk")
+    add_option(p, VerifyOptions, "skip_signal", "--no-signal", what="with --verify: ",
+               dest="skip_signal")
     add_device(p, GenerationOptions, "with --verify: ")
     add_dtype(p, GenerationOptions, "with --verify: ")
     add_columns_argument(p)
@@ -79,7 +81,8 @@ def options_from(args: argparse.Namespace) -> tuple[PruneOptions, VerifyOptions 
     generation = build(GenerationOptions, batch_size=args.batch_size,
                        max_new_tokens=args.max_new_tokens, device=args.device, dtype=args.dtype)
     verify = build(VerifyOptions, {"chunk": "--verify-chunk"}, teacher=args.teacher,
-                   student=args.student, generation=generation, chunk=args.verify_chunk)
+                   student=args.student, generation=generation, chunk=args.verify_chunk,
+                   skip_signal=args.skip_signal)
     return options, verify
 
 

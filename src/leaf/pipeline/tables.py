@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from leaf.distill.signal import LOW_RATIO, LOW_SIGNAL_LINE
 from leaf.pipeline.config import LABELS, SPLIT_LABELS
 from leaf.pipeline.pair_check import lowered_splits, pair_warning
 
@@ -301,6 +302,62 @@ def count_rows(results: dict, pooled: bool = False) -> tuple[list[str], list[lis
              "kept: not rejected (all replicates)", "kept, removing the whole planted number"], rows)
 
 
+def signal_rows(results: dict) -> tuple[list[str], list[list[str]]] | None:
+    """Per verified set: forward KL(teacher || student) on the response tokens of its kept
+    counterfactuals and of their originals, per row and per token, and their ratio (one
+    figure per data replicate, ``leaf prune``'s measure); None when no set has one."""
+    counts = results.get("counts") or {}
+    reps = list(counts)
+    names = [n for n in (counts[reps[0]]["sets"] if reps else {})
+             if any(counts[d]["sets"].get(n, {}).get("signal") for d in reps)]
+    if not names:
+        return None
+
+    def per(name: str, key: str, fmt: str) -> str:
+        values = [(counts[d]["sets"].get(name, {}).get("signal") or {}).get(key) for d in reps]
+        return " / ".join("-" if v is None else format(v, fmt) for v in values)
+
+    rows = [[name, per(name, "counterfactuals", "d"), per(name, "cf_kl_row", ".3f"),
+             per(name, "orig_kl_row", ".3f"), per(name, "ratio_row", ".2f"),
+             per(name, "cf_kl_token", ".4f"), per(name, "orig_kl_token", ".4f"),
+             per(name, "ratio_token", ".2f")] for name in names]
+    return (["counterfactual set", "kept", "KL per row: kept counterfactuals", "their originals",
+             "ratio", "KL per token: kept counterfactuals", "their originals", "ratio"], rows)
+
+
+def signal_low_sets(results: dict) -> list[str]:
+    """The verified sets whose kept counterfactuals carry less than a quarter of their
+    originals' KL per row (in any data replicate)."""
+    counts = results.get("counts") or {}
+    low = []
+    for d in counts:
+        for name, c in counts[d]["sets"].items():
+            ratio = (c.get("signal") or {}).get("ratio_row")
+            if ratio is not None and ratio < LOW_RATIO and name not in low:
+                low.append(name)
+    return low
+
+
+SIGNAL_NOTE = (
+    "mean forward KL(teacher || student before distillation), temperature 1, summed over the "
+    "response tokens distillation trains on, for the counterfactuals verification kept and for "
+    "the originals they came from (one figure per data replicate; docs/pruning.md, 'How much "
+    "the counterfactuals teach'). A ratio well below 1: the counterfactual term trains on rows "
+    "the student already matches.")
+
+
+def signal_table(results: dict) -> str | None:
+    """The counterfactual-signal table with its note and, for low sets, the plain warning."""
+    rows = signal_rows(results)
+    if rows is None:
+        return None
+    out = _table(*rows) + "\n\n" + SIGNAL_NOTE
+    low = signal_low_sets(results)
+    if low:
+        out += f"\n\n{', '.join(low)}: {LOW_SIGNAL_LINE}."
+    return out
+
+
 def span_vs_collective_table(results: dict) -> str | None:
     """LeaF (instruction) with span pruning next to collective pruning, when both ran."""
     keys = [r["key"] for r in results["rows"]]
@@ -364,6 +421,9 @@ def render(results: dict) -> str:
         "",
         counts_table(results),
     ]
+    signal = signal_table(results)
+    if signal:
+        parts += ["", "## Counterfactual signal (before distillation)", "", signal]
     pair = pair_check_table(results)
     if pair:
         parts += ["", "## Pair check: teacher and student before distillation", "", pair]
@@ -378,4 +438,4 @@ def render(results: dict) -> str:
 
 
 __all__ = ["LABELS", "accuracy_table", "differences_table", "detection_table", "counts_table", "attention_table",
-           "span_vs_collective_table", "render"]
+           "signal_table", "span_vs_collective_table", "render"]

@@ -16,15 +16,16 @@ from typing import Any
 
 from leaf import distributed
 from leaf.data.jsonl import Records
-from leaf.data.rowjob import RowJob, Work
+from leaf.data.rowjob import RowJob, Work, on_one_process
 from leaf.detect.counterfactuals import PruneOptions
+from leaf.distill.signal import LOW_SIGNAL_LINE, SignalFigures, summarise
 from leaf.errors import LeafError
 from leaf.settings import SettingError
 from leaf.stages._common import options_or_default
 from leaf.stages.options import DetectOptions, GenerationOptions, VerifyOptions
 
-__all__ = ["DetectSummary", "PruneSummary", "ScreenSummary", "detect", "prune", "screen",
-           "select_samples"]
+__all__ = ["DetectSummary", "PruneSummary", "ScreenSummary", "detect", "prune", "read_signal",
+           "screen", "select_samples", "signal_file"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,6 +285,8 @@ class PruneSummary:
     already_done: int
     out: Path
     redone: int = 0
+    signal: SignalFigures | None = None  # with verification: the kept rows' KL (signal_file)
+    signal_note: str | None = None  # why the signal was not measured
 
     def __str__(self) -> str:
         msg = f"leaf prune: {self.samples} samples, {self.counterfactuals} counterfactuals"
@@ -293,7 +296,93 @@ class PruneSummary:
             msg += f" ({self.already_done} samples already done)"
         if self.redone:
             msg += f" ({self.redone} samples redone: their sample, scores or settings changed)"
-        return msg + f" -> {self.out}"
+        msg += f" -> {self.out}"
+        if self.signal is not None:
+            msg += f"\nleaf prune: signal: {self.signal}"
+            if self.signal.low:
+                msg += f"\nleaf prune: warning: {LOW_SIGNAL_LINE}"
+        elif self.signal_note:
+            msg += f"\nleaf prune: signal: {self.signal_note}"
+        return msg
+
+
+def signal_file(out: str | Path) -> Path:
+    """Where :func:`prune` with verification writes the counterfactual signal of ``out``."""
+    return Path(out).with_suffix(".signal.json")
+
+
+def _row_hash(row: dict[str, Any]) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(row, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _measure_signal(rows: list[dict[str, Any]], verify: VerifyOptions, out: Path
+                    ) -> tuple[SignalFigures | None, str | None]:
+    """The KL figures of the kept counterfactuals of ``rows`` and of their originals, written
+    to :func:`signal_file` (kept from an earlier run for rows that did not change: no model
+    loads when none did). ``(None, why)`` when there is nothing to measure or the models do
+    not share a vocabulary."""
+    import json
+
+    from leaf.data.jsonl import write_json_atomic
+
+    kept = [r for r in rows if r.get("kind") == "counterfactual" and r.get("verified") is True]
+    if not kept:
+        return None, "no counterfactual was kept, nothing to measure"
+    origins = {r["origin_id"] for r in kept}
+    originals = [r for r in rows if r.get("kind") == "original" and r["id"] in origins]
+    todo_rows = kept + originals
+    path = signal_file(out)
+    g = verify.generation
+    made_by = {"teacher": str(verify.teacher), "student": str(verify.student), "dtype": g.dtype}
+    before: dict[str, Any] = {}
+    if path.exists():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+            if old.get("made_by") == made_by:
+                before = old.get("rows", {})
+        except (OSError, ValueError):
+            before = {}
+    hashes = {r["id"]: _row_hash(r) for r in todo_rows}
+    measured = {i: (v[1], v[2]) for i, v in before.items()
+                if i in hashes and v[0] == hashes[i]}
+    missing = [r for r in todo_rows if r["id"] not in measured]
+    if missing:
+        from leaf.distill.signal import response_kl
+        from leaf.distill.vocab import check_shared_vocab
+        from leaf.models import load_model, load_tokenizer
+
+        student_tok = load_tokenizer(verify.student, "student", padding_side=None)
+        try:
+            check_shared_vocab(student_tok, load_tokenizer(verify.teacher, "teacher",
+                                                           padding_side=None))
+        except LeafError as exc:
+            return None, f"not measured: {exc}"
+        teacher_model = load_model(verify.teacher, g.dtype, g.device, "teacher")
+        student_model = load_model(verify.student, g.dtype, g.device, "student")
+        measured.update(response_kl(teacher_model, student_model, student_tok, missing,
+                                    batch_size=g.batch_size))
+        del teacher_model, student_model
+    figures = summarise(measured, [r["id"] for r in kept], [r["id"] for r in originals])
+    write_json_atomic(path, {
+        "made_by": made_by, "figures": None if figures is None else figures.as_dict(),
+        "rows": {i: [hashes[i], *measured[i]] for i in hashes if i in measured}})
+    if figures is None:
+        return None, "no kept counterfactual has a response token to measure"
+    return figures, None
+
+
+def read_signal(out: str | Path) -> SignalFigures | None:
+    """The figures :func:`prune` wrote beside ``out``, or None (no verification, none kept)."""
+    import json
+
+    path = signal_file(out)
+    if not path.exists():
+        return None
+    figures = json.loads(path.read_text(encoding="utf-8")).get("figures")
+    return None if figures is None else SignalFigures.from_dict(figures)
 
 
 def _check_prune_resume(rows: list[dict[str, Any]], options: PruneOptions, verify: bool,
@@ -406,6 +495,14 @@ def prune(data: Records, scores: Records | None, out: str | Path,
                   check=lambda rows: _check_prune_resume(rows, options, verify is not None, out),
                   inputs=[data, scores]).run(build)
     n_cf, n_ok = done.sum(counted["counterfactuals"], counted["verified"])
+    signal: tuple[SignalFigures | None, str | None] | None = (None, None)
+    if verify is not None and not verify.skip_signal:
+        # one forward of each model on the rows just written (the Hugging Face models, whatever
+        # backend generated); made once under a launcher, read by the other ranks
+        signal = on_one_process(lambda: _measure_signal(done.rows(), verify, out),
+                                lambda: (read_signal(out), None))
+    figures, note = signal if signal is not None else (None, None)
     return PruneSummary(samples=done.made, counterfactuals=n_cf,
                         verified=n_ok if verify is not None else None,
-                        already_done=done.already_done, out=out, redone=done.redone)
+                        already_done=done.already_done, out=out, redone=done.redone,
+                        signal=figures, signal_note=note)
