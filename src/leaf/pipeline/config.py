@@ -52,7 +52,8 @@ Keys (every one optional except the data; defaults below)::
     detection:                # score pruned spans against the testbed's planted spans
       rules: {gradient: instruction_span}
     attention:                # students' attention on the planted distractor -> attention.json
-      {enabled: null (auto: on for testbed data), split: test_anti, limit: 100, part: distractor}
+      {enabled: null (auto: on for testbed data), split: test_anti, limit: 100, part: distractor,
+       reliance: true}        # and how often answers follow a swapped distractor
     quick: {...}              # merged over everything above by --quick
     demo: true                # `leaf demo` runs this bundled config by default
 
@@ -254,6 +255,9 @@ class AttentionConfig(Checked):
     split: str = setting("test_anti", help="test split measured")
     limit: int | None = setting(100, ge=1, help="samples measured per model")
     part: Literal["distractor", "misleading"] = setting("distractor", help="planted part")
+    reliance: bool = setting(True, help="also measure causal reliance: each student answers "
+                                        "every anti-correlated item with its distractor's "
+                                        "value swapped and removed (leaf.evaluate.reliance)")
 
 
 @dataclass

@@ -160,10 +160,12 @@ def _attention_stage(cfg: RunConfig, run: Path, models: dict[str, Path | str],
     stages.append(Stage(
         "attention",
         lambda: measure_run(entries, out, split=att.split, part=att.part, limit=att.limit,
-                            device=cfg.runtime.device, dtype=cfg.runtime.dtype),
+                            device=cfg.runtime.device, dtype=cfg.runtime.dtype,
+                            reliance=att.reliance, batch_size=cfg.evaluate.batch_size,
+                            max_new_tokens=cfg.evaluate.max_new_tokens),
         {"attention": out}, inputs,
         {"split": att.split, "part": att.part, "limit": att.limit,
-         "models": [[e["key"], e["member"]] for e in entries]}))
+         "models": [[e["key"], e["member"]] for e in entries], "reliance": att.reliance}))
     return out
 
 

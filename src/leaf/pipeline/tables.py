@@ -253,8 +253,27 @@ def attention_rows(results: dict) -> tuple[list[str], list[list[str]]] | None:
         return None
     rows = [[r["label"], str(r["replicates"]), "/".join(str(n) for n in r["n_items"]),
              _pct_cell(r.get("share")), _pct_cell(r.get("uniform"))] for r in att["rows"]]
-    return ["model", "runs", "samples", "attention on distractor (mean over layers)",
-            "uniform attention"], rows
+    head = ["model", "runs", "samples", "attention on distractor (mean over layers)",
+            "uniform attention"]
+    if any(r.get("reliance") for r in att["rows"]):  # the causal figures lead
+        rel = [r.get("reliance") or {} for r in att["rows"]]
+        rows = [row[:3] + [_pct_cell(x.get("follows_swap")), _pct_cell(x.get("correct")),
+                           _pct_cell(x.get("correct_removed")), _num_cell(x.get("dlogp_swap")),
+                           _num_cell(x.get("dlogp_removed"))] + row[3:]
+                for row, x in zip(rows, rel, strict=True)]
+        head = head[:3] + ["answer follows swapped distractor", "correct", "correct, removed",
+                           "log p(correct) change, swapped", "log p(correct) change, removed"
+                           ] + head[3:]
+    return head, rows
+
+
+def _num_cell(c: dict | None) -> str:
+    if not c or c.get("mean") is None:
+        return "-"
+    lo, hi = c.get("lo"), c.get("hi")
+    if lo is None or hi is None or (isinstance(lo, float) and math.isnan(lo)):
+        return f"{c['mean']:+.2f}"
+    return f"{c['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
 def counts_line(results: dict) -> str:
@@ -382,10 +401,20 @@ ACCURACY_NOTE = (
     ">= 2 runs (clipped to [0, 1]), Wilson over test samples with one.")
 
 
+RELIANCE_NOTE = (
+    "Reliance (the causal figures, first): each anti-correlated item is answered again with its "
+    "distractor's number swapped for another wrong value and with it removed; 'answer follows "
+    "swapped distractor' is the share of answers equal to the new value, 'correct' / 'correct, "
+    "removed' the accuracy on the original and on the distractor-free input, and the log p "
+    "changes are the mean change of the correct response's log-probability (positive on "
+    "removal: the distractor was pulling the model away). ")
+
+
 def attention_note(results: dict) -> str:
     """What the attention table's numbers are."""
     a = results.get("attention") or {}
-    return (f"share of each response token's attention (averaged over heads, response tokens "
+    lead = RELIANCE_NOTE if any(r.get("reliance") for r in a.get("rows") or []) else ""
+    return lead + (f"share of each response token's attention (averaged over heads, response tokens "
             f"and layers) that lands on the planted {a.get('planted_part')} tokens, on the "
             f"{SPLIT_LABELS.get(a.get('split'), a.get('split'))} test split; 'uniform "
             "attention' is the share a model attending uniformly over its causal context would "
