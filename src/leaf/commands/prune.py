@@ -33,7 +33,10 @@ instruction, "<id>#r<k>.<j>" for response segment k; `pruned` holds the removed
 `target`). --masking random|ppl replaces the gradient rule by the paper's baselines (same
 number of units per text). With --verify, each counterfactual is answered by both models
 and `verified` is true or false (rejected rows are kept, with false, so reports can show
-them; training must skip them); without it `verified` is null.
+them; training must skip them); without it `verified` is null. Verification also measures
+the kept counterfactuals' KL(teacher || student) on the response tokens against their
+originals' (one forward of each model per row, written to OUT with suffix .signal.json) and
+prints both with their ratio; --no-signal skips it.
 
 Resumable: run the same command again to continue an interrupted run; samples whose row,
 scores or settings changed since are pruned again (each row's `input_hash`). Scores whose
