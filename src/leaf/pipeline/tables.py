@@ -407,7 +407,8 @@ RELIANCE_NOTE = (
     "swapped distractor' is the share of answers equal to the new value, 'correct' / 'correct, "
     "removed' the accuracy on the original and on the distractor-free input, and the log p "
     "changes are the mean change of the correct response's log-probability (positive on "
-    "removal: the distractor was pulling the model away). ")
+    "removal: the distractor was pulling the model away). Attention share, the secondary "
+    "figure: ")
 
 
 def attention_note(results: dict) -> str:
