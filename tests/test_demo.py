@@ -66,7 +66,8 @@ def test_demo_prints_every_table(demo_run):
                    "## Counterfactuals", "## Attention on the planted distractor",
                    "attention on distractor (mean over layers)", "uniform attention",
                    "LeaF (instruction) - KD w/o mask", "planted removal (oracle)",
-                   "extra KD rows (control)", "kept, removing the whole planted number",
+                   "extra KD rows, student-wrong originals (control)",
+                   "## Counterfactual signal (before distillation)", "kept, removing the whole planted number",
                    "demo finished"):
         assert needle in stdout, needle
     for rule in ("gradient", "ppl", "random"):

@@ -196,13 +196,14 @@ def test_torchrun_two_ranks_write_the_bytes_of_one_process(testbed_data, tmp_pat
     proc = _torchrun([str(script), TEACHER, STUDENT, str(testbed_data), str(two)])
     _stage1_in_process(testbed_data, one)
     _check(proc)
-    for name in ("screened.jsonl", "scores.jsonl", "cf.jsonl"):
+    for name in ("screened.jsonl", "scores.jsonl", "cf.jsonl", "cf.signal.json"):
         a, b = (one / name).read_bytes(), (two / name).read_bytes()
         assert a and a == b, name
     cf = [json.loads(line) for line in (one / "cf.jsonl").read_text().splitlines()]
     verified = [r["verified"] for r in cf if r["kind"] == "counterfactual"]
     assert True in verified and False in verified  # both answers occur: the check means something
-    assert sorted(p.name for p in two.iterdir()) == ["cf.jsonl", "scores.jsonl", "screened.jsonl"]
+    assert sorted(p.name for p in two.iterdir()) == ["cf.jsonl", "cf.signal.json", "scores.jsonl",
+                                                     "screened.jsonl"]
 
 
 # ---------------------------------------------------------------------------------------------

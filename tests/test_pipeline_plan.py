@@ -44,7 +44,8 @@ class FakeStages:
 
     def prune(self, data, scores, out, options=None, verify=None):
         self.calls.append(("prune", {"out": out, "options": options, "verify": verify}))
-        scored = {r["id"]: r["level"] for r in read_jsonl(scores)}
+        scored = {r["id"]: r["level"] for r in read_jsonl(scores)} if scores is not None else \
+            {r["id"]: "instruction" for r in read_jsonl(data)}  # planted masking: every row
         rows = []
         for k, s in enumerate(read_jsonl(data)):
             rows.append({**s, "origin_id": s["id"], "kind": "original", "pruned": [],
@@ -330,6 +331,76 @@ def test_extra_kd_rows_control_and_paired_differences(fake, config, tmp_path):
     text = render(results)
     assert text.startswith("## LeaF minus KD, paired by seed")
     assert "LeaF (instruction) - KD w/o mask" in text and "+0.002" in text
+
+
+def test_controls_build_their_training_files(fake, config, tmp_path):
+    raw = yaml.safe_load(config.read_text())
+    raw["counterfactuals"].update({
+        "instruction_unverified": {"level": "instruction", "verify": False},
+        "planted_all": {"level": "instruction", "masking": "planted", "rows": "all",
+                        "verify": True}})
+    raw["distill"]["variants"] = {
+        "kd": [], "leaf_instr": ["instruction_span"],
+        "extra_kd_hard": {"extra_originals": "instruction_span"},
+        "extra_kd": {"extra_originals": "instruction_span"},  # the old name: the same control
+        "extra_kd_random": {"extra_originals": "instruction_span", "extra_draw": "random"},
+        "unverified": ["instruction_unverified"], "planted_all": ["planted_all"]}
+    raw["seeds"] = [0]
+    config.write_text(yaml.safe_dump(raw))
+    run = tmp_path / "run"
+    results = run_pipeline(load_config(config), run, log=lambda s: None)
+    files = {v: read_jsonl(run / "data" / "train" / f"{v}.jsonl") for v in raw["distill"]["variants"]}
+    originals = [r["id"] for r in files["kd"]]
+    assert len(originals) == 6 and all(r["kind"] == "original" for r in files["kd"])
+
+    def extra(v):
+        assert [r["id"] for r in files[v] if r["kind"] == "original"] == originals
+        return [r for r in files[v] if r["kind"] == "counterfactual"]
+
+    kept = extra("leaf_instr")  # screened: 3 student-wrong rows, 2 of them verified
+    assert len(kept) == 2
+    hard = extra("extra_kd_hard")
+    assert sorted(c["origin_id"] for c in hard) == sorted(c["origin_id"] for c in kept)
+    assert all(c["masking"] == "none" and c["pruned"] == [] for c in hard)
+    assert files["extra_kd"] == files["extra_kd_hard"]
+    rand = extra("extra_kd_random")  # as many copies, drawn from all originals
+    assert len(rand) == len(kept) and all(c["masking"] == "none" for c in rand)
+    assert {c["origin_id"] for c in rand} <= set(originals)
+    by_id = {r["id"]: r for r in files["kd"]}
+    assert all(c["instruction"] == by_id[c["origin_id"]]["instruction"] for c in rand)
+    unverified = extra("unverified")  # every scored row's counterfactual, none checked
+    assert len(unverified) == 3 and all(c["verified"] is None for c in unverified)
+    planted_all = extra("planted_all")  # pruned from every training row, then verified
+    prune_calls = {Path(c[1]["out"]).stem: c[1] for c in fake.calls if c[0] == "prune"}
+    assert prune_calls["planted_all"]["options"].masking == "planted"
+    assert len(planted_all) == 4 and len({c["origin_id"] for c in planted_all}) == 4
+    assert {c["origin_id"] for c in planted_all} - {c["origin_id"] for c in kept}
+    labels = {r["key"]: r["label"] for r in results["rows"]}
+    assert labels["extra_kd_random"] == "extra KD rows, random originals (control)"
+    assert labels["extra_kd"] == labels["extra_kd_hard"]
+    assert labels["unverified"] == "LeaF without verification (control)"
+    assert labels["planted_all"] == "planted removal from every row (oracle)"
+
+
+def test_random_extra_copies_are_seeded(tmp_path):
+    train = write_jsonl_path(tmp_path / "train.jsonl", [_sample(i, "train") for i in range(50)])
+    cf = write_jsonl_path(tmp_path / "cf.jsonl", [
+        {**_sample(i, "train"), "id": f"train-{i}#i0", "origin_id": f"train-{i}",
+         "kind": "counterfactual", "verified": True} for i in range(10)])
+    draws = []
+    for seed in (0, 0, 1):
+        out = tmp_path / f"t{len(draws)}.jsonl"
+        plan.build_train_file(train, {}, out, cf, "random", seed)
+        draws.append([r["origin_id"] for r in read_jsonl(out) if r["kind"] == "counterfactual"])
+    assert len(draws[0]) == 10 and draws[0] == draws[1] and draws[0] != draws[2]
+
+
+def test_config_refuses_all_rows_without_planted_masking(config):
+    raw = yaml.safe_load(config.read_text())
+    raw["counterfactuals"]["instruction_span"]["rows"] = "all"
+    config.write_text(yaml.safe_dump(raw))
+    with pytest.raises(LeafError, match="counterfactuals.instruction_span.rows"):
+        load_config(config)
 
 
 def test_a_variant_without_counterfactuals_says_so(fake, config, tmp_path, monkeypatch, capsys):

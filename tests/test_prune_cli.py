@@ -266,7 +266,7 @@ def test_verify_sets_verified_and_keeps_rejected(files, monkeypatch, capsys):
     fake_verify_module(monkeypatch, calls)
     assert prune(data, scores, out, "--verify", "--teacher", "T", "--student", "S",
                  "--batch-size", "4", "--max-new-tokens", "64", "--device", "cpu",
-                 "--dtype", "bfloat16", "--verify-chunk", "1") == 0
+                 "--dtype", "bfloat16", "--verify-chunk", "1", "--no-signal") == 0
     rows = read(out)
     check_contract(rows, read(data))
     got = {r["id"]: r["verified"] for r in rows}
@@ -294,6 +294,6 @@ def test_verify_all_at_once(files, monkeypatch):
     calls = []
     fake_verify_module(monkeypatch, calls)
     assert prune(data, scores, out, "--verify", "--teacher", "T", "--student", "S",
-                 "--verify-chunk", "0") == 0
+                 "--verify-chunk", "0", "--no-signal") == 0
     assert [c[0] for c in calls] == [["s1#i0", "s1#i1", "s1#r1.0", "s2#i0"]]
     assert [r["verified"] for r in read(out)].count(False) == 1

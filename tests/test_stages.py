@@ -112,10 +112,14 @@ def test_prune_rows_with_verification(rows, tmp_path):
     assert len(cf) == 1 and cf[0]["verified"] in (True, False)
     ok = int(cf[0]["verified"])
     assert summary == PruneSummary(samples=10, counterfactuals=1, verified=ok, already_done=0,
-                                   out=out, truncated=0)
+                                   out=out, truncated=0, signal=summary.signal,
+                                   signal_note=summary.signal_note)
+    # the kept counterfactual's signal is measured (or it is said why there is none)
+    assert (summary.signal is not None) == bool(ok) and (summary.signal_note is None) == bool(ok)
     assert "rumor" not in cf[0]["instruction"] and cf[0]["id"] == rows[0]["id"] + "#i0"
-    assert str(summary) == (f"leaf prune: 10 samples, 1 counterfactuals, {ok} verified, 0 "
-                            f"rejected because an answer was cut at max_new_tokens -> {out}")
+    assert str(summary).startswith(
+        f"leaf prune: 10 samples, 1 counterfactuals, {ok} verified, 0 rejected because an answer "
+        f"was cut at max_new_tokens -> {out}\nleaf prune: signal: ")
     # resumed: nothing to do; without verification it is refused and the file left as it was
     assert prune(rows, scores, out, PruneOptions(tau=0.1),
                  VerifyOptions(teacher=NOWHERE, student=NOWHERE,

@@ -34,7 +34,10 @@ instruction, "<id>#r<k>.<j>" for response segment k; `pruned` holds the removed
 number of units per text). With --verify, each counterfactual is answered by both models
 and `verified` is true or false (rejected rows are kept, with false, so reports can show
 them; training must skip them; a row whose answer was cut at --max-new-tokens is rejected and
-marked `truncated`); without it `verified` is null.
+marked `truncated`); without it `verified` is null. Verification also measures the kept
+counterfactuals' KL(teacher || student) on the response tokens against their originals' (one
+forward of each model per row, written to OUT with suffix .signal.json) and prints both with
+their ratio; --no-signal skips it.
 
 Resumable: run the same command again to continue an interrupted run; samples whose row,
 scores or settings changed since are pruned again (each row's `input_hash`). Scores whose
@@ -61,6 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_option(p, GenerationOptions, "batch_size", what="with --verify: ")
     add_option(p, GenerationOptions, "max_new_tokens", what="with --verify: ")
     add_option(p, VerifyOptions, "chunk", "--verify-chunk")
+    add_option(p, VerifyOptions, "skip_signal", "--no-signal", what="with --verify: ",
+               dest="skip_signal")
     add_device(p, GenerationOptions, "with --verify: ")
     add_dtype(p, GenerationOptions, "with --verify: ")
     add_columns_argument(p)
@@ -82,7 +87,8 @@ def options_from(args: argparse.Namespace) -> tuple[PruneOptions, VerifyOptions 
     generation = build(GenerationOptions, batch_size=args.batch_size,
                        max_new_tokens=args.max_new_tokens, device=args.device, dtype=args.dtype)
     verify = build(VerifyOptions, {"chunk": "--verify-chunk"}, teacher=args.teacher,
-                   student=args.student, generation=generation, chunk=args.verify_chunk)
+                   student=args.student, generation=generation, chunk=args.verify_chunk,
+                   skip_signal=args.skip_signal)
     return options, verify
 
 

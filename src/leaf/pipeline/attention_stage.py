@@ -7,7 +7,10 @@ share of attention its response tokens pay to the planted distractor sentence (`
 per layer and averaged over layers. ``RUN_DIR/attention.json`` has the format of
 ``leaf attention --out`` (so ``leaf report`` shows it) plus, per model row, ``key`` (the table
 row: ``student``, ``kd``, ...), ``group`` (its label: the report's figure averages a group's
-runs into one bar), ``member`` (``kd-s0@data0``) and ``seed``.
+runs into one bar), ``member`` (``kd-s0@data0``) and ``seed``; with ``attention.reliance``
+(default on), ``reliance``: how often the model's answer follows the distractor when its value is
+swapped, and how the log-probability of the correct response moves when it is swapped or
+removed (:mod:`leaf.evaluate.reliance`), the causal figure the tables lead with.
 """
 
 from __future__ import annotations
@@ -18,16 +21,21 @@ from typing import Any
 from leaf.data.jsonl import finite_json, iter_jsonl, write_json_atomic
 from leaf.errors import LeafError
 from leaf.evaluate.attention_share import compare_models, planted_items
+from leaf.evaluate.reliance import FIELDS as RELIANCE_FIELDS
+from leaf.evaluate.reliance import measure_reliance, reliance_items
 from leaf.intervals import mean_ci
 from leaf.pipeline.config import LABELS
 
 
 def measure_run(entries: list[dict[str, Any]], out: Path, *, split: str, part: str,
-                limit: int | None, device: str, dtype: str) -> None:
+                limit: int | None, device: str, dtype: str, reliance: bool = False,
+                batch_size: int = 64, max_new_tokens: int = 48) -> None:
     """Measure every entry (``key``, ``member``, ``seed``, ``model``, ``data``) and write ``out``.
 
     Models are loaded once each with eager attention; each is measured on its own replicate's
-    split file, so a seed's students all see the same samples.
+    split file, so a seed's students all see the same samples. With ``reliance``, each model
+    row also gets ``reliance`` (:func:`leaf.evaluate.reliance.measure_reliance` on the same
+    split's first ``limit`` anti-correlated items).
     """
     import torch  # heavy: torch loads only when the stage runs
 
@@ -43,8 +51,16 @@ def measure_run(entries: list[dict[str, Any]], out: Path, *, split: str, part: s
         dkey = e["member"].rsplit("@", 1)[-1]
         label = group + (f" ({dkey})" if e["seed"] is None else f" (seed {e['seed']})")
         (res,) = compare_models([str(e["model"])], items, [label], device=device, dtype=dtype)
-        rows.append({**res.to_json(), "key": e["key"], "group": group, "member": e["member"],
-                     "seed": e["seed"]})
+        row = {**res.to_json(), "key": e["key"], "group": group, "member": e["member"],
+               "seed": e["seed"]}
+        if reliance:
+            anti = reliance_items(r for _, r in iter_jsonl(e["data"]))
+            anti = anti[:limit] if limit else anti
+            if anti:
+                row["reliance"] = measure_reliance(str(e["model"]), anti, device=device,
+                                                   dtype=dtype, batch_size=batch_size,
+                                                   max_new_tokens=max_new_tokens)
+        rows.append(row)
     out_obj = {"spans": "planted", "planted_part": part, "split": split,
                "data": f"{split} split, first {limit or 'all'} samples per replicate",
                "models": rows}
@@ -79,6 +95,18 @@ def summarise_attention(att: dict[str, Any]) -> dict[str, Any]:
             row["share" if field == "mean" else "uniform"] = {
                 "mean": ci["mean"], "lo": ci["low"], "hi": ci["high"], "values": values,
                 "interval": kind}
+        rel = [m["reliance"] for m in members if m.get("reliance")]
+        if rel:
+            row["reliance"] = {"n_items": [r["n_items"] for r in rel]}
+            for field in RELIANCE_FIELDS:
+                values = [r[field] for r in rel if r.get(field) is not None]
+                if len(values) >= 2:
+                    ci, kind = mean_ci(values), "t over seeds"
+                else:
+                    ci = mean_ci([float(p[field]) for r in rel for p in r.get("per_item", [])])
+                    kind = "t over samples"
+                row["reliance"][field] = {"mean": ci["mean"], "lo": ci["low"], "hi": ci["high"],
+                                          "values": values, "interval": kind}
         n_layers = max((len(m.get("per_layer") or []) for m in members), default=0)
         row["per_layer"] = [
             _nanmean([m["per_layer"][i] for m in members

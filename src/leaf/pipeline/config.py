@@ -38,6 +38,7 @@ Keys (every one optional except the data; defaults below)::
     counterfactuals:          # named sets, each one prune run on one level's scores; a set may
                               # override threshold_mode, tau, quantile and seed
       instruction_span: {level: instruction, masking: gradient, strategy: span, verify: true}
+      planted_all: {masking: planted, rows: all}   # rows: scored (default) or all (planted only)
     distill:
       hybrid_lambda: 0.5      # lambda of variants that have counterfactual sets (paired mixing)
       args: {max_steps: 400, learning_rate: 1.0e-3}   # any leaf distill / TrainingArguments key;
@@ -45,10 +46,14 @@ Keys (every one optional except the data; defaults below)::
       variants:               # name -> counterfactual sets added to the original samples
         kd: {sets: [], hybrid_lambda: 1.0}   # KD w/o mask (a variant without sets: 1.0)
         leaf_instr: [instruction_span]       # short form: the sets, distill.hybrid_lambda
+        extra_kd_hard: {extra_originals: instruction_span}   # copies of the kept rows' originals
+        extra_kd_random: {extra_originals: instruction_span, extra_draw: random}  # as many, drawn
+                                             # uniformly from all originals (seeded per replicate)
     detection:                # score pruned spans against the testbed's planted spans
       rules: {gradient: instruction_span}
     attention:                # students' attention on the planted distractor -> attention.json
-      {enabled: null (auto: on for testbed data), split: test_anti, limit: 100, part: distractor}
+      {enabled: null (auto: on for testbed data), split: test_anti, limit: 100, part: distractor,
+       reliance: true}        # and how often answers follow a swapped distractor
     quick: {...}              # merged over everything above by --quick
     demo: true                # `leaf demo` runs this bundled config by default
 
@@ -120,7 +125,11 @@ LABELS = {  # table rows
     "random": "random masking",
     "collective": "LeaF (collective pruning)",
     "planted": "planted removal (oracle)",
-    "extra_kd": "extra KD rows (control)",
+    "extra_kd": "extra KD rows, student-wrong originals (control)",  # the old extra_kd_hard
+    "extra_kd_hard": "extra KD rows, student-wrong originals (control)",
+    "extra_kd_random": "extra KD rows, random originals (control)",
+    "unverified": "LeaF without verification (control)",
+    "planted_all": "planted removal from every row (oracle)",
     "leaf_uniform": "LeaF (tau 0.10, uniform mixing)",
 }
 Level = Literal["instruction", "response"]
@@ -208,14 +217,23 @@ class CounterfactualSet(Checked):
 
     level: Level = setting("instruction", help="which scores the set prunes")
     verify: bool = setting(False, help="keep only counterfactuals both models answer")
+    rows: Literal["scored", "all"] = setting(
+        "scored", help="which distillation rows are pruned: scored (those detect scored, the "
+                       "screened teacher-right/student-wrong ones) or all (every training row; "
+                       "masking 'planted' only: the all-row oracle)")
 
 
 @dataclass
 class Variant(Checked):
     sets: list[str] = setting(default_factory=list, help="counterfactual sets it trains on")
     extra_originals: str | None = setting(
-        None, help="a counterfactual set: add an unpruned copy of the original for each "
-                   "counterfactual it keeps (the 'extra KD rows' control)")
+        None, help="a counterfactual set: add as many unpruned copies of originals as it keeps "
+                   "counterfactuals (the 'extra KD rows' controls; which originals: extra_draw)")
+    extra_draw: Literal["hard", "random"] = setting(
+        "hard", help="with extra_originals, which originals are copied: hard, the originals of "
+                     "the counterfactuals the set keeps (student-wrong rows, nearly all with a "
+                     "misleading distractor); random, drawn uniformly from all training "
+                     "originals, seeded per replicate")
     hybrid_lambda: float | None = setting(
         None, ge=0.0, le=1.0, help="its lambda (default: distill.hybrid_lambda with sets, 1.0 "
                                    "without: KD w/o mask)")
@@ -243,6 +261,9 @@ class AttentionConfig(Checked):
     split: str = setting("test_anti", help="test split measured")
     limit: int | None = setting(100, ge=1, help="samples measured per model")
     part: Literal["distractor", "misleading"] = setting("distractor", help="planted part")
+    reliance: bool = setting(True, help="also measure causal reliance: each student answers "
+                                        "every anti-correlated item with its distractor's "
+                                        "value swapped and removed (leaf.evaluate.reliance)")
 
 
 @dataclass
@@ -542,6 +563,9 @@ def _check_and_resolve(cfg: RunConfig, path: Path) -> None:
         if spec.masking == "planted" and spec.level != "instruction":
             raise SettingError(f"counterfactuals.{name}.level: planted spans are in the "
                                "instruction; masking 'planted' needs level instruction")
+        if spec.rows == "all" and spec.masking != "planted":
+            raise SettingError(f"counterfactuals.{name}.rows: 'all' prunes rows detect did not "
+                               "score, so it needs masking 'planted' (the all-row oracle)")
         try:
             cfg.prune_options(name, 0)
         except SettingError as exc:
@@ -551,6 +575,9 @@ def _check_and_resolve(cfg: RunConfig, path: Path) -> None:
         if missing:
             raise SettingError(f"distill.variants.{variant}.sets: unknown counterfactual "
                                f"set(s) {missing}; known: {sorted(cfg.counterfactuals)}")
+        if spec.extra_draw != "hard" and spec.extra_originals is None:
+            raise SettingError(f"distill.variants.{variant}.extra_draw: needs extra_originals "
+                               "(the set whose kept counterfactuals say how many copies)")
         if spec.extra_originals is not None and spec.extra_originals not in cfg.counterfactuals:
             raise SettingError(f"distill.variants.{variant}.extra_originals: unknown "
                                f"counterfactual set {spec.extra_originals!r}")

@@ -25,6 +25,7 @@ typed config (:class:`leaf.pipeline.config.RunConfig`) built when it was loaded;
 
 from __future__ import annotations
 
+import random
 import shutil
 import sys
 from pathlib import Path
@@ -161,10 +162,12 @@ def _attention_stage(cfg: RunConfig, run: Path, models: dict[str, Path | str],
     stages.append(Stage(
         "attention",
         lambda: measure_run(entries, out, split=att.split, part=att.part, limit=att.limit,
-                            device=cfg.runtime.device, dtype=cfg.runtime.dtype),
+                            device=cfg.runtime.device, dtype=cfg.runtime.dtype,
+                            reliance=att.reliance, batch_size=cfg.evaluate.batch_size,
+                            max_new_tokens=cfg.evaluate.max_new_tokens),
         {"attention": out}, inputs,
         {"split": att.split, "part": att.part, "limit": att.limit,
-         "models": [[e["key"], e["member"]] for e in entries]}))
+         "models": [[e["key"], e["member"]] for e in entries], "reliance": att.reliance}))
     return out
 
 
@@ -202,8 +205,14 @@ def _stage1(cfg: RunConfig, root: Path, dkey: str, seed: int, splits: list[str],
         out = root / "prune" / f"{name}.jsonl"
         options = cfg.prune_options(name, seed)
         verify = cfg.verify_options() if spec.verify else None
-        inputs: dict[str, Path | str] = {"data": train, "scores": scores[spec.level]}
+        every_row = spec.rows == "all"  # the all-row oracle: planted removal, no scores
+        set_scores = None if every_row else scores[spec.level]
+        inputs: dict[str, Path | str] = {"data": train}
+        if set_scores is not None:
+            inputs["scores"] = set_scores
         params: dict[str, Any] = {"prune": to_mapping(options)}
+        if every_row:  # absent otherwise, so earlier runs' stages keep their hashes
+            params["rows"] = "all"
         if verify:
             inputs.update(teacher=teacher, student=student)
             params["verify"] = to_mapping(verify)
@@ -211,7 +220,7 @@ def _stage1(cfg: RunConfig, root: Path, dkey: str, seed: int, splits: list[str],
         stages.append(Stage(
             f"prune_{dkey}_{name}",
             stage_call(cfg.parallel, "prune" if verify else "", S.prune, train,
-                       scores[spec.level], out, options, verify=verify, threads=cfg.runtime.threads),
+                       set_scores, out, options, verify=verify, threads=cfg.runtime.threads),
             {"counterfactuals": out}, inputs, params))
 
     for rule, set_name in cfg.detection.rules.items():
@@ -237,11 +246,15 @@ def _stage2(cfg: RunConfig, run: Path, dkey: str, seed: int, variant: str,
     if extra:
         inputs["extra_originals"] = extra
     name = f"trainset_{dkey}_{variant}"
+    params: dict[str, Any] = {"sets": sorted(src), "extra_originals": spec.extra_originals}
+    draw_seed = None
+    if spec.extra_draw != "hard":  # absent for hard copies, so earlier runs keep their hashes
+        draw_seed = cfg.data.seed + seed
+        params.update(extra_draw=spec.extra_draw, seed=draw_seed)
     if not any(st.name == name for st in stages):
         stages.append(Stage(name, lambda t=train, s=src, o=train_file, x=extra:
-                            build_train_file(t, s, o, x),
-                            {"train": train_file}, inputs,
-                            {"sets": sorted(src), "extra_originals": spec.extra_originals}))
+                            build_train_file(t, s, o, x, spec.extra_draw, draw_seed or 0),
+                            {"train": train_file}, inputs, params))
     out_dir = run / "distill" / variant / f"seed{seed}"
     dconf = distill_config(cfg, variant, seed, out_dir / "model", train_file)
     has_sets = bool(spec.sets or spec.extra_originals)
@@ -341,18 +354,23 @@ def warn_if_no_counterfactuals(variant: str, seed: int, train_file: Path) -> boo
 
 
 def build_train_file(train: Path, sets: dict[str, Path], out: Path,
-                     extra_originals: Path | None = None) -> None:
+                     extra_originals: Path | None = None, extra_draw: str = "hard",
+                     seed: int = 0) -> None:
     """Originals of every training sample plus the sets' kept counterfactuals, atomically.
 
     A counterfactual is kept when it was verified (``verified`` true) or not checked (null);
     rows that failed verification are dropped. Originals come from ``train`` so that a variant
     with no counterfactual sets (plain KD) trains on exactly the same originals.
 
-    ``extra_originals`` (a counterfactual set's file) adds the "extra KD rows" control: for each
-    counterfactual that set keeps, an unpruned copy of its original (``id`` ``<origin>#x<j>``,
-    ``masking: "none"``, ``pruned: []``). The copies are counterfactual-kind rows, so they take
-    the counterfactual rows' place in batching and in the loss: the control differs from LeaF
-    only in that no token was removed, which separates augmentation from the choice of tokens.
+    ``extra_originals`` (a counterfactual set's file) adds an "extra KD rows" control: as many
+    unpruned copies of originals as that set keeps counterfactuals (``id`` ``<origin>#x<j>``,
+    ``masking: "none"``, ``pruned: []``). ``extra_draw`` says which originals: ``hard``, the
+    original of each kept counterfactual (student-wrong rows, so the copies upweight the
+    distribution the screening selected, nearly all with a misleading distractor); ``random``,
+    drawn uniformly with replacement from all training originals (``random.Random(seed)``).
+    The copies are counterfactual-kind rows, so they take the counterfactual rows' place in
+    batching and in the loss: the hard control differs from LeaF only in that no token was
+    removed, and the random one also in which rows are repeated.
     """
     originals = {s["id"]: {**s, "origin_id": s["id"], "kind": "original",
                            "level": "instruction", "pruned": [], "verified": None}
@@ -368,9 +386,16 @@ def build_train_file(train: Path, sets: dict[str, Path], out: Path,
             rows.append(r)
     if extra_originals is not None:
         copies: dict[str, int] = {}
-        for r in _kept(extra_originals):
-            j = copies[r["origin_id"]] = copies.get(r["origin_id"], -1) + 1
-            rows.append({**originals[r["origin_id"]], "id": f"{r['origin_id']}#x{j}",
+        chosen = [r["origin_id"] for r in _kept(extra_originals)]
+        if extra_draw == "random":
+            pool = sorted(originals)
+            rng = random.Random(seed)
+            chosen = [pool[rng.randrange(len(pool))] for _ in chosen]
+        elif extra_draw != "hard":
+            raise LeafError(f"extra_draw must be 'hard' or 'random', got {extra_draw!r}")
+        for origin in chosen:
+            j = copies[origin] = copies.get(origin, -1) + 1
+            rows.append({**originals[origin], "id": f"{origin}#x{j}",
                          "kind": "counterfactual", "masking": "none", "strategy": None})
     write_jsonl_atomic(out, rows)
 

@@ -23,7 +23,9 @@
                               "teacher_not_better": [...]}},
      "counts": {"data0": {"train": 1000, "screened": 1000, "teacher_right_student_wrong": 41,
                           "scored": 41, "sets": {"instruction_span": {"samples": 41,
-                          "counterfactuals": 60, "verified": 14, "rejected": 46}}}},
+                          "counterfactuals": 60, "verified": 14, "rejected": 46,
+                          "signal": {"cf_kl_row": .3, "orig_kl_row": 5.3, "ratio_row": .06,
+                                     ...} (verified sets; leaf.distill.signal)}}}},
      "detection": {"gradient": {"n_samples": 120, "span_recall": {"mean": ..., "lo": ...},
                                 "token_precision": {...}, "replicates": {"data0": {...}}}},
      "attention": {"split": "test_anti", "spans": "planted", "planted_part": "distractor",
@@ -52,6 +54,7 @@ from leaf.pipeline.attention_stage import summarise_attention
 from leaf.pipeline.config import LABELS, RunConfig, group_of
 from leaf.pipeline.manifest import Manifest
 from leaf.pipeline.truncation import truncation_counts
+from leaf.stages import read_signal
 
 
 def score_of(metrics: dict) -> float:
@@ -164,6 +167,14 @@ def set_counts(path: Path) -> dict[str, int]:
             "rejected": rejected, "kept": made - rejected, "kept_remove_planted": whole}
 
 
+def set_signal(path: Path) -> dict[str, Any]:
+    """``{"signal": ...}``: the KL figures ``leaf prune`` measured beside a verified set (kept
+    counterfactuals against their originals, :class:`leaf.distill.signal.SignalFigures`);
+    empty when there are none (no verification, nothing kept)."""
+    figures = read_signal(path)
+    return {} if figures is None else {"signal": figures.as_dict()}
+
+
 def removes_planted(row: dict[str, Any]) -> bool:
     """True when an instruction-level counterfactual removed every planted misleading span."""
     misleading = ((row.get("planted") or {}).get("misleading")) or []
@@ -186,7 +197,8 @@ def replicate_counts(cfg: RunConfig, root: Path) -> dict[str, Any]:
         "screened": _count_rows(screened),
         "teacher_right_student_wrong": target,
         "scored": scored,
-        "sets": {name: set_counts(root / "prune" / f"{name}.jsonl")
+        "sets": {name: {**set_counts(root / "prune" / f"{name}.jsonl"),
+                        **set_signal(root / "prune" / f"{name}.jsonl")}
                  for name in cfg.counterfactuals},
     }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from leaf.distill.signal import LOW_RATIO, LOW_SIGNAL_LINE
 from leaf.evaluate.truncation import WARN_SHARE, too_many_cut
 from leaf.pipeline.config import LABELS, SPLIT_LABELS
 from leaf.pipeline.pair_check import lowered_splits, pair_warning
@@ -253,8 +254,27 @@ def attention_rows(results: dict) -> tuple[list[str], list[list[str]]] | None:
         return None
     rows = [[r["label"], str(r["replicates"]), "/".join(str(n) for n in r["n_items"]),
              _pct_cell(r.get("share")), _pct_cell(r.get("uniform"))] for r in att["rows"]]
-    return ["model", "runs", "samples", "attention on distractor (mean over layers)",
-            "uniform attention"], rows
+    head = ["model", "runs", "samples", "attention on distractor (mean over layers)",
+            "uniform attention"]
+    if any(r.get("reliance") for r in att["rows"]):  # the causal figures lead
+        rel = [r.get("reliance") or {} for r in att["rows"]]
+        rows = [row[:3] + [_pct_cell(x.get("follows_swap")), _pct_cell(x.get("correct")),
+                           _pct_cell(x.get("correct_removed")), _num_cell(x.get("dlogp_swap")),
+                           _num_cell(x.get("dlogp_removed"))] + row[3:]
+                for row, x in zip(rows, rel, strict=True)]
+        head = head[:3] + ["answer follows swapped distractor", "correct", "correct, removed",
+                           "log p(correct) change, swapped", "log p(correct) change, removed"
+                           ] + head[3:]
+    return head, rows
+
+
+def _num_cell(c: dict | None) -> str:
+    if not c or c.get("mean") is None:
+        return "-"
+    lo, hi = c.get("lo"), c.get("hi")
+    if lo is None or hi is None or (isinstance(lo, float) and math.isnan(lo)):
+        return f"{c['mean']:+.2f}"
+    return f"{c['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
 def counts_line(results: dict) -> str:
@@ -363,6 +383,62 @@ def truncation_note(results: dict) -> str:
     return note
 
 
+def signal_rows(results: dict) -> tuple[list[str], list[list[str]]] | None:
+    """Per verified set: forward KL(teacher || student) on the response tokens of its kept
+    counterfactuals and of their originals, per row and per token, and their ratio (one
+    figure per data replicate, ``leaf prune``'s measure); None when no set has one."""
+    counts = results.get("counts") or {}
+    reps = list(counts)
+    names = [n for n in (counts[reps[0]]["sets"] if reps else {})
+             if any(counts[d]["sets"].get(n, {}).get("signal") for d in reps)]
+    if not names:
+        return None
+
+    def per(name: str, key: str, fmt: str) -> str:
+        values = [(counts[d]["sets"].get(name, {}).get("signal") or {}).get(key) for d in reps]
+        return " / ".join("-" if v is None else format(v, fmt) for v in values)
+
+    rows = [[name, per(name, "counterfactuals", "d"), per(name, "cf_kl_row", ".3f"),
+             per(name, "orig_kl_row", ".3f"), per(name, "ratio_row", ".2f"),
+             per(name, "cf_kl_token", ".4f"), per(name, "orig_kl_token", ".4f"),
+             per(name, "ratio_token", ".2f")] for name in names]
+    return (["counterfactual set", "kept", "KL per row: kept counterfactuals", "their originals",
+             "ratio", "KL per token: kept counterfactuals", "their originals", "ratio"], rows)
+
+
+def signal_low_sets(results: dict) -> list[str]:
+    """The verified sets whose kept counterfactuals carry less than a quarter of their
+    originals' KL per row (in any data replicate)."""
+    counts = results.get("counts") or {}
+    low = []
+    for d in counts:
+        for name, c in counts[d]["sets"].items():
+            ratio = (c.get("signal") or {}).get("ratio_row")
+            if ratio is not None and ratio < LOW_RATIO and name not in low:
+                low.append(name)
+    return low
+
+
+SIGNAL_NOTE = (
+    "mean forward KL(teacher || student before distillation), temperature 1, summed over the "
+    "response tokens distillation trains on, for the counterfactuals verification kept and for "
+    "the originals they came from (one figure per data replicate; docs/pruning.md, 'How much "
+    "the counterfactuals teach'). A ratio well below 1: the counterfactual term trains on rows "
+    "the student already matches.")
+
+
+def signal_table(results: dict) -> str | None:
+    """The counterfactual-signal table with its note and, for low sets, the plain warning."""
+    rows = signal_rows(results)
+    if rows is None:
+        return None
+    out = _table(*rows) + "\n\n" + SIGNAL_NOTE
+    low = signal_low_sets(results)
+    if low:
+        out += f"\n\n{', '.join(low)}: {LOW_SIGNAL_LINE}."
+    return out
+
+
 def span_vs_collective_table(results: dict) -> str | None:
     """LeaF (instruction) with span pruning next to collective pruning, when both ran."""
     keys = [r["key"] for r in results["rows"]]
@@ -387,10 +463,21 @@ ACCURACY_NOTE = (
     ">= 2 runs (clipped to [0, 1]), Wilson over test samples with one.")
 
 
+RELIANCE_NOTE = (
+    "Reliance (the causal figures, first): each anti-correlated item is answered again with its "
+    "distractor's number swapped for another wrong value and with it removed; 'answer follows "
+    "swapped distractor' is the share of answers equal to the new value, 'correct' / 'correct, "
+    "removed' the accuracy on the original and on the distractor-free input, and the log p "
+    "changes are the mean change of the correct response's log-probability (positive on "
+    "removal: the distractor was pulling the model away). Attention share, the secondary "
+    "figure: ")
+
+
 def attention_note(results: dict) -> str:
     """What the attention table's numbers are."""
     a = results.get("attention") or {}
-    return (f"share of each response token's attention (averaged over heads, response tokens "
+    lead = RELIANCE_NOTE if any(r.get("reliance") for r in a.get("rows") or []) else ""
+    return lead + (f"share of each response token's attention (averaged over heads, response tokens "
             f"and layers) that lands on the planted {a.get('planted_part')} tokens, on the "
             f"{SPLIT_LABELS.get(a.get('split'), a.get('split'))} test split; 'uniform "
             "attention' is the share a model attending uniformly over its causal context would "
@@ -429,6 +516,9 @@ def render(results: dict) -> str:
         "",
         counts_table(results),
     ]
+    signal = signal_table(results)
+    if signal:
+        parts += ["", "## Counterfactual signal (before distillation)", "", signal]
     pair = pair_check_table(results)
     if pair:
         parts += ["", "## Pair check: teacher and student before distillation", "", pair]
@@ -443,4 +533,4 @@ def render(results: dict) -> str:
 
 
 __all__ = ["LABELS", "accuracy_table", "differences_table", "detection_table", "counts_table", "attention_table",
-           "span_vs_collective_table", "truncation_table", "render"]
+           "signal_table", "span_vs_collective_table", "truncation_table", "render"]

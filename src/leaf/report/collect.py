@@ -35,6 +35,7 @@ import numpy as np
 from leaf.detect.scores_file import scored_text
 from leaf.detect.spans import Confounders, confounders
 from leaf.detect.thresholds import DEFAULT_QUANTILE, DEFAULT_TAU
+from leaf.distill.signal import LOW_SIGNAL_LINE
 from leaf.errors import LeafError, LeafInputError
 from leaf.pipeline import tables
 from leaf.pipeline.config import SPLIT_LABELS
@@ -361,6 +362,10 @@ def results_section(results: dict[str, Any]) -> dict[str, Any]:
                 f"totals over the {reps} data replicate{'s' if reps != 1 else ''} "
                 "(tables.md has them one by one); kept: not rejected by verification (sets "
                 "without verification keep every row). " + tables.counts_line(results) + ".")
+        add("signal", "Counterfactual signal before distillation", tables.signal_rows(results),
+            tables.SIGNAL_NOTE,
+            lines=[f"{', '.join(low)}: {LOW_SIGNAL_LINE}."
+                   for low in [tables.signal_low_sets(results)] if low])
         add("attention", "Attention on the planted distractor", tables.attention_rows(results),
             tables.attention_note(results))
         add("pair_check", "Pair check: teacher and student before distillation",

@@ -24,8 +24,10 @@ from leaf.stages.confounders import (
     ScreenSummary,
     detect,
     prune,
+    read_signal,
     screen,
     select_samples,
+    signal_file,
 )
 from leaf.stages.distillation import distill, distill_arguments, teacher_cache
 from leaf.stages.evaluation import evaluate, grade
@@ -45,5 +47,6 @@ __all__ = [
     "DetectOptions", "DetectSummary", "EvalOptions", "GenerationOptions", "GradingOptions",
     "PruneOptions", "PruneSummary", "ScreenSummary", "StudentOptions", "StudentSummary",
     "TeacherCacheOptions", "VerifyOptions", "detect", "distill", "distill_arguments", "evaluate",
-    "grade", "make_student", "prune", "screen", "select_samples", "teacher_cache",
+    "grade", "make_student", "prune", "read_signal", "screen", "select_samples", "signal_file",
+    "teacher_cache",
 ]

@@ -17,10 +17,17 @@ from typing import Any
 from leaf import distributed
 from leaf.data.jsonl import Records
 from leaf.data.lengths import context_length, refuse_too_long
-from leaf.data.rowjob import RowJob, Work
+from leaf.data.rowjob import RowJob, Work, on_one_process
 from leaf.data.schema import read_samples
 from leaf.detect.counterfactuals import PruneOptions, sample_rows
 from leaf.detect.scores_file import read_scores, text_hash
+from leaf.distill.signal import (
+    LOW_SIGNAL_LINE,
+    SignalFigures,
+    measure_kept,
+    read_signal,
+    signal_file,
+)
 from leaf.errors import LeafError
 from leaf.evaluate.generation import Answer, make_generator, release
 from leaf.evaluate.grading import grade
@@ -30,8 +37,8 @@ from leaf.settings import SettingError
 from leaf.stages._common import options_or_default, warn
 from leaf.stages.options import DetectOptions, GenerationOptions, VerifyOptions
 
-__all__ = ["DetectSummary", "PruneSummary", "ScreenSummary", "detect", "prune", "screen",
-           "select_samples"]
+__all__ = ["DetectSummary", "PruneSummary", "ScreenSummary", "detect", "prune", "read_signal",
+           "screen", "select_samples", "signal_file"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,6 +324,8 @@ class PruneSummary:
     out: Path
     redone: int = 0
     truncated: int | None = None
+    signal: SignalFigures | None = None  # with verification: the kept rows' KL (signal_file)
+    signal_note: str | None = None  # why the signal was not measured
 
     def __str__(self) -> str:
         msg = f"leaf prune: {self.samples} samples, {self.counterfactuals} counterfactuals"
@@ -329,7 +338,22 @@ class PruneSummary:
             msg += f" ({self.already_done} samples already done)"
         if self.redone:
             msg += f" ({self.redone} samples redone: their sample, scores or settings changed)"
-        return msg + f" -> {self.out}"
+        msg += f" -> {self.out}"
+        if self.signal is not None:
+            msg += f"\nleaf prune: signal: {self.signal}"
+            if self.signal.low:
+                msg += f"\nleaf prune: warning: {LOW_SIGNAL_LINE}"
+        elif self.signal_note:
+            msg += f"\nleaf prune: signal: {self.signal_note}"
+        return msg
+
+
+def _measure_signal(rows: list[dict[str, Any]], verify: VerifyOptions, out: Path
+                    ) -> tuple[SignalFigures | None, str | None]:
+    """The kept counterfactuals' KL figures against their originals (:func:`measure_kept`)."""
+    g = verify.generation
+    return measure_kept(rows, str(verify.teacher), str(verify.student), signal_file(out),
+                        dtype=g.dtype, device=g.device, batch_size=g.batch_size)
 
 
 def _check_prune_resume(rows: list[dict[str, Any]], options: PruneOptions, verify: bool,
@@ -452,7 +476,15 @@ def prune(data: Records, scores: Records | None, out: str | Path,
                               "screen", verify.generation.max_new_tokens)
         if message:
             warn("prune", message)
+    signal: tuple[SignalFigures | None, str | None] | None = (None, None)
+    if verify is not None and not verify.skip_signal:
+        # one forward of each model on the rows just written (the Hugging Face models, whatever
+        # backend generated); made once under a launcher, read by the other ranks
+        signal = on_one_process(lambda: _measure_signal(done.rows(), verify, out),
+                                lambda: (read_signal(out), None))
+    figures, note = signal if signal is not None else (None, None)
     return PruneSummary(samples=done.made, counterfactuals=n_cf,
                         verified=n_ok if verify is not None else None,
                         already_done=done.already_done, out=out, redone=done.redone,
-                        truncated=n_cut if verify is not None else None)
+                        truncated=n_cut if verify is not None else None,
+                        signal=figures, signal_note=note)

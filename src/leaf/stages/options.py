@@ -130,6 +130,9 @@ class VerifyOptions(Checked):
                                             help="how both models answer")
     chunk: int = setting(1000, ge=0, help="samples verified per model load; the output is "
                                           "saved after each chunk (0 = all at once)")
+    skip_signal: bool = setting(False, help="skip the measure of the kept counterfactuals' "
+                                            "KL(teacher || student) against their originals' "
+                                            "(one forward of each model per row)")
 
 
 @dataclass
