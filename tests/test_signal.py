@@ -15,6 +15,7 @@ from conftest import write_jsonl
 from leaf.cli import main
 from leaf.distill.data import encode_row
 from leaf.distill.signal import LOW_SIGNAL_LINE, SignalFigures, response_kl, summarise
+from leaf.evaluate.verify import Check
 from leaf.models import load_model, load_tokenizer
 
 ROWS = [
@@ -81,7 +82,7 @@ def test_prune_verify_prints_the_signal(tmp_path, monkeypatch, capsys):
     data = write_jsonl(tmp_path / "train.jsonl", _testbed_rows())
     out = tmp_path / "cf.jsonl"
     mod = types.ModuleType("leaf.evaluate.verify")  # every counterfactual kept: no generation
-    mod.verify_counterfactuals = lambda rows, teacher, student, **kw: [True] * len(rows)
+    mod.check_counterfactuals = lambda rows, teacher, student, **kw: [Check(True) for _ in rows]
     monkeypatch.setitem(sys.modules, "leaf.evaluate.verify", mod)
     args = ["prune", "--data", str(data), "--out", str(out), "--masking", "planted", "--verify",
             "--teacher", "testbed:digit_sum/teacher", "--student", "testbed:digit_sum/student",
