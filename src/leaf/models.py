@@ -298,6 +298,13 @@ def convert_gguf(source: str | Path, out: str | Path, dtype: str = "float32") ->
         raise LeafError(f"{out} exists and is not empty; choose another --out or remove it")
     tokenizer = load_tokenizer(src, "model", padding_side=None)
     model = load_causal_lm(src, "model", dtype=torch_dtype(dtype))
+    return save_model_dir(model, tokenizer, out)
+
+
+def save_model_dir(model, tokenizer, out: Path) -> Path:
+    """Write ``model`` and ``tokenizer`` as a Hugging Face directory at ``out`` (an empty or
+    absent folder): through ``OUT.part``, renamed when complete, so ``out`` is never
+    half-written."""
     tmp = out.with_name(out.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)

@@ -51,26 +51,11 @@ def answer_checks(generator, rows: Sequence[dict[str, Any]]) -> list[tuple[bool,
             for r, p, a in zip(rows, prefixes, answers, strict=True)]
 
 
-def verify_counterfactuals(
-    rows: Sequence[dict[str, Any]],
-    teacher: str,
-    student: str,
-    *,
-    batch_size: int = 8,
-    max_new_tokens: int = 512,
-    device: str = "auto",
-    dtype: str = "float32",
-    backend: str = "hf",
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    seed: int = 0,
-) -> list[bool]:
-    """True for each row that BOTH ``teacher`` and ``student`` (model dirs or hub ids) solve
-    (greedy unless ``temperature > 0``): the ``ok`` of :func:`check_counterfactuals`."""
-    return [c.ok for c in check_counterfactuals(
-        rows, teacher, student, batch_size=batch_size, max_new_tokens=max_new_tokens,
-        device=device, dtype=dtype, backend=backend, temperature=temperature, top_p=top_p,
-        seed=seed)]
+def verify_counterfactuals(rows: Sequence[dict[str, Any]], teacher: str, student: str,
+                           **options: Any) -> list[bool]:
+    """True for each row that BOTH ``teacher`` and ``student`` (model dirs or hub ids) solve:
+    the ``ok`` of :func:`check_counterfactuals`, which takes the same ``options``."""
+    return [c.ok for c in check_counterfactuals(rows, teacher, student, **options)]
 
 
 def check_counterfactuals(

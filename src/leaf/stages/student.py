@@ -3,12 +3,17 @@ decoder layers, or both; the science is in :mod:`leaf.distill.shrink`."""
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from leaf.errors import LeafError
-from leaf.models import check_model_path, load_causal_lm, load_tokenizer, torch_dtype
+from leaf.models import (
+    check_model_path,
+    load_causal_lm,
+    load_tokenizer,
+    save_model_dir,
+    torch_dtype,
+)
 from leaf.stages._common import options_or_default
 from leaf.stages.options import StudentOptions
 
@@ -61,11 +66,5 @@ def make_student(teacher: str | Path, out: str | Path,
         drop_layers(model, keep)
     quantised = quantise_layers(model, opts.bits, opts.group) if opts.bits is not None else 0
     model.to(torch_dtype(opts.dtype))
-    tmp = out.with_name(out.name + ".part")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    if out.exists():
-        out.rmdir()
-    tmp.rename(out)
+    save_model_dir(model, tokenizer, out)
     return StudentSummary(out, n, keep, quantised, opts.bits, opts.group)
