@@ -9,6 +9,7 @@ after. Without a live line :func:`aside` does nothing.
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Protocol
@@ -52,3 +53,14 @@ def aside() -> Iterator[None]:
             yield
         finally:
             live.redraw()
+
+
+def say(line: str, *, error: bool = False) -> None:
+    """Print ``line`` on a line of its own (stderr with ``error``, else stdout), clear of the
+    live line; when a quiet ``leaf run`` sends the stream to ``stages.log``, also on the
+    terminal's own stream, so the user sees it."""
+    stream, own = (sys.stderr, sys.__stderr__) if error else (sys.stdout, sys.__stdout__)
+    with aside():
+        print(line, file=stream, flush=True)
+        if stream is not own and own is not None:
+            print(line, file=own, flush=True)

@@ -16,7 +16,6 @@ scored on their ``target`` only) and the divergence of the loss
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from leaf.data.jsonl import write_json_atomic
+from leaf.data.resumable import fingerprint
 from leaf.distill.vocab import check_shared_vocab
 from leaf.errors import LeafError
 from leaf.models import load_model, load_tokenizer
@@ -170,10 +170,6 @@ def read_signal(out: str | Path) -> SignalFigures | None:
     return None if figures is None else SignalFigures.from_dict(figures)
 
 
-def _row_hash(row: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(row, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def measure_kept(rows: list[dict[str, Any]], teacher: str, student: str, path: Path, *,
                  dtype: str = "float32", device: str = "auto", batch_size: int = 8
                  ) -> tuple[SignalFigures | None, str | None]:
@@ -197,7 +193,7 @@ def measure_kept(rows: list[dict[str, Any]], teacher: str, student: str, path: P
                 before = old.get("rows", {})
         except (OSError, ValueError):
             before = {}
-    hashes = {r["id"]: _row_hash(r) for r in todo_rows}
+    hashes = {r["id"]: fingerprint(r) for r in todo_rows}
     measured = {i: (v[1], v[2]) for i, v in before.items()
                 if i in hashes and v[0] == hashes[i]}
     missing = [r for r in todo_rows if r["id"] not in measured]

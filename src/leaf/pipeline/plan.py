@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +46,7 @@ from leaf.pipeline.launch import stage_call
 from leaf.pipeline.pair_check import check_replicate, pair_lines, pair_warning
 from leaf.pipeline.runner import Stage
 from leaf.settings import to_mapping
-from leaf.terminal import aside
+from leaf.terminal import say
 
 if TYPE_CHECKING:
     from leaf.distill.config import DistillArguments
@@ -310,21 +309,13 @@ def _data_stage(cfg: RunConfig, outs: dict[str, Path], dkey: str, data_seed: int
 def note(message: str) -> None:
     """One ``leaf run:`` line of information on stdout, also on the terminal when a quiet run
     sends the stages' output to ``stages.log``."""
-    line = f"leaf run: {message}"
-    with aside():  # on a line of its own, not over the live progress line
-        print(line, flush=True)
-        if sys.stdout is not sys.__stdout__ and sys.__stdout__ is not None:
-            print(line, file=sys.__stdout__, flush=True)
+    say(f"leaf run: {message}")
 
 
 def warn(message: str) -> None:
     """One ``leaf run: warning:`` line on stderr, also on the terminal when a quiet run sends
     the stages' output to ``stages.log``."""
-    line = f"leaf run: warning: {message}"
-    with aside():  # on a line of its own, not over the live progress line
-        print(line, file=sys.stderr, flush=True)
-        if sys.stderr is not sys.__stderr__ and sys.__stderr__ is not None:
-            print(line, file=sys.__stderr__, flush=True)
+    say(f"leaf run: warning: {message}", error=True)
 
 
 def plan_warnings(cfg: RunConfig) -> list[str]:

@@ -20,14 +20,18 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def format_cell(c: dict | None, sign: str = "") -> str:
     """``mean [lo, hi]`` of a results cell (the mean alone when there is no interval);
     ``sign="+"`` writes differences with their sign."""
-    if not c:
+    return _cell(c, f"{sign}.3f")
+
+
+def _cell(c: dict | None, spec: str, scale: float = 1.0, unit: str = "") -> str:
+    """A cell's ``mean [lo, hi]`` in format ``spec`` (times ``scale``, ``unit`` after the mean);
+    the mean alone without finite bounds, ``-`` without a mean."""
+    if not c or c.get("mean") is None:
         return "-"
-    f = f"{sign}.3f"
-    if c.get("mean") is None:
-        return "-"
+    mean = f"{scale * c['mean']:{spec}}{unit}"
     if not _has_interval(c):
-        return f"{c['mean']:{f}}"
-    return f"{c['mean']:{f}} [{c['lo']:{f}}, {c['hi']:{f}}]"
+        return mean
+    return f"{mean} [{scale * c['lo']:{spec}}, {scale * c['hi']:{spec}}]"
 
 
 def _has_interval(c: dict) -> bool:
@@ -233,12 +237,7 @@ def detection_rows(results: dict) -> tuple[list[str], list[list[str]]] | None:
 
 def _pct_cell(c: dict | None) -> str:
     """``mean [lo, hi]`` of a share, in percent."""
-    if not c or c.get("mean") is None:
-        return "-"
-    lo, hi = c.get("lo"), c.get("hi")
-    if lo is None or hi is None or (isinstance(lo, float) and math.isnan(lo)):
-        return f"{100 * c['mean']:.1f}%"
-    return f"{100 * c['mean']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+    return _cell(c, ".1f", 100, "%")
 
 
 def attention_table(results: dict) -> str | None:
@@ -269,12 +268,8 @@ def attention_rows(results: dict) -> tuple[list[str], list[list[str]]] | None:
 
 
 def _num_cell(c: dict | None) -> str:
-    if not c or c.get("mean") is None:
-        return "-"
-    lo, hi = c.get("lo"), c.get("hi")
-    if lo is None or hi is None or (isinstance(lo, float) and math.isnan(lo)):
-        return f"{c['mean']:+.2f}"
-    return f"{c['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+    """``mean [lo, hi]`` of a signed quantity (a log-probability change)."""
+    return _cell(c, "+.2f")
 
 
 def counts_line(results: dict) -> str:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from typing import TypeVar
 
 from leaf import distributed
 from leaf.settings import SettingError
-from leaf.terminal import aside
+from leaf.terminal import say
 
 T = TypeVar("T")
 
@@ -27,8 +26,4 @@ def warn(stage: str, message: str) -> None:
     terminal when a quiet ``leaf run`` sends the stages' output to ``stages.log``."""
     if not distributed.ranks().main:
         return
-    line = f"leaf {stage}: warning: {message}"
-    with aside():  # on a line of its own, not over a run's live progress line
-        print(line, file=sys.stderr, flush=True)
-        if sys.stderr is not sys.__stderr__ and sys.__stderr__ is not None:
-            print(line, file=sys.__stderr__, flush=True)
+    say(f"leaf {stage}: warning: {message}", error=True)
