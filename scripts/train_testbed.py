@@ -61,6 +61,26 @@ RECIPES = {
                                              steps=1000)},
 }
 MIX = dict(clean_frac=0.30, numberless_frac=0.15)
+# Extra checkpoints beside a family's teacher and student, saved as roles of their own
+# (``testbed:<family>/<role>``): a recipe of the family changed in a few fields. The second
+# study (docs/study2.md) uses them: students pre-trained with less of the numberless form (a
+# dose of counterfactual signal: the less a student saw what pruning leaves, the more a
+# counterfactual has to teach it).
+EXTRA_ROLES = {
+    "word_problem": {
+        "student_nl00": ("student", dict(mix=dict(numberless_frac=0.0))),
+        "student_nl03": ("student", dict(mix=dict(numberless_frac=0.03))),
+    },
+}
+
+
+def recipe_of(family: str, role: str) -> dict:
+    """The training recipe of one role: a base role's, with an extra role's changes."""
+    if role in RECIPES[family]:
+        return RECIPES[family][role] | {"mix": MIX}
+    base, change = EXTRA_ROLES[family][role]
+    recipe = RECIPES[family][base] | {k: v for k, v in change.items() if k != "mix"}
+    return recipe | {"mix": MIX | change.get("mix", {})}
 
 
 def family_tokenizer(family: str):
@@ -118,9 +138,9 @@ def held_out(family: str, spec: dict) -> dict[str, list[dict]]:
 
 
 def train_role(family: str, role: str, out_dir: Path, tokenizer, eval_splits) -> dict:
-    recipe = RECIPES[family][role]
+    recipe = recipe_of(family, role)
     rows = pretraining_mix(family, recipe["n_samples"], recipe["seed"], recipe["distractor"],
-                           bias=recipe.get("bias", 0.95), **MIX)
+                           bias=recipe.get("bias", 0.95), **recipe["mix"])
     dataset = encode_rows(tokenizer, rows)
     model = build_model(tokenizer, "llama", seed=recipe["seed"], max_positions=256,
                         **recipe["arch"])
@@ -153,7 +173,7 @@ def train_role(family: str, role: str, out_dir: Path, tokenizer, eval_splits) ->
     return {
         "arch": {"type": "llama", **recipe["arch"]}, "parameters": n_params,
         "pretraining": {k: recipe[k] for k in ("distractor", "n_samples") if k in recipe}
-        | ({"bias": recipe["bias"]} if "bias" in recipe else {}) | MIX,
+        | ({"bias": recipe["bias"]} if "bias" in recipe else {}) | recipe["mix"],
         "max_steps": recipe["steps"], "steps": result.global_step, "stop_at": recipe["stop_at"],
         "validation": validation.history, "lr": recipe["lr"], "batch_size": recipe["batch"],
         "seed": recipe["seed"], "final_train_loss": round(result.training_loss, 4),
@@ -166,12 +186,16 @@ def train_role(family: str, role: str, out_dir: Path, tokenizer, eval_splits) ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--family", choices=sorted(FAMILIES), required=True)
-    parser.add_argument("--roles", nargs="+", choices=["teacher", "student"],
-                        default=["teacher", "student"])
+    parser.add_argument("--roles", nargs="+", default=["teacher", "student"],
+                        help="teacher, student, or an extra role of the family "
+                             f"({ {f: sorted(r) for f, r in EXTRA_ROLES.items()} })")
     parser.add_argument("--out", type=Path, default=ASSETS_DIR)
     # One thread: on a shared 2-core machine a second OpenMP thread made each step 5x slower.
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
+    known = set(RECIPES[args.family]) | set(EXTRA_ROLES.get(args.family, {}))
+    if unknown := [r for r in args.roles if r not in known]:
+        parser.error(f"--roles: unknown role(s) {unknown} for {args.family}; known: {sorted(known)}")
     torch.set_num_threads(args.threads)
 
     out_dir = args.out / args.family

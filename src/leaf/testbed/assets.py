@@ -27,10 +27,21 @@ def families_shipped() -> list[str]:
                   if all((p / r / "config.json").is_file() for r in ROLES))
 
 
+def extra_roles(family: str) -> list[str]:
+    """Checkpoints a family ships beside its teacher and student (the second study's dose
+    students and shift teacher, ``scripts/train_testbed.py``'s ``EXTRA_ROLES``)."""
+    root = ASSETS_DIR / family
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir()
+                  if p.name not in ROLES and (p / "config.json").is_file())
+
+
 def model_dir(family: str, role: str) -> Path:
-    """Directory of the shipped ``role`` ("teacher" | "student") checkpoint of ``family``."""
-    if role not in ROLES:
-        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    """Directory of the shipped ``role`` checkpoint of ``family``: "teacher", "student" or
+    one of :func:`extra_roles`."""
+    if role not in ROLES and role not in extra_roles(family):
+        raise ValueError(f"role must be one of {ROLES + tuple(extra_roles(family))}, got {role!r}")
     path = ASSETS_DIR / family / role
     if not (path / "config.json").is_file():
         raise LeafError(
