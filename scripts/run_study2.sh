@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The second testbed study (pre-registration: docs/study2.md), one step per command, each
 # resumable (run it again after an interruption) and within about two hours on two cores:
-#   bash scripts/run_study2.sh pilot   [OUT]   the pilot: every dose, data seed 900, 1 replicate
+#   bash scripts/run_study2.sh pilot   [OUT]   the pilot: every dose, data seed 900, 1 replicate,
+#                                              100 test items per split (never read)
 #   bash scripts/run_study2.sh r1-nl00 [OUT]   R1 at dose 0% (likewise r1-nl03, r1-nl15)
 #   bash scripts/run_study2.sh r2      [OUT]   R2 (distractor shift)
 #   bash scripts/run_study2.sh results [OUT]   docs/RESULTS.md part 2 from the finished runs
@@ -37,7 +38,6 @@ case $STEP in
     for dose in nl00 nl03 nl15; do echo "$dose ${STUDENT[$dose]}"; done | xargs -P "$JOBS" -L 1 bash -c '
       run pilot-$0 configs/study2/word_problem_r1.yaml --set student=$1 --set data.seed=900 \
         --set seeds=[0] --set "data.sizes={train: 8000, test_id: 100, test_anti: 100, test_clean: 100}" \
-        --set "distill.variants={kd: {sets: [], hybrid_lambda: 1.0}, all_sets: [grad_t10, planted_set, planted_all_set]}" \
         --set attention.enabled=false'
     "$PY" scripts/study2_pilot.py "$OUT" ;;
   r1-nl00|r1-nl03|r1-nl15)
