@@ -336,10 +336,10 @@ class RunConfig(Checked):
 
     def test_splits(self) -> list[str]:
         if self.data.testbed:
-            from leaf.testbed.tasks import DEFAULT_SIZES  # heavy: numpy
+            from leaf.testbed.tasks import ALL_SPLITS, DEFAULT_SIZES  # heavy: numpy
 
             merged = {**DEFAULT_SIZES, **(self.data.sizes or {})}
-            return [s for s in merged if s != "train" and merged[s]]
+            return [s for s in ALL_SPLITS if s != "train" and merged.get(s)]
         return list(self.data.tests)
 
     # -- what the stages run with ---------------------------------------------------------
