@@ -47,6 +47,7 @@ layout never uses: after the operation sentences, before the question; ``digit_s
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,7 +196,8 @@ class Family:
     def response(self, problem: dict) -> str:
         raise NotImplementedError
 
-    def wrong_value(self, rng: random.Random, answer: int, exclude: list[int] = ()) -> int:
+    def wrong_value(self, rng: random.Random, answer: int,
+                    exclude: Collection[int] = ()) -> int:
         lo, hi = self.value_range
         return rng.choice([v for v in range(lo, hi + 1) if v != answer and v not in exclude])
 
