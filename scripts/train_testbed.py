@@ -32,7 +32,7 @@ from leaf.data.jsonl import write_json_atomic
 from leaf.data.templates import chat_layout
 from leaf.testbed.assets import ASSETS_DIR
 from leaf.testbed.evaluate import greedy_accuracy
-from leaf.testbed.tasks import FAMILIES, make_splits, pretraining_mix
+from leaf.testbed.tasks import FAMILIES, SPLITS, make_splits, pretraining_mix
 from leaf.testbed.tiny import build_model
 from leaf.testbed.tokenizer import build_testbed_tokenizer
 
@@ -61,15 +61,24 @@ RECIPES = {
                                              steps=1000)},
 }
 MIX = dict(clean_frac=0.30, numberless_frac=0.15)
+HELD_OUT = tuple(s for s in SPLITS if s != "train")  # validated and evaluated on by default
 # Extra checkpoints beside a family's teacher and student, saved as roles of their own
 # (``testbed:<family>/<role>``): a recipe of the family changed in a few fields. The second
 # study (docs/study2.md) uses them: students pre-trained with less of the numberless form (a
 # dose of counterfactual signal: the less a student saw what pruning leaves, the more a
-# counterfactual has to teach it).
+# counterfactual has to teach it) and, for the distractor-shift regime, a teacher pre-trained on
+# varied distractor positions and counts (the shipped one, trained on one layout, fails when
+# the distractor moves); it is validated on the moved and two-distractor splits too, and
+# measured on every shift split (the in-topic one stays unseen in its training).
+SHIFT_HELD_OUT = HELD_OUT + ("test_anti_moved", "test_anti_two", "test_anti_topic")
 EXTRA_ROLES = {
     "word_problem": {
         "student_nl00": ("student", dict(mix=dict(numberless_frac=0.0))),
         "student_nl03": ("student", dict(mix=dict(numberless_frac=0.03))),
+        "teacher_varied": ("teacher", dict(
+            mix=dict(layouts="varied"),
+            validate_on=HELD_OUT + ("test_anti_moved", "test_anti_two"),
+            evaluate_on=SHIFT_HELD_OUT)),
     },
 }
 
@@ -129,16 +138,17 @@ class StopWhenAccurate(TrainerCallback):
             control.should_training_stop = True
 
 
-def held_out(family: str, spec: dict) -> dict[str, list[dict]]:
-    """``test_id``, ``test_anti`` and ``test_clean`` drawn with ``spec``'s seed, bias and size."""
-    splits = make_splits(family, spec["seed"], spec["bias"],
-                         {"train": 0, "test_id": spec["n"], "test_anti": spec["n"],
-                          "test_clean": spec["n"]})
-    return {s: rows for s, rows in splits.items() if s != "train"}
+def held_out(family: str, spec: dict, splits: tuple[str, ...] = HELD_OUT) -> dict[str, list[dict]]:
+    """The test ``splits`` (``test_id``, ``test_anti`` and ``test_clean`` unless told) drawn
+    with ``spec``'s seed, bias and size."""
+    made = make_splits(family, spec["seed"], spec["bias"],
+                       {"train": 0, **{s: 0 for s in HELD_OUT}, **{s: spec["n"] for s in splits}})
+    return {s: made[s] for s in splits}
 
 
-def train_role(family: str, role: str, out_dir: Path, tokenizer, eval_splits) -> dict:
+def train_role(family: str, role: str, out_dir: Path, tokenizer) -> dict:
     recipe = recipe_of(family, role)
+    eval_splits = held_out(family, EVAL, recipe.get("evaluate_on", HELD_OUT))
     rows = pretraining_mix(family, recipe["n_samples"], recipe["seed"], recipe["distractor"],
                            bias=recipe.get("bias", 0.95), **recipe["mix"])
     dataset = encode_rows(tokenizer, rows)
@@ -154,8 +164,9 @@ def train_role(family: str, role: str, out_dir: Path, tokenizer, eval_splits) ->
             report_to="none", seed=recipe["seed"], data_seed=recipe["seed"], use_cpu=True,
             dataloader_num_workers=0, disable_tqdm=True,
         )
-        validation = StopWhenAccurate(tokenizer, held_out(family, VALIDATION),
-                                      VALIDATION["every"], recipe["stop_at"])
+        validation = StopWhenAccurate(
+            tokenizer, held_out(family, VALIDATION, recipe.get("validate_on", HELD_OUT)),
+            VALIDATION["every"], recipe["stop_at"])
         trainer = Trainer(model=model, args=args, train_dataset=dataset,
                           data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True),
                           callbacks=[validation])
@@ -176,6 +187,7 @@ def train_role(family: str, role: str, out_dir: Path, tokenizer, eval_splits) ->
         | ({"bias": recipe["bias"]} if "bias" in recipe else {}) | recipe["mix"],
         "max_steps": recipe["steps"], "steps": result.global_step, "stop_at": recipe["stop_at"],
         "validation": validation.history, "lr": recipe["lr"], "batch_size": recipe["batch"],
+        **({"validated_on": list(recipe["validate_on"])} if "validate_on" in recipe else {}),
         "seed": recipe["seed"], "final_train_loss": round(result.training_loss, 4),
         "train_wall_s": round(train_s, 1), "accuracy": accuracy,
         "command": " ".join(["python", "scripts/train_testbed.py", "--family", family,
@@ -200,7 +212,6 @@ def main(argv: list[str] | None = None) -> int:
 
     out_dir = args.out / args.family
     tokenizer = family_tokenizer(args.family)
-    eval_splits = held_out(args.family, EVAL)
     calib_path = out_dir / "calibration.json"
     calib = json.loads(calib_path.read_text()) if calib_path.exists() else {}
     calib.pop("command", None)  # each role records its own command
@@ -211,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
                         "python": platform.python_version()},
     })
     for role in args.roles:
-        calib[role] = train_role(args.family, role, out_dir, tokenizer, eval_splits)
+        calib[role] = train_role(args.family, role, out_dir, tokenizer)
         write_json_atomic(calib_path, calib)
     return 0
 

@@ -445,3 +445,55 @@ def test_a_variant_with_sets_and_lambda_one_is_warned_at_plan_time(config):
     config.write_text(yaml.safe_dump(raw))
     (warning,) = plan_warnings(load_config(config))
     assert "'leaf_instr'" in warning and "plain KD" in warning
+
+
+def test_testbed_shift_splits_are_generated_evaluated_and_tabulated(fake, tmp_path):
+    from leaf.pipeline.plan import build_stages
+
+    for role in ("teacher", "student"):
+        (tmp_path / role).mkdir()
+        (tmp_path / role / "config.json").write_text("{}")
+    raw = {
+        "data": {"testbed": "word_problem", "sizes": {
+            "train": 6, "test_id": 3, "test_anti": 3, "test_clean": 0, "test_anti_moved": 4,
+            "test_anti_two": 5, "test_anti_topic": 2}},
+        "teacher": str(tmp_path / "teacher"), "student": str(tmp_path / "student"),
+        "seeds": [0], "distill": {"args": {"max_steps": 3}, "variants": {"kd": []}},
+        "attention": {"enabled": True},
+    }
+    path = tmp_path / "tb.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_config(path)
+    assert cfg.test_splits() == ["test_id", "test_anti", "test_anti_moved", "test_anti_two",
+                                 "test_anti_topic"]
+    # the reliance/attention stage keeps measuring test_anti unless attention.split says
+    assert {s.name: s for s in build_stages(cfg, tmp_path / "x")}["attention"].params[
+        "split"] == "test_anti"
+    raw["attention"] = {"enabled": False}
+    path.write_text(yaml.safe_dump(raw))
+    run = tmp_path / "run"
+    results = run_pipeline(load_config(path), run, log=lambda s: None)
+    for split, n in (("test_anti_moved", 4), ("test_anti_two", 5), ("test_anti_topic", 2)):
+        rows = read_jsonl(run / "data0" / "data" / f"{split}.jsonl")
+        assert len(rows) == n and {r["split"] for r in rows} == {split}
+        evaluated = [c for name, c in fake.calls if name == "eval" and
+                     Path(c["out"]).name == split]
+        assert len(evaluated) == 3  # teacher, student, kd
+    cells = {r["key"]: r["cells"] for r in results["rows"]}
+    assert cells["kd"]["test_anti_two"]["values"] and "test_clean" not in cells["kd"]
+    text = render(results)
+    for label in ("anti, moved", "anti, two distractors", "anti, in-topic"):
+        assert label in text
+
+
+@pytest.mark.parametrize("sizes, message", [
+    ({"test_anti_far": 10}, r"data.sizes.test_anti_far: unknown split; known: \[.*"
+                            r"'test_anti_moved', 'test_anti_two', 'test_anti_topic'\]"),
+    ({"test_anti_two": 10}, r"data.sizes.test_anti_two: the digit_sum family cannot express"),
+])
+def test_an_unknown_or_inexpressible_testbed_split_is_one_clear_message(tmp_path, sizes,
+                                                                        message):
+    path = tmp_path / "tb.yaml"
+    path.write_text(yaml.safe_dump({"data": {"testbed": "digit_sum", "sizes": sizes}}))
+    with pytest.raises(LeafError, match=message):
+        load_config(path)

@@ -144,8 +144,20 @@ def test_cli_writes_the_splits(tmp_path, capsys):
     assert main(["testbed", "--out", str(tmp_path), "--bias", "2"]) == 2
     assert main(["testbed", "--list"]) == 0
     listed = capsys.readouterr().out.splitlines()
-    assert sorted(line.split("\t")[:2] for line in listed) == [
-        [f, r] for f in sorted(FAMILIES) for r in ("student", "teacher")]
+    from leaf.testbed.assets import extra_roles
+
+    assert sorted(line.split("\t")[:2] for line in listed) == sorted(
+        [f, r] for f in FAMILIES for r in ("student", "teacher", *extra_roles(f)))
+    assert ["word_problem", "teacher_varied"] in [line.split("\t")[:2] for line in listed]
+    # --shift-size adds the shift splits the family can express, and changes no other file
+    shifted = tmp_path / "shift"
+    assert main(["testbed", "--family", "digit_sum", "--out", str(shifted), "--seed", "2",
+                 "--train-size", "10", "--test-size", "4", "--shift-size", "3"]) == 0
+    written = sorted(p.stem for p in shifted.glob("*.jsonl"))
+    assert written == sorted([*SPLITS, "test_anti_moved"])  # digit_sum: no two, no in-topic
+    assert read_samples(shifted / "test_anti_moved.jsonl") == make_split(
+        "digit_sum", "test_anti_moved", 3, seed=2)
+    assert read_samples(shifted / "train.jsonl") == make_split("digit_sum", "train", 10, seed=2)
 
 
 def test_clean_frac_adds_distractor_free_rows_to_the_training_split_only():

@@ -8,6 +8,10 @@ distractor's number, ``planted.misleading``) and whose distractor disagrees with
   ``v - 1``, ``v - 2`` that is neither the answer nor ``v``);
 - ``removed``: the number is cut out (whitespace at the cut collapsed to one space).
 
+With several distractors (the testbed's two-distractor split), the interventions act on the
+*first* one, the one ``distractor_value`` names (its span is the first of
+``planted.misleading``); the others stay in place.
+
 Per model it records, over the items: ``follows`` (share of greedy answers equal to the
 distractor's value, on the original input) and ``follows_swap`` (equal to the *new* value after
 the swap: the answer moved with the distractor), ``correct`` on each input, and the mean change
@@ -49,13 +53,14 @@ def _swap_value(value: int, answer: str) -> int | None:
 
 
 def reliance_items(rows: Iterable[dict[str, Any]]) -> list[RelianceItem]:
-    """The items of ``rows`` the measure applies to: one planted misleading span holding an
-    integer distractor value that differs from the answer (the anti-correlated case)."""
+    """The items of ``rows`` the measure applies to: a planted misleading span holding an
+    integer distractor value that differs from the answer (the anti-correlated case); with
+    several spans, the first, which holds ``distractor_value``."""
     out = []
     for r in rows:
         spans = ((r.get("planted") or {}).get("misleading")) or []
         value = r.get("distractor_value")
-        if len(spans) != 1 or not isinstance(value, int) or str(value) == str(r.get("answer")):
+        if not spans or not isinstance(value, int) or str(value) == str(r.get("answer")):
             continue
         s, e = spans[0]
         text = r["instruction"]

@@ -18,6 +18,8 @@ Keys (every one optional except the data; defaults below)::
       bias: 0.95
       clean_frac: 0.0         # share of distillation samples without a distractor
       sizes: {train: 1000, test_id: 200, test_anti: 200, test_clean: 200}
+                              # + distractor-shift splits, made only when named: test_anti_moved,
+                              # test_anti_two, test_anti_topic (leaf.testbed.tasks.SHIFT_SPLITS)
     seeds: [0, 1, 2]          # replicates: testbed splits (data.seed + seed), random masking
                               # and distillation are seeded per replicate; files are shared
     teacher: testbed:digit_sum/teacher   # a model dir, a hub id, or testbed:FAMILY/ROLE
@@ -107,6 +109,9 @@ SPLIT_LABELS = {
     "test_id": "in-distribution",
     "test_anti": "anti-correlated",
     "test_clean": "clean",
+    "test_anti_moved": "anti, moved",
+    "test_anti_two": "anti, two distractors",
+    "test_anti_topic": "anti, in-topic",
 }
 LABELS = {  # table rows
     "teacher": "Teacher",
@@ -331,10 +336,10 @@ class RunConfig(Checked):
 
     def test_splits(self) -> list[str]:
         if self.data.testbed:
-            from leaf.testbed.tasks import DEFAULT_SIZES  # heavy: numpy
+            from leaf.testbed.tasks import ALL_SPLITS, DEFAULT_SIZES  # heavy: numpy
 
             merged = {**DEFAULT_SIZES, **(self.data.sizes or {})}
-            return [s for s in merged if s != "train" and merged[s]]
+            return [s for s in ALL_SPLITS if s != "train" and merged.get(s)]
         return list(self.data.tests)
 
     # -- what the stages run with ---------------------------------------------------------
@@ -528,15 +533,20 @@ def _check_and_resolve(cfg: RunConfig, path: Path) -> None:
     base = path.resolve().parent
     data = cfg.data
     if data.testbed:
-        from leaf.testbed.tasks import DEFAULT_SIZES, FAMILIES  # heavy: numpy
+        from leaf.testbed.tasks import ALL_SPLITS, FAMILIES, SHIFT_SPLITS  # heavy: numpy
 
         if data.testbed not in FAMILIES:
             raise SettingError(f"data.testbed: unknown family {data.testbed!r}; known: "
                                f"{sorted(FAMILIES)}")
-        unknown = set(data.sizes or {}) - set(DEFAULT_SIZES)
+        unknown = set(data.sizes or {}) - set(ALL_SPLITS)
         if unknown:
             raise SettingError(f"data.sizes.{sorted(unknown)[0]}: unknown split; known: "
-                               f"{sorted(DEFAULT_SIZES)}")
+                               f"{list(ALL_SPLITS)}")
+        for split, n in (data.sizes or {}).items():
+            layout = SHIFT_SPLITS.get(split)
+            if n and layout and layout not in FAMILIES[data.testbed].layouts:
+                raise SettingError(f"data.sizes.{split}: the {data.testbed} family cannot "
+                                   f"express this split's {layout!r} distractor layout")
         cfg.teacher = cfg.teacher or f"testbed:{data.testbed}/teacher"
         cfg.student = cfg.student or f"testbed:{data.testbed}/student"
     else:

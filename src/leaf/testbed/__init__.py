@@ -20,6 +20,7 @@ from leaf.testbed.assets import (
 from leaf.testbed.metrics import detection_quality
 from leaf.testbed.tasks import (
     FAMILIES,
+    SHIFT_SPLITS,
     SPLITS,
     get_family,
     make_split,
@@ -29,7 +30,7 @@ from leaf.testbed.tasks import (
 )
 
 __all__ = [
-    "ASSETS_DIR", "FAMILIES", "SPLITS", "calibration", "detection_quality", "families_shipped",
+    "ASSETS_DIR", "FAMILIES", "SHIFT_SPLITS", "SPLITS", "calibration", "detection_quality", "families_shipped",
     "get_family", "load", "make_split", "make_splits", "mean_ci", "model_dir", "pretraining_mix",
     "resolve_model", "write_splits",
 ]

@@ -4,6 +4,7 @@ Layout (regenerate with ``scripts/train_testbed.py``)::
 
     src/leaf/testbed/assets/<family>/teacher/   # safetensors + tokenizer files
     src/leaf/testbed/assets/<family>/student/
+    src/leaf/testbed/assets/<family>/<extra role>/  # e.g. word_problem/teacher_varied
     src/leaf/testbed/assets/<family>/calibration.json
 """
 

@@ -33,11 +33,21 @@ with probability ``bias``), ``test_id`` (same distribution), ``test_anti`` (the 
 points to a wrong answer) and ``test_clean`` (no distractor). Everything is drawn from
 ``random.Random`` seeded with a string naming family, split and seed, so a split does not
 depend on the sizes or order in which other splits are made.
+
+Distractor layouts (``LAYOUTS``): where the distractor sentences sit and how many there are.
+Every split above uses ``shipped`` (one sentence, right after the first one). The *shift*
+splits (``SHIFT_SPLITS``, made only when asked for) test layouts the distillation data never
+shows, always with wrong values: ``test_anti_moved`` (one sentence at a position the shipped
+layout never uses: after the operation sentences, before the question; ``digit_sum``: before
+``a = ``), ``test_anti_two`` (two sentences about two different other people and items) and
+``test_anti_topic`` (an in-topic sentence: another person, the *same* item as the question,
+``Bob has 8 apples.``). ``digit_sum`` has no people or items and refuses the last two.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +57,35 @@ from leaf.detect.spans import prune_plans, remove_spans
 VARIANTS = ("agree", "disagree", "random", "clean", "numberless")
 SPLITS = ("train", "test_id", "test_anti", "test_clean")
 DEFAULT_SIZES = {"train": 1000, "test_id": 200, "test_anti": 200, "test_clean": 200}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a problem's distractor sentences go and how many there are.
+
+    ``position``: ``shipped`` (after the first sentence, the layout of every original split) or
+    ``moved`` (after the operation sentences, before the question; ``digit_sum``: first).
+    ``count``: distractor sentences (each about another person and item). ``topic``: the
+    sentence is about the question's own item (``Bob has 8 apples.``).
+    """
+
+    position: str = "shipped"
+    count: int = 1
+    topic: bool = False
+
+
+LAYOUTS = {
+    "shipped": Layout(),
+    "moved": Layout("moved"),
+    "two": Layout(count=2),
+    "two_moved": Layout("moved", count=2),
+    "topic": Layout(topic=True),
+}
+# Test splits with a shifted distractor layout, always disagreeing: split -> layout name.
+SHIFT_SPLITS = {"test_anti_moved": "moved", "test_anti_two": "two", "test_anti_topic": "topic"}
+ALL_SPLITS = SPLITS + tuple(SHIFT_SPLITS)
+# pretraining_mix(layouts="varied"): position and count drawn uniformly per distractor row.
+VARIED_LAYOUTS = ("shipped", "moved", "two", "two_moved")
 
 
 @dataclass
@@ -114,30 +153,53 @@ class Family:
     name: str = ""
     value_range: tuple[int, int] = (0, 0)  # inclusive range of plausible answers
     max_new_tokens: int = 32  # generation budget that fits the longest response
+    layouts: tuple[str, ...] = tuple(LAYOUTS)  # the distractor layouts it can express
 
     def draw(self, rng: random.Random) -> dict:
         raise NotImplementedError
 
-    def compose(self, problem: dict, value: int | None) -> Rendered:
+    def check_layout(self, layout: str) -> Layout:
+        """The :class:`Layout` named ``layout``; a ValueError if this family cannot express it."""
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown distractor layout {layout!r}; known: {list(LAYOUTS)}")
+        if layout not in self.layouts:
+            raise ValueError(f"testbed family {self.name!r} cannot express the {layout!r} "
+                             f"distractor layout (it has: {list(self.layouts)})")
+        return LAYOUTS[layout]
+
+    def extend(self, problem: dict, rng: random.Random, layout: str) -> dict:
+        """``problem`` with whatever ``layout`` needs beyond :meth:`draw` (more people and items),
+        drawn from ``rng`` after the problem itself, so the shipped layout draws nothing more."""
+        self.check_layout(layout)
+        return problem
+
+    def compose(self, problem: dict, value: int | list[int] | None,
+                layout: str = "shipped") -> Rendered:
+        """The text with a distractor carrying ``value`` (a list: one value per sentence of a
+        several-sentence ``layout``), or without a distractor for ``None``."""
         raise NotImplementedError
 
-    def render(self, problem: dict, value: int | None, numberless: bool = False) -> Rendered:
+    def render(self, problem: dict, value: int | list[int] | None, numberless: bool = False,
+               layout: str = "shipped") -> Rendered:
         """The instruction with a distractor carrying ``value`` (none for ``None``), or, when
         ``numberless``, the distractor-carrying text with its number pruned away
         (:func:`without_misleading`). The pruned text does not depend on which number was
         there; the family's largest value stands in for it."""
         if not numberless:
-            return self.compose(problem, value)
+            return self.compose(problem, value, layout)
         if value is not None:
             raise ValueError("a numberless distractor carries no value")
-        return without_misleading(self.compose(problem, self.value_range[1]))
+        count = self.check_layout(layout).count
+        stand_in = self.value_range[1] if count == 1 else [self.value_range[1]] * count
+        return without_misleading(self.compose(problem, stand_in, layout))
 
     def response(self, problem: dict) -> str:
         raise NotImplementedError
 
-    def wrong_value(self, rng: random.Random, answer: int) -> int:
+    def wrong_value(self, rng: random.Random, answer: int,
+                    exclude: Collection[int] = ()) -> int:
         lo, hi = self.value_range
-        return rng.choice([v for v in range(lo, hi + 1) if v != answer])
+        return rng.choice([v for v in range(lo, hi + 1) if v != answer and v not in exclude])
 
     def random_value(self, rng: random.Random) -> int:
         return rng.randint(*self.value_range)
@@ -148,22 +210,32 @@ class DigitSum(Family):
 
     name = "digit_sum"
     value_range = (0, 27)
+    # no people or items: one rumor, at its shipped place or (moved) before the operands
+    layouts = ("shipped", "moved")
 
     def draw(self, rng: random.Random) -> dict:
         a, b, c = (rng.randint(0, 9) for _ in range(3))
         return {"operands": [a, b, c], "answer": a + b + c}
 
-    def compose(self, problem: dict, value: int | None) -> Rendered:
+    def compose(self, problem: dict, value: int | list[int] | None,
+                layout: str = "shipped") -> Rendered:
         a, b, c = problem["operands"]
+        [value] = _values(value, self.check_layout(layout))
         out = _Builder()
-        out.add(f"a = {a} ; b = {b} ; c = {c} ; ")
-        if value is not None:
+
+        def rumor() -> None:
             start = len(out.text)
             out.add("rumor : ")
             out.add(str(value), "misleading")
             out.add(" ;")
             out.marks["distractor"].append([start, len(out.text)])
             out.add(" ")
+
+        if value is not None and layout == "moved":
+            rumor()
+        out.add(f"a = {a} ; b = {b} ; c = {c} ; ")
+        if value is not None and layout == "shipped":
+            rumor()
         out.add("query a + b + c ?")
         return Rendered(out.text, out.marks["misleading"], out.marks["distractor"])
 
@@ -187,6 +259,44 @@ def _add_possession(out: _Builder, who: str, value: int, item: str) -> None:
     out.add(" ")
 
 
+def _values(value: int | list[int] | None, layout: Layout) -> list[int | None]:
+    """One value per distractor sentence of ``layout`` (``[None]`` without a distractor)."""
+    if value is None:
+        return [None]
+    values = [value] if isinstance(value, int) else list(value)
+    if len(values) != layout.count:
+        raise ValueError(f"{layout.count} distractor sentence(s) need as many values, "
+                         f"got {values}")
+    return values
+
+
+def _extend_people(problem: dict, rng: random.Random, layout: Layout) -> dict:
+    """A second other person and item (two distractor sentences), drawn after the problem."""
+    if layout.count < 2:
+        return problem
+    taken_names = {problem["who"], problem["other"]}
+    taken_items = {problem["item"], problem["other_item"]}
+    return {**problem, "other2": rng.choice([n for n in NAMES if n not in taken_names]),
+            "other_item2": rng.choice([i for i in ITEMS if i not in taken_items])}
+
+
+def _distractor_people(problem: dict, layout: Layout) -> list[tuple[str, str]]:
+    """``(person, item)`` of each distractor sentence of ``layout``."""
+    first = (problem["other"], problem["item"] if layout.topic else problem["other_item"])
+    if layout.count == 1:
+        return [first]
+    return [first, (problem["other2"], problem["other_item2"])]
+
+
+def _add_distractors(out: _Builder, problem: dict, values: list[int | None],
+                     layout: Layout, position: str) -> None:
+    """The distractor sentences, if ``layout`` puts them at ``position``."""
+    if values == [None] or layout.position != position:
+        return
+    for (who, item), value in zip(_distractor_people(problem, layout), values):
+        _add_possession(out, who, value, item)
+
+
 class WordProblem(Family):
     """One-step word problem (+ or -) with an irrelevant quantity about someone else."""
 
@@ -206,15 +316,22 @@ class WordProblem(Family):
         return {"who": who, "other": other, "item": item, "other_item": other_item,
                 "operands": [a, b], "op": op, "answer": answer}
 
-    def compose(self, problem: dict, value: int | None) -> Rendered:
+    def extend(self, problem: dict, rng: random.Random, layout: str) -> dict:
+        return _extend_people(problem, rng, self.check_layout(layout))
+
+    def compose(self, problem: dict, value: int | list[int] | None,
+                layout: str = "shipped") -> Rendered:
         p = problem
         a, b = p["operands"]
+        spec = self.check_layout(layout)
+        values = _values(value, spec)
         out = _Builder()
         out.add(f"{p['who']} has {a} {p['item']}. ")
-        if value is not None:
-            _add_possession(out, p["other"], value, p["other_item"])
+        _add_distractors(out, p, values, spec, "shipped")
         verb = f"buys {b} more" if p["op"] == "+" else f"gives away {b}"
-        out.add(f"{p['who']} {verb} {p['item']}. How many {p['item']} does {p['who']} have now?")
+        out.add(f"{p['who']} {verb} {p['item']}. ")
+        _add_distractors(out, p, values, spec, "moved")
+        out.add(f"How many {p['item']} does {p['who']} have now?")
         return Rendered(out.text, out.marks["misleading"], out.marks["distractor"])
 
     def response(self, problem: dict) -> str:
@@ -248,15 +365,21 @@ class MultiStep(Family):
         return {"who": who, "other": other, "item": item, "other_item": other_item,
                 "operands": operands, "ops": ops, "answer": total}
 
-    def compose(self, problem: dict, value: int | None) -> Rendered:
+    def extend(self, problem: dict, rng: random.Random, layout: str) -> dict:
+        return _extend_people(problem, rng, self.check_layout(layout))
+
+    def compose(self, problem: dict, value: int | list[int] | None,
+                layout: str = "shipped") -> Rendered:
         p = problem
         first, *changes = p["operands"]
+        spec = self.check_layout(layout)
+        values = _values(value, spec)
         out = _Builder()
         out.add(f"{p['who']} has {first} {p['item']}. ")
-        if value is not None:
-            _add_possession(out, p["other"], value, p["other_item"])
+        _add_distractors(out, p, values, spec, "shipped")
         for op, b in zip(p["ops"], changes):
             out.add(f"{p['who']} buys {b} more. " if op == "+" else f"{p['who']} gives away {b}. ")
+        _add_distractors(out, p, values, spec, "moved")
         out.add(f"How many {p['item']} does {p['who']} have now?")
         return Rendered(out.text, out.marks["misleading"], out.marks["distractor"])
 
@@ -281,20 +404,35 @@ def get_family(name: str) -> Family:
 
 
 def make_sample(
-    family: Family, rng: random.Random, variant: str, sample_id: str, split: str
+    family: Family, rng: random.Random, variant: str, sample_id: str, split: str,
+    layout: str | None = None,
 ) -> dict:
-    """Draw one problem and render it with the given distractor variant."""
+    """Draw one problem and render it with the given distractor variant.
+
+    ``layout`` (a name of ``LAYOUTS``) places the distractor sentences; the row then records it
+    (``layout``) and every sentence's value (``distractor_values``; ``distractor_value`` is the
+    first sentence's). ``None`` is the shipped layout with the original row fields and draws,
+    so the original splits are byte-identical to what they were before layouts existed.
+    """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    spec = family.check_layout(layout or "shipped")
     problem = family.draw(rng)
+    if layout is not None:
+        problem = family.extend(problem, rng, layout)
     answer = problem["answer"]
-    value = {
-        "agree": lambda: answer,
-        "disagree": lambda: family.wrong_value(rng, answer),
-        "random": lambda: family.random_value(rng),
-    }.get(variant, lambda: None)()
-    rendered = family.render(problem, value, numberless=variant == "numberless")
-    return {
+    values: list[int] = []
+    for _ in range(spec.count if variant in ("agree", "disagree", "random") else 0):
+        values.append({
+            "agree": lambda: answer,
+            # several wrong values differ from each other too
+            "disagree": lambda: family.wrong_value(rng, answer, exclude=values),
+            "random": lambda: family.random_value(rng),
+        }[variant]())
+    value = values[0] if values else None
+    rendered = family.render(problem, (values if spec.count > 1 else value) if values else None,
+                             numberless=variant == "numberless", layout=layout or "shipped")
+    row = {
         "id": sample_id,
         "task": "math",
         "instruction": rendered.instruction,
@@ -304,9 +442,13 @@ def make_sample(
         "split": split,
         "variant": variant,
         "distractor_value": value,
-        "distractor_agrees": None if value is None else value == answer,
+        "distractor_agrees": None if value is None else all(v == answer for v in values),
         "planted": {"misleading": rendered.misleading, "distractor": rendered.distractor},
     }
+    if layout is not None:
+        row["layout"] = layout
+        row["distractor_values"] = values
+    return row
 
 
 def _rng(family: str, split: str, seed: int) -> random.Random:
@@ -326,7 +468,8 @@ def _variants_with_bias(n: int, bias: float, rng: random.Random) -> list[str]:
 
 def make_split(family: str, split: str, n: int, seed: int = 0, bias: float = 0.95,
                clean_frac: float = 0.0) -> list[dict]:
-    """One split of ``n`` samples (see the module docstring for what each split holds).
+    """One split of ``n`` samples (see the module docstring for what each split holds; a shift
+    split, ``SHIFT_SPLITS``, holds disagreeing distractors in its layout and ignores ``bias``).
 
     ``clean_frac`` (train split only): that share of the distillation samples, rounded, carry no
     distractor; the others agree with the answer with probability ``bias``. With 0 (the default)
@@ -335,6 +478,12 @@ def make_split(family: str, split: str, n: int, seed: int = 0, bias: float = 0.9
     if not 0.0 <= clean_frac <= 1.0:
         raise ValueError(f"clean_frac must be in [0, 1], got {clean_frac}")
     fam = get_family(family)
+    if split in SHIFT_SPLITS:
+        layout = SHIFT_SPLITS[split]
+        fam.check_layout(layout)  # digit_sum cannot express every layout
+        rng = _rng(family, split, seed)
+        return [make_sample(fam, rng, "disagree", f"{family}-{split}-s{seed}-{i:05d}", split,
+                            layout) for i in range(n)]
     rng = _rng(family, split, seed)
     if split == "train" and clean_frac:
         k = round(clean_frac * n)
@@ -347,7 +496,7 @@ def make_split(family: str, split: str, n: int, seed: int = 0, bias: float = 0.9
     elif split == "test_clean":
         variants = ["clean"] * n
     else:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise ValueError(f"split must be one of {ALL_SPLITS}, got {split!r}")
     return [
         make_sample(fam, rng, v, f"{family}-{split}-s{seed}-{i:05d}", split)
         for i, v in enumerate(variants)
@@ -358,9 +507,12 @@ def make_splits(
     family: str, seed: int = 0, bias: float = 0.95, sizes: dict[str, int] | None = None,
     clean_frac: float = 0.0,
 ) -> dict[str, list[dict]]:
-    """All four splits; ``sizes`` maps split name to sample count (``DEFAULT_SIZES``)."""
+    """The four splits, and the shift splits ``sizes`` asks for; ``sizes`` maps split name to
+    sample count (``DEFAULT_SIZES`` for the four; a shift split is made only when named)."""
     sizes = {**DEFAULT_SIZES, **(sizes or {})}
-    return {s: make_split(family, s, sizes[s], seed, bias, clean_frac) for s in SPLITS
+    if unknown := sorted(set(sizes) - set(ALL_SPLITS)):
+        raise ValueError(f"unknown testbed split {unknown[0]!r}; known: {list(ALL_SPLITS)}")
+    return {s: make_split(family, s, sizes[s], seed, bias, clean_frac) for s in ALL_SPLITS
             if sizes.get(s)}
 
 
@@ -389,6 +541,7 @@ def pretraining_mix(
     bias: float = 0.95,
     clean_frac: float = 0.30,
     numberless_frac: float = 0.15,
+    layouts: str = "shipped",
 ) -> list[dict]:
     """Samples for pre-training a testbed model from scratch.
 
@@ -397,11 +550,22 @@ def pretraining_mix(
     distribution for both models. The rest carry a distractor: ``distractor="biased"`` makes it
     agree with the answer with probability ``bias`` (the student's regime), ``"random"`` draws
     it uniformly from the family's range (uninformative: the teacher's regime).
+
+    ``layouts``: ``"shipped"`` (every distractor in the shipped layout: the draws the shipped
+    models were trained on) or ``"varied"``: each distractor-carrying row (numberless ones
+    included) draws its position (shipped or moved) and count (1 or 2) uniformly, from a stream
+    of its own, and records its ``layout``. In-topic sentences are never in the mix.
     """
     if distractor not in ("biased", "random"):
         raise ValueError(f"distractor must be 'biased' or 'random', got {distractor!r}")
+    if layouts not in ("shipped", "varied"):
+        raise ValueError(f"layouts must be 'shipped' or 'varied', got {layouts!r}")
     fam = get_family(family)
-    rng = _rng(family, f"pretrain-{distractor}-{bias}", seed)
+    stream = f"pretrain-{distractor}-{bias}" + ("-varied" if layouts == "varied" else "")
+    if layouts == "varied":
+        for name in VARIED_LAYOUTS:
+            fam.check_layout(name)
+    rng = _rng(family, stream, seed)
     rows = []
     for i in range(n):
         u = rng.random()
@@ -413,6 +577,11 @@ def pretraining_mix(
             variant = "random"
         else:
             variant = "agree" if rng.random() < bias else "disagree"
+        layout = None
+        if layouts == "varied" and variant != "clean":
+            position, count = rng.choice(("shipped", "moved")), rng.choice((1, 2))
+            layout = {("shipped", 1): "shipped", ("moved", 1): "moved",
+                      ("shipped", 2): "two", ("moved", 2): "two_moved"}[position, count]
         rows.append(make_sample(fam, rng, variant, f"{family}-pretrain-s{seed}-{i:06d}",
-                                "pretrain"))
+                                "pretrain", layout))
     return rows
