@@ -6,7 +6,8 @@
 #   bash scripts/run_study2.sh r1-nl00 [OUT]   R1 at dose 0% (likewise r1-nl03, r1-nl15)
 #   bash scripts/run_study2.sh r2      [OUT]   R2 (distractor shift)
 #   bash scripts/run_study2.sh results [OUT]   docs/RESULTS.md part 2 from the finished runs
-# OUT defaults to leaf-study2. N (training rows) and EPOCHS come from the pilot's rules
+# OUT defaults to leaf-study2. SEEDS='[0,1]' runs those replicates only (a step in parts: a
+# later run with more seeds reuses the finished ones; the study's cells use seeds 0-4). N (training rows) and EPOCHS come from the pilot's rules
 # (OUT/pilot/decision.json, written by scripts/study2_pilot.py); R1 and R2 read them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,7 @@ declare -A STUDENT=([nl00]=testbed:word_problem/student_nl00
 
 run() {  # name config [--set ...]
   local name=$1 config=$2; shift 2
+  [ -n "${SEEDS:-}" ] && set -- "$@" --set "seeds=$SEEDS"
   "$LEAF" run "$config" --no-tables --run-dir "$OUT/$name" --set "name=$name" "$@" \
     > "$OUT/$name.log" 2>&1 && echo "done: $name" \
     || { echo "FAILED: $name (see $OUT/$name.log)"; return 1; }
