@@ -31,7 +31,8 @@ run() {  # name config [--set ...]
 }
 
 decided() {  # the pilot's decision as --set arguments
-  "$PY" -c "import json,sys; d=json.load(open(sys.argv[1])); print(f\"data.sizes.train={d['train_rows']} distill.args.num_train_epochs={d['epochs']}\")" "$OUT/pilot/decision.json"
+  [ -f "$OUT/pilot/decision.json" ] || { echo "no $OUT/pilot/decision.json: run the pilot step first" >&2; exit 1; }
+  "$PY" -c "import json,sys; d=json.load(open(sys.argv[1])); print(f\"--set data.sizes.train={d['train_rows']} --set distill.args.num_train_epochs={d['epochs']}\")" "$OUT/pilot/decision.json"
 }
 
 case $STEP in
@@ -46,10 +47,10 @@ case $STEP in
     dose=${STEP#r1-}
     # shellcheck disable=SC2046
     run "$STEP" configs/study2/word_problem_r1.yaml --set "student=${STUDENT[$dose]}" \
-      $(decided | sed 's/^/--set /; s/ / --set /') ;;
+      $(decided) ;;
   r2)
     # shellcheck disable=SC2046
-    run r2 configs/study2/word_problem_r2.yaml $(decided | sed 's/^/--set /; s/ / --set /') ;;
+    run r2 configs/study2/word_problem_r2.yaml $(decided) ;;
   results)
     "$PY" scripts/make_results.py --study2 "$OUT" ;;
   *) echo "unknown step $STEP" >&2; exit 2 ;;
