@@ -104,8 +104,9 @@ def _attention_values(results: dict[str, Any]):
     return get
 
 
-def compare(results: dict[str, Any], part: Part) -> dict[str, Any]:
-    """The paired difference of one part, with its verdict."""
+def compare(results: dict[str, Any], part: Part, items: Any = None) -> dict[str, Any]:
+    """The paired difference of one part, with its verdict; ``items(member, split)`` (test
+    item id -> score) pairs an accuracy difference by test item too."""
     if part.measure == "span_recall":
         view = {**results, "splits": ["span_recall"], "variants": {}, "rows": []}
         d = paired_difference(view, part.a, part.b, _detection_values(results))
@@ -113,7 +114,7 @@ def compare(results: dict[str, Any], part: Part) -> dict[str, Any]:
         view = {**results, "splits": ["attention"]}
         d = paired_difference(view, part.a, part.b, _attention_values(results))
     else:
-        d = paired_difference(results, part.a, part.b)
+        d = paired_difference(results, part.a, part.b, items=items)
     cell = d["cells"].get(part.measure)
     return {"a": part.a, "b": part.b, "measure": part.measure, "predicted": part.predicted,
             "cell": cell, "pairs": d["pairs"],
