@@ -240,3 +240,30 @@ def test_item_paired_intervals_when_per_item_scores_are_given():
                            "cells": {"test_anti": {**cell, "interval": "stored"}}}]
     got = verdicts2({"r1-nl00": res})["hypotheses"]["R1-H2"]["parts"][0]["cell"]
     assert got["interval"] == "stored"
+
+
+def test_r2_config_is_r1_with_the_shift():
+    """R2's config copies R1's committed settings; only the teacher, the student, the name and
+    the shifted splits differ (docs/study2.md, "Regime R2")."""
+    from pathlib import Path
+
+    import yaml
+
+    from leaf.pipeline.config import load_config
+
+    here = Path(__file__).resolve().parents[1] / "configs" / "study2"
+    r1_raw = yaml.safe_load((here / "word_problem_r1.yaml").read_text())
+    r2_raw = yaml.safe_load((here / "word_problem_r2.yaml").read_text())
+    sizes = r2_raw["data"]["sizes"]
+    assert {s: sizes.pop(s) for s in SHIFTED} == {s: 1000 for s in SHIFTED}
+    assert r2_raw.pop("teacher") == "testbed:word_problem/teacher_varied"
+    assert r2_raw.pop("student") == r1_raw.pop("teacher").replace("teacher", "student_nl00")
+    assert r1_raw.pop("student") == "testbed:word_problem/student_nl00"
+    assert (r1_raw.pop("name"), r2_raw.pop("name")) == ("study2-word_problem-r1",
+                                                        "study2-word_problem-r2")
+    r1_raw.pop("description"), r2_raw.pop("description")
+    assert r2_raw == r1_raw
+    cfg = load_config(here / "word_problem_r1.yaml")
+    assert set(cfg.distill.variants) >= {"kd", "leaf", "unverified", "planted", "planted_all",
+                                         "extra_kd_hard", "extra_kd_random"}
+    assert len(cfg.seeds) >= 5
