@@ -14,6 +14,13 @@ attention-on-distractor and span-vs-collective tables (leaf.pipeline.tables.rend
 statements of leaf.pipeline.reading (attention included when the run measured it); the
 caveats are fixed text about what a synthetic testbed can and cannot show. The machine section describes the computer this script runs on,
 so run it where the demo ran.
+
+docs/RESULTS.md has two parts. Part 1 (the first study) is committed text: its run folders are
+not in the repository, so this script refuses to overwrite a page whose part 1 names run
+directories the given folder lacks, or a page that has part 2. Part 2 (the second study,
+docs/study2.md) starts at the heading `# Part 2: the second study (docs/study2.md)`:
+
+    python scripts/make_results.py --study2 leaf-study2   # replaces only part 2 (run_study2.sh)
 """
 
 from __future__ import annotations
@@ -22,11 +29,13 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "scripts"))  # results_part2, beside this script
 
 from leaf.pipeline.reading import statements  # noqa: E402
 from leaf.pipeline.tables import render  # noqa: E402
@@ -201,9 +210,51 @@ def sweep_table(root: Path) -> str:
     return "\n".join(lines)
 
 
+def refuse_to_clobber(out: Path, root: Path, runs: list[Path]) -> None:
+    """Stop before part 1 of an existing page is lost: a page with part 2, or one whose part 1
+    was made from run directories ``root`` does not have, is not overwritten."""
+    from results_part2 import MARKER, split_parts
+
+    if not out.is_file():
+        return
+    part1, part2 = split_parts(out.read_text(encoding="utf-8"))
+    if part2 is not None:
+        raise SystemExit(f"{out}: holds part 2 ({MARKER[2:]}); regenerating part 1 would "
+                         "overwrite it. Use --study2 OUT for part 2, or --out another file.")
+    named = re.findall(r"^Run directory `([^`]+)`", part1, flags=re.M)
+    lacking = sorted(set(named) - {run.name for run in runs})
+    if lacking:
+        raise SystemExit(f"{out}: part 1 was generated from run directories {root} does not "
+                         f"have ({', '.join(lacking)}); refusing to replace it. Write elsewhere "
+                         "with --out, or regenerate it from the folder that has them.")
+
+
+def write_study2(root: Path, out: Path) -> int:
+    """Replace part 2 of ``out`` (or append it) from the second study's runs under ``root``;
+    part 1's bytes stay as they are."""
+    from results_part2 import RUNS, part2, with_part2
+
+    if not root.is_dir():
+        raise SystemExit(f"{root}: no such directory (run scripts/run_study2.sh first)")
+    if not any((root / name / "results.json").is_file() for name in RUNS) and \
+            not (root / "pilot" / "decision.json").is_file():
+        print(f"note: {root} has none of {', '.join(RUNS)} nor pilot/decision.json yet",
+              file=sys.stderr)
+    existing = out.read_text(encoding="utf-8") if out.is_file() else ""
+    text = with_part2(existing, part2(root, machine()))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    print(f"wrote part 2 of {out}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("demo_dir", type=Path, help="the --out directory of `leaf demo`")
+    ap.add_argument("demo_dir", type=Path, nargs="?",
+                    help="the --out directory of `leaf demo` (or of scripts/run_study.sh)")
+    ap.add_argument("--study2", type=Path, default=None, metavar="OUT",
+                    help="write part 2 (the second study, docs/study2.md) from the run folders "
+                         "of scripts/run_study2.sh under OUT, keeping part 1 as it is")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "RESULTS.md")
     ap.add_argument("--sweep", type=Path, default=None,
                     help="directory of `leaf run` dirs made with --set data.bias=...")
@@ -213,10 +264,17 @@ def main() -> int:
     ap.add_argument("--timing", action="append", default=[],
                     help="a measured wall time to report, e.g. 'leaf demo: 3m16s' (repeatable)")
     args = ap.parse_args()
+    if args.study2 is not None:
+        if args.demo_dir or args.sweep:
+            raise SystemExit("--study2 OUT writes part 2 only: give no DEMO_DIR or --sweep")
+        return write_study2(args.study2, args.out)
+    if args.demo_dir is None:
+        raise SystemExit("give DEMO_DIR (part 1) or --study2 OUT (part 2)")
 
     runs = [r for r in run_dirs(args.demo_dir)]
     if not runs:
         raise SystemExit(f"{args.demo_dir}: no */results.json (run `leaf demo` first)")
+    refuse_to_clobber(args.out, args.demo_dir, runs)
     parts = [
         "# Results on the planted-confounder testbed",
         "",

@@ -1,0 +1,326 @@
+"""docs/RESULTS.md part 2: the second study (docs/study2.md), from its run folders.
+
+Used by ``scripts/make_results.py --study2 OUT`` (``bash scripts/run_study2.sh results OUT``).
+``OUT`` holds the runs ``scripts/run_study2.sh`` makes: ``r1-nl00``, ``r1-nl03``, ``r1-nl15``,
+``r2`` (each a ``leaf run`` directory with results.json), the pilot's ``pilot-nl00`` ...
+``pilot-nl15`` and its decision ``pilot/decision.json``. Whatever is missing is named on the
+page. Every number is read from those folders; the verdicts are leaf.testbed.study2's; the
+caveats are fixed text.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from leaf.pipeline.config import SPLIT_LABELS
+from leaf.pipeline.results import read_item_scores
+from leaf.pipeline.tables import format_cell, render
+from leaf.testbed.study import Part
+from leaf.testbed.study2 import (
+    DOSES,
+    HYPOTHESES,
+    R1_RUNS,
+    RUNS,
+    SHIFTED,
+    kept_signal,
+    shifted_splits,
+    verdicts2,
+    within,
+)
+
+#: The heading part 2 starts at; everything before it in docs/RESULTS.md is part 1, kept as is.
+MARKER = "# Part 2: the second study (docs/study2.md)"
+PILOTS = {"pilot-nl00": "0%", "pilot-nl03": "3%", "pilot-nl15": "15%"}
+SCOPES = {"r1-nl00": "R1 dose 0%", "r1-nl03": "R1 dose 3%", "r1-nl15": "R1 dose 15%",
+          "r1-nl00 vs r1-nl15": "R1 0% vs 15%", "r2": "R2"}
+
+CAVEATS = """\
+- The testbed is synthetic: one planted confounder per sample (a number in a distractor
+  sentence), chosen so that the distractor's influence can be measured exactly. It shows whether
+  the mechanics of LeaF work where the counterfactuals carry signal; it says nothing about the
+  size of the effect on real LLMs and real benchmarks.
+- Teacher and students are tiny models trained from scratch, and everything ran on CPU (the
+  machine above); the dose students differ only in the share of numberless rows in their
+  pre-training.
+- The hypotheses, the verdict rule, the pilot's rules and the configs (docs/study2.md,
+  configs/study2/) were committed before any run of this study; nothing was tuned on the test
+  splits. An interval that contains 0 is "no difference shown", which is not evidence of no
+  difference; the detectable difference says how large a difference the runs could miss.
+"""
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def run_items(run: Path) -> Callable[[str, str], dict[str, float] | None]:
+    """``items(member, split)``: a member's per-item scores on a split, read from the run's
+    ``eval/<model>/<data key>/<split>/metrics.samples.jsonl`` (None when absent)."""
+    cache: dict[tuple[str, str], dict[str, float] | None] = {}
+
+    def items(member: str, split: str) -> dict[str, float] | None:
+        if (member, split) not in cache:
+            key, dkey = member.rsplit("@", 1)
+            cache[member, split] = read_item_scores(run / "eval" / key / dkey / split
+                                                    / "metrics.json")
+        return cache[member, split]
+
+    return items
+
+
+def _diff(c: dict | None) -> str:
+    return format_cell(c, "+") if c else "n/a"
+
+
+def _det(c: dict | None) -> str:
+    d = (c or {}).get("detectable")
+    return "-" if d is None else f"{d:.3f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def verdict_table(v: dict[str, Any]) -> list[str]:
+    """Hypothesis x regime/dose: each hypothesis is read where docs/study2.md places it."""
+    rows = []
+    for hid, h in v["hypotheses"].items():
+        spec = HYPOTHESES[hid]
+        word = h["verdict"] + (" (note)" if h["notes"] else "") + (" (P rule)" if h["flags"]
+                                                                    else "")
+        rows.append([f"{hid}{' (P)' if spec.primary else ''}: {spec.text}",
+                     *(word if scope == spec.run else "" for scope in SCOPES)])
+    return _table(["hypothesis", *SCOPES.values()], rows)
+
+
+def falsification_lines(v: dict[str, Any]) -> list[str]:
+    f = v["falsification"]
+    if not f["evaluated"]:
+        return [f"Falsification clause (docs/study2.md, R1): not evaluated ({f['reason']})."]
+    arms = "; ".join(f"{a['arm']} - kd on test_anti {_diff(a['cell'])}" for a in f["arms"])
+    if f["fired"]:
+        return [f"**Falsified on this testbed: \"exact removal of the confounder helps where the "
+                f"counterfactuals carry signal\"** (docs/study2.md, R1 falsification clause: at "
+                f"dose 0%, an oracle arm's mean at or below 0 with an upper 95% end below "
+                f"+0.03; {arms}" + ("" if f["signal_check_passed"] else
+                                    "; the pilot's signal check failed, so only planted_all "
+                                    "was read") + ")."]
+    return [f"Falsification clause (docs/study2.md, R1): did not fire ({arms}"
+            + ("" if f["signal_check_passed"] else "; signal check failed: planted_all only")
+            + ")."]
+
+
+def comparison_lines(v: dict[str, Any]) -> list[str]:
+    lines = ["## The comparisons behind each verdict", "",
+             "Within a run: paired by seed and test item (hierarchical bootstrap, docs/"
+             "intervals.md); reliance paired by seed. Across doses or splits: per seed, the "
+             "difference of the seed's paired mean differences, 95% Student-t over seeds. "
+             "detectable: the difference the runs would show four times out of five.", ""]
+    for hid, h in v["hypotheses"].items():
+        head = f"### {hid}: {h['verdict']}"
+        lines += [head, ""]
+        if h.get("precondition"):
+            lines += [f"Precondition: {h['precondition']['reason']}.", ""]
+        if h.get("splits"):
+            lines += ["Shifted splits: " + "; ".join(f"{s} ({i['reason']})"
+                                                      for s, i in h["splits"].items()) + ".", ""]
+        if h["reason"]:
+            lines += [f"{h['verdict'].capitalize()}: {h['reason']}.", ""]
+        if h["parts"]:
+            rows = []
+            for p in h["parts"]:
+                left = p.get("runs_without_counterfactuals")
+                extra = ""
+                if p.get("first_mean") is not None:
+                    extra = f" (first {p['first_mean']:+.3f}, second {p['second_mean']:+.3f})"
+                rows.append([f"{p['a']} - {p['b']}", p["measure"], f"{p['predicted']} 0",
+                             _diff(p["cell"]) + extra, _det(p["cell"]),
+                             f"{p['pairs']}" + (f" ({left} left out)" if left else ""),
+                             p["verdict"]])
+            lines += _table(["comparison", "measure", "predicted", "difference [95%]",
+                             "detectable", "pairs", "verdict"], rows) + [""]
+        lines += [f"Note: {n}." for n in h["notes"]] + [f"Flag: {f}." for f in h["flags"]]
+        if h["notes"] or h["flags"]:
+            lines.append("")
+    return lines
+
+
+def _epoch_means(state: dict[str, Any] | None) -> dict[int, float]:
+    """Mean logged training loss per epoch (a log at epoch 1.0 closes epoch 1)."""
+    by: dict[int, list[float]] = {}
+    for e in (state or {}).get("log_history") or []:
+        if "loss" in e and e.get("epoch"):
+            by.setdefault(max(1, math.ceil(e["epoch"])), []).append(float(e["loss"]))
+    return {k: sum(v) / len(v) for k, v in sorted(by.items())}
+
+
+def signal_table(res: dict[str, Any]) -> list[str]:
+    """Per counterfactual set: kept per replicate, pre-KD KL per row (kept and their originals,
+    averaged over replicates) and the ratio."""
+    counts = res.get("counts") or {}
+    names = list((res.get("counterfactual_sets") or {}) or
+                 next(iter(counts.values()), {}).get("sets", {}))
+    rows = []
+    for name in names:
+        kept = " / ".join(str(((c.get("sets") or {}).get(name) or {}).get("kept", "-"))
+                          for c in counts.values())
+        cf, orig = kept_signal(res, name), kept_signal(res, name, "orig_kl_row")
+        ratio = kept_signal(res, name, "ratio_row")
+        rows.append([name, kept or "-", "-" if cf is None else f"{cf:.3f}",
+                     "-" if orig is None else f"{orig:.3f}",
+                     "-" if ratio is None else f"{ratio:.2f}"])
+    return _table(["counterfactual set", "kept (per replicate)", "pre-KD KL per row: kept",
+                   "their originals", "ratio"], rows)
+
+
+def pilot_lines(out: Path) -> list[str]:
+    decision = _load(out / "pilot" / "decision.json")
+    pilots = {name: _load(out / name / "results.json") for name in PILOTS}
+    lines = ["### Pilot (training data only; docs/study2.md, \"Pilot\")", ""]
+    if decision:
+        lines += [f"- decision (pilot/decision.json): training rows N = "
+                  f"{decision.get('train_rows')}, epochs = {decision.get('epochs')}, "
+                  f"kept/original KL ratio at dose 0% = {decision.get('signal_ratio')}, "
+                  f"signal check {'passed' if decision.get('signal_check_passed') else 'failed'}"]
+    else:
+        lines += ["- no pilot decision yet (pilot/decision.json missing)"]
+    missing = [n for n, r in pilots.items() if r is None]
+    if missing:
+        lines += [f"- pilot runs missing: {', '.join(missing)}"]
+    lines.append("")
+    for name, res in pilots.items():
+        if res is not None:
+            lines += [f"Dose {PILOTS[name]} ({name}): kept counterfactuals and their signal", "",
+                      *signal_table(res), ""]
+    curves = {name: _epoch_means(_load(out / name / "distill" / "kd" / "seed0" / "model"
+                                       / "trainer_state.json")) for name in PILOTS}
+    epochs = sorted({e for c in curves.values() for e in c})
+    if epochs:
+        lines += ["KD's training loss (pilot, seed 0): mean of the losses logged every 25 "
+                  "steps, per epoch", "",
+                  *_table(["epoch", *(f"dose {PILOTS[n]}" for n in PILOTS)],
+                          [[str(e), *(f"{curves[n][e]:.4f}" if e in curves[n] else "-"
+                                      for n in PILOTS)] for e in epochs]), ""]
+    return lines
+
+
+def difference_table(res: dict[str, Any], items) -> list[str]:
+    """Every variant minus kd on every split, with its interval and detectable difference."""
+    variants = [k for k in (res.get("variants") or {}) if k != "kd"]
+    rows = []
+    for v in variants:
+        cells = [within(res, Part(v, "kd", s), items)["cell"] for s in res["splits"]]
+        rows.append([f"{v} - kd", *(f"{_diff(c)} (det {_det(c)})" for c in cells)])
+    return _table(["difference", *(SPLIT_LABELS.get(s, s) for s in res["splits"])], rows)
+
+
+def reliance_table(res: dict[str, Any]) -> list[str]:
+    fields = ("follows", "follows_swap", "correct_swap", "correct_removed", "dlogp_swap",
+              "dlogp_removed")
+    rows = []
+    for row in (res.get("attention") or {}).get("rows") or []:
+        rel = row.get("reliance") or {}
+        share = row.get("share")
+        rows.append([row.get("label") or row["key"],
+                     *(format_cell(rel.get(f)) if rel.get(f) else "-" for f in fields),
+                     format_cell({k: None if share.get(k) is None else 100 * share[k]
+                                  for k in ("mean", "lo", "hi")}) + " %" if share else "-"])
+    if not rows:
+        return ["(no reliance measured in this run)"]
+    return _table(["model", "follows the distractor", "follows the swapped value",
+                   "correct after swap", "correct after removal", "dlogp swap", "dlogp removed",
+                   "attention on distractor (secondary)"], rows)
+
+
+def run_lines(name: str, run: Path, res: dict[str, Any], items, v: dict[str, Any]) -> list[str]:
+    label = DOSES.get(name)
+    lines = [f"### {name}" + (f" (dose {label})" if label else ""), "",
+             f"Config `{Path(res.get('config_path') or '?').name}`; teacher `{res['teacher']}`, "
+             f"student `{res['student']}`; seeds {res['seeds']}; data "
+             f"`{json.dumps(res.get('data'))}`.", "",
+             "Pre-KD counterfactual signal and kept counts:", "", *signal_table(res), "",
+             "Every variant minus kd (95% interval; det: detectable difference):", "",
+             *difference_table(res, items), "",
+             "Reliance on the distractor per variant (leaf.evaluate.reliance; 95% interval "
+             "over seeds):", "", *reliance_table(res), ""]
+    reported = v["reported"].get(name) or []
+    if reported:
+        lines += ["Reported beside the verdicts, without a hypothesis:", "",
+                  *_table(["comparison", "split", "difference [95%]", "detectable", "pairs"],
+                          [[f"{p['a']} - {p['b']}", p["measure"], _diff(p["cell"]),
+                            _det(p["cell"]), str(p["pairs"])] for p in reported]), ""]
+    lines += [render(res).replace("\n## ", "\n#### ").replace("## ", "#### ", 1), ""]
+    return lines
+
+
+def part2(out: Path, machine: list[str] | None = None) -> str:
+    """The text of part 2 (from :data:`MARKER` on) from the run folders under ``out``."""
+    runs = {name: _load(out / name / "results.json") for name in RUNS}
+    runs = {k: r for k, r in runs.items() if r is not None}
+    items = {name: run_items(out / name) for name in runs}
+    decision = _load(out / "pilot" / "decision.json")
+    v = verdicts2(runs, decision, items)
+    lines = [MARKER, "",
+             "Generated by `scripts/make_results.py --study2 OUT` (`bash scripts/run_study2.sh "
+             "results OUT`) from the second study's run folders; do not edit by hand. The "
+             "question, the hypotheses and the verdict rule are docs/study2.md's, committed "
+             "before any of these runs.", ""]
+    if v["falsification"]["fired"]:
+        lines += falsification_lines(v) + [""]
+    lines += [f"Runs found in `{out}`: {', '.join(v['present']) or 'none'}; "
+              f"missing: {', '.join(v['missing']) or 'none'}.", "",
+              "## Verdicts", "", *verdict_table(v), "",
+              "(note): printed with the note \"" + "verified counterfactuals below half their "
+              "originals' signal\" (the pilot's signal check failed). (P rule): a primary "
+              "comparison with a detectable difference above 0.03 after 5 seeds; docs/study2.md "
+              "adds seeds 5-7 to it before its verdict is read (flagged here, not acted on).", ""]
+    if not v["falsification"]["fired"]:
+        lines += falsification_lines(v) + [""]
+    lines += comparison_lines(v)
+    lines += ["## Regime R1: a causal path starved of gradient", "", *pilot_lines(out)]
+    for name in R1_RUNS:
+        if name in runs:
+            lines += run_lines(name, out / name, runs[name], items[name], v)
+        else:
+            lines += [f"### {name} (dose {DOSES[name]})", "", "Not run yet.", ""]
+    lines += ["## Regime R2: distractor shift", ""]
+    if "r2" in runs:
+        info = shifted_splits(runs["r2"])
+        lines += ["Teacher accuracy on every shifted split (below 0.95: left out of the "
+                  "verdicts):", "",
+                  *_table(["split", "teacher accuracy", "in the verdicts"],
+                          [[s, "-" if i["teacher"] is None else f"{i['teacher']:.3f}",
+                            "yes" if i["kept"] else f"no ({i['reason']})"]
+                           for s, i in info.items()]), "",
+                  *run_lines("r2", out / "r2", runs["r2"], items["r2"], v)]
+    else:
+        lines += ["Not run yet (shifted splits: " + ", ".join(SHIFTED) + ").", ""]
+    if machine:
+        lines += ["## Machine (where this page was generated)", "",
+                  *[f"- {m}" for m in machine], ""]
+    lines += ["## What these numbers do not show", "", CAVEATS]
+    return "\n".join(lines)
+
+
+def split_parts(text: str) -> tuple[str, str | None]:
+    """``(part 1, part 2 or None)`` of a RESULTS.md: part 2 starts at :data:`MARKER` on a line
+    of its own."""
+    at = text.find("\n" + MARKER + "\n")
+    if text.startswith(MARKER + "\n"):
+        return "", text
+    if at < 0:
+        return text, None
+    return text[:at + 1], text[at + 1:]
+
+
+def with_part2(existing: str, part2_text: str) -> str:
+    """``existing`` with its part 2 replaced (or appended after a blank line); part 1's bytes
+    are kept exactly."""
+    part1, _ = split_parts(existing)
+    sep = "" if not part1 or part1.endswith("\n\n") else ("\n" if part1.endswith("\n") else "\n\n")
+    return part1 + sep + part2_text

@@ -1,0 +1,134 @@
+"""docs/RESULTS.md part 2 (scripts/make_results.py --study2): part 1 is kept byte for byte, part
+2 is replaced on every run, and make_results without --study2 cannot overwrite part 1 by
+accident."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from test_pipeline_plan import FakeStages, _sample
+
+import leaf.pipeline.plan as plan
+import leaf.stages as leaf_stages
+from leaf.data.jsonl import write_json_atomic, write_jsonl_atomic
+from leaf.pipeline import run_pipeline
+from leaf.pipeline.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "make_results.py"
+sys.path.insert(0, str(ROOT / "scripts"))
+from results_part2 import MARKER, split_parts, with_part2  # noqa: E402
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    f = FakeStages()
+    for name in ("screen", "detect", "prune", "distill", "evaluate"):
+        monkeypatch.setattr(leaf_stages, name, getattr(f, name))
+    monkeypatch.setattr(plan, "detection_metrics", lambda cf, sc, out: write_json_atomic(
+        out, {"span_recall": 1.0, "token_precision": 0.5, "n_samples": 3}))
+    return f
+
+
+def _study2_like_run(tmp_path: Path, out: Path) -> None:
+    """A finished `leaf run` (fake stages) with the second study's variant names."""
+    files = {}
+    for split, n in (("train", 6), ("test_id", 4), ("test_anti", 4), ("test_clean", 4)):
+        files[split] = tmp_path / f"{split}.jsonl"
+        write_jsonl_atomic(files[split], [_sample(i, split) for i in range(n)])
+    for role in ("teacher", "student"):
+        (tmp_path / role).mkdir(exist_ok=True)
+        (tmp_path / role / "config.json").write_text("{}")
+    cfg = {
+        "name": "r1-nl00",
+        "data": {"train": "train.jsonl",
+                 "tests": {s: f"{s}.jsonl" for s in ("test_id", "test_anti", "test_clean")}},
+        "teacher": "teacher", "student": "student",
+        "counterfactuals": {"grad_t10": {"level": "instruction", "verify": True}},
+        "seeds": [0, 1],
+        "distill": {"args": {"learning_rate": 0.001, "max_steps": 3},
+                    "variants": {"kd": [], "leaf": ["grad_t10"], "planted": ["grad_t10"],
+                                 "extra_kd_random": {"extra_originals": "grad_t10",
+                                                     "extra_draw": "random"}}},
+    }
+    path = tmp_path / "r1.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run_pipeline(load_config(path), out, log=lambda s: None)
+
+
+def _make_results(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
+
+
+def test_part2_is_appended_then_replaced_and_part1_kept_byte_for_byte(fake, tmp_path):
+    out = tmp_path / "leaf-study2"
+    _study2_like_run(tmp_path, out / "r1-nl00")
+    page = tmp_path / "RESULTS.md"
+    part1 = (ROOT / "docs" / "RESULTS.md").read_bytes()
+    assert MARKER.encode() not in part1
+    page.write_bytes(part1)
+    done = _make_results("--study2", str(out), "--out", str(page))
+    assert done.returncode == 0, done.stderr
+    first = page.read_text(encoding="utf-8")
+    assert page.read_bytes().startswith(part1) and first.count(MARKER) == 1
+    two = split_parts(first)[1]
+    for needle in ("## Verdicts", "| R1-H2 (P): at dose 0%, leaf - kd > 0 on test_anti |",
+                   "missing: r1-nl03, r1-nl15, r2", "not run yet", "### r1-nl00 (dose 0%)",
+                   "leaf - kd", "no pilot decision yet", "## Regime R2: distractor shift",
+                   "Falsification clause (docs/study2.md, R1): not evaluated",
+                   "What these numbers do not show", "KD w/o mask"):
+        assert needle in two, needle
+    # a second run, then regenerate: part 1 unchanged, one part 2, now naming the new run
+    shutil.copytree(out / "r1-nl00", out / "r1-nl15")
+    write_json_atomic(out / "pilot" / "decision.json", {"signal_ratio": 0.6,
+                                                        "signal_check_passed": True,
+                                                        "train_rows": 8000, "epochs": 3})
+    done = _make_results("--study2", str(out), "--out", str(page))
+    assert done.returncode == 0, done.stderr
+    second = page.read_text(encoding="utf-8")
+    assert page.read_bytes().startswith(part1) and second.count(MARKER) == 1
+    assert "missing: r1-nl03, r2" in second and "### r1-nl15 (dose 15%)" in second
+    assert "training rows N = 8000, epochs = 3" in second
+    assert "Falsification clause (docs/study2.md, R1): did not fire" in second
+    assert split_parts(second)[0] == split_parts(first)[0]
+
+
+def test_make_results_without_study2_refuses_to_clobber_part1(fake, tmp_path):
+    demo = tmp_path / "demo"
+    _study2_like_run(tmp_path, demo / "fake")
+    page = tmp_path / "RESULTS.md"
+    # a page with part 2: refused, untouched
+    both = with_part2((ROOT / "docs" / "RESULTS.md").read_text(encoding="utf-8"),
+                      MARKER + "\n\nsomething\n")
+    page.write_text(both, encoding="utf-8")
+    done = _make_results(str(demo), "--out", str(page))
+    assert done.returncode != 0 and "holds part 2" in done.stderr
+    assert "Traceback" not in done.stderr and page.read_text(encoding="utf-8") == both
+    # part 1 alone, made from run directories this folder lacks: refused, untouched
+    committed = (ROOT / "docs" / "RESULTS.md").read_bytes()
+    page.write_bytes(committed)
+    done = _make_results(str(demo), "--out", str(page))
+    assert done.returncode != 0 and "does not have (digit_sum-clean" in done.stderr
+    assert page.read_bytes() == committed
+    # the default target, the committed docs/RESULTS.md, is refused the same way
+    done = _make_results(str(demo))
+    assert done.returncode != 0 and (ROOT / "docs" / "RESULTS.md").read_bytes() == committed
+    # a new file, or one made from the same run directories, is (re)written as before
+    fresh = tmp_path / "fresh.md"
+    assert _make_results(str(demo), "--out", str(fresh)).returncode == 0
+    assert _make_results(str(demo), "--out", str(fresh)).returncode == 0
+    assert "Run directory `fake`" in fresh.read_text(encoding="utf-8")
+
+
+def test_with_part2_keeps_any_part1_exactly():
+    for part1 in ("# A\n\ntext\n", "# A\n\ntext", "# A\n\ntext\n\n", ""):
+        once = with_part2(part1, MARKER + "\n\none\n")
+        twice = with_part2(once, MARKER + "\n\ntwo\n")
+        assert once.startswith(part1) and twice.startswith(part1)
+        assert twice.count(MARKER) == 1 and twice.endswith("two\n")
+        assert split_parts(twice)[1] == MARKER + "\n\ntwo\n"
