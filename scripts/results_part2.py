@@ -72,6 +72,10 @@ def run_items(run: Path) -> Callable[[str, str], dict[str, float] | None]:
     return items
 
 
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
 def _diff(c: dict | None) -> str:
     return format_cell(c, "+") if c else "n/a"
 
@@ -183,22 +187,38 @@ def pilot_lines(out: Path) -> list[str]:
     pilots = {name: _load(out / name / "results.json") for name in PILOTS}
     lines = ["### Pilot (training data only; docs/study2.md, \"Pilot\")", ""]
     if decision:
+        conv = decision.get("kd_converged")
         lines += [f"- decision (pilot/decision.json): training rows N = "
-                  f"{decision.get('train_rows')}, epochs = {decision.get('epochs')}, "
-                  f"kept/original KL ratio at dose 0% = {decision.get('signal_ratio')}, "
-                  f"signal check {'passed' if decision.get('signal_check_passed') else 'failed'}"]
+                  f"{decision.get('train_rows')}, epochs = {decision.get('epochs')}"
+                  + (f" (KD converged by the rule per dose: {conv})" if conv else "")
+                  + f"; kept/original KL ratio at dose 0% = {_fmt(decision.get('signal_ratio'))}"
+                  f" (check: at least 0.5): signal check "
+                  f"{'passed' if decision.get('signal_check_passed') else 'failed'}"]
     else:
         lines += ["- no pilot decision yet (pilot/decision.json missing)"]
     missing = [n for n, r in pilots.items() if r is None]
     if missing:
         lines += [f"- pilot runs missing: {', '.join(missing)}"]
     lines.append("")
+    figures = (decision or {}).get("figures") or {}  # scripts/study2_pilot.py's copy
     for name, res in pilots.items():
         if res is not None:
             lines += [f"Dose {PILOTS[name]} ({name}): kept counterfactuals and their signal", "",
                       *signal_table(res), ""]
-    curves = {name: _epoch_means(_load(out / name / "distill" / "kd" / "seed0" / "model"
-                                       / "trainer_state.json")) for name in PILOTS}
+        elif (fig := figures.get(name.removeprefix("pilot-"))) and fig.get("sets"):
+            lines += [f"Dose {PILOTS[name]} (pilot/decision.json): kept counterfactuals and "
+                      "their signal", "", *_table(
+                          ["counterfactual set", "kept", "pre-KD KL per row: kept",
+                           "their originals", "ratio"],
+                          [[n, str(s.get("kept")), *(_fmt((s.get("signal") or {}).get(k))
+                                                     for k in ("cf_kl_row", "orig_kl_row",
+                                                               "ratio_row"))]
+                           for n, s in fig["sets"].items()]), ""]
+    curves = {}
+    for name in PILOTS:
+        state = _load(out / name / "distill" / "kd" / "seed0" / "model" / "trainer_state.json")
+        fig = (figures.get(name.removeprefix("pilot-")) or {}).get("kd_epoch_means") or {}
+        curves[name] = _epoch_means(state) if state else {int(e): m for e, m in fig.items()}
     epochs = sorted({e for c in curves.values() for e in c})
     if epochs:
         lines += ["KD's training loss (pilot, seed 0): mean of the losses logged every 25 "

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_pipeline_plan import FakeStages, _sample
 
 import leaf.pipeline.plan as plan
 import leaf.stages as leaf_stages
 from leaf.data.jsonl import write_json_atomic, write_jsonl_atomic
 from leaf.pipeline import run_pipeline
 from leaf.pipeline.config import load_config
+from test_pipeline_plan import FakeStages, _sample
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "make_results.py"
@@ -85,16 +85,25 @@ def test_part2_is_appended_then_replaced_and_part1_kept_byte_for_byte(fake, tmp_
         assert needle in two, needle
     # a second run, then regenerate: part 1 unchanged, one part 2, now naming the new run
     shutil.copytree(out / "r1-nl00", out / "r1-nl15")
-    write_json_atomic(out / "pilot" / "decision.json", {"signal_ratio": 0.6,
-                                                        "signal_check_passed": True,
-                                                        "train_rows": 8000, "epochs": 3})
+    shutil.copytree(out / "r1-nl00", out / "pilot-nl00")
+    log = [{"epoch": e, "step": 25 * k, "loss": x} for k, (e, x) in enumerate(
+        [(0.5, 2.0), (1.0, 1.0), (1.5, 0.6), (2.0, 0.4), (3.0, 0.45)], 1)]
+    write_json_atomic(out / "pilot-nl00" / "distill" / "kd" / "seed0" / "model"
+                      / "trainer_state.json", {"log_history": [*log, {"epoch": 3.0,
+                                                                      "train_loss": 9.0}]})
+    write_json_atomic(out / "pilot" / "decision.json", {
+        "signal_ratio": 0.6, "signal_check_passed": True, "train_rows": 8000, "epochs": 3,
+        "figures": {"nl03": {"kd_epoch_means": {"1": 3.0}}}})  # study2_pilot.py's figures
     done = _make_results("--study2", str(out), "--out", str(page))
     assert done.returncode == 0, done.stderr
     second = page.read_text(encoding="utf-8")
     assert page.read_bytes().startswith(part1) and second.count(MARKER) == 1
     assert "missing: r1-nl03, r2" in second and "### r1-nl15 (dose 15%)" in second
-    assert "training rows N = 8000, epochs = 3" in second
+    assert "training rows N = 8000, epochs = 3;" in second and "0.600 (check" in second
     assert "Falsification clause (docs/study2.md, R1): did not fire" in second
+    # the KD curve per epoch: from the pilot run's trainer_state.json, else the decision's copy
+    assert "| 1 | 1.5000 | 3.0000 | - |" in second and "| 3 | 0.4500 | - | - |" in second
+    assert "Dose 0% (pilot-nl00): kept counterfactuals" in second
     assert split_parts(second)[0] == split_parts(first)[0]
 
 
