@@ -267,3 +267,21 @@ def test_r2_config_is_r1_with_the_shift():
     assert set(cfg.distill.variants) >= {"kd", "leaf", "unverified", "planted", "planted_all",
                                          "extra_kd_hard", "extra_kd_random"}
     assert len(cfg.seeds) >= 5
+
+
+def test_reliance_is_read_from_the_attention_stage_summary():
+    """R1-H5 reads ``follows_swap`` per member as leaf.pipeline.attention_stage summarises it."""
+    from leaf.pipeline.attention_stage import summarise_attention
+    from test_reliance import _model
+
+    follows = {"kd": [[True, True, False, False]] * 5,   # 0.5 every seed
+               "leaf": [[True, False, False, False], [False] * 4, [True, False, False, False],
+                        [False] * 4, [True, False, False, False]]}  # 0.25, 0, ...
+    att = {"models": [_model(k, f"{k}-s{s}@data{s}", follows[k][s])
+                      for k in follows for s in SEEDS]}
+    res = r1()
+    res["attention"] = summarise_attention(att)
+    h5 = verdicts2({"r1-nl00": res})["hypotheses"]["R1-H5"]
+    cell = h5["parts"][0]["cell"]
+    assert cell["values"] == pytest.approx([-0.25, -0.5, -0.25, -0.5, -0.25])
+    assert h5["verdict"] == SUPPORTED and h5["parts"][0]["pairs"] == 5
