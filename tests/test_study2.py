@@ -94,6 +94,15 @@ def test_r1_hypotheses_on_known_numbers():
     assert all(p["cell"]["detectable"] > 0 for k in ("R1-H1", "R1-H2", "R1-H4", "R1-H5")
                for p in h[k]["parts"])
     assert not any(h[k]["notes"] for k in h)  # the signal check passed
+    # reported without a hypothesis: leaf - extra_kd_hard, unverified - leaf (absent here)
+    assert v["reported"]["r1-nl00"] == []
+    nl00["variants"]["extra_kd_hard"] = nl00["variants"]["extra_kd_random"]
+    for s in SEEDS:
+        nl00["models"][f"extra_kd_hard-s{s}@data{s}"] = nl00["models"][f"kd-s{s}@data{s}"]
+    got = verdicts2({"r1-nl00": nl00})["reported"]["r1-nl00"]
+    assert [(p["a"], p["b"], p["measure"]) for p in got] == [
+        ("leaf", "extra_kd_hard", s) for s in R1_SPLITS]
+    assert got[1]["cell"]["mean"] == pytest.approx(-0.04)
 
 
 def test_a_missing_variant_or_measure_is_not_tested():

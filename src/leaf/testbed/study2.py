@@ -104,8 +104,9 @@ HYPOTHESES: dict[str, Hypothesis] = {
                         (Part("leaf", "extra_kd_random", EACH_SHIFTED),)),
 }
 
-#: Reported beside the verdicts without a hypothesis (docs/study2.md), within each run.
-REPORTED: tuple[Part, ...] = (Part("unverified", "leaf", ANTI), Part("leaf", "extra_kd_hard", ANTI))
+#: Reported beside the verdicts without a hypothesis (docs/study2.md), within each run, on
+#: every split of the run.
+REPORTED: tuple[tuple[str, str], ...] = (("unverified", "leaf"), ("leaf", "extra_kd_hard"))
 
 Items = Callable[[str, str], Mapping[str, float] | None]
 
@@ -410,8 +411,8 @@ def verdicts2(runs: Mapping[str, dict[str, Any]], pilot: Mapping[str, Any] | Non
         "reported": {},
     }
     for name, res in runs.items():
-        got = [within(res, p, (items or {}).get(name)) for p in REPORTED
-               if not _missing_variants(res, p)]
+        got = [within(res, Part(a, b, split), (items or {}).get(name)) for a, b in REPORTED
+               if not _missing_variants(res, Part(a, b, ANTI)) for split in res["splits"]]
         out["reported"][name] = got
     return out
 
