@@ -272,10 +272,12 @@ def test_r2_config_is_r1_with_the_shift():
                                                         "study2-word_problem-r2")
     r1_raw.pop("description"), r2_raw.pop("description")
     assert r2_raw == r1_raw
-    cfg = load_config(here / "word_problem_r1.yaml")
-    assert set(cfg.distill.variants) >= {"kd", "leaf", "unverified", "planted", "planted_all",
-                                         "extra_kd_hard", "extra_kd_random"}
-    assert len(cfg.seeds) >= 5
+    for name in ("word_problem_r1.yaml", "word_problem_r2.yaml"):
+        cfg = load_config(here / name)
+        assert set(cfg.distill.variants) >= {"kd", "leaf", "unverified", "planted",
+                                             "planted_all", "extra_kd_hard", "extra_kd_random"}
+        assert len(cfg.seeds) >= 5
+    assert set(SHIFTED) <= set(load_config(here / "word_problem_r2.yaml").test_splits())
 
 
 def test_reliance_is_read_from_the_attention_stage_summary():
