@@ -35,13 +35,14 @@ from leaf.testbed.study import (
     compare,
     word,
 )
+from leaf.testbed.tasks import SHIFT_SPLITS
 
 NOT_TESTED, NOT_RUN = "not tested", "not run yet"
 R1_RUNS = ("r1-nl00", "r1-nl03", "r1-nl15")
 RUNS = (*R1_RUNS, "r2")
 DOSES = {"r1-nl00": "0%", "r1-nl03": "3%", "r1-nl15": "15%"}
 #: R2's shifted test splits (docs/study2.md, "Regime R2"); every distractor disagrees.
-SHIFTED = ("test_anti_moved", "test_anti_two", "test_anti_topic")
+SHIFTED = tuple(SHIFT_SPLITS)
 #: A shifted split on which the teacher scores below this is reported and left out.
 TEACHER_FLOOR = 0.95
 #: The P rule: a primary comparison whose detectable difference exceeds this after
