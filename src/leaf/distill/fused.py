@@ -18,9 +18,19 @@ per-group weights ``c`` are known in advance (the trainer knows the token counts
 optimisation step before the loss), and backward only scales them by the incoming scalar gradient.
 Only the positions that count (target tokens) ever go through the output layer.
 
+Precision: the products with the output layers (both models' logits, ``g W``, ``g^T h``) run in
+the inputs' dtype (or autocast's; the kernels sum in float32); the softmax, divergence and
+logit gradient of every chunk run in float32. The weight's gradient is summed over the chunks in
+the weight's dtype (``weight_grad_dtype="weight"``, the default: float32 for a float32 or
+mixed-precision student) or in float32 (``"float32"``: for a bfloat16 weight twice the memory of
+that sum and a float32 product, for a smaller error; ``benchmarks/precision_kl.py`` measures both).
+
 Memory: the weight's gradient (as large as ``W``; training needs it anyway), the hidden states'
-gradient (``tokens x H``), and about four ``chunk_size x V`` float32 temporaries. Time: the same
-two matrix products per model as logits-based training, nothing recomputed.
+gradient (``tokens x H``), and three or four ``rows x V`` float32 buffers that every chunk reuses
+(a fresh tensor of that size per chunk would pay its page faults each time), ``rows`` being
+``chunk_size`` for float32 inputs and half of it for 16-bit ones (:func:`chunk_rows`: a chunk
+then takes the bytes of ``chunk_size`` positions in 16 bits). Time: the same two matrix products
+per model as logits-based training, nothing recomputed.
 
 Gradients (each multiplied by ``t^2`` like the divergence, ``u = z / t``, ``p_S = softmax(u)``):
 forward KL ``t (p_S - p_T)``; reverse KL ``t p_S (log p_S - log p_T - D / t^2)``; JSD
@@ -119,7 +129,10 @@ def _forward_kl_chunk(z, zt, coef, t, need_grad, space):
     tensor (each would cost its page faults again at every chunk)."""
     m, vocab = z.shape
     log_s = _log_softmax_(z, t)
-    log_t = _log_softmax_(space.take("teacher", m, vocab).copy_(zt[:, :vocab]), t)
+    zt = zt[:, :vocab]
+    if zt.dtype != torch.float32 or not zt.is_contiguous():  # else fresh float32: use it
+        zt = space.take("teacher", m, vocab).copy_(zt)
+    log_t = _log_softmax_(zt, t)
     p_t = torch.exp(log_t, out=space.take("p", m, vocab))
     diff = log_t.sub_(log_s)
     values = _dot(p_t, diff)
@@ -225,8 +238,8 @@ class _FusedHeadLoss(torch.autograd.Function):
     ``chunk_fn(z, lo, hi, need_grad, space)`` receives the float32 logits of rows ``lo:hi``
     (storage it may overwrite) and a :class:`_Space`, and returns ``(loss part, d part / d z or
     None)``, the gradient float32. The three products run in the output layer's dtype
-    (:func:`compute_dtype`); the weight's gradient is accumulated over the chunks in float32 or,
-    with ``accumulate="weight"``, in the weight's own dtype. The gradients of the hidden states,
+    (:func:`compute_dtype`); the weight's gradient is summed over the chunks in the weight's
+    dtype or, with ``weight_grad_dtype="float32"``, in float32. The gradients of the hidden states,
     the weight and the bias are formed during forward; backward scales them by the incoming
     gradient in place (so the graph can be walked once only).
     """
@@ -324,10 +337,10 @@ def fused_distill_loss(
     hidden states and of the weight) run in the inputs' dtype (autocast's under autocast; the
     kernels sum in float32); each chunk's softmax, divergence and logit gradient are float32;
     chunks hold ``chunk_size`` positions in float32 and fewer in proportion for 16-bit inputs
-    (:func:`chunk_rows`). ``accumulate``: the weight's gradient summed over the chunks in
-    ``"float32"`` (the default; with a 16-bit weight its product then runs in float32 too and
-    the sum is cast once, at the end) or ``"weight"``, the weight's own dtype (for a bfloat16
-    weight: half the memory and a 16-bit product, one rounding per chunk).
+    (:func:`chunk_rows`). ``weight_grad_dtype``: the weight's gradient summed over the chunks in
+    ``"weight"``, the weight's own dtype (the default; for a bfloat16 weight a 16-bit product and
+    one rounding per chunk), or in ``"float32"`` (for a 16-bit weight its product then runs in
+    float32 and the sum is cast once, at the end: twice the sum's memory, a smaller error).
 
     Returns a :class:`FusedLoss`. The divergences are those of
     :func:`leaf.distill.losses.token_divergence` (temperature, teacher's extra logits dropped).
