@@ -75,8 +75,10 @@ def render_peers(r: dict, precision: dict | None = None) -> list[str]:
     c, f = r["config"], C.fmt
     commands = r.get("commands", [r["command"]])
     rows_per = c.get("leaf_rows", {})
-    leaf_chunks = (" in chunks of " + " and ".join(f"{n} positions in {d}"
-                                                   for d, n in rows_per.items())
+    leaf_chunks = (" (chunks of " + ", ".join(f"{n} positions for {d} inputs"
+                                              for d, n in rows_per.items())
+                   + ": a 16-bit chunk holds half the positions, so that its float32 buffers "
+                   f"take the bytes of a 16-bit chunk of {c['chunk_size']})"
                    if rows_per else "")
     wgd = c.get("leaf_weight_grad_dtype")
     out = [
@@ -93,8 +95,7 @@ def render_peers(r: dict, precision: dict | None = None) -> list[str]:
         "`fused_distill_loss` with its defaults, the trainer's default path: the products with "
         "the output layers (both models' logits, the gradients of the hidden states and of the "
         "weight) in the inputs' dtype, each chunk's softmax, divergence and logit gradient in "
-        f"float32{leaf_chunks} (a 16-bit chunk holds half the positions, so that its float32 "
-        "buffers take the bytes of a 16-bit chunk of the nominal size)"
+        f"float32{leaf_chunks}"
         + (f", the weight's gradient summed over the chunks in the weight's dtype "
            f"(`kd_weight_grad_dtype: {wgd}`)" if wgd == "weight" else
            (f", the weight's gradient summed in {wgd}" if wgd else ""))
@@ -155,8 +156,12 @@ def render_peers(r: dict, precision: dict | None = None) -> list[str]:
             "log-probabilities) and runs the products, which dominate the time, in the inputs' "
             "dtype; a chunk's float32 buffers are allocated once per call and reused by every "
             "chunk (a fresh tensor of a chunk's size per chunk is mapped anew and pays its page "
-            "faults each time: on this CPU that cost about as much as the softmax arithmetic). "
-            "The last column is how far Liger's loss and gradient norms land from leaf's on the "
+            "faults each time). " + "".join(
+                f"At {x['tokens']} x {x['vocab']} in {x['dtype']} leaf's time was "
+                f"{x['time_over_best_peer']['median']:.2f}x Liger's (not a target shape; not "
+                "investigated further). " for x in rows
+                if x["time_over_best_peer"]["median"] > 1.0 and x not in target)
+            + "The last column is how far Liger's loss and gradient norms land from leaf's on the "
             "same inputs; the table below measures both against an exact loss. Time differences "
             "within the [min-max] ranges are this shared machine's noise; a GPU run "
             "(`scripts/gpu_check.sh`, which runs `bench_kl.py --peers` when Liger is carried) "
