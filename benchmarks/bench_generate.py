@@ -191,7 +191,8 @@ def main(argv=None) -> int:
         "machine": C.machine_info(args.device, args.threads),
         "command": "python benchmarks/bench_generate.py" + (" --quick" if args.quick else "")
         + (f" --device {args.device}" if args.device != "cpu" else "")
-        + (f" --dtype {args.dtype}" if args.dtype != "float32" else ""),
+        + (f" --dtype {args.dtype}" if args.dtype != "float32" else "")
+        + (f" --reps {args.reps}" if args.reps else ""),
         "config": {**cfg, "params": C.n_params(model), "dtype": args.dtype,
                    "prompt_tokens": [min(prompt_tokens), max(prompt_tokens)]},
         "generated_tokens": counts,

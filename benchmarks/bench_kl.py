@@ -463,7 +463,9 @@ def peers_main(args) -> int:
         + (" --sizes " + " ".join(args.sizes) if args.sizes else "")
         + (" --eager" if args.eager else ""),
         "config": {"chunk_size": CHUNK, "reps": reps, "check": CHECK, "checks": checks,
-                   "liger_mode": LIGER["mode"], "liger_version": _version("liger_kernel")},
+                   "liger_mode": LIGER["mode"], "liger_version": _version("liger_kernel"),
+                   "leaf_weight_grad_dtype": _default("weight_grad_dtype"),
+                   "leaf_rows": {d: _rows(d) for d in dtypes}},
         **peers,
     }
     if args.json:
@@ -486,6 +488,24 @@ def peers_main(args) -> int:
             ratios[f"time_over_best_peer_{r['dtype']}"] = r["time_over_best_peer"]["median"]
     print(C.ratio_line(ratios))
     return 0
+
+
+def _default(name: str):
+    """A default of :func:`leaf.distill.fused.fused_distill_loss` (what the fused side runs)."""
+    import inspect
+
+    from leaf.distill.fused import fused_distill_loss
+
+    return inspect.signature(fused_distill_loss).parameters[name].default
+
+
+def _rows(dtype: str) -> int:
+    """Positions per chunk of leaf's side in ``dtype``."""
+    import torch
+
+    from leaf.distill.fused import chunk_rows
+
+    return chunk_rows(CHUNK, getattr(torch, dtype))
 
 
 def _version(module: str) -> str:
@@ -520,7 +540,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for every side")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                   help="dtype of hidden states and weights (the losses compute in float32)")
+                   help="dtype of hidden states and weights (leaf's chunk math runs in float32)")
     p.add_argument("--reps", type=int, help="timed calls per child (the first is also measured "
                                             "for memory)")
     p.add_argument("--no-step", action="store_true", help="skip the whole-training-step part")

@@ -179,3 +179,63 @@ def test_runs_under_bfloat16_autocast():
     assert abs(mixed.loss.item() - exact.loss.item()) <= 3e-2 * exact.loss.item()
     for a, e in zip(g_mixed, g_exact):
         assert 0 < rel(a, e) <= 5e-2
+
+
+@pytest.mark.parametrize("weight_grad_dtype", ["weight", "float32"])
+def test_bfloat16_inputs_against_an_exact_loss(weight_grad_dtype):
+    """bfloat16 hidden states and weight (no autocast): the products run in bfloat16, the chunk's
+    softmax and divergence in float32 (chunks of half the positions), the weight's gradient is
+    summed in bfloat16 or float32. Against the float64 loss of the same bfloat16 values: the loss
+    within 1e-3 (float32 divergence; the logits carry bfloat16's 2**-8 relative rounding), the
+    gradients within 2e-2 (a few bfloat16 roundings: logits, gradient, product)."""
+    h, w, b, hte, wt, groups, labels = make(seed=8, t=40, v=300, vt=300, bias=False,
+                                            dtype=torch.bfloat16)
+    coef = torch.tensor([0.6, 0.4])
+    h64, w64 = (x.detach().double().requires_grad_() for x in (h, w))
+    want, want_sums, _ = obvious(h64, w64, None, hte.double(), wt.double(), groups,
+                                 coef.double(), labels, 0.0, "forward_kl", 1.0, 0.5)
+    gw = torch.autograd.grad(want, (h64, w64))
+    got = fused_distill_loss(h, w, groups, coef, teacher=teacher_from_logits(F.linear(hte, wt)),
+                             chunk_size=8, weight_grad_dtype=weight_grad_dtype)
+    gg = torch.autograd.grad(got.loss, (h, w))
+    assert got.loss.dtype == torch.float32 and got.sums.dtype == torch.float32
+    assert gg[0].dtype == gg[1].dtype == torch.bfloat16
+    assert abs(got.loss.item() - want.item()) <= 1e-3 * abs(want.item())
+    for a, e in zip(gg, gw):
+        assert 0 < rel(a.double(), e) <= 2e-2, weight_grad_dtype
+
+
+def test_chunks_hold_fewer_positions_in_16_bits():
+    from leaf.distill.fused import chunk_rows
+
+    assert chunk_rows(256, torch.float32) == 256
+    assert chunk_rows(256, torch.bfloat16) == chunk_rows(256, torch.float16) == 128
+    assert chunk_rows(1, torch.bfloat16) == 1
+
+
+def test_a_teacher_with_impossible_tokens_gives_the_obvious_loss():
+    """Teacher logits of -inf (tokens it can never emit) have p_T = 0 and contribute 0 log 0 = 0,
+    as in ``token_divergence``; the student's gradient there is its own probability."""
+    h, w, b, hte, wt, groups, labels = make(seed=9, v=40, vt=40)
+    zt = F.linear(hte, wt)
+    zt[..., 5:9] = float("-inf")
+    coef = torch.tensor([1.0, 0.5])
+    logits = F.linear(h, w, b)
+    g = groups.reshape(-1)
+    d = token_divergence(logits.reshape(-1, 40), zt.reshape(-1, 40))
+    want = sum(coef[k] * d[g == k].sum() for k in range(2))
+    gw = torch.autograd.grad(want, (h, w, b))
+    got = fused_distill_loss(h, w, groups, coef, teacher=teacher_from_logits(zt), bias=b,
+                             chunk_size=6)
+    gg = torch.autograd.grad(got.loss, (h, w, b))
+    assert torch.isfinite(got.loss) and abs(got.loss.item() - want.item()) <= 1e-5 * want.item()
+    for a, e in zip(gg, gw):
+        assert rel(a, e) <= 1e-5
+
+
+def test_an_unknown_weight_grad_dtype_is_refused():
+    h, w, b, hte, wt, groups, labels = make(seed=10)
+    with pytest.raises(ValueError, match="weight_grad_dtype"):
+        fused_distill_loss(h, w, groups, torch.ones(2),
+                           teacher=teacher_from_logits(F.linear(hte, wt)),
+                           weight_grad_dtype="float16")

@@ -118,3 +118,25 @@ def test_models_with_a_logit_transform_fall_back_to_logits(tmp_path, tiny_llama_
                                 kd_loss_path="hidden"))
     with pytest.raises(ValueError, match="kd_loss_path must be one of"):
         make_args(tmp_path, tiny_llama_dir, tiny_llama_big_dir, rows_file, kd_loss_path="fast")
+
+
+def test_kd_weight_grad_dtype_reaches_the_fused_loss(tmp_path, tiny_llama_dir, tiny_llama_big_dir,
+                                                     rows_file, monkeypatch):
+    import leaf.distill.objective as objective
+
+    seen = []
+    real = objective.fused_distill_loss
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["weight_grad_dtype"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(objective, "fused_distill_loss", spy)
+    trainer = build_trainer(make_args(tmp_path, tiny_llama_dir, tiny_llama_big_dir, rows_file,
+                                      kd_weight_grad_dtype="float32"))
+    trainer.model.train()
+    loss_and_grads(trainer, batch_of(trainer, (0, 1, 1, 0)))
+    assert seen and set(seen) == {"float32"}
+    with pytest.raises(ValueError, match="kd_weight_grad_dtype must be one of"):
+        make_args(tmp_path, tiny_llama_dir, tiny_llama_big_dir, rows_file,
+                  kd_weight_grad_dtype="bfloat16")

@@ -84,3 +84,18 @@ def test_render_only_reproduces_the_tracked_page(tmp_path):
     by hand, and a regeneration changes nothing but what new results change)."""
     assert mp.main(["--render-only", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "PERFORMANCE.md").read_text() == mp.PAGE.read_text()
+
+
+def test_a_ratio_whose_repetitions_spread_wide_is_not_telling():
+    assert mp.gen_verdict({"median": 0.96, "min": 0.46, "max": 1.22}).startswith("not telling")
+    assert mp.gen_verdict({"median": 1.15, "min": 1.11, "max": 1.19}) == "met"
+    assert mp.gen_verdict({"median": 0.90, "min": 0.88, "max": 0.93}) == "**missed**"
+
+
+def test_section_4_quotes_the_quick_generation_figure_and_section_6_the_precision():
+    page = mp.PAGE.read_text()
+    gen = page.split("## 4. Generation")[1].split("## 5.")[0]
+    assert "The current generation figure" in gen and "says nothing either way" in gen
+    assert "bench_generate.py --quick --reps" in gen
+    peers = page.split("## 6. Peers")[1].split("### The trainer")[0]
+    assert "Precision in bfloat16" in peers and "kd_weight_grad_dtype" in peers

@@ -14,6 +14,7 @@ from transformers import TrainingArguments
 from transformers.trainer_utils import SchedulerType
 from transformers.training_args import OptimizerNames
 
+from leaf.distill.fused import WEIGHT_GRAD_DTYPES
 from leaf.distill.losses import DIVERGENCES
 from leaf.distill.mixing import DEFAULT_MIXING, MIXINGS
 from leaf.settings import SettingError
@@ -93,6 +94,16 @@ class DistillArguments(TrainingArguments):
         metadata=_help("Positions per chunk when computing the divergence (see "
                        "docs/PERFORMANCE.md: 256 keeps the loss's extra memory near one "
                        "gradient-sized tensor and is faster than 1024 on CPU)."),
+    )
+    kd_weight_grad_dtype: str = field(
+        default="weight",
+        metadata={"help": "kd_loss_path hidden: the dtype in which the output weight's gradient "
+                          "is summed over the loss's chunks: weight (the weight's own dtype: "
+                          "float32 for a float32 or mixed-precision student; for a bfloat16 "
+                          "weight half the memory of float32 and a 16-bit product, one rounding "
+                          "per chunk) or float32 (a float32 sum, cast to the weight's dtype once; "
+                          "the product then runs in float32). See docs/PERFORMANCE.md, Peers.",
+                  "choices": list(WEIGHT_GRAD_DTYPES)},
     )
     kd_loss_path: str = field(
         default="auto",
@@ -175,6 +186,9 @@ class DistillArguments(TrainingArguments):
         if self.kd_loss_path not in KD_LOSS_PATHS:
             _refuse("kd_loss_path", f"kd_loss_path must be one of {KD_LOSS_PATHS}, got "
                                     f"{self.kd_loss_path!r}")
+        if self.kd_weight_grad_dtype not in WEIGHT_GRAD_DTYPES:
+            _refuse("kd_weight_grad_dtype", f"kd_weight_grad_dtype must be one of "
+                    f"{WEIGHT_GRAD_DTYPES}, got {self.kd_weight_grad_dtype!r}")
         if self.temperature <= 0:
             _refuse("temperature", f"temperature must be positive, got {self.temperature}")
         super().__post_init__()

@@ -18,9 +18,19 @@ per-group weights ``c`` are known in advance (the trainer knows the token counts
 optimisation step before the loss), and backward only scales them by the incoming scalar gradient.
 Only the positions that count (target tokens) ever go through the output layer.
 
+Precision: the products with the output layers (both models' logits, ``g W``, ``g^T h``) run in
+the inputs' dtype (or autocast's; the kernels sum in float32); the softmax, divergence and
+logit gradient of every chunk run in float32. The weight's gradient is summed over the chunks in
+the weight's dtype (``weight_grad_dtype="weight"``, the default: float32 for a float32 or
+mixed-precision student) or in float32 (``"float32"``: for a bfloat16 weight twice the memory of
+that sum and a float32 product, for a smaller error; ``benchmarks/precision_kl.py`` measures both).
+
 Memory: the weight's gradient (as large as ``W``; training needs it anyway), the hidden states'
-gradient (``tokens x H``), and about four ``chunk_size x V`` float32 temporaries. Time: the same
-two matrix products per model as logits-based training, nothing recomputed.
+gradient (``tokens x H``), and three or four ``rows x V`` float32 buffers that every chunk reuses
+(a fresh tensor of that size per chunk would pay its page faults each time), ``rows`` being
+``chunk_size`` for float32 inputs and half of it for 16-bit ones (:func:`chunk_rows`: a chunk
+then takes the bytes of ``chunk_size`` positions in 16 bits). Time: the same two matrix products
+per model as logits-based training, nothing recomputed.
 
 Gradients (each multiplied by ``t^2`` like the divergence, ``u = z / t``, ``p_S = softmax(u)``):
 forward KL ``t (p_S - p_T)``; reverse KL ``t p_S (log p_S - log p_T - D / t^2)``; JSD
@@ -57,17 +67,19 @@ class FusedLoss:
 
 
 def teacher_from_logits(logits: torch.Tensor) -> TeacherLogits:
-    """Teacher logits of the requested flat positions, cut from a full ``[..., V_T]`` tensor."""
+    """Teacher logits of the requested flat positions, cut from a full ``[..., V_T]`` tensor
+    (in its dtype: the loss reads them into float32)."""
     flat = logits.detach().reshape(-1, logits.shape[-1])
 
     def rows(positions: torch.Tensor) -> torch.Tensor:
-        return flat.index_select(0, positions.to(flat.device)).float()
+        return flat.index_select(0, positions.to(flat.device))
 
     return rows
 
 
 def teacher_from_hidden(hidden: torch.Tensor, head: torch.nn.Module, device=None) -> TeacherLogits:
-    """Teacher logits ``head(hidden[positions])``, computed on demand, returned on ``device``.
+    """Teacher logits ``head(hidden[positions])``, computed on demand, returned on ``device``
+    in the head's output dtype (the loss reads them into float32).
 
     ``head`` is called as a module, so accelerate's offload and device-map hooks apply.
     """
@@ -78,16 +90,33 @@ def teacher_from_hidden(hidden: torch.Tensor, head: torch.nn.Module, device=None
         with torch.no_grad():
             h = flat.index_select(0, positions.to(flat.device)).to(head_device)
             z = head(h)
-        return z.to(device or positions.device, torch.float32)
+        return z.to(device or positions.device)
 
     return rows
 
 
 def _log_softmax_(z: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``log_softmax(z / t)`` written into ``z``."""
+    """``log_softmax(z / t)`` written into ``z`` (``z`` float32 and contiguous; it must not
+    share memory with anything still needed: the kernel reads each row before writing it)."""
     if temperature != 1.0:
         z.div_(temperature)
-    return z.sub_(torch.logsumexp(z, -1, keepdim=True))
+    return torch.log_softmax(z, -1, out=z)
+
+
+class _Space:
+    """Float32 ``[rows, V]`` buffers that every chunk of one call reuses by name: a fresh
+    tensor of that size per chunk is mapped anew and pays its page faults each time."""
+
+    def __init__(self, device) -> None:
+        self.device = device
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def take(self, name: str, rows: int, cols: int) -> torch.Tensor:
+        buf = self.buffers.get(name)
+        if buf is None or buf.shape[0] < rows or buf.shape[1] != cols:
+            buf = torch.empty(rows, cols, dtype=torch.float32, device=self.device)
+            self.buffers[name] = buf
+        return buf[:rows]
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -95,20 +124,37 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
 
 
-def _dense_chunk(z, zt, coef, divergence, t, beta, need_grad):
-    """``(D [m], grad of sum_i coef_i D_i w.r.t. z or None)``; overwrites ``z`` and ``zt``."""
+def _forward_kl_chunk(z, zt, coef, t, need_grad, space):
+    """:func:`_dense_chunk`'s forward KL in ``z`` and two ``space`` buffers, no fresh ``[m, V]``
+    tensor (each would cost its page faults again at every chunk)."""
+    m, vocab = z.shape
+    log_s = _log_softmax_(z, t)
+    zt = zt[:, :vocab]
+    if zt.dtype != torch.float32 or not zt.is_contiguous():  # else fresh float32: use it
+        zt = space.take("teacher", m, vocab).copy_(zt)
+    log_t = _log_softmax_(zt, t)
+    p_t = torch.exp(log_t, out=space.take("p", m, vocab))
+    diff = log_t.sub_(log_s)
+    values = _dot(p_t, diff)
+    bad = ~torch.isfinite(values)
+    if bool(bad.any()):  # 0 log 0 = 0: where p_T is 0 and a log-probability infinite
+        rows = bad.nonzero(as_tuple=True)[0]
+        values[rows] = _dot(p_t[rows], diff[rows].masked_fill(p_t[rows] == 0, 0.0))
+    values = values * t * t
+    if not need_grad:
+        return values, None
+    return values, log_s.exp_().sub_(p_t).mul_((coef * t).unsqueeze(-1))
+
+
+def _dense_chunk(z, zt, coef, divergence, t, beta, need_grad, space):
+    """``(D [m], grad of sum_i coef_i D_i w.r.t. z or None)``: ``z`` float32, overwritten (the
+    gradient may live in it); ``zt`` the teacher's logits in any dtype."""
+    if divergence == "forward_kl":
+        return _forward_kl_chunk(z, zt, coef, t, need_grad, space)
     vocab = z.shape[-1]
     log_s = _log_softmax_(z, t)
-    log_t = _log_softmax_(zt[:, :vocab], t)
+    log_t = _log_softmax_(zt[:, :vocab].float().contiguous(), t)
     scale = (coef * t).unsqueeze(-1)
-    if divergence == "forward_kl":
-        p_t = log_t.exp()
-        diff = log_t.sub_(log_s).masked_fill_(p_t == 0, 0.0)  # 0 log 0 = 0
-        values = _dot(p_t, diff)
-        if not need_grad:
-            return values * t * t, None
-        del diff
-        return values * t * t, log_s.exp_().sub_(p_t).mul_(scale)
     if divergence == "reverse_kl":
         p_s = log_s.exp()
         diff = log_t.neg_().add_(log_s).masked_fill_(p_s == 0, 0.0)  # log p_S - log p_T
@@ -168,42 +214,71 @@ def _cross_entropy_chunk(z, targets, coef, need_grad):
     return ce, grad.mul_(coef)
 
 
+WEIGHT_GRAD_DTYPES = ("float32", "weight")
+
+
+def chunk_rows(chunk_size: int, dtype: torch.dtype) -> int:
+    """Positions per chunk: ``chunk_size`` for float32 inputs, fewer in proportion for 16-bit
+    ones, whose chunks are computed in float32 (so a chunk takes the bytes that a chunk of
+    ``chunk_size`` positions would take in the inputs' dtype)."""
+    return max(1, chunk_size * torch.finfo(dtype).bits // 32)
+
+
+def compute_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The dtype of the output layer's products: autocast's where it is on, else the inputs'."""
+    kind = hidden.device.type
+    if torch.is_autocast_enabled(kind):
+        return torch.get_autocast_dtype(kind)
+    return torch.promote_types(hidden.dtype, weight.dtype)
+
+
 class _FusedHeadLoss(torch.autograd.Function):
     """Scalar loss of the counted positions' hidden states through the output layer.
 
-    ``chunk_fn(z, lo, hi, need_grad)`` receives the float32 logits of rows ``lo:hi`` (its own
-    storage, free to overwrite) and returns ``(loss part, d part / d z or None)``. The gradients
-    of the hidden states, the weight and the bias are formed during forward; backward scales them
-    by the incoming gradient in place (so the graph can be walked once only).
+    ``chunk_fn(z, lo, hi, need_grad, space)`` receives the float32 logits of rows ``lo:hi``
+    (storage it may overwrite) and a :class:`_Space`, and returns ``(loss part, d part / d z or
+    None)``, the gradient float32. The three products run in the output layer's dtype
+    (:func:`compute_dtype`); the weight's gradient is summed over the chunks in the weight's
+    dtype or, with ``weight_grad_dtype="float32"``, in float32. The gradients of the hidden states,
+    the weight and the bias are formed during forward; backward scales them by the incoming
+    gradient in place (so the graph can be walked once only).
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, chunk_size, chunk_fn):
+    def forward(ctx, hidden, weight, bias, rows, chunk_fn, weight_grad_dtype):
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         need_b = bias is not None and ctx.needs_input_grad[2]
         need = need_h or need_w or need_b
         grad_h = torch.empty_like(hidden) if need_h else None
-        # accumulated in float32 whatever the weight's dtype
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) \
+        acc_dtype = weight.dtype if weight_grad_dtype == "weight" else torch.float32
+        grad_w = torch.zeros(weight.shape, dtype=acc_dtype, device=weight.device) \
             if need_w else None
         grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) \
             if need_b else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        for lo in range(0, hidden.shape[0], chunk_size):
-            h = hidden[lo : lo + chunk_size]
-            z = F.linear(h, weight, bias).float()
-            part, g = chunk_fn(z, lo, lo + h.shape[0], need)
+        space = _Space(hidden.device)
+        for lo in range(0, hidden.shape[0], rows):
+            h = hidden[lo : lo + rows]
+            m = h.shape[0]
+            zf = F.linear(h, weight, bias)  # in the compute dtype
+            low = zf.dtype
+            if low != torch.float32:  # a copy, and the 16-bit logits freed at once
+                zf = space.take("student", m, zf.shape[1]).copy_(zf)
+            part, g = chunk_fn(zf, lo, lo + m, need, space)
             total += part
-            del z
             if not need:
                 continue
+            gc = g.to(low)  # the gradient in the products' dtype
             if need_h:
-                grad_h[lo : lo + h.shape[0]] = torch.mm(g.to(weight.dtype), weight)
+                grad_h[lo : lo + m] = torch.mm(gc, weight)  # autocast casts weight
             if need_w:
-                grad_w.addmm_(g.t(), h.float())
+                if acc_dtype == gc.dtype:
+                    grad_w.addmm_(gc.t(), h.to(gc.dtype))
+                else:  # a 16-bit product into a float32 sum: take the float32 gradient
+                    grad_w.addmm_(g.t(), h.to(acc_dtype))
             if need_b:
                 grad_b += g.sum(0)
-            del g
+            del g, gc, zf
         ctx.save_for_backward(grad_h, grad_w, grad_b)
         ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
         ctx.used = False
@@ -219,10 +294,10 @@ class _FusedHeadLoss(torch.autograd.Function):
         if grad_h is not None:
             grad_h.mul_(grad_total.to(grad_h.dtype))
         if grad_w is not None:
-            grad_w = grad_w.mul_(grad_total).to(ctx.dtypes[0])
+            grad_w = grad_w.mul_(grad_total.to(grad_w.dtype)).to(ctx.dtypes[0])
         if grad_b is not None:
             grad_b = grad_b.mul_(grad_total).to(ctx.dtypes[1])
-        return grad_h, grad_w, grad_b, None, None
+        return grad_h, grad_w, grad_b, None, None, None
 
 
 def fused_distill_loss(
@@ -241,6 +316,7 @@ def fused_distill_loss(
     temperature: float = 1.0,
     beta: float = 0.5,
     chunk_size: int = 256,
+    weight_grad_dtype: str = "weight",
 ) -> FusedLoss:
     """Weighted divergence sums (and cross-entropy) from the student's final hidden states.
 
@@ -250,18 +326,30 @@ def fused_distill_loss(
     each position's group in ``[0, num_groups)``, ``-1`` for positions that do not count;
     ``coefficients`` ``[num_groups]``: each group's weight in the loss. The teacher is either
     ``teacher``, a function from flat position indices (into ``groups.reshape(-1)``) to fresh
-    float32 logits ``[n, V_T >= V]`` on ``hidden``'s device (:func:`teacher_from_hidden`,
+    logits ``[n, V_T >= V]`` (any floating dtype) on ``hidden``'s device (:func:`teacher_from_hidden`,
     :func:`teacher_from_logits`; logits beyond ``V`` are dropped), or ``top_k`` = (ids, logits)
     ``[M, K]`` of the counted positions in flattened order, as
     :func:`leaf.distill.losses.chunked_sparse_divergence` takes them. ``labels`` (same shape as
     ``groups``, already shifted): the gold next tokens, for the cross-entropy term weighted by
     ``ce_coefficient`` over the counted positions.
 
+    Precision: the output layer's three products (both models' logits, the gradients of the
+    hidden states and of the weight) run in the inputs' dtype (autocast's under autocast; the
+    kernels sum in float32); each chunk's softmax, divergence and logit gradient are float32;
+    chunks hold ``chunk_size`` positions in float32 and fewer in proportion for 16-bit inputs
+    (:func:`chunk_rows`). ``weight_grad_dtype``: the weight's gradient summed over the chunks in
+    ``"weight"``, the weight's own dtype (the default; for a bfloat16 weight a 16-bit product and
+    one rounding per chunk), or in ``"float32"`` (for a 16-bit weight its product then runs in
+    float32 and the sum is cast once, at the end: twice the sum's memory, a smaller error).
+
     Returns a :class:`FusedLoss`. The divergences are those of
     :func:`leaf.distill.losses.token_divergence` (temperature, teacher's extra logits dropped).
     """
     if divergence not in DIVERGENCES:
         raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
+    if weight_grad_dtype not in WEIGHT_GRAD_DTYPES:
+        raise ValueError(f"weight_grad_dtype must be one of {WEIGHT_GRAD_DTYPES}, got "
+                         f"{weight_grad_dtype!r}")
     if (teacher is None) == (top_k is None):
         raise ValueError("give exactly one of teacher (logits) or top_k (a top-k cache)")
     dim = hidden.shape[-1]
@@ -287,7 +375,7 @@ def fused_distill_loss(
     values = torch.zeros(positions.shape[0], dtype=torch.float32, device=device)
     ce_values = torch.zeros_like(values) if with_ce else None
 
-    def chunk_fn(z, lo, hi, need_grad):
+    def chunk_fn(z, lo, hi, need_grad, space):
         coef = coef_rows[lo:hi]
         grad = None
         part = torch.zeros((), dtype=torch.float32, device=device)
@@ -300,7 +388,8 @@ def fused_distill_loss(
             if zt.shape[-1] < vocab:
                 raise ValueError(f"teacher has {zt.shape[-1]} logits, fewer than the "
                                  f"student's {vocab}")
-            d, g = _dense_chunk(z, zt, coef, divergence, temperature, beta, need_grad)
+            d, g = _dense_chunk(z, zt, coef, divergence, temperature, beta, need_grad,
+                                space)
             del zt
         else:
             d, g = _sparse_chunk(z, top_idx[lo:hi], top_val[lo:hi], coef, divergence,
@@ -312,12 +401,14 @@ def fused_distill_loss(
         return part.detach(), grad
 
     kept = flat.index_select(0, positions)
+    rows = chunk_rows(chunk_size, compute_dtype(kept, weight))
     if torch.is_grad_enabled() and (kept.requires_grad or weight.requires_grad
                                     or (bias is not None and bias.requires_grad)):
-        loss = _FusedHeadLoss.apply(kept, weight, bias, chunk_size, chunk_fn)
+        loss = _FusedHeadLoss.apply(kept, weight, bias, rows, chunk_fn, weight_grad_dtype)
     else:
         with torch.no_grad():
-            loss = _FusedHeadLoss.forward(_NoGrad(), kept, weight, bias, chunk_size, chunk_fn)
+            loss = _FusedHeadLoss.forward(_NoGrad(), kept, weight, bias, rows, chunk_fn,
+                                          weight_grad_dtype)
     sums = torch.zeros(num_groups, dtype=torch.float32, device=device)
     sums.index_add_(0, kept_groups, values)
     ce_sum = ce_values.sum() if with_ce else torch.zeros((), dtype=torch.float32, device=device)

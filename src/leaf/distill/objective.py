@@ -255,7 +255,7 @@ class DistillObjective:
                 hidden, head.weight, groups, coefficients * scale, teacher=teacher, top_k=top_k,
                 bias=head.bias, labels=gold, ce_coefficient=ce_coefficient * scale, num_groups=2,
                 divergence=args.divergence, temperature=args.temperature, beta=args.jsd_beta,
-                chunk_size=args.kd_chunk_size,
+                chunk_size=args.kd_chunk_size, weight_grad_dtype=args.kd_weight_grad_dtype,
             )
             sums, ce, loss = fused.sums, fused.ce, fused.loss
             terms = combine(sums, ce, counts, args.mixing, args.hybrid_lambda, args.ce_weight)
