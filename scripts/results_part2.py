@@ -26,6 +26,7 @@ from leaf.testbed.study2 import (
     R1_RUNS,
     RUNS,
     SHIFTED,
+    STUDY_SEEDS,
     kept_signal,
     shifted_splits,
     verdicts2,
@@ -282,6 +283,10 @@ def part2(out: Path, machine: list[str] | None = None) -> str:
     """The text of part 2 (from :data:`MARKER` on) from the run folders under ``out``."""
     runs = {name: _load(out / name / "results.json") for name in RUNS}
     runs = {k: r for k, r in runs.items() if r is not None}
+    # a run with fewer replicates than the design's is still running: no interim verdict
+    progress = {k: r.get("seeds") or [] for k, r in runs.items()
+                if not set(STUDY_SEEDS) <= set(r.get("seeds") or [])}
+    runs = {k: r for k, r in runs.items() if k not in progress}
     items = {name: run_items(out / name) for name in runs}
     decision = _load(out / "pilot" / "decision.json")
     v = verdicts2(runs, decision, items)
@@ -292,8 +297,12 @@ def part2(out: Path, machine: list[str] | None = None) -> str:
              "before any of these runs.", ""]
     if v["falsification"]["fired"]:
         lines += falsification_lines(v) + [""]
+    running = [f"{k} ({len(seeds)} of {len(STUDY_SEEDS)} seeds so far)"
+               for k, seeds in progress.items()]
     lines += [f"Runs found in `{out}`: {', '.join(v['present']) or 'none'}; "
-              f"missing: {', '.join(v['missing']) or 'none'}.", "",
+              f"missing: {', '.join(m for m in v['missing'] if m not in progress) or 'none'}"
+              + (f"; still running (no verdict or table is read from them until every seed "
+                 f"of the design has run): {', '.join(running)}" if running else "") + ".", "",
               "## Verdicts", "", *verdict_table(v), "",
               "(note): printed with the note \"" + "verified counterfactuals below half their "
               "originals' signal\" (the pilot's signal check failed). (P rule): a primary "
@@ -307,7 +316,8 @@ def part2(out: Path, machine: list[str] | None = None) -> str:
         if name in runs:
             lines += run_lines(name, out / name, runs[name], items[name], v)
         else:
-            lines += [f"### {name} (dose {DOSES[name]})", "", "Not run yet.", ""]
+            lines += [f"### {name} (dose {DOSES[name]})", "",
+                      "Still running." if name in progress else "Not run yet.", ""]
     lines += ["## Regime R2: distractor shift", ""]
     if "r2" in runs:
         info = shifted_splits(runs["r2"])
@@ -319,7 +329,8 @@ def part2(out: Path, machine: list[str] | None = None) -> str:
                            for s, i in info.items()]), "",
                   *run_lines("r2", out / "r2", runs["r2"], items["r2"], v)]
     else:
-        lines += ["Not run yet (shifted splits: " + ", ".join(SHIFTED) + ").", ""]
+        lines += [("Still running" if "r2" in progress else "Not run yet")
+                  + " (shifted splits: " + ", ".join(SHIFTED) + ").", ""]
     if machine:
         lines += ["## Machine (where this page was generated)", "",
                   *[f"- {m}" for m in machine], ""]

@@ -4,6 +4,7 @@ accident."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -50,7 +51,7 @@ def _study2_like_run(tmp_path: Path, out: Path) -> None:
                  "tests": {s: f"{s}.jsonl" for s in ("test_id", "test_anti", "test_clean")}},
         "teacher": "teacher", "student": "student",
         "counterfactuals": {"grad_t10": {"level": "instruction", "verify": True}},
-        "seeds": [0, 1],
+        "seeds": [0, 1, 2, 3, 4],  # the design's replicates (fewer: a run still going)
         "distill": {"args": {"learning_rate": 0.001, "max_steps": 3},
                     "variants": {"kd": [], "leaf": ["grad_t10"], "planted": ["grad_t10"],
                                  "extra_kd_random": {"extra_originals": "grad_t10",
@@ -105,6 +106,19 @@ def test_part2_is_appended_then_replaced_and_part1_kept_byte_for_byte(fake, tmp_
     assert "| 1 | 1.5000 | 3.0000 | - |" in second and "| 3 | 0.4500 | - | - |" in second
     assert "Dose 0% (pilot-nl00): kept counterfactuals" in second
     assert split_parts(second)[0] == split_parts(first)[0]
+    # a run folder with fewer seeds than the design is still running: no interim verdict
+    shutil.copytree(out / "r1-nl00", out / "r2")
+    res = json.loads((out / "r2" / "results.json").read_text())
+    write_json_atomic(out / "r2" / "results.json", {**res, "seeds": [0, 1]})
+    done = _make_results("--study2", str(out), "--out", str(page))
+    assert done.returncode == 0, done.stderr
+    third = split_parts(page.read_text(encoding="utf-8"))[1]
+    assert "still running (no verdict or table is read from them until every seed of the " \
+           "design has run): r2 (2 of 5 seeds so far)" in third
+    assert "Still running (shifted splits" in third
+    assert "| R2-H1 (P): on each shifted split, planted - kd > 0 and leaf - kd > 0 |" in third
+    r2_row = next(line for line in third.splitlines() if line.startswith("| R2-H1"))
+    assert r2_row.rstrip(" |").endswith("not run yet")
 
 
 def test_make_results_without_study2_refuses_to_clobber_part1(fake, tmp_path):

@@ -14,7 +14,8 @@ Runs `leaf run` on the testbed configs bundled with leaf (leaf/configs/testbed/*
 task family with shipped checkpoints; by default those marked `demo: true`): generate the splits, screen, detect (instruction and
 response level), prune with verification, distil KD w/o mask and the LeaF variants for each
 seed, evaluate every model on the in-distribution, anti-correlated and clean test splits.
-Prints accuracy (mean and 95% interval), detection against the planted spans (gradient, PPL
+Prints first what the testbed studies have shown (docs/RESULTS.md), then accuracy (mean and
+95% interval), detection against the planted spans (gradient, PPL
 and random rules), counterfactual counts and span vs collective pruning.
 
 Writes OUT/<config>[-quick]/ (a `leaf run` directory: manifest.json, results.json, ...) and
@@ -60,8 +61,10 @@ def run(args) -> int:
     from leaf.pipeline import run_pipeline  # heavy: numpy
     from leaf.pipeline.config import load_config  # heavy: numpy
     from leaf.pipeline.tables import render  # heavy: numpy
+    from leaf.testbed.findings import findings_text
 
     t0 = time.monotonic()
+    print(findings_text(), flush=True)
     out = Path(args.out)
     texts = []
     for path in demo_configs(args.family):
@@ -72,7 +75,7 @@ def run(args) -> int:
         texts.append(render(results))
     text = "\n".join(texts)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "tables.md").write_text(text, encoding="utf-8")
+    (out / "tables.md").write_text(findings_text() + "\n" + text, encoding="utf-8")
     print()
     print(text)
     print(f"demo finished in {time.monotonic() - t0:.0f} s; run directories and tables.md in {out}")

@@ -48,6 +48,9 @@ TEACHER_FLOOR = 0.95
 #: The P rule: a primary comparison whose detectable difference exceeds this after
 #: ``P_SEEDS`` seeds gets seeds 5, 6 and 7 before its verdict is read.
 P_DETECTABLE, P_SEEDS = 0.03, 5
+#: The replicates every cell of the design runs (docs/study2.md: seeds 0-4); a run folder with
+#: fewer is still running and no verdict is read from it.
+STUDY_SEEDS = (0, 1, 2, 3, 4)
 #: The falsification clause: a mean at or below 0 with an upper 95% end below this.
 FALSIFY_UPPER = 0.03
 SIGNAL_NOTE = "verified counterfactuals below half their originals' signal"
