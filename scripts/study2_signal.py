@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from leaf.data.jsonl import read_jsonl  # noqa: E402
 from leaf.distill.signal import SignalFigures, measure_pairs, originals_of  # noqa: E402
 from leaf.errors import LeafError  # noqa: E402
+from leaf.models import quiet_transformers, resolve_model_name  # noqa: E402
 
 RUN_GLOBS = ("pilot-*", "r1-*", "r2")
 MAX_ROWS = 2000
@@ -130,7 +131,7 @@ def measure_run(run: Path, root: Path, cap: int, batch_size: int) -> int:
         say(f"{run}: no config.json, not a run folder; skipped")
         return 0
     manifest = _load(run / "manifest.json")
-    teacher, student = str(config["teacher"]), str(config["student"])
+    teacher, student = (resolve_model_name(config[role]) for role in ("teacher", "student"))
     done = 0
     for dkey in data_keys(run):
         for name in unverified_sets(config):
@@ -141,7 +142,8 @@ def measure_run(run: Path, root: Path, cap: int, batch_size: int) -> int:
                 continue
             path = signal_path(root, run.name, dkey, name)
             start = time.monotonic()
-            say(f"{where}: measuring (teacher {teacher}, student {student}) -> {path}")
+            say(f"{where}: measuring the rows not in {path} yet (teacher {teacher}, "
+                f"student {student})")
             figures, note, sample = measure_set(prune_file, teacher, student, path, name, dkey,
                                                 cap=cap, batch_size=batch_size)
             took = time.monotonic() - start
@@ -181,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch  # heavy: one CPU thread, as the study's runs use
 
     torch.set_num_threads(1)
+    quiet_transformers()
     root = args.out or args.study
     try:
         total = sum(measure_run(run, root, args.max_rows, args.batch_size) for run in runs)
