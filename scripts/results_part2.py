@@ -4,8 +4,9 @@ Used by ``scripts/make_results.py --study2 OUT`` (``bash scripts/run_study2.sh r
 ``OUT`` holds the runs ``scripts/run_study2.sh`` makes: ``r1-nl00``, ``r1-nl03``, ``r1-nl15``,
 ``r2`` (each a ``leaf run`` directory with results.json), the pilot's ``pilot-nl00`` ...
 ``pilot-nl15`` and its decision ``pilot/decision.json``. Whatever is missing is named on the
-page. Every number is read from those folders; the verdicts are leaf.testbed.study2's; the
-caveats are fixed text.
+page. Every number is read from those folders (the unverified sets' counterfactual signal,
+which the runs do not measure, from ``<run>/extra_signal/`` when ``scripts/study2_signal.py``
+has written it); the verdicts are leaf.testbed.study2's; the caveats are fixed text.
 """
 
 from __future__ import annotations
@@ -164,9 +165,36 @@ def _epoch_means(state: dict[str, Any] | None) -> dict[int, float]:
     return {k: sum(v) / len(v) for k, v in sorted(by.items())}
 
 
-def signal_table(res: dict[str, Any]) -> list[str]:
+def extra_signal(run: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{set: {data key: file}}``: the unverified sets' signal files that
+    ``scripts/study2_signal.py`` wrote for the run folder ``run`` (``run/extra_signal/``);
+    files without figures are left out."""
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    for path in sorted(run.glob("extra_signal/*/*.signal.json")):
+        data = _load(path)
+        if data and data.get("figures"):
+            found.setdefault(path.name.removesuffix(".signal.json"), {})[path.parent.name] = data
+    return found
+
+
+def _extra_figures(files: dict[str, dict[str, Any]]) -> tuple[dict[str, float | None], str]:
+    """An unverified set's figures averaged over its replicates (as :func:`kept_signal`
+    averages the verified ones) and its mark: "(unverified)", with "sampled N of M" per
+    replicate where the counterfactuals were sampled."""
+    means: dict[str, float | None] = {}
+    for key in ("cf_kl_row", "orig_kl_row", "ratio_row"):
+        values = [f["figures"][key] for f in files.values() if f["figures"].get(key) is not None]
+        means[key] = sum(values) / len(values) if values else None
+    samples = [f.get("sample") for f in files.values()]
+    drawn = sorted({f"sampled {s['sampled']} of {s['of']}" for s in samples if s})
+    return means, "(unverified" + ("; " + ", ".join(drawn) if drawn else "") + ")"
+
+
+def signal_table(res: dict[str, Any], extra: dict[str, dict[str, dict[str, Any]]] | None = None
+                 ) -> list[str]:
     """Per counterfactual set: kept per replicate, pre-KD KL per row (kept and their originals,
-    averaged over replicates) and the ratio."""
+    averaged over replicates) and the ratio. An unverified set has no figures in results.json;
+    they come from ``extra`` (:func:`extra_signal`) when measured, marked as such."""
     counts = res.get("counts") or {}
     names = list((res.get("counterfactual_sets") or {}) or
                  next(iter(counts.values()), {}).get("sets", {}))
@@ -176,14 +204,26 @@ def signal_table(res: dict[str, Any]) -> list[str]:
                           for c in counts.values())
         cf, orig = kept_signal(res, name), kept_signal(res, name, "orig_kl_row")
         ratio = kept_signal(res, name, "ratio_row")
+        if cf is None and (extra or {}).get(name):
+            means, mark = _extra_figures(extra[name])
+            cf, orig, ratio = means["cf_kl_row"], means["orig_kl_row"], means["ratio_row"]
+            name = f"{name} {mark}"
         rows.append([name, kept or "-", "-" if cf is None else f"{cf:.3f}",
                      "-" if orig is None else f"{orig:.3f}",
                      "-" if ratio is None else f"{ratio:.2f}"])
-    return _table(["counterfactual set", "kept (per replicate)", "pre-KD KL per row: kept",
-                   "their originals", "ratio"], rows)
+    table = _table(["counterfactual set", "kept (per replicate)", "pre-KD KL per row: kept",
+                    "their originals", "ratio"], rows)
+    if any("(unverified" in r[0] for r in rows):
+        table += ["", "(unverified): not measured by the run (no verification); measured after "
+                  "it by scripts/study2_signal.py with the same functions, on every "
+                  "counterfactual of the set or, where marked, a seeded uniform sample per "
+                  "replicate."]
+    return table
 
 
-def pilot_lines(out: Path) -> list[str]:
+def pilot_lines(out: Path, signals: Path | None = None) -> list[str]:
+    """The pilot's decision, signal tables and KD curves; the unverified sets' signal files are
+    read under ``signals`` (default ``out``: scripts/study2_signal.py's layout)."""
     decision = _load(out / "pilot" / "decision.json")
     pilots = {name: _load(out / name / "results.json") for name in PILOTS}
     lines = ["### Pilot (training data only; docs/study2.md, \"Pilot\")", ""]
@@ -205,7 +245,7 @@ def pilot_lines(out: Path) -> list[str]:
     for name, res in pilots.items():
         if res is not None:
             lines += [f"Dose {PILOTS[name]} ({name}): kept counterfactuals and their signal", "",
-                      *signal_table(res), ""]
+                      *signal_table(res, extra_signal((signals or out) / name)), ""]
         elif (fig := figures.get(name.removeprefix("pilot-"))) and fig.get("sets"):
             lines += [f"Dose {PILOTS[name]} (pilot/decision.json): kept counterfactuals and "
                       "their signal", "", *_table(
@@ -258,13 +298,14 @@ def reliance_table(res: dict[str, Any]) -> list[str]:
                    "attention on distractor (secondary)"], rows)
 
 
-def run_lines(name: str, run: Path, res: dict[str, Any], items, v: dict[str, Any]) -> list[str]:
+def run_lines(name: str, run: Path, res: dict[str, Any], items, v: dict[str, Any],
+              extra: dict[str, dict[str, dict[str, Any]]] | None = None) -> list[str]:
     label = DOSES.get(name)
     lines = [f"### {name}" + (f" (dose {label})" if label else ""), "",
              f"Config `{Path(res.get('config_path') or '?').name}`; teacher `{res['teacher']}`, "
              f"student `{res['student']}`; seeds {res['seeds']}; data "
              f"`{json.dumps(res.get('data'))}`.", "",
-             "Pre-KD counterfactual signal and kept counts:", "", *signal_table(res), "",
+             "Pre-KD counterfactual signal and kept counts:", "", *signal_table(res, extra), "",
              "Every variant minus kd (95% interval; det: detectable difference):", "",
              *difference_table(res, items), "",
              "Reliance on the distractor per variant (leaf.evaluate.reliance; 95% interval "
@@ -279,8 +320,11 @@ def run_lines(name: str, run: Path, res: dict[str, Any], items, v: dict[str, Any
     return lines
 
 
-def part2(out: Path, machine: list[str] | None = None) -> str:
-    """The text of part 2 (from :data:`MARKER` on) from the run folders under ``out``."""
+def part2(out: Path, machine: list[str] | None = None, signals: Path | None = None) -> str:
+    """The text of part 2 (from :data:`MARKER` on) from the run folders under ``out``; the
+    unverified sets' signal (scripts/study2_signal.py) is read under ``signals`` (default
+    ``out``)."""
+    sig = signals or out
     runs = {name: _load(out / name / "results.json") for name in RUNS}
     runs = {k: r for k, r in runs.items() if r is not None}
     # a run with fewer replicates than the design's is still running: no interim verdict
@@ -311,10 +355,11 @@ def part2(out: Path, machine: list[str] | None = None) -> str:
     if not v["falsification"]["fired"]:
         lines += falsification_lines(v) + [""]
     lines += comparison_lines(v)
-    lines += ["## Regime R1: a causal path starved of gradient", "", *pilot_lines(out)]
+    lines += ["## Regime R1: a causal path starved of gradient", "", *pilot_lines(out, sig)]
     for name in R1_RUNS:
         if name in runs:
-            lines += run_lines(name, out / name, runs[name], items[name], v)
+            lines += run_lines(name, out / name, runs[name], items[name], v,
+                               extra_signal(sig / name))
         else:
             lines += [f"### {name} (dose {DOSES[name]})", "",
                       "Still running." if name in progress else "Not run yet.", ""]
@@ -327,7 +372,8 @@ def part2(out: Path, machine: list[str] | None = None) -> str:
                           [[s, "-" if i["teacher"] is None else f"{i['teacher']:.3f}",
                             "yes" if i["kept"] else f"no ({i['reason']})"]
                            for s, i in info.items()]), "",
-                  *run_lines("r2", out / "r2", runs["r2"], items["r2"], v)]
+                  *run_lines("r2", out / "r2", runs["r2"], items["r2"], v,
+                             extra_signal(sig / "r2"))]
     else:
         lines += [("Still running" if "r2" in progress else "Not run yet")
                   + " (shifted splits: " + ", ".join(SHIFTED) + ").", ""]

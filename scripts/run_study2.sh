@@ -5,13 +5,15 @@
 #                                              100 test items per split (never read)
 #   bash scripts/run_study2.sh r1-nl00 [OUT]   R1 at dose 0% (likewise r1-nl03, r1-nl15)
 #   bash scripts/run_study2.sh r2      [OUT]   R2 (distractor shift)
+#   bash scripts/run_study2.sh signal  [OUT]   the unverified sets' counterfactual signal
+#                                              (scripts/study2_signal.py; before results)
 #   bash scripts/run_study2.sh results [OUT]   docs/RESULTS.md part 2 from the finished runs
 # OUT defaults to leaf-study2. SEEDS='[0,1]' runs those replicates only (a step in parts: a
 # later run with more seeds reuses the finished ones; the study's cells use seeds 0-4). N (training rows) and EPOCHS come from the pilot's rules
 # (OUT/pilot/decision.json, written by scripts/study2_pilot.py); R1 and R2 read them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STEP=${1:?usage: run_study2.sh pilot|r1-nl00|r1-nl03|r1-nl15|r2|results [OUT]}
+STEP=${1:?usage: run_study2.sh pilot|r1-nl00|r1-nl03|r1-nl15|r2|signal|results [OUT]}
 OUT=${2:-leaf-study2}
 LEAF=${LEAF:-.venv/bin/leaf}
 PY=${PY:-.venv/bin/python}
@@ -51,6 +53,8 @@ case $STEP in
   r2)
     # shellcheck disable=SC2046
     run r2 configs/study2/word_problem_r2.yaml $(decided) ;;
+  signal)
+    "$PY" scripts/study2_signal.py "$OUT" ;;
   results)
     "$PY" scripts/make_results.py --study2 "$OUT" ;;
   *) echo "unknown step $STEP" >&2; exit 2 ;;

@@ -174,16 +174,32 @@ def measure_kept(rows: list[dict[str, Any]], teacher: str, student: str, path: P
                  dtype: str = "float32", device: str = "auto", batch_size: int = 8
                  ) -> tuple[SignalFigures | None, str | None]:
     """The KL figures of the kept (verified) counterfactuals of a pruned file's ``rows`` and of
-    their originals, written to ``path`` with each measured row's hash, so a rerun measures only
-    rows that changed and loads no model when none did. ``(None, why)`` when there is nothing to
-    measure or the models do not share a vocabulary."""
+    their originals, written to ``path`` (:func:`measure_pairs`). ``(None, why)`` when there is
+    nothing to measure or the models do not share a vocabulary."""
 
     kept = [r for r in rows if r.get("kind") == "counterfactual" and r.get("verified") is True]
     if not kept:
         return None, "no counterfactual was kept, nothing to measure"
-    origins = {r["origin_id"] for r in kept}
-    originals = [r for r in rows if r.get("kind") == "original" and r["id"] in origins]
-    todo_rows = kept + originals
+    return measure_pairs(kept, originals_of(rows, kept), teacher, student, path, dtype=dtype,
+                         device=device, batch_size=batch_size)
+
+
+def originals_of(rows: Sequence[dict[str, Any]], counterfactuals: Sequence[dict[str, Any]]
+                 ) -> list[dict[str, Any]]:
+    """The original rows of ``rows`` that ``counterfactuals`` came from, in file order."""
+    origins = {r["origin_id"] for r in counterfactuals}
+    return [r for r in rows if r.get("kind") == "original" and r["id"] in origins]
+
+
+def measure_pairs(counterfactuals: list[dict[str, Any]], originals: list[dict[str, Any]],
+                  teacher: str, student: str, path: Path, *, dtype: str = "float32",
+                  device: str = "auto", batch_size: int = 8, extra: dict[str, Any] | None = None
+                  ) -> tuple[SignalFigures | None, str | None]:
+    """The KL figures of ``counterfactuals`` against ``originals``, written to ``path`` with
+    each measured row's hash (and ``extra``'s keys beside them), so a rerun measures only rows
+    that changed and loads no model when none did. ``(None, why)`` when no counterfactual has a
+    response token or the models do not share a vocabulary."""
+    todo_rows = counterfactuals + originals
     made_by = {"teacher": teacher, "student": student, "dtype": dtype}
     before: dict[str, Any] = {}
     if path.exists():
@@ -208,9 +224,11 @@ def measure_kept(rows: list[dict[str, Any]], teacher: str, student: str, path: P
         measured.update(response_kl(teacher_model, student_model, student_tok, missing,
                                     batch_size=batch_size))
         del teacher_model, student_model
-    figures = summarise(measured, [r["id"] for r in kept], [r["id"] for r in originals])
+    figures = summarise(measured, [r["id"] for r in counterfactuals],
+                        [r["id"] for r in originals])
     write_json_atomic(path, {
-        "made_by": made_by, "figures": None if figures is None else figures.as_dict(),
+        **(extra or {}), "made_by": made_by,
+        "figures": None if figures is None else figures.as_dict(),
         "rows": {i: [hashes[i], *measured[i]] for i in hashes if i in measured}})
     if figures is None:
         return None, "no kept counterfactual has a response token to measure"
