@@ -34,6 +34,15 @@ from leaf.testbed.study2 import (
     within,
 )
 
+#: How the pilot as run differed from docs/study2.md's description (fixed text, written when it
+#: was noticed, after the pilot and before any R1 or R2 result).
+PILOT_DEVIATION = (
+    "- deviation from docs/study2.md: the pilot distilled all seven R1 variants, not `kd` plus "
+    "one variant holding every counterfactual set (a `--set` of `distill.variants` merges with "
+    "the config's variants instead of replacing them); as written, only training-data figures "
+    "(kept counts, signal, KD's training loss) were read, and no pilot test result was looked "
+    "at.")
+
 #: The heading part 2 starts at; everything before it in docs/RESULTS.md is part 1, kept as is.
 MARKER = "# Part 2: the second study (docs/study2.md)"
 PILOTS = {"pilot-nl00": "0%", "pilot-nl03": "3%", "pilot-nl15": "15%"}
@@ -231,10 +240,14 @@ def pilot_lines(out: Path, signals: Path | None = None) -> list[str]:
         conv = decision.get("kd_converged")
         lines += [f"- decision (pilot/decision.json): training rows N = "
                   f"{decision.get('train_rows')}, epochs = {decision.get('epochs')}"
-                  + (f" (KD converged by the rule per dose: {conv})" if conv else "")
+                  + (" (KD converged by the rule, third epoch's mean loss within 5% of the "
+                     "second's: " + ", ".join(f"dose {DOSES.get('r1-' + d, d)} "
+                                             f"{'yes' if c else 'no'}" for d, c in conv.items())
+                     + ")" if conv else "")
                   + f"; kept/original KL ratio at dose 0% = {_fmt(decision.get('signal_ratio'))}"
                   f" (check: at least 0.5): signal check "
                   f"{'passed' if decision.get('signal_check_passed') else 'failed'}"]
+        lines += [PILOT_DEVIATION]
     else:
         lines += ["- no pilot decision yet (pilot/decision.json missing)"]
     missing = [n for n, r in pilots.items() if r is None]

@@ -70,7 +70,7 @@ def test_part2_is_appended_then_replaced_and_part1_kept_byte_for_byte(fake, tmp_
     out = tmp_path / "leaf-study2"
     _study2_like_run(tmp_path, out / "r1-nl00")
     page = tmp_path / "RESULTS.md"
-    part1 = (ROOT / "docs" / "RESULTS.md").read_bytes()
+    part1 = split_parts((ROOT / "docs" / "RESULTS.md").read_text(encoding="utf-8"))[0].encode()
     assert MARKER.encode() not in part1
     page.write_bytes(part1)
     done = _make_results("--study2", str(out), "--out", str(page))
@@ -126,19 +126,19 @@ def test_make_results_without_study2_refuses_to_clobber_part1(fake, tmp_path):
     _study2_like_run(tmp_path, demo / "fake")
     page = tmp_path / "RESULTS.md"
     # a page with part 2: refused, untouched
-    both = with_part2((ROOT / "docs" / "RESULTS.md").read_text(encoding="utf-8"),
-                      MARKER + "\n\nsomething\n")
+    part1 = split_parts((ROOT / "docs" / "RESULTS.md").read_text(encoding="utf-8"))[0]
+    both = with_part2(part1, MARKER + "\n\nsomething\n")
     page.write_text(both, encoding="utf-8")
     done = _make_results(str(demo), "--out", str(page))
     assert done.returncode != 0 and "holds part 2" in done.stderr
     assert "Traceback" not in done.stderr and page.read_text(encoding="utf-8") == both
     # part 1 alone, made from run directories this folder lacks: refused, untouched
-    committed = (ROOT / "docs" / "RESULTS.md").read_bytes()
-    page.write_bytes(committed)
+    page.write_text(part1, encoding="utf-8")
     done = _make_results(str(demo), "--out", str(page))
     assert done.returncode != 0 and "does not have (digit_sum-clean" in done.stderr
-    assert page.read_bytes() == committed
-    # the default target, the committed docs/RESULTS.md, is refused the same way
+    assert page.read_text(encoding="utf-8") == part1
+    # the default target, the committed docs/RESULTS.md (with part 2 or not), is refused
+    committed = (ROOT / "docs" / "RESULTS.md").read_bytes()
     done = _make_results(str(demo))
     assert done.returncode != 0 and (ROOT / "docs" / "RESULTS.md").read_bytes() == committed
     # a new file, or one made from the same run directories, is (re)written as before
