@@ -471,6 +471,8 @@ def memory_only(args, torch, device, sizes, dtypes) -> int:
                 "liger_version": _version("liger_kernel"),
                 "leaf_weight_grad_dtype": str(_default("weight_grad_dtype"))}
     data = PM.load(path, settings) if (path and args.append) else PM.new(settings)
+    if path and not args.append:  # --json alone replaces the file
+        path.write_text(json.dumps(data, indent=1))
     data["commands"].append(_peers_command(args))
     for d in dtypes:
         worst = check_peers(device, torch, getattr(torch, d), args.eager)

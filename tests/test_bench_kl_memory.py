@@ -78,6 +78,10 @@ def test_memory_only_one_side_per_command_resume_and_refusal(tmp_path, capsys, m
         bench("--sides", "leaf", "--append", str(f))
     assert "leaf_commit: file '0123abc'" in str(e.value)
     assert json.loads(f.read_text()) == stale
+    # --json without --append replaces the file (its settings do not matter then)
+    monkeypatch.undo()
+    assert bench("--sides", "leaf", "--json", str(f)) == 0
+    assert [e["side"] for e in json.loads(f.read_text())["entries"]] == ["fused"]
 
 
 def test_a_partial_entry_runs_only_its_missing_repetitions(tmp_path, monkeypatch):
