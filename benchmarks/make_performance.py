@@ -182,8 +182,9 @@ def render_peers_memory(m: dict | None) -> list[str]:
     the commands of :data:`peers_memory.PLAN`); where the file is absent, the commands alone."""
     shape = f"{PM.SHAPE[0]} x {PM.SHAPE[1]}"
     out = ["", f"**Memory only at {shape}** (hidden {PM.SHAPE[2]}), float32 and bfloat16.", ""]
-    why = (f"One call of one side takes over 20 minutes on these CPUs at {shape}, so this shape "
-           "is measured for peak memory only: each side and dtype in its own fresh process (the "
+    why = (f"At {shape} one call of one side takes many minutes on these shared CPUs (section "
+           "2), too long for interleaved timed repetitions, so this shape is measured for peak "
+           "memory only: each side and dtype in its own fresh process (the "
            "same two warm-up calls, then one measured call; peak memory above the inputs), one "
            "command per side and dtype, all adding to one results file (`--append` skips what "
            "the file holds, so a command cut short resumes, and refuses a file from another "
@@ -201,7 +202,9 @@ def render_peers_memory(m: dict | None) -> list[str]:
     if m.get("machine"):
         out += [f"Run (the last command): {machine(m['machine'])}.", ""]
     out += [why + f" {st['reps']} repetition(s) per side, leaf code at commit "
-            f"`{st['leaf_commit'][:12]}`, torch threads {st['threads']}. Checks first, in every "
+            f"`{st['leaf_commit'][:12]}`"
+            + (" with uncommitted changes" if "+dirty" in st["leaf_commit"] else "")
+            + f", torch threads {st['threads']}. Checks first, in every "
             f"command: at {' x '.join(map(str, st['check']))} (T x V x H) the obvious loss, leaf "
             "and Liger agree within " + ", ".join(f"{v:.1e} in {d}"
                                                    for d, v in m["checks"].items())
@@ -225,9 +228,10 @@ def render_peers_memory(m: dict | None) -> list[str]:
     if half:
         out += ["", "Measured on one side only so far: " + "; ".join(half) + "."]
     if rows:
-        calls = [t for r in rows for t in r["call_s"]]
-        out += ["", f"Memory: {rows[0]['mem_method']}. One measured call took "
-                f"{min(calls) / 60:.0f}-{max(calls) / 60:.0f} minutes here (not a comparison)."]
+        lo, hi = (f(t for r in rows for t in r["call_s"]) for f in (min, max))
+        took = (f"{lo:.0f}-{hi:.0f} s" if hi < 120 else f"{lo / 60:.0f}-{hi / 60:.0f} minutes")
+        out += ["", f"Memory: {rows[0]['mem_method']}. One measured call took {took} here, "
+                "over all sides and dtypes (not a comparison)."]
     return out
 
 
