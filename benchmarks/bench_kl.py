@@ -26,6 +26,19 @@ vocabulary: leaf's ``DistillTrainer`` on each ``kd_loss_path``, and a textbook K
 with the obvious loss.
 
 Run: ``python benchmarks/bench_kl.py [--quick] [--device cuda]``.
+
+``--peers`` puts leaf's fused loss beside Liger-Kernel's chunked loss (timed and measured, at
+least 3 interleaved repetitions). ``--peers --memory-only`` measures peak memory alone, for a
+shape whose calls are too slow to time on a CPU (8192 x 152064: over 20 minutes a call): each
+side and dtype once per repetition in its fresh child, after the same equality check at the
+small shape. Such a shape runs as several commands of under two hours, one per side and dtype,
+all adding to one file (``--append FILE`` skips what the file already holds, so a rerun resumes,
+and refuses a file from another leaf commit or other settings; see ``peers_memory.py``)::
+
+    python benchmarks/bench_kl.py --peers --memory-only --threads 2 --sizes 8192x152064x2048 \
+        --dtype float32 --sides leaf --append benchmarks/results/peers_memory.json
+    # ... the same with --sides liger, then both again with --dtype bfloat16
+    python benchmarks/make_performance.py --write --render-only   # section 6 shows them
 """
 
 from __future__ import annotations
@@ -37,6 +50,7 @@ import sys
 from pathlib import Path
 
 import _common as C
+import peers_memory as PM
 
 CHUNK = 256  # the trainer's default (DistillArguments.kd_chunk_size)
 SIDES = ("obvious", "chunked", "fused")
@@ -359,7 +373,8 @@ def run_step(here, base, cfg, step) -> None:
 
 # ---------------------------------------------------------------- peers (--peers)
 
-PEER_SIZES = {"quick": [(1024, 32000, 256)], "full": [(4096, 128256, 2048)]}
+PEER_SIZES = {"quick": [(1024, 32000, 256)], "full": [(4096, 128256, 2048)],
+              "memory": [PM.SHAPE]}  # --memory-only (one call takes over 20 minutes)
 PEER_SIDES = ("fused", "liger")  # leaf's side first; every other one is a peer
 
 
@@ -439,12 +454,111 @@ def run_peers(args, here, sizes, reps: int, dtypes: list[str]) -> dict:
     return {"rows": rows, "not_run": PEERS_NOT_RUN}
 
 
+def memory_only(args, torch, device, sizes, dtypes) -> int:
+    """``--peers --memory-only``: each side and dtype measured once per repetition in its own
+    fresh child (peak memory above the inputs; the call's time is recorded, never compared),
+    after the equality check at the small shape. With ``--append FILE`` the entries go into
+    FILE beside those already there (written after every child), and a (shape, dtype, side)
+    whose repetitions FILE already holds is skipped: a rerun resumes."""
+    import os
+
+    path = Path(args.json) if args.json else None
+    reps = args.reps or 1  # memory is the same from one fresh child to the next
+    sides = [PM.SIDE_NAMES[s] for s in (args.sides or ["leaf", "liger"])]
+    settings = {"device": args.device, "threads": args.threads, "reps": reps,
+                "chunk_size": CHUNK, "check": list(CHECK), "eager": args.eager,
+                "leaf_commit": PM.code_version(C.ROOT), "torch": torch.__version__,
+                "liger_version": _version("liger_kernel"),
+                "leaf_weight_grad_dtype": str(_default("weight_grad_dtype"))}
+    data = PM.load(path, settings) if (path and args.append) else PM.new(settings)
+    if path and not args.append:  # --json alone replaces the file
+        path.write_text(json.dumps(data, indent=1))
+    data["commands"].append(_peers_command(args))
+    for d in dtypes:
+        worst = check_peers(device, torch, getattr(torch, d), args.eager)
+        data["checks"][d] = max(worst, data["checks"].get(d, 0.0))
+        print(f"check at T x V x H = {' x '.join(map(str, CHECK))}, {d}: loss and gradients of "
+              f"the obvious loss, leaf's fused loss and Liger ({LIGER['mode']}) agree within "
+              f"{worst:.1e} (relative norm)", flush=True)
+    here = Path(__file__).resolve()
+    for tokens, vocab, hidden in sizes:
+        for dtype in dtypes:
+            for r in range(reps):
+                for side in (sides if r % 2 == 0 else sides[::-1]):
+                    e = PM.entry(data, tokens, vocab, hidden, dtype, side)
+                    name = f"T={tokens} V={vocab} H={hidden} {dtype} {side}, repetition {r + 1}"
+                    if len(e["peak_mib"]) > r:
+                        print(f"{name}: already in {path}, skipped", flush=True)
+                        continue
+                    res = C.run_child(here, [
+                        "--child", side, "--tokens", str(tokens), "--vocab", str(vocab),
+                        "--hidden", str(hidden), "--device", args.device, "--threads",
+                        str(args.threads), "--dtype", dtype, "--reps", "1", "--peers",
+                        *(["--eager"] if args.eager else [])], timeout=7200)
+                    e["peak_mib"].append(C.mib(res["peak_bytes"]))
+                    e["time_s"].append(res["times"][0])
+                    e["loss"].append(res["loss"])
+                    e["grad_norms"].append(res["grad_norms"])
+                    e["load_1min"].append(os.getloadavg()[0])
+                    e["mode"].append(res["mode"])
+                    e["date_utc"].append(C.machine_info(args.device, args.threads)["date_utc"])
+                    e["mem_method"] = res["method"]
+                    print(f"{name}: peak {e['peak_mib'][-1]:.0f} MiB above the inputs (one call "
+                          f"{res['times'][0]:.0f} s, load average {e['load_1min'][-1]:.1f})",
+                          flush=True)
+                    if path:  # after every child: a command cut short keeps what it measured
+                        data["machine"] = C.machine_info(args.device, args.threads)
+                        PM.save(path, data)
+                        data = PM.load(path, settings)
+    if path:
+        PM.save(path, data)
+        data = PM.load(path, settings)
+    rows = PM.rows(data)
+    bad = [r for r in rows if r["max_rel_diff"] > r["limit"]]
+    for r in rows:
+        print(f"T={r['tokens']} V={r['vocab']} H={r['hidden']} {r['dtype']}: peak MiB leaf "
+              f"{C.fmt(r['peak_mib']['fused'], 0)}, Liger {C.fmt(r['peak_mib']['liger'], 0)}; "
+              f"leaf / best peer {C.fmt(r['mem_over_best_peer'])}; largest relative difference "
+              f"{r['max_rel_diff']:.1e}", flush=True)
+    if bad:
+        raise SystemExit("leaf and its peers disagree: " + "; ".join(
+            f"{r['tokens']} x {r['vocab']} {r['dtype']}: {r['max_rel_diff']:.1e} > {r['limit']}"
+            for r in bad))
+    if not rows:
+        print("memory only: no shape holds leaf and a peer yet (run the other --sides)")
+        return 0
+    last = max(rows, key=lambda r: (r["tokens"] * r["vocab"], r["dtype"] == "float32"))
+    ratios = {"mem_over_best_peer": last["mem_over_best_peer"]["median"]}
+    for r in rows:
+        if r is not last and (r["tokens"], r["vocab"]) == (last["tokens"], last["vocab"]):
+            ratios[f"mem_over_best_peer_{r['dtype']}"] = r["mem_over_best_peer"]["median"]
+    print(C.ratio_line(ratios))
+    return 0
+
+
+def _peers_command(args) -> str:
+    return ("python benchmarks/bench_kl.py --peers" + (" --memory-only" if args.memory_only else "")
+            + (" --quick" if args.quick else "")
+            + (f" --device {args.device}" if args.device != "cpu" else "")
+            + (f" --threads {args.threads}" if args.threads != 1 else "")
+            + (" --sizes " + " ".join(args.sizes) if args.sizes else "")
+            + (f" --dtype {args.dtype}" if args.dtype_given else "")
+            + (f" --reps {args.reps}" if args.reps else "")
+            + (" --sides " + " ".join(args.sides) if args.sides else "")
+            + (" --eager" if args.eager else "")
+            + (f" --append {args.json}" if args.append and args.json else ""))
+
+
 def peers_main(args) -> int:
     torch, device = C.setup_torch(args.threads, args.device)
     mode = "quick" if args.quick else "full"
+    if args.memory_only and not args.quick:
+        mode = "memory"
     sizes = [parse_size(x)[:3] for x in args.sizes] if args.sizes else PEER_SIZES[mode]
-    reps = args.reps or 3
     dtypes = [args.dtype] if args.dtype_given else ["float32", "bfloat16"]
+    if args.memory_only:
+        return memory_only(args, torch, device, sizes, dtypes)
+    reps = args.reps or 3
     checks = {d: check_peers(device, torch, getattr(torch, d), args.eager) for d in dtypes}
     for d, worst in checks.items():
         print(f"check at T x V x H = {' x '.join(map(str, CHECK))}, {d}: loss and gradients of "
@@ -547,19 +661,35 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", nargs="+", metavar="TxVxH[:SIDE,...]",
                    help="run these shapes (and sides) instead of the mode's plan, e.g. "
                         "8192x152064x2048:fused; 'step' for the training-step part")
-    p.add_argument("--append", action="store_true",
-                   help="merge into the --json file's results (shapes run in several invocations)")
+    p.add_argument("--append", nargs="?", const=True, default=False, metavar="FILE",
+                   help="add to the results already in FILE (or in --json's file): shapes run in "
+                        "several invocations; with --memory-only, what FILE holds is skipped")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--peers", action="store_true",
                    help="leaf's fused loss against its peers (Liger-Kernel's chunked fused-linear "
                         "loss; pip install liger-kernel, the [bench] extra), float32 and bfloat16")
     p.add_argument("--eager", action="store_true", help="--peers: run Liger without torch.compile")
+    p.add_argument("--memory-only", action="store_true",
+                   help="--peers: peak memory only, each side once per repetition in its fresh "
+                        "child (default --reps 1; default shape 8192x152064x2048), no timing "
+                        "comparison; for shapes whose calls take too long to time on a CPU")
+    p.add_argument("--sides", nargs="+", choices=sorted(PM.SIDE_NAMES), metavar="SIDE",
+                   help="--memory-only: run only these sides (leaf, liger), e.g. one command per "
+                        "side and dtype, all with --append to one file")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--step", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--tokens", type=int, help=argparse.SUPPRESS)
     p.add_argument("--vocab", type=int, help=argparse.SUPPRESS)
     p.add_argument("--hidden", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if isinstance(args.append, str):
+        if args.json and args.json != args.append:
+            p.error("--append FILE and --json name different files")
+        args.json, args.append = args.append, True
+    if (args.memory_only or args.sides) and not args.peers:
+        p.error("--memory-only and --sides go with --peers")
+    if args.sides and not args.memory_only:
+        p.error("--sides goes with --memory-only (the timed comparison runs every side)")
     args.dtype_given = any(a == "--dtype" or a.startswith("--dtype=")
                            for a in (sys.argv[1:] if argv is None else argv))
     if args.peers and not args.child:

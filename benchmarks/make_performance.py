@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import _common as C
+import peers_memory as PM
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -37,7 +38,7 @@ NAMES = ("detect", "kl", "distill", "generate", "dp", "peers", "distill_peers")
 # results that the page shows beside another's table, made by a command of their own (printed
 # with them) and copied here: a quick generation run on an idle machine (section 4's current
 # figure) and precision_kl.py's errors (section 6)
-EXTRA = ("generate_quick", "peers_precision")
+EXTRA = ("generate_quick", "peers_precision", PM.NAME)
 SCRIPTS = {"peers": ("bench_kl.py", ["--peers"]),
            "distill_peers": ("bench_distill.py", ["--peers"])}
 
@@ -69,9 +70,10 @@ def run_quick(name: str, extra: list[str]) -> dict:
             "wall_s": wall, "last_line": last}
 
 
-def render_peers(r: dict, precision: dict | None = None) -> list[str]:
-    """Section 6: leaf's fused loss beside its peers (``bench_kl.py --peers``), and how far each
-    lands from an exact loss in bfloat16 (``precision_kl.py``)."""
+def render_peers(r: dict, precision: dict | None = None, memory: dict | None = None) -> list[str]:
+    """Section 6: leaf's fused loss beside its peers (``bench_kl.py --peers``), how far each
+    lands from an exact loss in bfloat16 (``precision_kl.py``), and the memory-only rows of the
+    largest shape (``bench_kl.py --peers --memory-only``)."""
     c, f = r["config"], C.fmt
     commands = r.get("commands", [r["command"]])
     rows_per = c.get("leaf_rows", {})
@@ -166,11 +168,70 @@ def render_peers(r: dict, precision: dict | None = None) -> list[str]:
             "within the [min-max] ranges are this shared machine's noise; a GPU run "
             "(`scripts/gpu_check.sh`, which runs `bench_kl.py --peers` when Liger is carried) "
             "measures time better.")]
+    out += render_peers_memory(memory)
     if precision:
         out += render_precision(precision)
     out += ["", "Not run:"]
     out += [f"- {name}: {why}." for name, why in r.get("not_run", {}).items()]
     out += ["", f"Memory: {rows[0]['mem_method']}.", ""]
+    return out
+
+
+def render_peers_memory(m: dict | None) -> list[str]:
+    """Section 6's memory-only table at 8192 x 152064 (``results/peers_memory.json``, built by
+    the commands of :data:`peers_memory.PLAN`); where the file is absent, the commands alone."""
+    shape = f"{PM.SHAPE[0]} x {PM.SHAPE[1]}"
+    out = ["", f"**Memory only at {shape}** (hidden {PM.SHAPE[2]}), float32 and bfloat16.", ""]
+    why = (f"At {shape} one call of one side takes many minutes on these shared CPUs (section "
+           "2), too long for interleaved timed repetitions, so this shape is measured for peak "
+           "memory only: each side and dtype in its own fresh process (the "
+           "same two warm-up calls, then one measured call; peak memory above the inputs), one "
+           "command per side and dtype, all adding to one results file (`--append` skips what "
+           "the file holds, so a command cut short resumes, and refuses a file from another "
+           "leaf commit or other settings). The sides run at different times under different "
+           "loads, so their times are not compared: **time at this shape is for a GPU** "
+           "(`scripts/gpu_check.sh`, or `bench_kl.py --peers --device cuda --sizes "
+           f"{'x'.join(map(str, PM.SHAPE))}`).")
+    if not m:
+        return out + [why + " Not measured yet; the commands, then "
+                      "`python benchmarks/make_performance.py --write --render-only`:", "",
+                      "```bash", *PM.PLAN, "```"]
+    rows = PM.rows(m)
+    st = m["settings"]
+    out += ["Commands: " + "; ".join(f"`{x}`" for x in m["commands"]) + "  "]
+    if m.get("machine"):
+        out += [f"Run (the last command): {machine(m['machine'])}.", ""]
+    out += [why + f" {st['reps']} repetition(s) per side, leaf code at commit "
+            f"`{st['leaf_commit'][:12]}`"
+            + (" with uncommitted changes" if "+dirty" in st["leaf_commit"] else "")
+            + f", torch threads {st['threads']}. Checks first, in every "
+            f"command: at {' x '.join(map(str, st['check']))} (T x V x H) the obvious loss, leaf "
+            "and Liger agree within " + ", ".join(f"{v:.1e} in {d}"
+                                                   for d, v in m["checks"].items())
+            + " (relative norm of loss and both gradients); each measured call's loss and "
+            "gradient norms are compared with leaf's (last column).", "",
+            "| T x V (hidden) | dtype | peak MiB leaf | peak MiB best peer (Liger) "
+            "| memory leaf / best peer | Liger ran | largest relative difference "
+            "| load average (1 min) |",
+            "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        out.append(
+            f"| {row['tokens']} x {row['vocab']} ({row['hidden']}) | {row['dtype']} "
+            f"| {C.fmt(row['peak_mib']['fused'], 0)} | {C.fmt(row['peak_mib']['liger'], 0)} "
+            f"| {C.fmt(row['mem_over_best_peer'])} | {', '.join(row['modes'])} "
+            f"| {row['max_rel_diff']:.1e} | {row['load_1min'][0]:.1f}-{row['load_1min'][1]:.1f} |")
+    done = {(r["tokens"], r["vocab"], r["hidden"], r["dtype"]) for r in rows}
+    half = sorted({f"{e['tokens']} x {e['vocab']} {e['dtype']} "
+                   f"({'leaf' if e['side'] == 'fused' else e['side']} only)"
+                   for e in m["entries"] if e["peak_mib"]
+                   and (e["tokens"], e["vocab"], e["hidden"], e["dtype"]) not in done})
+    if half:
+        out += ["", "Measured on one side only so far: " + "; ".join(half) + "."]
+    if rows:
+        lo, hi = (f(t for r in rows for t in r["call_s"]) for f in (min, max))
+        took = (f"{lo:.0f}-{hi:.0f} s" if hi < 120 else f"{lo / 60:.0f}-{hi / 60:.0f} minutes")
+        out += ["", f"Memory: {rows[0]['mem_method']}. One measured call took {took} here, "
+                "over all sides and dtypes (not a comparison)."]
     return out
 
 
@@ -967,10 +1028,10 @@ def render_page(results: dict[str, dict], quick: dict[str, dict]) -> str:
     renderers = {"detect": render_detect, "kl": render_kl, "distill": render_distill,
                  "generate": render_generate, "dp": render_dp, "peers": render_peers,
                  "distill_peers": render_distill_peers}
-    beside = {"generate": "generate_quick", "peers": "peers_precision"}
+    beside = {"generate": ("generate_quick",), "peers": ("peers_precision", PM.NAME)}
     for name in NAMES:
         if name in results and name in beside:
-            lines += renderers[name](results[name], results.get(beside[name]))
+            lines += renderers[name](results[name], *(results.get(b) for b in beside[name]))
         elif name in results:
             lines += renderers[name](results[name])
         else:
