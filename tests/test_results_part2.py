@@ -13,27 +13,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-import leaf.pipeline.plan as plan
-import leaf.stages as leaf_stages
 from leaf.data.jsonl import write_json_atomic, write_jsonl_atomic
 from leaf.pipeline import run_pipeline
 from leaf.pipeline.config import load_config
-from test_pipeline_plan import FakeStages, _sample
+from test_pipeline_plan import _sample, fake  # noqa: F401 (the fixture, used by name)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "make_results.py"
 sys.path.insert(0, str(ROOT / "scripts"))
 from results_part2 import MARKER, split_parts, with_part2  # noqa: E402
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    f = FakeStages()
-    for name in ("screen", "detect", "prune", "distill", "evaluate"):
-        monkeypatch.setattr(leaf_stages, name, getattr(f, name))
-    monkeypatch.setattr(plan, "detection_metrics", lambda cf, sc, out: write_json_atomic(
-        out, {"span_recall": 1.0, "token_precision": 0.5, "n_samples": 3}))
-    return f
 
 
 def _study2_like_run(tmp_path: Path, out: Path) -> None:
@@ -66,7 +54,8 @@ def _make_results(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
 
 
-def test_part2_is_appended_then_replaced_and_part1_kept_byte_for_byte(fake, tmp_path):
+@pytest.mark.usefixtures("fake")
+def test_part2_is_appended_then_replaced_and_part1_kept_byte_for_byte(tmp_path):
     out = tmp_path / "leaf-study2"
     _study2_like_run(tmp_path, out / "r1-nl00")
     page = tmp_path / "RESULTS.md"
@@ -121,7 +110,8 @@ def test_part2_is_appended_then_replaced_and_part1_kept_byte_for_byte(fake, tmp_
     assert r2_row.rstrip(" |").endswith("not run yet")
 
 
-def test_make_results_without_study2_refuses_to_clobber_part1(fake, tmp_path):
+@pytest.mark.usefixtures("fake")
+def test_make_results_without_study2_refuses_to_clobber_part1(tmp_path):
     demo = tmp_path / "demo"
     _study2_like_run(tmp_path, demo / "fake")
     page = tmp_path / "RESULTS.md"

@@ -125,6 +125,20 @@ def seed_members(results: Mapping[str, Any], key: str) -> dict[int, str]:
     return {s: f"{key}-s{s}@{d}" for s, d in zip(seeds, dkeys)}
 
 
+def seeds_without_counterfactuals(results: Mapping[str, Any], *keys: str) -> set[int]:
+    """Seeds at which a group of ``keys`` that adds counterfactual rows trained on none (such a
+    run only repeats the baseline, so its pairs are left out)."""
+    rows = {r["key"]: r for r in results.get("rows") or []}
+    variants = results.get("variants") or {}
+    empty: set[int] = set()
+    for key in keys:
+        spec = variants.get(key) or {}
+        counts = (rows.get(key) or {}).get("counterfactual_rows")
+        if (spec.get("sets") or spec.get("extra_originals")) and counts is not None:
+            empty |= {s for s, c in zip(results["seeds"], counts) if c == 0}
+    return empty
+
+
 def paired_difference(results: Mapping[str, Any], a: str, b: str,
                       values: Callable[[str, str], float | None] | None = None,
                       labels: Mapping[str, str] | None = None,
@@ -141,15 +155,8 @@ def paired_difference(results: Mapping[str, Any], a: str, b: str,
     (``runs_without_counterfactuals``) and its pair left out: it only repeats the baseline.
     ``values(member, split)`` overrides where the compared number comes from (default: the
     member's accuracy); ``labels`` names the groups (default: their keys)."""
-    rows = {r["key"]: r for r in results["rows"]}
-    variants = results.get("variants") or {}
     get = values or (lambda m, sp: results["models"].get(m, {}).get(sp, {}).get("accuracy"))
-    empty: set[int] = set()
-    for key in (a, b):
-        spec = variants.get(key) or {}
-        counts = (rows.get(key) or {}).get("counterfactual_rows")
-        if (spec.get("sets") or spec.get("extra_originals")) and counts is not None:
-            empty |= {s for s, c in zip(results["seeds"], counts) if c == 0}
+    empty = seeds_without_counterfactuals(results, a, b)
     ma, mb = seed_members(results, a), seed_members(results, b)
     seeds = [s for s in results["seeds"] if s not in empty]
     cells = {}

@@ -28,7 +28,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from leaf.intervals import detectable_difference, paired_difference, seed_members, t_interval
+from leaf.intervals import (
+    detectable_difference,
+    paired_difference,
+    seed_members,
+    seeds_without_counterfactuals,
+    t_interval,
+)
 from leaf.testbed.study import (
     Part,
     combine,
@@ -183,14 +189,7 @@ def seed_differences(results: dict[str, Any], a: str, b: str, split: str) -> dic
     """Seed -> ``a - b`` accuracy on ``split`` (the seed's paired mean difference over its
     items); a seed where ``a`` or ``b`` adds counterfactual rows but trained on none is left
     out, as within a run."""
-    rows = {r["key"]: r for r in results.get("rows") or []}
-    variants = results.get("variants") or {}
-    empty: set[int] = set()
-    for key in (a, b):
-        spec = variants.get(key) or {}
-        counts = (rows.get(key) or {}).get("counterfactual_rows")
-        if (spec.get("sets") or spec.get("extra_originals")) and counts is not None:
-            empty |= {s for s, c in zip(results["seeds"], counts) if c == 0}
+    empty = seeds_without_counterfactuals(results, a, b)
     ma, mb = seed_members(results, a), seed_members(results, b)
     models = results.get("models") or {}
     out = {}
