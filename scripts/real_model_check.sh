@@ -43,7 +43,7 @@ cd "$WORK"
 count() { "$PY" "$ROOT/scripts/real_model/counts.py" "$@"; }
 
 echo "# leaf real-model check: $(date -u '+%Y-%m-%d %H:%M UTC')"
-echo "# machine: $(uname -srm), $(nproc) CPU cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# machine: $(uname -srm), $(nproc --all) CPU cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# python $("$PY" -c 'import sys, torch, transformers; print(sys.version.split()[0], "torch", torch.__version__, "transformers", transformers.__version__)')"
 echo "# settings: problems $N_PROBLEMS, screen max_new_tokens $MAX_NEW, student $BITS-bit, HumanEval $HUMANEVAL_N (max_new_tokens $EVAL_NEW), distill steps $STEPS"
 echo
