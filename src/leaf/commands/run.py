@@ -53,7 +53,9 @@ def add_arguments(parser) -> None:
                         help="apply the config's `quick:` section (fewer samples and seeds)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, dotted, value in YAML: "
-                             "--set data.bias=0.8 --set seeds=[0,1] (repeatable)")
+                             "--set data.bias=0.8 --set seeds=[0,1] (repeatable); a mapping "
+                             "merges into the config's (--set 'distill.variants={x: [s]}' "
+                             "adds variant x and keeps the others)")
     parser.add_argument("--no-tables", action="store_true", help="do not print the tables")
     parser.add_argument("--verbose", action="store_true",
                         help="show every stage's own output (default: RUN_DIR/stages.log)")
