@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The second testbed study (pre-registration: docs/study2.md), one step per command, each
-# resumable (run it again after an interruption) and within about two hours on two cores:
+# resumable (run it again after an interruption; a step cut short loses at most its current stage):
 #   bash scripts/run_study2.sh pilot   [OUT]   the pilot: every dose, data seed 900, 1 replicate,
 #                                              100 test items per split (never read)
 #   bash scripts/run_study2.sh r1-nl00 [OUT]   R1 at dose 0% (likewise r1-nl03, r1-nl15)
@@ -8,9 +8,14 @@
 #   bash scripts/run_study2.sh signal  [OUT]   the unverified sets' counterfactual signal
 #                                              (scripts/study2_signal.py; before results)
 #   bash scripts/run_study2.sh results [OUT]   docs/RESULTS.md part 2 from the finished runs
-# OUT defaults to leaf-study2. SEEDS='[0,1]' runs those replicates only (a step in parts: a
-# later run with more seeds reuses the finished ones; the study's cells use seeds 0-4). N (training rows) and EPOCHS come from the pilot's rules
+# OUT defaults to leaf-study2. N (training rows) and EPOCHS come from the pilot's rules
 # (OUT/pilot/decision.json, written by scripts/study2_pilot.py); R1 and R2 read them.
+# With the pilot's N = 16000 and 6 epochs one R1 dose or R2 takes about 2.5 hours alone on a core
+# (two steps run side by side on two cores), so run it in parts of one to two hours:
+# SEEDS='[0,1]', then SEEDS='[0,1,2]', ..., then the step without SEEDS (all five; the finished
+# seeds are reused). The study's cells use seeds 0-4; a run folder with fewer gives no verdict.
+# Run every step from one code state (a moved checkout re-runs the verified prune and distill
+# stages: their fingerprints hold the models' absolute paths).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEP=${1:?usage: run_study2.sh pilot|r1-nl00|r1-nl03|r1-nl15|r2|signal|results [OUT]}
