@@ -74,6 +74,34 @@ def test_changed_setting_reruns_the_stage_and_what_depends_on_it(tmp_path):
     assert json.loads((tmp_path / "b.json").read_text()) == {"sum": 30}
 
 
+def test_a_moved_input_named_in_the_parameters_reruns_nothing(tmp_path):
+    """A stage whose parameters name a model it reads (as distillation's arguments do) keeps its
+    identity when the same model sits at another path; other bytes there re-run it."""
+    run = tmp_path / "run"
+    run.mkdir()
+    calls: list[str] = []
+
+    def stages(model: Path) -> list[Stage]:
+        out = run / "trained.json"
+
+        def train():
+            calls.append(str(model))
+            write_json_atomic(out, {"from": (model / "weights.bin").read_text()})
+
+        return [Stage("train", train, {"out": out}, {"model": model},
+                      {"args": {"model_path": str(model), "lr": 0.1}})]
+
+    first, moved = tmp_path / "site-a" / "model", tmp_path / "site-b" / "model"
+    for d in (first, moved):
+        d.mkdir(parents=True)
+        (d / "weights.bin").write_text("w1")
+    assert run_stages(Manifest(run), stages(first), log=lambda s: None) == {"train": "ran"}
+    assert run_stages(Manifest(run), stages(moved), log=lambda s: None) == {"train": "skipped"}
+    (moved / "weights.bin").write_text("w2")  # other bytes at the same path: trained again
+    assert run_stages(Manifest(run), stages(moved), log=lambda s: None) == {"train": "ran"}
+    assert json.loads((run / "trained.json").read_text()) == {"from": "w2"} and len(calls) == 2
+
+
 def test_failed_stage_resumes_from_its_partial_output(tmp_path):
     calls: list[str] = []
     with pytest.raises(RuntimeError):

@@ -3,7 +3,9 @@
 A :class:`Stage` is a unit of work with named inputs, named outputs and parameters. Its
 identity (``config_hash``) is the hash of its parameters and of its inputs' contents (for an
 input another stage wrote, that stage's recorded output digest), so changing a setting or an
-upstream output re-runs exactly the stages that depend on it.
+upstream output re-runs exactly the stages that depend on it. A parameter that names an input's
+path counts by that input's content, not by the path: the same model at another place (a moved
+checkout, a reinstalled package) re-runs nothing.
 
 On each run, per stage:
 - ``done`` with the same hash and all outputs present: skipped;
@@ -110,7 +112,7 @@ def run_stages(
             input_digests = {k: _input_digest(v, produced) for k, v in sorted(stage.inputs.items())}
             params = portable(stage.params, manifest.run_dir)
             chash = hash_config({
-                "params": params,
+                "params": _named_inputs(params, stage.inputs),
                 "inputs": input_digests,
                 "outputs": {k: manifest.rel(v) for k, v in sorted(stage.outputs.items())},
             })
@@ -139,6 +141,27 @@ def run_stages(
     finally:
         show.end()
     return outcome
+
+
+def _named_inputs(params: Any, inputs: dict[str, Path | str]) -> Any:
+    """``params`` with every value that is the local path of one of the stage's ``inputs``
+    replaced by ``<input KEY>``: the input's digest already stands for what is there, so the
+    same model or file at another path (a moved checkout, a reinstalled package) keeps the
+    stage's identity, while other bytes there change it."""
+    names: dict[str, str] = {}
+    for key, value in inputs.items():
+        p = Path(value)
+        if p.exists():
+            names[str(value)] = names[str(p.resolve())] = f"<input {key}>"
+
+    def swap(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return {k: swap(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [swap(v) for v in obj]
+        return names.get(obj, obj) if isinstance(obj, str) else obj
+
+    return swap(params) if names else params
 
 
 def _input_digest(value: Path | str, produced: dict[str, str]) -> str:
