@@ -14,8 +14,9 @@
 # (two steps run side by side on two cores), so run it in parts of one to two hours:
 # SEEDS='[0,1]', then SEEDS='[0,1,2]', ..., then the step without SEEDS (all five; the finished
 # seeds are reused). The study's cells use seeds 0-4; a run folder with fewer gives no verdict.
-# Run every step from one code state (a moved checkout re-runs the verified prune and distill
-# stages: their fingerprints hold the models' absolute paths).
+# Run every step of one study from one code state (the commit its first run used, e.g. a
+# `git worktree` of it with PYTHONPATH=<worktree>/src), so that every seed is trained by the
+# same code.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEP=${1:?usage: run_study2.sh pilot|r1-nl00|r1-nl03|r1-nl15|r2|signal|results [OUT]}
