@@ -4,8 +4,6 @@ every sentence are in docs/RESULTS.md; change this text only when that page chan
 
 from __future__ import annotations
 
-import textwrap
-
 TITLE = "What the testbed has shown so far (docs/RESULTS.md)"
 
 FINDINGS = """\
@@ -25,6 +23,6 @@ FINDINGS = """\
   0.5 the study asked for). Its results go to docs/RESULTS.md, part 2, as its runs finish."""
 
 
-def findings_text(width: int = 96) -> str:
+def findings_text() -> str:
     """The title and the findings, as printed."""
-    return f"## {TITLE}\n\n{textwrap.dedent(FINDINGS)}\n"
+    return f"## {TITLE}\n\n{FINDINGS}\n"

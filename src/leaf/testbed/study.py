@@ -104,22 +104,47 @@ def _attention_values(results: dict[str, Any]):
     return get
 
 
-def compare(results: dict[str, Any], part: Part, items: Any = None) -> dict[str, Any]:
-    """The paired difference of one part, with its verdict; ``items(member, split)`` (test
-    item id -> score) pairs an accuracy difference by test item too."""
-    if part.measure == "span_recall":
-        view = {**results, "splits": ["span_recall"], "variants": {}, "rows": []}
-        d = paired_difference(view, part.a, part.b, _detection_values(results))
-    elif part.measure == "attention":
-        view = {**results, "splits": ["attention"]}
-        d = paired_difference(view, part.a, part.b, _attention_values(results))
-    else:
-        d = paired_difference(results, part.a, part.b, items=items)
+def _reliance_values(results: dict[str, Any], field: str = "follows_swap"):
+    """``values(member, measure)``: a member's reliance ``field`` from the attention rows (the
+    values line up with the members only when every member was measured)."""
+    got: dict[str, float] = {}
+    for row in (results.get("attention") or {}).get("rows", []):
+        members = row.get("members") or []
+        values = ((row.get("reliance") or {}).get(field) or {}).get("values") or []
+        if len(values) == len(members):
+            got.update(zip(members, values))
+
+    def get(member: str, measure: str):
+        return got.get(member)
+
+    return get
+
+
+def part_result(part: Part, d: dict[str, Any]) -> dict[str, Any]:
+    """One part's outcome from its paired difference ``d`` (:func:`paired_difference`'s
+    shape), with its verdict."""
     cell = d["cells"].get(part.measure)
     return {"a": part.a, "b": part.b, "measure": part.measure, "predicted": part.predicted,
             "cell": cell, "pairs": d["pairs"],
             "runs_without_counterfactuals": d["runs_without_counterfactuals"],
             "verdict": word(cell, part.predicted)}
+
+
+def compare(results: dict[str, Any], part: Part, items: Any = None) -> dict[str, Any]:
+    """The paired difference of one part, with its verdict; ``items(member, split)`` (test
+    item id -> score) pairs an accuracy difference by test item too. Measures: a split's
+    accuracy, ``span_recall`` (detection), ``attention`` (share on the distractor) and
+    ``reliance_follow`` (share of swapped items whose answer follows the distractor)."""
+    if part.measure == "span_recall":
+        view = {**results, "splits": ["span_recall"], "variants": {}, "rows": []}
+        d = paired_difference(view, part.a, part.b, _detection_values(results))
+    elif part.measure in ("attention", "reliance_follow"):
+        view = {**results, "splits": [part.measure]}
+        values = _attention_values if part.measure == "attention" else _reliance_values
+        d = paired_difference(view, part.a, part.b, values(results))
+    else:
+        d = paired_difference(results, part.a, part.b, items=items)
+    return part_result(part, d)
 
 
 def verdicts(results: dict[str, Any]) -> dict[str, Any]:

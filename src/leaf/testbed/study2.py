@@ -30,7 +30,6 @@ from typing import Any
 
 from leaf.intervals import (
     detectable_difference,
-    paired_difference,
     seed_members,
     seeds_without_counterfactuals,
     t_interval,
@@ -39,6 +38,7 @@ from leaf.testbed.study import (
     Part,
     combine,
     compare,
+    part_result,
     word,
 )
 from leaf.testbed.tasks import SHIFT_SPLITS
@@ -138,42 +138,13 @@ def with_detectable(cell: dict[str, Any] | None) -> dict[str, Any] | None:
     return {**cell, "detectable": detectable_difference((hi - lo) / 2)}
 
 
-def _reliance_values(results: dict[str, Any], field: str = "follows_swap"):
-    """``values(member, measure)``: a member's reliance ``field`` from the attention rows (the
-    values line up with the members only when every member was measured)."""
-    got: dict[str, float] = {}
-    for row in (results.get("attention") or {}).get("rows", []):
-        members = row.get("members") or []
-        values = ((row.get("reliance") or {}).get(field) or {}).get("values") or []
-        if len(values) == len(members):
-            got.update(zip(members, values))
-
-    def get(member: str, measure: str):
-        return got.get(member)
-
-    return get
-
-
 def within(results: dict[str, Any], part: Part, items: Items | None = None) -> dict[str, Any]:
     """One within-run part: :func:`leaf.testbed.study.compare`, paired by seed and test item
-    when per-item scores are given (or stored in ``results["differences"]`` for ``x - kd``);
-    ``reliance_follow`` paired by seed."""
-    if part.measure == "reliance_follow":
-        view = {**results, "splits": ["reliance_follow"]}
-        d = paired_difference(view, part.a, part.b, _reliance_values(results))
-        cell = d["cells"].get(part.measure)
-        out = {"a": part.a, "b": part.b, "measure": part.measure, "predicted": part.predicted,
-               "cell": cell, "pairs": d["pairs"],
-               "runs_without_counterfactuals": d["runs_without_counterfactuals"]}
-    elif items is None and (stored := _stored(results, part)) is not None:
-        cell = stored["cells"].get(part.measure)
-        out = {"a": part.a, "b": part.b, "measure": part.measure, "predicted": part.predicted,
-               "cell": cell, "pairs": stored["pairs"],
-               "runs_without_counterfactuals": stored["runs_without_counterfactuals"]}
-    else:
-        out = compare(results, part, items=items)
+    when per-item scores are given; without them an ``x - kd`` accuracy difference is read as
+    ``results["differences"]`` stored it (paired the same way when the run was summarised)."""
+    stored = _stored(results, part) if items is None else None
+    out = part_result(part, stored) if stored is not None else compare(results, part, items)
     out["cell"] = with_detectable(out["cell"])
-    out["verdict"] = word(out["cell"], part.predicted)
     return out
 
 
