@@ -516,9 +516,12 @@ def memory_only(args, torch, device, sizes, dtypes) -> int:
     rows = PM.rows(data)
     bad = [r for r in rows if r["max_rel_diff"] > r["limit"]]
     for r in rows:
+        ratio = (C.fmt(r["mem_over_best_peer"]) if r["mem_over_best_peer"] else
+                 "not resolved (" + ", ".join(r["unresolved"]) + f" < {PM.RESOLVED_MIB:g} MiB: "
+                 "use a larger shape)")
         print(f"T={r['tokens']} V={r['vocab']} H={r['hidden']} {r['dtype']}: peak MiB leaf "
               f"{C.fmt(r['peak_mib']['fused'], 0)}, Liger {C.fmt(r['peak_mib']['liger'], 0)}; "
-              f"leaf / best peer {C.fmt(r['mem_over_best_peer'])}; largest relative difference "
+              f"leaf / best peer {ratio}; largest relative difference "
               f"{r['max_rel_diff']:.1e}", flush=True)
     if bad:
         raise SystemExit("leaf and its peers disagree: " + "; ".join(
@@ -526,6 +529,10 @@ def memory_only(args, torch, device, sizes, dtypes) -> int:
             for r in bad))
     if not rows:
         print("memory only: no shape holds leaf and a peer yet (run the other --sides)")
+        return 0
+    rows = [r for r in rows if r["mem_over_best_peer"]]
+    if not rows:
+        print("memory only: no shape's peaks are resolved, so no ratio")
         return 0
     last = max(rows, key=lambda r: (r["tokens"] * r["vocab"], r["dtype"] == "float32"))
     ratios = {"mem_over_best_peer": last["mem_over_best_peer"]["median"]}

@@ -218,7 +218,8 @@ def render_peers_memory(m: dict | None) -> list[str]:
         out.append(
             f"| {row['tokens']} x {row['vocab']} ({row['hidden']}) | {row['dtype']} "
             f"| {C.fmt(row['peak_mib']['fused'], 0)} | {C.fmt(row['peak_mib']['liger'], 0)} "
-            f"| {C.fmt(row['mem_over_best_peer'])} | {', '.join(row['modes'])} "
+            f"| {C.fmt(row['mem_over_best_peer']) if row['mem_over_best_peer'] else 'not resolved'}"
+            f" | {', '.join(row['modes'])} "
             f"| {row['max_rel_diff']:.1e} | {row['load_1min'][0]:.1f}-{row['load_1min'][1]:.1f} |")
     done = {(r["tokens"], r["vocab"], r["hidden"], r["dtype"]) for r in rows}
     half = sorted({f"{e['tokens']} x {e['vocab']} {e['dtype']} "

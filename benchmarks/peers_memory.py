@@ -136,10 +136,18 @@ def save(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
+# Peaks under this many MiB are not resolved on the CPU: blocks below glibc's mmap threshold
+# (128 KiB in the children) come from the heap, which keeps freed memory resident, so a small
+# shape can read 0 MiB. A row with such a peak gets no ratio.
+RESOLVED_MIB = 1.0
+
+
 def rows(data: dict, peers: tuple[str, ...] = ("liger",)) -> list[dict]:
     """One row per (shape, dtype) that holds leaf's side and at least one peer: peak memory of
     each side (median, min, max over its repetitions), leaf / best peer per repetition, and the
-    largest relative difference of any peer call's loss or gradient norm from leaf's first."""
+    largest relative difference of any peer call's loss or gradient norm from leaf's first.
+    ``mem_over_best_peer`` is None when a peak is below :data:`RESOLVED_MIB` (``unresolved``
+    then says which)."""
     from statistics import median
 
     def summary(xs: list[float]) -> dict:
@@ -158,6 +166,8 @@ def rows(data: dict, peers: tuple[str, ...] = ("liger",)) -> list[dict]:
         leaf = sides["fused"]
         n = min(len(leaf["peak_mib"]), *(len(sides[p]["peak_mib"]) for p in there))
         best = [min(sides[p]["peak_mib"][i] for p in there) for i in range(n)]
+        low = [f"{'leaf' if s == 'fused' else s} {v:.2f} MiB" for s in ("fused", *there)
+               for v in sides[s]["peak_mib"][:n] if v < RESOLVED_MIB]
         ref_loss, ref_norms = leaf["loss"][0], leaf["grad_norms"][0]
         diffs = [abs(v - ref_loss) / abs(ref_loss) for p in there for v in sides[p]["loss"]]
         diffs += [abs(a - b) / b for p in there for g in sides[p]["grad_norms"]
@@ -166,7 +176,9 @@ def rows(data: dict, peers: tuple[str, ...] = ("liger",)) -> list[dict]:
         out.append({
             "tokens": tokens, "vocab": vocab, "hidden": hidden, "dtype": dtype,
             "peak_mib": {s: summary(sides[s]["peak_mib"]) for s in ("fused", *there)},
-            "mem_over_best_peer": summary([a / b for a, b in zip(leaf["peak_mib"][:n], best)]),
+            "mem_over_best_peer": None if low else summary(
+                [a / b for a, b in zip(leaf["peak_mib"][:n], best)]),
+            "unresolved": low,
             "max_rel_diff": max(diffs), "limit": LIMIT.get(dtype, 3e-2),
             "modes": sorted({m for p in there for m in sides[p]["mode"] if m}),
             "load_1min": [min(loads), max(loads)],

@@ -17,7 +17,9 @@ import bench_kl  # noqa: E402
 import make_performance as mp  # noqa: E402
 import peers_memory as PM  # noqa: E402
 
-TOY = ["--peers", "--memory-only", "--eager", "--sizes", "64x500x32", "--dtype", "float32"]
+# every block of both sides (logits chunks, the input and weight gradients) at 128 KiB or more,
+# so the children map them and their peaks are resolved (PM.RESOLVED_MIB)
+TOY = ["--peers", "--memory-only", "--eager", "--sizes", "512x4000x256", "--dtype", "float32"]
 
 
 def bench(*args: str) -> int:
@@ -52,6 +54,7 @@ def test_memory_only_one_side_per_command_resume_and_refusal(tmp_path, capsys, m
     assert len(data["commands"]) == 2 and "--sides liger" in data["commands"][1]
     (row,) = PM.rows(data)
     fused, liger = (next(e for e in data["entries"] if e["side"] == s) for s in ("fused", "liger"))
+    assert row["unresolved"] == [] and min(fused["peak_mib"] + liger["peak_mib"]) >= 1.0
     assert row["mem_over_best_peer"]["median"] == pytest.approx(
         fused["peak_mib"][0] / liger["peak_mib"][0])
     assert row["max_rel_diff"] < 1e-4  # the same loss and gradients, float32
@@ -102,6 +105,18 @@ def test_a_partial_entry_runs_only_its_missing_repetitions(tmp_path, monkeypatch
     with pytest.raises(SystemExit, match="not a results file"):
         (tmp_path / "bad.json").write_text("{")
         PM.load(tmp_path / "bad.json", settings)
+
+
+def test_a_peak_below_the_resolution_gives_no_ratio(tmp_path, capsys, monkeypatch):
+    data = PM.new({"reps": 1, "threads": 2, "check": [192, 3000, 96], "leaf_commit": "f" * 40})
+    data["commands"] = PM.PLAN[:2]
+    for side, peak in (("fused", 2.0), ("liger", 0.0)):
+        PM.entry(data, 64, 500, 32, "float32", side).update(
+            peak_mib=[peak], time_s=[0.1], loss=[2.0], grad_norms=[[1.0, 1.0]],
+            load_1min=[1.0], mode=[""], date_utc=["x"], mem_method="peak RSS")
+    (row,) = PM.rows(data)  # a peak of 0 MiB: no ratio (it divided by zero before)
+    assert row["mem_over_best_peer"] is None and row["unresolved"] == ["liger 0.00 MiB"]
+    assert "| not resolved |" in "\n".join(mp.render_peers_memory(data))
 
 
 def test_flags_that_do_not_go_together():
