@@ -106,8 +106,8 @@ def verdict_table(v: dict[str, Any]) -> list[str]:
     rows = []
     for hid, h in v["hypotheses"].items():
         spec = HYPOTHESES[hid]
-        word = h["verdict"] + (" (note)" if h["notes"] else "") + (" (P rule)" if h["flags"]
-                                                                    else "")
+        word = h["verdict"] + (" (note)" if h["notes"] else "") + (
+            " (P rule)" if h["flags"] else "") + (" (seeds 0-7)" if h.get("p_read") else "")
         rows.append([f"{hid}{' (P)' if spec.primary else ''}: {spec.text}",
                      *(word if scope == spec.run else "" for scope in SCOPES)])
     return _table(["hypothesis", *SCOPES.values()], rows)
@@ -159,8 +159,9 @@ def comparison_lines(v: dict[str, Any]) -> list[str]:
                              p["verdict"]])
             lines += _table(["comparison", "measure", "predicted", "difference [95%]",
                              "detectable", "pairs", "verdict"], rows) + [""]
-        lines += [f"Note: {n}." for n in h["notes"]] + [f"Flag: {f}." for f in h["flags"]]
-        if h["notes"] or h["flags"]:
+        lines += ([f"Note: {n}." for n in h["notes"]] + [f"Flag: {f}." for f in h["flags"]]
+                  + [f"Seeds: {r}." for r in h.get("p_read", [])])
+        if h["notes"] or h["flags"] or h.get("p_read"):
             lines.append("")
     return lines
 
@@ -323,6 +324,12 @@ def run_lines(name: str, run: Path, res: dict[str, Any], items, v: dict[str, Any
              *difference_table(res, items), "",
              "Reliance on the distractor per variant (leaf.evaluate.reliance; 95% interval "
              "over seeds):", "", *reliance_table(res), ""]
+    extra_seeds = [s for s in res["seeds"] if s not in STUDY_SEEDS]
+    if extra_seeds:
+        lines[2:2] = [f"This run also holds seeds {extra_seeds}, added by the P rule "
+                      "(docs/study2.md) for the comparisons marked (seeds 0-7) above. The "
+                      "tables of this run are over all its seeds; every verdict and the "
+                      "comparisons reported beside them read seeds 0-4 except those.", ""]
     reported = v["reported"].get(name) or []
     if reported:
         lines += ["Reported beside the verdicts, without a hypothesis:", "",
@@ -364,7 +371,9 @@ def part2(out: Path, machine: list[str] | None = None, signals: Path | None = No
               "(note): printed with the note \"" + "verified counterfactuals below half their "
               "originals' signal\" (the pilot's signal check failed). (P rule): a primary "
               "comparison with a detectable difference above 0.03 after 5 seeds; docs/study2.md "
-              "adds seeds 5-7 to it before its verdict is read (flagged here, not acted on).", ""]
+              "adds seeds 5-7 to it before its verdict is read, and they have not run yet. "
+              "(seeds 0-7): such a comparison, read over seeds 0-7 once they ran. Every other "
+              "verdict reads seeds 0-4.", ""]
     if not v["falsification"]["fired"]:
         lines += falsification_lines(v) + [""]
     lines += comparison_lines(v)

@@ -28,9 +28,11 @@ FLAT = [0.02, -0.02, 0.01, -0.01, 0.0]  # around 0
 
 
 def results(diffs: dict[str, dict[str, list[float]]], splits=R1_SPLITS, teacher=None,
-            signal=None, reliance=None, cf_rows=None) -> dict:
+            signal=None, reliance=None, cf_rows=None, seeds=SEEDS) -> dict:
     """A results.json-shaped dict: ``diffs[variant][split]``, per seed, is the variant's
     accuracy minus kd's (kd: 0.5 + 0.01 * seed on every split); unnamed splits: +0."""
+    SEEDS = seeds  # noqa: N806 (the module's default, or more)
+    n = len(seeds)
     variants = {v: {"sets": SETS.get(v, []), "hybrid_lambda": 1.0} for v in ("kd", *diffs)}
     for v in variants:
         if v.startswith("extra_kd"):
@@ -39,10 +41,10 @@ def results(diffs: dict[str, dict[str, list[float]]], splits=R1_SPLITS, teacher=
     for v in variants:
         for s in SEEDS:
             models[f"{v}-s{s}@data{s}"] = {
-                sp: {"accuracy": 0.5 + 0.01 * s + (diffs.get(v, {}).get(sp) or [0] * 5)[s],
+                sp: {"accuracy": 0.5 + 0.01 * s + (diffs.get(v, {}).get(sp) or [0] * n)[s],
                      "n": 1000} for sp in splits}
     rows = [{"key": v, "members": [f"{v}-s{s}@data{s}" for s in SEEDS],
-             "counterfactual_rows": (cf_rows or {}).get(v, [60] * 5)} for v in variants]
+             "counterfactual_rows": (cf_rows or {}).get(v, [60] * n)} for v in variants]
     rows.append({"key": "teacher", "members": [f"teacher@data{s}" for s in SEEDS],
                  "cells": {sp: {"mean": (teacher or {}).get(sp, 0.99)} for sp in splits}})
     counts = {f"data{s}": {"sets": {name: ({"signal": {"cf_kl_row": kl}} if kl is not None
@@ -230,6 +232,33 @@ def test_p_rule_is_flagged_on_wide_primary_cells_only():
     assert h["R1-H4"]["flags"] == []  # not primary: reported, not flagged
     # UP: sd 0.0158, half-width 0.0196, detectable about 0.028: no flag
     assert h["R1-H1"]["flags"] == []
+
+
+def test_p_rule_reads_seeds_0_to_7_once_they_ran_and_only_for_that_cell():
+    seeds = list(range(8))
+    wide = [0.04 + 4 * n for n in NOISE] + [0.05, 0.03, 0.04]  # wide over seeds 0-4
+    # R1-H4 (not primary): +0 over seeds 0-4, far off at seeds 5-7, which it must not read
+    h4 = FLAT + [0.5, 0.5, 0.5]
+    res = results({"leaf": {"test_anti": wide}, "planted": {"test_anti": UP + [0.04] * 3},
+                   "planted_all": {"test_anti": UP + [0.04] * 3},
+                   "extra_kd_random": {"test_anti": [w - f for w, f in zip(wide, h4)]}},
+                  seeds=seeds)
+    v = verdicts2({"r1-nl00": res}, pilot={"signal_check_passed": True})
+    h2 = v["hypotheses"]["R1-H2"]
+    assert h2["flags"] == [] and len(h2["p_read"]) == 1 and "seeds 0-7" in h2["p_read"][0]
+    part = h2["parts"][0]
+    assert part["pairs"] == 8 and part["seeds_read"] == seeds
+    assert part["cell"]["mean"] == pytest.approx(sum(wide) / 8)
+    h4_part = v["hypotheses"]["R1-H4"]["parts"][0]
+    assert h4_part["pairs"] == 5 and h4_part["cell"]["mean"] == pytest.approx(0.0, abs=1e-12)
+    assert v["hypotheses"]["R1-H4"]["verdict"] == INCONCLUSIVE
+    # a narrow primary cell stays on seeds 0-4 even though seeds 5-7 are there
+    h1 = v["hypotheses"]["R1-H1"]
+    assert h1["p_read"] == [] and all(p["pairs"] == 5 for p in h1["parts"])
+    # the same run without seeds 5-7 yet: flagged, read over 0-4
+    five = results({"leaf": {"test_anti": wide[:5]}}, seeds=SEEDS)
+    h2 = verdicts2({"r1-nl00": five})["hypotheses"]["R1-H2"]
+    assert h2["p_read"] == [] and "have not run yet" in h2["flags"][0]
 
 
 def test_item_paired_intervals_when_per_item_scores_are_given():

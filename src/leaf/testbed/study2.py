@@ -16,9 +16,11 @@ distractor shift). The hypotheses are data (:data:`HYPOTHESES`); the rule is doc
 - a hypothesis whose run is missing is "not run yet"; one whose precondition fails, or whose
   numbers were not measured, is "not tested" (with the reason).
 
-Every cell carries its detectable difference, and the pre-registered P rule (a primary
-comparison with a detectable difference above 0.03 after 5 seeds gets seeds 5-7 before its
-verdict is read) is flagged, never acted on here.
+Every cell carries its detectable difference. Every verdict reads seeds 0-4
+(:data:`STUDY_SEEDS`), whatever else a run folder holds, except where the pre-registered P rule
+applies: a primary comparison with a detectable difference above 0.03 over seeds 0-4 gets seeds
+5-7 before its verdict is read. Such a part is flagged while its run lacks seeds 5-7 and is read
+over seeds 0-7 once it has them (:func:`restrict_seeds`); this module never runs anything.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ P_DETECTABLE, P_SEEDS = 0.03, 5
 #: The replicates every cell of the design runs (docs/study2.md: seeds 0-4); a run folder with
 #: fewer is still running and no verdict is read from it.
 STUDY_SEEDS = (0, 1, 2, 3, 4)
+#: The seeds the P rule adds to a primary cell whose detectable difference is above 0.03.
+P_ADDED_SEEDS = (5, 6, 7)
 #: The falsification clause: a mean at or below 0 with an upper 95% end below this.
 FALSIFY_UPPER = 0.03
 SIGNAL_NOTE = "verified counterfactuals below half their originals' signal"
@@ -138,6 +142,49 @@ def with_detectable(cell: dict[str, Any] | None) -> dict[str, Any] | None:
     return {**cell, "detectable": detectable_difference((hi - lo) / 2)}
 
 
+def restrict_seeds(results: dict[str, Any], keep: tuple[int, ...]) -> dict[str, Any]:
+    """``results`` seen through the seeds in ``keep`` only: its seeds, their data replicates
+    and per-seed counterfactual counts (the members of other seeds are simply never looked up).
+    The stored ``differences`` (summarised over every seed) are dropped when a seed goes."""
+    seeds = list(results.get("seeds") or [])
+    idx = [i for i, s in enumerate(seeds) if s in keep]
+    if len(idx) == len(seeds):
+        return results
+    reps = results.get("replicates") or []
+
+    def pick(xs):
+        return [xs[i] for i in idx] if isinstance(xs, list) and len(xs) == len(seeds) else xs
+
+    rows = [{**r, "counterfactual_rows": pick(r["counterfactual_rows"])}
+            if "counterfactual_rows" in r else r for r in results.get("rows") or []]
+    return {**results, "seeds": [seeds[i] for i in idx], "replicates": pick(reps),
+            "rows": rows, "differences": []}
+
+
+def has_added_seeds(results: dict[str, Any]) -> bool:
+    """Whether the run holds the P rule's seeds 5-7 besides seeds 0-4."""
+    return set(STUDY_SEEDS + P_ADDED_SEEDS) <= set(results.get("seeds") or [])
+
+
+def within_read(results: dict[str, Any], part: Part, items: Items | None = None,
+                primary: bool = False) -> tuple[dict[str, Any], str | None]:
+    """A within-run part as the verdict rule reads it: over seeds 0-4; for a primary part whose
+    detectable difference is above 0.03 there, over seeds 0-7 when the run has them (the result
+    then says so in ``seeds_read`` and ``p_rule``). Returns the part and the P-rule flag still
+    open (None when there is none or the added seeds were read)."""
+    got = within(restrict_seeds(results, STUDY_SEEDS), part, items)
+    got["seeds_read"] = [s for s in results.get("seeds") or [] if s in STUDY_SEEDS]
+    flag = p_rule(got) if primary else None
+    if flag and has_added_seeds(results):
+        det = got["cell"]["detectable"]
+        got = within(restrict_seeds(results, STUDY_SEEDS + P_ADDED_SEEDS), part, items)
+        got["seeds_read"] = list(STUDY_SEEDS + P_ADDED_SEEDS)
+        got["p_rule"] = (f"read over seeds 0-7: its detectable difference over seeds 0-4 was "
+                         f"{det:.3f} > {P_DETECTABLE} (P rule)")
+        flag = None
+    return got, flag
+
+
 def within(results: dict[str, Any], part: Part, items: Items | None = None) -> dict[str, Any]:
     """One within-run part: :func:`leaf.testbed.study.compare`, paired by seed and test item
     when per-item scores are given; without them an ``x - kd`` accuracy difference is read as
@@ -178,8 +225,8 @@ def across(first: dict[str, Any], second: dict[str, Any], part: Across,
     ``(a - b)`` on the second; 95% Student-t interval over those seeds."""
     s1 = split1 or part.first[1]
     s2 = split2 or part.second[1]
-    d1 = seed_differences(first, part.a, part.b, s1)
-    d2 = seed_differences(second, part.a, part.b, s2)
+    d1 = seed_differences(restrict_seeds(first, STUDY_SEEDS), part.a, part.b, s1)
+    d2 = seed_differences(restrict_seeds(second, STUDY_SEEDS), part.a, part.b, s2)
     seeds = sorted(set(d1) & set(d2))
     diffs = [d1[s] - d2[s] for s in seeds]
     cell: dict[str, Any] | None = None
@@ -272,13 +319,14 @@ def _expand(h: Hypothesis, kept: list[str]) -> list[tuple[Part | Across, str | N
 
 
 def p_rule(part: dict[str, Any]) -> str | None:
-    """The P-rule flag of a primary part: its detectable difference above 0.03 after 5 seeds."""
+    """The P-rule flag of a primary part read over seeds 0-4: its detectable difference above
+    0.03 after 5 seeds (:func:`within_read` reads the part over seeds 0-7 once they ran)."""
     det = (part.get("cell") or {}).get("detectable")
     if det is None or part.get("pairs", 0) < P_SEEDS or det <= P_DETECTABLE:
         return None
     return (f"P rule: detectable difference {det:.3f} > {P_DETECTABLE} after {part['pairs']} "
             f"seeds; docs/study2.md adds seeds 5, 6 and 7 to this cell before its verdict is "
-            f"read (flagged, not acted on)")
+            f"read (they have not run yet)")
 
 
 def _missing_variants(results: dict[str, Any], p: Part | Across) -> list[str]:
@@ -291,7 +339,7 @@ def hypothesis_verdict(hid: str, runs: Mapping[str, dict[str, Any]],
     """One hypothesis: its parts with cells, its verdict, notes and P-rule flags."""
     h = HYPOTHESES[hid]
     out: dict[str, Any] = {"id": hid, "text": h.text, "run": h.run, "primary": h.primary,
-                           "parts": [], "notes": [], "flags": [], "reason": None}
+                           "parts": [], "notes": [], "flags": [], "p_read": [], "reason": None}
     missing = [r for r in _runs_of(h) if r not in runs]
     if missing:
         out.update(verdict=NOT_RUN, reason="no results for " + ", ".join(missing))
@@ -320,7 +368,8 @@ def hypothesis_verdict(hid: str, runs: Mapping[str, dict[str, Any]],
         else:
             res = runs[h.run]
             absent = _missing_variants(res, p)
-            got = None if absent else within(res, p, (items or {}).get(h.run))
+            got, flag = (None, None) if absent else within_read(
+                res, p, (items or {}).get(h.run), h.primary)
         if got is None:
             unmeasured.append(f"{p.a} - {p.b}: variant {', '.join(sorted(set(absent)))} "
                               "not in the run")
@@ -329,8 +378,10 @@ def hypothesis_verdict(hid: str, runs: Mapping[str, dict[str, Any]],
         if got["cell"] is None:
             unmeasured.append(f"{p.a} - {p.b} on {got['measure']}: not measured")
         out["parts"].append(got)
-        if h.primary and (flag := p_rule(got)):
+        if isinstance(p, Part) and flag:
             out["flags"].append(f"{p.a} - {p.b} on {got['measure']}: {flag}")
+        if got.get("p_rule"):
+            out["p_read"].append(f"{p.a} - {p.b} on {got['measure']}: {got['p_rule']}")
     if unmeasured:
         out.update(verdict=NOT_TESTED, reason="; ".join(unmeasured))
     else:
@@ -358,7 +409,9 @@ def falsification(runs: Mapping[str, dict[str, Any]], signal_passed: bool | None
         if arm not in (res.get("variants") or {}):
             read.append({"arm": arm, "cell": None, "fires": False, "why": "not in the run"})
             continue
-        c = within(res, Part(arm, "kd", ANTI), (items or {}).get("r1-nl00"))["cell"]
+        # the same cell as R1-H1's part, read as its verdict reads it (P rule included)
+        c = within_read(res, Part(arm, "kd", ANTI), (items or {}).get("r1-nl00"),
+                        primary=True)[0]["cell"]
         hi = None if not c or c.get("hi") is None or math.isnan(c["hi"]) else c["hi"]
         fires = c is not None and hi is not None and c["mean"] <= 0 and hi < FALSIFY_UPPER
         read.append({"arm": arm, "cell": c, "fires": fires,
@@ -385,7 +438,8 @@ def verdicts2(runs: Mapping[str, dict[str, Any]], pilot: Mapping[str, Any] | Non
         "reported": {},
     }
     for name, res in runs.items():
-        got = [within(res, Part(a, b, split), (items or {}).get(name)) for a, b in REPORTED
+        got = [within_read(res, Part(a, b, split), (items or {}).get(name))[0]
+               for a, b in REPORTED
                if not _missing_variants(res, Part(a, b, ANTI)) for split in res["splits"]]
         out["reported"][name] = got
     return out
