@@ -61,14 +61,18 @@ def test_demo_prints_every_table(demo_run):
     # what the testbed studies showed comes first, then the headline: LeaF minus KD
     assert 0 <= stdout.index(TITLE) < stdout.index("## LeaF minus KD, paired by seed") \
         < stdout.index("## Accuracy")
+    # the default demo: the distractor-shift regime of the second study, which it says first
+    assert "runs a small version of that shift regime" in stdout.split("## LeaF minus KD")[0]
     for needle in ("## Accuracy", "Teacher", "Student (Pre-KD)", "KD w/o mask",
                    "LeaF (instruction)", "LeaF (instruction + response)", "in-distribution",
-                   "anti-correlated", "clean", "## Detection against the planted spans",
-                   "span recall", "token precision", "## Span vs collective pruning",
+                   "anti-correlated", "clean", "anti, moved", "anti, two distractors",
+                   "anti, in-topic", "## Detection against the planted spans",
+                   "span recall", "token precision",
                    "## Counterfactuals", "## Attention on the planted distractor",
+                   "answer follows swapped distractor",
                    "attention on distractor (mean over layers)", "uniform attention",
-                   "LeaF (instruction) - KD w/o mask", "planted removal (oracle)",
-                   "extra KD rows, student-wrong originals (control)",
+                   "LeaF (instruction) - KD w/o mask", "LeaF without verification (control)",
+                   "planted removal from every row (oracle)",
                    "## Counterfactual signal (before distillation)", "kept, removing the whole planted number",
                    "demo finished"):
         assert needle in stdout, needle
@@ -82,13 +86,14 @@ def test_demo_numbers_are_sane(demo_run):
         cfg = load_config(path, quick=True)
         res = json.loads((out / f"{cfg.name}-quick" / "results.json").read_text())
         sizes = cfg.data.sizes
-        assert res["splits"] == ["test_id", "test_anti", "test_clean"]
+        assert res["splits"] == [k for k in sizes if k != "train"]
+        assert {"test_anti_moved", "test_anti_two", "test_anti_topic"} <= set(res["splits"])
         for key, per_split in res["models"].items():
             for split, m in per_split.items():
                 assert 0.0 <= m["accuracy"] <= 1.0 and m["n"] == sizes[split], (key, split)
         rows = {r["key"]: r["cells"] for r in res["rows"]}
-        assert {"teacher", "student", "kd", "leaf_instr", "leaf_instr_resp",
-                "leaf_collective"} <= set(rows)
+        assert {"teacher", "student", "kd", "leaf_instr", "leaf_instr_resp", "unverified",
+                "planted_all"} <= set(rows)
         # the shipped checkpoints: a teacher that ignores the distractor, a student that leans on it
         assert min(c["mean"] for c in rows["teacher"].values()) >= 0.9
         assert rows["student"]["test_id"]["mean"] > rows["student"]["test_anti"]["mean"]
@@ -100,7 +105,8 @@ def test_demo_numbers_are_sane(demo_run):
         assert measured == {"student", *cfg.distill.variants}
         n_layers = len(att["models"][0]["per_layer"])
         for m in att["models"]:
-            assert m["n_items"] == cfg.attention.limit and len(m["per_layer"]) == n_layers
+            assert m["n_items"] == min(cfg.attention.limit, sizes[att["split"]])
+            assert len(m["per_layer"]) == n_layers
             assert 0.0 < m["mean"] < 1.0 and 0.0 < m["uniform"] < 1.0
         arows = {r["key"]: r for r in res["attention"]["rows"]}
         assert set(arows) == measured
@@ -113,6 +119,17 @@ def test_demo_numbers_are_sane(demo_run):
             assert d["n_samples"] == counts["scored"]
             for k in ("span_recall", "token_precision"):
                 assert k not in d or 0.0 <= d[k]["mean"] <= 1.0
+
+
+def test_the_default_demo_is_the_shift_regime_and_the_old_one_stays_available():
+    assert [p.stem for p in demo_configs()] == ["word_problem_shift"]
+    cfg = load_config(demo_configs()[0])
+    assert Path(cfg.teacher).parts[-2:] == ("word_problem", "teacher_varied")
+    assert Path(cfg.student).parts[-2:] == ("word_problem", "student_nl00")
+    assert cfg.data.bias == 0.95
+    assert [p.stem for p in demo_configs(["digit_sum"])] == ["digit_sum"]
+    assert {p.stem for p in demo_configs(["all"])} >= {"digit_sum", "word_problem",
+                                                        "word_problem_shift"}
 
 
 def test_demo_rerun_reuses_every_stage(demo_run):

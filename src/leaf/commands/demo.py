@@ -10,10 +10,12 @@ from leaf.errors import LeafError
 NAME = "demo"
 HELP = "run LeaF end to end on the planted-confounder testbed and print the result tables"
 DESCRIPTION = """\
-Runs `leaf run` on the testbed configs bundled with leaf (leaf/configs/testbed/*.yaml, one per
-task family with shipped checkpoints; by default those marked `demo: true`): generate the splits, screen, detect (instruction and
-response level), prune with verification, distil KD w/o mask and the LeaF variants for each
-seed, evaluate every model on the in-distribution, anti-correlated and clean test splits.
+Runs `leaf run` on the testbed configs bundled with leaf (leaf/configs/testbed/*.yaml; by
+default those marked `demo: true`: word_problem_shift, a small version of the second testbed
+study's distractor-shift regime; --family digit_sum runs the previous default): generate the
+splits, screen, detect (instruction and response level), prune with verification, distil KD
+w/o mask, the LeaF variants and their controls for each seed, evaluate every model on the
+in-distribution, anti-correlated, clean and (word_problem_shift) shifted test splits.
 Prints first what the testbed studies have shown (docs/RESULTS.md), then accuracy (mean and
 95% interval), detection against the planted spans (gradient, PPL
 and random rules), counterfactual counts and span vs collective pruning.

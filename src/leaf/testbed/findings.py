@@ -7,20 +7,22 @@ from __future__ import annotations
 TITLE = "What the testbed has shown so far (docs/RESULTS.md)"
 
 FINDINGS = """\
-- Detection works: comparing teacher and student gradients finds the planted confounder (span
-  recall 0.46-0.69, against at most 0.13 for PPL or random masking).
-- Where the confounder misleads (the anti-correlated split), distilling on LeaF's
-  counterfactuals did not beat plain KD in any of the first study's 9 cells, and neither did
-  removing exactly the planted number. What the counterfactuals changed is accuracy on inputs
-  without a confounder (the clean split: up to +0.09 for LeaF, +0.10 for the oracle).
-- Why: the counterfactuals that verification keeps carry a small part of their originals'
-  distillation signal (KL(teacher || student) per row; the demo's "Counterfactual signal" table
-  prints it for your run, and `leaf prune --verify` for your own data).
-- A second, pre-registered study (docs/study2.md) builds regimes where they carry more. Its
-  pilot shows where the signal goes: before verification the gradient counterfactuals carry as
-  much as their originals (9.0 against 9.0 nats per row for the student that never saw the
-  pruned form); the 41 of 196 that verification keeps carry 2.3 against 6.0 (0.38, below the
-  0.5 the study asked for). Its results go to docs/RESULTS.md, part 2, as its runs finish."""
+- Detection works: teacher-vs-student gradients find the planted confounder (span recall
+  0.46-0.69; PPL or random masking at most 0.13).
+- Study 1: where the confounder misleads, LeaF never beat plain KD (9 cells), nor did removing
+  exactly the planted number: the counterfactuals verification kept carried little signal.
+- Study 2 (pre-registered; a student that never saw the pruned form; 5 seeds x 1000 items):
+  - verification is where the signal goes: LeaF's counterfactuals carry as much KL(teacher ||
+    student) as their originals (8.8 vs 9.3 nats per row); the verified ones 2.3 vs 8.1;
+  - verified LeaF beat KD on one anti-correlated split only, two distractors: +0.010 [+0.003,
+    +0.016]; it tied KD on the others (and gained +0.026 on the shift regime's clean split);
+  - the same counterfactuals unverified: +0.021 [+0.013, +0.029] on the anti-correlated
+    split, +0.048 [+0.025, +0.069] with two distractors;
+  - removing the planted number from every row (oracle): +0.12 to +0.15 on the anti-correlated,
+    two-distractor and in-topic splits, but nothing with the distractor moved after the
+    question.
+- `leaf demo` runs a small version of that shift regime (`--family digit_sum`: the old
+  default). Pending: the 3% and 15% doses, and 3 more seeds for the first oracle figure."""
 
 
 def findings_text() -> str:
