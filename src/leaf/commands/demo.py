@@ -22,8 +22,8 @@ and random rules), counterfactual counts and span vs collective pruning.
 
 Writes OUT/<config>[-quick]/ (a `leaf run` directory: manifest.json, results.json, ...) and
 OUT/tables.md. Run it again to reuse finished stages. --quick: one seed and fewer samples
-(a smoke test: 51 s to 1 min 54 s measured on 2 shared CPU cores; the full demo 3 min 44 s to
-5 min 09 s). `leaf report OUT/<config>` then shows the run's results and samples in a browser."""
+(a smoke test: 79 s measured on 2 CPU cores shared with other jobs; the full demo 21 min 32 s
+there, at a load average of 4-5). `leaf report OUT/<config>` then shows the run's results and samples in a browser."""
 
 
 def add_arguments(parser) -> None:
