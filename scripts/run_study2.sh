@@ -14,6 +14,9 @@
 # (two steps run side by side on two cores), so run it in parts of one to two hours:
 # SEEDS='[0,1]', then SEEDS='[0,1,2]', ..., then the step without SEEDS (all five; the finished
 # seeds are reused). The study's cells use seeds 0-4; a run folder with fewer gives no verdict.
+# The P rule (docs/study2.md): when `results` flags a primary cell (detectable difference above
+# 0.03 after 5 seeds), run that step again with SEEDS='[0,1,2,3,4,5,6,7]'; the verdicts then
+# read that cell over seeds 0-7 and every other cell over seeds 0-4 (leaf.testbed.study2).
 # Run every step of one study from one code state (the commit its first run used, e.g. a
 # `git worktree` of it with PYTHONPATH=<worktree>/src), so that every seed is trained by the
 # same code.
