@@ -122,14 +122,16 @@ def test_calibration_records_the_measured_targets():
 def test_run_configs_name_shipped_models_and_known_families():
     """The bundled `leaf run` configs (leaf/configs/testbed/) load and name shipped models."""
     from leaf.pipeline.config import PACKAGE_DIR, load_config
-    from leaf.testbed.tasks import SPLITS
+    from leaf.testbed.tasks import SHIFT_SPLITS, SPLITS
 
     configs = sorted((PACKAGE_DIR / "configs" / "testbed").glob("*.yaml"))
-    assert [c.stem for c in configs] == sorted(FAMILIES)
+    # one config per family, plus the demo's distractor-shift regime of word_problem
+    assert [c.stem for c in configs] == sorted([*FAMILIES, "word_problem_shift"])
     for path in configs:
         cfg = load_config(path)
-        assert cfg.data.testbed == path.stem
-        assert set(cfg.data.sizes) == set(SPLITS)
+        shift = path.stem == "word_problem_shift"
+        assert cfg.data.testbed == ("word_problem" if shift else path.stem)
+        assert set(cfg.data.sizes) == set(SPLITS) | (set(SHIFT_SPLITS) if shift else set())
         for role in ("teacher", "student"):
             assert (Path(getattr(cfg, role)) / "config.json").is_file()
         assert len(cfg.seeds) >= 3 and 0 <= cfg.distill.hybrid_lambda <= 1
