@@ -62,7 +62,8 @@ def test_demo_prints_every_table(demo_run):
     assert 0 <= stdout.index(TITLE) < stdout.index("## LeaF minus KD, paired by seed") \
         < stdout.index("## Accuracy")
     # the default demo: the distractor-shift regime of the second study, which it says first
-    assert "runs a small version of that shift regime" in stdout.split("## LeaF minus KD")[0]
+    first = stdout.split("## LeaF minus KD")[0]
+    assert "runs a small version of study 2's distractor-shift regime" in first
     for needle in ("## Accuracy", "Teacher", "Student (Pre-KD)", "KD w/o mask",
                    "LeaF (instruction)", "LeaF (instruction + response)", "in-distribution",
                    "anti-correlated", "clean", "anti, moved", "anti, two distractors",

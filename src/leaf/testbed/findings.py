@@ -21,9 +21,10 @@ FINDINGS = """\
   - removing the planted number from every row (oracle): +0.12 to +0.15 on the anti-correlated,
     two-distractor and in-topic splits, but nothing with the distractor moved after the
     question.
-- `leaf demo` runs a small version of that shift regime (4000 rows, 3 epochs, 3 seeds): there
-  only the unverified counterfactuals beat KD (+0.017 on the anti-correlated split); the
-  oracle's gain needs the study's 16000 rows and 6 epochs. `--family digit_sum`: the old demo.
+- `leaf demo` runs a small version of study 2's distractor-shift regime (4000 rows, 3 epochs,
+  3 seeds): there only the unverified counterfactuals beat KD (+0.017 on the anti-correlated
+  split); the oracle's gain did not show at that size (the study trained on 16000 rows for 6
+  epochs). `--family digit_sum` runs the old demo.
 - Pending: the 3% and 15% doses, and 3 more seeds for the first oracle figure."""
 
 
