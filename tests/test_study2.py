@@ -31,7 +31,6 @@ def results(diffs: dict[str, dict[str, list[float]]], splits=R1_SPLITS, teacher=
             signal=None, reliance=None, cf_rows=None, seeds=SEEDS) -> dict:
     """A results.json-shaped dict: ``diffs[variant][split]``, per seed, is the variant's
     accuracy minus kd's (kd: 0.5 + 0.01 * seed on every split); unnamed splits: +0."""
-    SEEDS = seeds  # noqa: N806 (the module's default, or more)
     n = len(seeds)
     variants = {v: {"sets": SETS.get(v, []), "hybrid_lambda": 1.0} for v in ("kd", *diffs)}
     for v in variants:
@@ -39,21 +38,21 @@ def results(diffs: dict[str, dict[str, list[float]]], splits=R1_SPLITS, teacher=
             variants[v] = {"sets": [], "extra_originals": "grad_t10"}
     models = {}
     for v in variants:
-        for s in SEEDS:
+        for s in seeds:
             models[f"{v}-s{s}@data{s}"] = {
                 sp: {"accuracy": 0.5 + 0.01 * s + (diffs.get(v, {}).get(sp) or [0] * n)[s],
                      "n": 1000} for sp in splits}
-    rows = [{"key": v, "members": [f"{v}-s{s}@data{s}" for s in SEEDS],
+    rows = [{"key": v, "members": [f"{v}-s{s}@data{s}" for s in seeds],
              "counterfactual_rows": (cf_rows or {}).get(v, [60] * n)} for v in variants]
-    rows.append({"key": "teacher", "members": [f"teacher@data{s}" for s in SEEDS],
+    rows.append({"key": "teacher", "members": [f"teacher@data{s}" for s in seeds],
                  "cells": {sp: {"mean": (teacher or {}).get(sp, 0.99)} for sp in splits}})
     counts = {f"data{s}": {"sets": {name: ({"signal": {"cf_kl_row": kl}} if kl is not None
                                            else {})
-                                    for name, kl in (signal or {}).items()}} for s in SEEDS}
-    attention = {"rows": [{"key": v, "members": [f"{v}-s{s}@data{s}" for s in SEEDS],
+                                    for name, kl in (signal or {}).items()}} for s in seeds}
+    attention = {"rows": [{"key": v, "members": [f"{v}-s{s}@data{s}" for s in seeds],
                            "reliance": {"follows_swap": {"values": vals}}}
                           for v, vals in (reliance or {}).items()]}
-    return {"seeds": SEEDS, "replicates": [f"data{s}" for s in SEEDS], "splits": list(splits),
+    return {"seeds": seeds, "replicates": [f"data{s}" for s in seeds], "splits": list(splits),
             "models": models, "variants": variants, "rows": rows, "counts": counts,
             "attention": attention}
 

@@ -392,26 +392,24 @@ def hypothesis_verdict(hid: str, runs: Mapping[str, dict[str, Any]],
     return out
 
 
-def falsification(runs: Mapping[str, dict[str, Any]], signal_passed: bool | None,
-                  items: Mapping[str, Items] | None = None) -> dict[str, Any]:
-    """docs/study2.md's falsification clause: with the pilot's signal check passed, at dose 0%
-    ``planted - kd`` or ``planted_all - kd`` on test_anti with a mean at or below 0 and an upper
-    95% end below +0.03; with it failed, only ``planted_all`` is read."""
-    res = runs.get("r1-nl00")
-    if res is None:
+def falsification(h1: dict[str, Any], signal_passed: bool | None) -> dict[str, Any]:
+    """docs/study2.md's falsification clause, read off R1-H1's parts (``h1``, from
+    :func:`hypothesis_verdict`: the same cells, read the same way): with the pilot's signal check
+    passed, at dose 0% ``planted - kd`` or ``planted_all - kd`` on test_anti with a mean at or
+    below 0 and an upper 95% end below +0.03; with it failed, only ``planted_all`` is read."""
+    if h1["verdict"] == NOT_RUN:
         return {"evaluated": False, "fired": False, "reason": "r1-nl00 not run yet", "arms": []}
     if signal_passed is None:
         return {"evaluated": False, "fired": False, "arms": [],
                 "reason": "no pilot decision (pilot/decision.json): the signal check is unknown"}
     arms = ("planted", "planted_all") if signal_passed else ("planted_all",)
+    parts = {p["a"]: p for p in h1["parts"]}
     read = []
     for arm in arms:
-        if arm not in (res.get("variants") or {}):
+        if arm not in parts:
             read.append({"arm": arm, "cell": None, "fires": False, "why": "not in the run"})
             continue
-        # the same cell as R1-H1's part, read as its verdict reads it (P rule included)
-        c = within_read(res, Part(arm, "kd", ANTI), (items or {}).get("r1-nl00"),
-                        primary=True)[0]["cell"]
+        c = parts[arm]["cell"]
         hi = None if not c or c.get("hi") is None or math.isnan(c["hi"]) else c["hi"]
         fires = c is not None and hi is not None and c["mean"] <= 0 and hi < FALSIFY_UPPER
         read.append({"arm": arm, "cell": c, "fires": fires,
@@ -430,11 +428,11 @@ def verdicts2(runs: Mapping[str, dict[str, Any]], pilot: Mapping[str, Any] | Non
     ``items(member, split)`` per-item scores, for the item-paired intervals."""
     runs = {k: v for k, v in runs.items() if v is not None}
     passed = None if not pilot else pilot.get("signal_check_passed")
+    hypotheses = {hid: hypothesis_verdict(hid, runs, items, passed) for hid in HYPOTHESES}
     out: dict[str, Any] = {
         "present": [r for r in RUNS if r in runs], "missing": [r for r in RUNS if r not in runs],
-        "signal_check_passed": passed,
-        "hypotheses": {hid: hypothesis_verdict(hid, runs, items, passed) for hid in HYPOTHESES},
-        "falsification": falsification(runs, passed, items),
+        "signal_check_passed": passed, "hypotheses": hypotheses,
+        "falsification": falsification(hypotheses["R1-H1"], passed),
         "reported": {},
     }
     for name, res in runs.items():
