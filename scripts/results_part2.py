@@ -22,6 +22,7 @@ from leaf.pipeline.results import read_item_scores
 from leaf.pipeline.tables import format_cell, render
 from leaf.testbed.study import Part
 from leaf.testbed.study2 import (
+    ANTI,
     DOSES,
     HYPOTHESES,
     R1_RUNS,
@@ -29,6 +30,8 @@ from leaf.testbed.study2 import (
     SHIFTED,
     STUDY_SEEDS,
     kept_signal,
+    leaf_set,
+    restrict_seeds,
     shifted_splits,
     verdicts2,
     within,
@@ -231,6 +234,44 @@ def signal_table(res: dict[str, Any], extra: dict[str, dict[str, dict[str, Any]]
     return table
 
 
+#: The variants the dose-response table sets against kd (docs/study2.md, R1-H1 to R1-H3).
+DOSE_VARIANTS = ("leaf", "planted", "planted_all", "unverified", "extra_kd_random")
+
+
+def dose_table(runs: dict[str, dict[str, Any]], items: dict[str, Any],
+               extra: dict[str, dict[str, dict[str, dict[str, Any]]]]) -> list[str]:
+    """One row per R1 dose: LeaF's kept counterfactuals (mean count per replicate) and their
+    pre-KD KL per row beside their originals', the unverified set's KL per row, and each of
+    :data:`DOSE_VARIANTS` minus kd on test_anti; everything over seeds 0-4, as the verdicts
+    read them."""
+    rows = []
+    for name in R1_RUNS:
+        res = runs.get(name)
+        if res is None:
+            rows.append([DOSES[name], "not finished", *["-"] * (3 + len(DOSE_VARIANTS))])
+            continue
+        head = restrict_seeds(res, STUDY_SEEDS)
+        head = {**head, "counts": {k: c for k, c in (res.get("counts") or {}).items()
+                                   if k in {f"data{s}" for s in STUDY_SEEDS}}}
+        variants = res.get("variants") or {}
+        leaf = leaf_set(res)
+        kept = [((c.get("sets") or {}).get(leaf) or {}).get("kept")
+                for c in head["counts"].values()]
+        kept = [k for k in kept if isinstance(k, (int, float))]
+        unv = ((variants.get("unverified") or {}).get("sets") or [None])[0]
+        files = {k: f for k, f in ((extra.get(name) or {}).get(unv) or {}).items()
+                 if k in head["counts"]}
+        unv_kl = _extra_figures(files)[0]["cf_kl_row"] if files else None
+        cells = [_diff(within(head, Part(v, "kd", ANTI), items.get(name))["cell"])
+                 if v in variants else "-" for v in DOSE_VARIANTS]
+        rows.append([DOSES[name], f"{sum(kept) / len(kept):.1f}" if kept else "-",
+                     _fmt(kept_signal(head, leaf)) if leaf else "-",
+                     _fmt(kept_signal(head, leaf, "orig_kl_row")) if leaf else "-",
+                     _fmt(unv_kl), *cells])
+    return _table(["dose", "LeaF kept per replicate", "pre-KD KL per row: LeaF kept",
+                   "their originals", "unverified set",
+                   *(f"{v} - kd, anti [95%]" for v in DOSE_VARIANTS)], rows)
+
 def pilot_lines(out: Path, signals: Path | None = None) -> list[str]:
     """The pilot's decision, signal tables and KD curves; the unverified sets' signal files are
     read under ``signals`` (default ``out``: scripts/study2_signal.py's layout)."""
@@ -377,7 +418,13 @@ def part2(out: Path, machine: list[str] | None = None, signals: Path | None = No
     if not v["falsification"]["fired"]:
         lines += falsification_lines(v) + [""]
     lines += comparison_lines(v)
-    lines += ["## Regime R1: a causal path starved of gradient", "", *pilot_lines(out, sig)]
+    lines += ["## Regime R1: a causal path starved of gradient", "", *pilot_lines(out, sig),
+              "### Dose response (test_anti; seeds 0-4, as the verdicts read them)", "",
+              *dose_table(runs, items, {n: extra_signal(sig / n) for n in R1_RUNS}), "",
+              "Pre-KD KL per row: forward KL(teacher || student before distillation) on the "
+              "response tokens, per row, measured at verification (the unverified set: by "
+              "scripts/study2_signal.py). The prediction (R1-H3) is that the differences to kd "
+              "grow with the kept counterfactuals' KL, i.e. are largest at dose 0%.", ""]
     for name in R1_RUNS:
         if name in runs:
             lines += run_lines(name, out / name, runs[name], items[name], v,

@@ -73,6 +73,11 @@ def test_part2_is_appended_then_replaced_and_part1_kept_byte_for_byte(tmp_path):
                    "Falsification clause (docs/study2.md, R1): not evaluated",
                    "What these numbers do not show", "KD w/o mask"):
         assert needle in two, needle
+    # the dose-response table: a row per dose, the finished one with its differences to kd
+    dose = two[two.index("### Dose response"):].split("\n\n")[1].splitlines()
+    assert dose[0].startswith("| dose | LeaF kept per replicate |") and len(dose) == 5
+    assert dose[2].startswith("| 0% | ") and "[" in dose[2] and dose[2].count(" | ") == 9
+    assert dose[3].startswith("| 3% | not finished |") and dose[4].startswith("| 15% | not")
     # a second run, then regenerate: part 1 unchanged, one part 2, now naming the new run
     shutil.copytree(out / "r1-nl00", out / "r1-nl15")
     shutil.copytree(out / "r1-nl00", out / "pilot-nl00")
@@ -89,6 +94,7 @@ def test_part2_is_appended_then_replaced_and_part1_kept_byte_for_byte(tmp_path):
     second = page.read_text(encoding="utf-8")
     assert page.read_bytes().startswith(part1) and second.count(MARKER) == 1
     assert "missing: r1-nl03, r2" in second and "### r1-nl15 (dose 15%)" in second
+    assert "| 15% | not finished" not in second and "| 3% | not finished" in second
     assert "training rows N = 8000, epochs = 3;" in second and "0.600 (check" in second
     assert "Falsification clause (docs/study2.md, R1): did not fire" in second
     # the KD curve per epoch: from the pilot run's trainer_state.json, else the decision's copy
