@@ -25,7 +25,7 @@ FINDINGS = """\
   3 seeds): there only the unverified counterfactuals beat KD (+0.017 on the anti-correlated
   split); the oracle's gain did not show at that size (the study trained on 16000 rows for 6
   epochs). `--family digit_sum` runs the old demo.
-- Pending: the 3% and 15% doses, and 3 more seeds for the first oracle figure."""
+- Pending: the 3% and 15% doses."""
 
 
 def findings_text() -> str:
