@@ -251,8 +251,6 @@ def dose_table(runs: dict[str, dict[str, Any]], items: dict[str, Any],
             rows.append([DOSES[name], "not finished", *["-"] * (3 + len(DOSE_VARIANTS))])
             continue
         head = restrict_seeds(res, STUDY_SEEDS)
-        head = {**head, "counts": {k: c for k, c in (res.get("counts") or {}).items()
-                                   if k in {f"data{s}" for s in STUDY_SEEDS}}}
         variants = res.get("variants") or {}
         leaf = leaf_set(res)
         kept = [((c.get("sets") or {}).get(leaf) or {}).get("kept")

@@ -14,6 +14,8 @@ from leaf.testbed.study2 import (
     SIGNAL_NOTE,
     Across,
     across,
+    kept_signal,
+    restrict_seeds,
     verdicts2,
 )
 
@@ -142,6 +144,21 @@ def test_dose_response_not_tested_when_the_dose_did_not_dose():
     assert h3["verdict"] == NOT_TESTED and "did not dose" in h3["reason"] and not h3["parts"]
     h3 = verdicts2({"r1-nl00": r1(), "r1-nl15": r1()})["hypotheses"]["R1-H3"]
     assert h3["verdict"] == NOT_TESTED and "no signal figures" in h3["reason"]
+
+
+def test_dose_precondition_reads_seeds_0_to_4_only():
+    # seeds 5-7 (the P rule's) carry far more signal; the precondition must not see them
+    up8 = UP + [0.04] * 3
+    nl00 = results({"leaf": {"test_anti": up8}, "planted": {"test_anti": up8},
+                    "planted_all": {"test_anti": up8}}, seeds=list(range(8)),
+                   signal={"grad_t10": 0.25})
+    for s in (5, 6, 7):
+        nl00["counts"][f"data{s}"]["sets"]["grad_t10"]["signal"]["cf_kl_row"] = 2.0
+    h3 = verdicts2({"r1-nl00": nl00, "r1-nl15": r1(signal={"grad_t10": 0.3})}
+                   )["hypotheses"]["R1-H3"]
+    assert h3["verdict"] == NOT_TESTED and "0.250 at 0%" in h3["reason"]
+    assert "did not dose" in h3["reason"]
+    assert kept_signal(restrict_seeds(nl00, tuple(SEEDS)), "grad_t10") == pytest.approx(0.25)
 
 
 def test_across_matches_members_by_seed_and_leaves_out_runs_without_counterfactuals():

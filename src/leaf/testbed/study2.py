@@ -144,7 +144,8 @@ def with_detectable(cell: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def restrict_seeds(results: dict[str, Any], keep: tuple[int, ...]) -> dict[str, Any]:
     """``results`` seen through the seeds in ``keep`` only: its seeds, their data replicates
-    and per-seed counterfactual counts (the members of other seeds are simply never looked up).
+    (with those replicates' counterfactual counts and signal figures) and per-seed
+    counterfactual rows (the members of other seeds are simply never looked up).
     The stored ``differences`` (summarised over every seed) are dropped when a seed goes."""
     seeds = list(results.get("seeds") or [])
     idx = [i for i, s in enumerate(seeds) if s in keep]
@@ -157,8 +158,12 @@ def restrict_seeds(results: dict[str, Any], keep: tuple[int, ...]) -> dict[str, 
 
     rows = [{**r, "counterfactual_rows": pick(r["counterfactual_rows"])}
             if "counterfactual_rows" in r else r for r in results.get("rows") or []]
-    return {**results, "seeds": [seeds[i] for i in idx], "replicates": pick(reps),
-            "rows": rows, "differences": []}
+    out = {**results, "seeds": [seeds[i] for i in idx], "replicates": pick(reps),
+           "rows": rows, "differences": []}
+    if isinstance(reps, list) and len(reps) == len(seeds) and "counts" in results:
+        keep_keys = set(out["replicates"])
+        out["counts"] = {k: c for k, c in results["counts"].items() if k in keep_keys}
+    return out
 
 
 def has_added_seeds(results: dict[str, Any]) -> bool:
@@ -345,7 +350,8 @@ def hypothesis_verdict(hid: str, runs: Mapping[str, dict[str, Any]],
         out.update(verdict=NOT_RUN, reason="no results for " + ", ".join(missing))
         return out
     if h.needs_dose:
-        pre = dose_precondition(runs["r1-nl00"], runs["r1-nl15"])
+        pre = dose_precondition(restrict_seeds(runs["r1-nl00"], STUDY_SEEDS),
+                                restrict_seeds(runs["r1-nl15"], STUDY_SEEDS))
         out["precondition"] = pre
         if not pre["met"]:
             out.update(verdict=NOT_TESTED, reason=pre["reason"])
