@@ -178,6 +178,38 @@ def _epoch_means(state: dict[str, Any] | None) -> dict[int, float]:
     return {k: sum(v) / len(v) for k, v in sorted(by.items())}
 
 
+def kd_curves(out: Path) -> list[str]:
+    """KD's training loss per epoch in each finished run of the study: the mean over seeds 0-4
+    of :func:`_epoch_means` of ``distill/kd/seed<S>/model/trainer_state.json``, with the last
+    epoch's change from the one before (the budget the pilot fixed, seen to its end)."""
+    curves: dict[str, dict[int, float]] = {}
+    for name in RUNS:
+        per_seed = [_epoch_means(_load(out / name / "distill" / "kd" / f"seed{s}" / "model"
+                                       / "trainer_state.json")) for s in STUDY_SEEDS]
+        per_seed = [c for c in per_seed if c]
+        if not per_seed:
+            continue
+        epochs = sorted(set.intersection(*(set(c) for c in per_seed)))
+        curves[name] = {e: sum(c[e] for c in per_seed) / len(per_seed) for e in epochs}
+    if not curves:
+        return ["(no KD training logs found)"]
+    names = list(curves)
+    epochs = sorted({e for c in curves.values() for e in c})
+    rows = [[str(e), *(f"{curves[n][e]:.4f}" if e in curves[n] else "-" for n in names)]
+            for e in epochs]
+
+    def change(c: dict[int, float]) -> float | None:
+        last = sorted(c)[-2:]
+        return None if len(last) < 2 or not c[last[0]] else (c[last[1]] - c[last[0]]) / c[last[0]]
+
+    changes = [change(curves[n]) for n in names]
+    rows.append(["last epoch vs the one before",
+                 *("-" if c is None else f"{100 * c:+.1f}%" for c in changes)])
+    rows.append(["converged by the pilot's rule (within 5%)",
+                 *("-" if c is None else "yes" if abs(c) <= 0.05 else "no" for c in changes)])
+    return _table(["epoch", *(SCOPES.get(n, n) for n in names)], rows)
+
+
 def extra_signal(run: Path) -> dict[str, dict[str, dict[str, Any]]]:
     """``{set: {data key: file}}``: the unverified sets' signal files that
     ``scripts/study2_signal.py`` wrote for the run folder ``run`` (``run/extra_signal/``);
@@ -423,6 +455,10 @@ def part2(out: Path, machine: list[str] | None = None, signals: Path | None = No
               "response tokens, per row, measured at verification (the unverified set: by "
               "scripts/study2_signal.py). The prediction (R1-H3) is that the differences to kd "
               "grow with the kept counterfactuals' KL, i.e. are largest at dose 0%.", ""]
+    lines += ["### KD's training loss over the runs' budget", "",
+              "Mean over seeds 0-4 of each epoch's mean logged loss (every 25 steps) of the kd "
+              "variant, per run (the learning rate decays to 0 over the budget, so a flat last "
+              "epoch is also the schedule's doing):", "", *kd_curves(out), ""]
     for name in R1_RUNS:
         if name in runs:
             lines += run_lines(name, out / name, runs[name], items[name], v,

@@ -86,6 +86,9 @@ def test_part2_is_appended_then_replaced_and_part1_kept_byte_for_byte(tmp_path):
     write_json_atomic(out / "pilot-nl00" / "distill" / "kd" / "seed0" / "model"
                       / "trainer_state.json", {"log_history": [*log, {"epoch": 3.0,
                                                                       "train_loss": 9.0}]})
+    for seed in range(5):  # the full run's KD curve: mean over seeds 0-4 per epoch
+        write_json_atomic(out / "r1-nl15" / "distill" / "kd" / f"seed{seed}" / "model"
+                          / "trainer_state.json", {"log_history": log})
     write_json_atomic(out / "pilot" / "decision.json", {
         "signal_ratio": 0.6, "signal_check_passed": True, "train_rows": 8000, "epochs": 3,
         "figures": {"nl03": {"kd_epoch_means": {"1": 3.0}}}})  # study2_pilot.py's figures
@@ -100,6 +103,10 @@ def test_part2_is_appended_then_replaced_and_part1_kept_byte_for_byte(tmp_path):
     # the KD curve per epoch: from the pilot run's trainer_state.json, else the decision's copy
     assert "| 1 | 1.5000 | 3.0000 | - |" in second and "| 3 | 0.4500 | - | - |" in second
     assert "Dose 0% (pilot-nl00): kept counterfactuals" in second
+    curve = second[second.index("### KD's training loss over"):].split("\n\n")[2]
+    assert curve.splitlines()[0] == "| epoch | R1 dose 15% |"
+    assert "| 2 | 0.5000 |" in curve and "| last epoch vs the one before | -10.0% |" in curve
+    assert "| converged by the pilot's rule (within 5%) | no |" in curve
     assert split_parts(second)[0] == split_parts(first)[0]
     # a run folder with fewer seeds than the design is still running: no interim verdict
     shutil.copytree(out / "r1-nl00", out / "r2")
