@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 
 import pytest
 import torch
@@ -12,6 +13,13 @@ import torch
 from leaf.testbed.tiny import build_tokenizer, save_tiny
 
 torch.set_num_threads(1)  # tiny models: threading overhead dominates
+
+# A suite started in the background (`cmd &`, nohup, some CI runners) inherits SIGINT ignored,
+# and every child would too: a child Python then never sees Ctrl-C, and the tests that send one
+# would fail or, worse, pass without testing it. Restore what a terminal gives: Ctrl-C handled
+# here, the default disposition in children (which Python turns into KeyboardInterrupt).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
