@@ -178,12 +178,13 @@ def _epoch_means(state: dict[str, Any] | None) -> dict[int, float]:
     return {k: sum(v) / len(v) for k, v in sorted(by.items())}
 
 
-def kd_curves(out: Path) -> list[str]:
-    """KD's training loss per epoch in each finished run of the study: the mean over seeds 0-4
-    of :func:`_epoch_means` of ``distill/kd/seed<S>/model/trainer_state.json``, with the last
-    epoch's change from the one before (the budget the pilot fixed, seen to its end)."""
+def kd_curves(out: Path, names: list[str]) -> list[str]:
+    """KD's training loss per epoch in the study's run folders ``names`` (the finished ones):
+    the mean over seeds 0-4 of :func:`_epoch_means` of
+    ``distill/kd/seed<S>/model/trainer_state.json``, with the last epoch's change from the one
+    before (the budget the pilot fixed, seen to its end)."""
     curves: dict[str, dict[int, float]] = {}
-    for name in RUNS:
+    for name in names:
         per_seed = [_epoch_means(_load(out / name / "distill" / "kd" / f"seed{s}" / "model"
                                        / "trainer_state.json")) for s in STUDY_SEEDS]
         per_seed = [c for c in per_seed if c]
@@ -301,6 +302,7 @@ def dose_table(runs: dict[str, dict[str, Any]], items: dict[str, Any],
     return _table(["dose", "LeaF kept per replicate", "pre-KD KL per row: LeaF kept",
                    "their originals", "unverified set",
                    *(f"{v} - kd, anti [95%]" for v in DOSE_VARIANTS)], rows)
+
 
 def pilot_lines(out: Path, signals: Path | None = None) -> list[str]:
     """The pilot's decision, signal tables and KD curves; the unverified sets' signal files are
@@ -458,7 +460,8 @@ def part2(out: Path, machine: list[str] | None = None, signals: Path | None = No
     lines += ["### KD's training loss over the runs' budget", "",
               "Mean over seeds 0-4 of each epoch's mean logged loss (every 25 steps) of the kd "
               "variant, per run (the learning rate decays to 0 over the budget, so a flat last "
-              "epoch is also the schedule's doing):", "", *kd_curves(out), ""]
+              "epoch is also the schedule's doing):", "",
+              *kd_curves(out, [n for n in RUNS if n in runs]), ""]
     for name in R1_RUNS:
         if name in runs:
             lines += run_lines(name, out / name, runs[name], items[name], v,
