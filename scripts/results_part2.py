@@ -236,6 +236,12 @@ def _extra_figures(files: dict[str, dict[str, Any]]) -> tuple[dict[str, float | 
     return means, "(unverified" + ("; " + ", ".join(drawn) if drawn else "") + ")"
 
 
+def _kept(res: dict[str, Any], set_name: str) -> list[Any]:
+    """The set's kept count per data replicate of ``res`` (None where it was not counted)."""
+    return [((c.get("sets") or {}).get(set_name) or {}).get("kept")
+            for c in (res.get("counts") or {}).values()]
+
+
 def signal_table(res: dict[str, Any], extra: dict[str, dict[str, dict[str, Any]]] | None = None
                  ) -> list[str]:
     """Per counterfactual set: kept per replicate, pre-KD KL per row (kept and their originals,
@@ -246,8 +252,7 @@ def signal_table(res: dict[str, Any], extra: dict[str, dict[str, dict[str, Any]]
                  next(iter(counts.values()), {}).get("sets", {}))
     rows = []
     for name in names:
-        kept = " / ".join(str(((c.get("sets") or {}).get(name) or {}).get("kept", "-"))
-                          for c in counts.values())
+        kept = " / ".join("-" if k is None else str(k) for k in _kept(res, name))
         cf, orig = kept_signal(res, name), kept_signal(res, name, "orig_kl_row")
         ratio = kept_signal(res, name, "ratio_row")
         if cf is None and (extra or {}).get(name):
@@ -286,9 +291,7 @@ def dose_table(runs: dict[str, dict[str, Any]], items: dict[str, Any],
         head = restrict_seeds(res, STUDY_SEEDS)
         variants = res.get("variants") or {}
         leaf = leaf_set(res)
-        kept = [((c.get("sets") or {}).get(leaf) or {}).get("kept")
-                for c in head["counts"].values()]
-        kept = [k for k in kept if isinstance(k, (int, float))]
+        kept = [k for k in _kept(head, leaf) if isinstance(k, (int, float))]
         unv = ((variants.get("unverified") or {}).get("sets") or [None])[0]
         files = {k: f for k, f in ((extra.get(name) or {}).get(unv) or {}).items()
                  if k in head["counts"]}
@@ -450,9 +453,10 @@ def part2(out: Path, machine: list[str] | None = None, signals: Path | None = No
     if not v["falsification"]["fired"]:
         lines += falsification_lines(v) + [""]
     lines += comparison_lines(v)
+    extras = {name: extra_signal(sig / name) for name in runs}  # unverified sets' signal
     lines += ["## Regime R1: a causal path starved of gradient", "", *pilot_lines(out, sig),
               "### Dose response (test_anti; seeds 0-4, as the verdicts read them)", "",
-              *dose_table(runs, items, {n: extra_signal(sig / n) for n in R1_RUNS}), "",
+              *dose_table(runs, items, extras), "",
               "Pre-KD KL per row: forward KL(teacher || student before distillation) on the "
               "response tokens, per row, measured at verification (the unverified set: by "
               "scripts/study2_signal.py). The prediction (R1-H3) is that the differences to kd "
@@ -464,8 +468,7 @@ def part2(out: Path, machine: list[str] | None = None, signals: Path | None = No
               *kd_curves(out, [n for n in RUNS if n in runs]), ""]
     for name in R1_RUNS:
         if name in runs:
-            lines += run_lines(name, out / name, runs[name], items[name], v,
-                               extra_signal(sig / name))
+            lines += run_lines(name, out / name, runs[name], items[name], v, extras[name])
         else:
             lines += [f"### {name} (dose {DOSES[name]})", "",
                       "Still running." if name in progress else "Not run yet.", ""]
@@ -478,8 +481,7 @@ def part2(out: Path, machine: list[str] | None = None, signals: Path | None = No
                           [[s, "-" if i["teacher"] is None else f"{i['teacher']:.3f}",
                             "yes" if i["kept"] else f"no ({i['reason']})"]
                            for s, i in info.items()]), "",
-                  *run_lines("r2", out / "r2", runs["r2"], items["r2"], v,
-                             extra_signal(sig / "r2"))]
+                  *run_lines("r2", out / "r2", runs["r2"], items["r2"], v, extras["r2"])]
     else:
         lines += [("Still running" if "r2" in progress else "Not run yet")
                   + " (shifted splits: " + ", ".join(SHIFTED) + ").", ""]

@@ -23,7 +23,8 @@ and random rules), counterfactual counts and span vs collective pruning.
 Writes OUT/<config>[-quick]/ (a `leaf run` directory: manifest.json, results.json, ...) and
 OUT/tables.md. Run it again to reuse finished stages. --quick: one seed and fewer samples
 (a smoke test: 79 s measured on 2 CPU cores shared with other jobs; the full demo 21 min 32 s
-there, at a load average of 4-5). `leaf report OUT/<config>` then shows the run's results and samples in a browser."""
+there, at a load average of 4-5). `leaf report OUT/<config>` then shows the run's results and
+samples in a browser."""
 
 
 def add_arguments(parser) -> None:

@@ -370,7 +370,7 @@ def hypothesis_verdict(hid: str, runs: Mapping[str, dict[str, Any]],
         if isinstance(p, Across):
             first, second = runs[p.first[0]], runs[p.second[0]]
             absent = _missing_variants(first, p) + _missing_variants(second, p)
-            got = None if absent else across(first, second, p)
+            got, flag = (None if absent else across(first, second, p)), None  # no P rule
         else:
             res = runs[h.run]
             absent = _missing_variants(res, p)
@@ -384,7 +384,7 @@ def hypothesis_verdict(hid: str, runs: Mapping[str, dict[str, Any]],
         if got["cell"] is None:
             unmeasured.append(f"{p.a} - {p.b} on {got['measure']}: not measured")
         out["parts"].append(got)
-        if isinstance(p, Part) and flag:
+        if flag:
             out["flags"].append(f"{p.a} - {p.b} on {got['measure']}: {flag}")
         if got.get("p_rule"):
             out["p_read"].append(f"{p.a} - {p.b} on {got['measure']}: {got['p_rule']}")
