@@ -18,13 +18,14 @@ w/o mask, the LeaF variants and their controls for each seed, evaluate every mod
 in-distribution, anti-correlated, clean and (word_problem_shift) shifted test splits.
 Prints first what the testbed studies have shown (docs/RESULTS.md), then accuracy (mean and
 95% interval), detection against the planted spans (gradient, PPL
-and random rules), counterfactual counts and span vs collective pruning.
+and random rules), counterfactual counts and, where the config has a collective set
+(digit_sum), span vs collective pruning.
 
 Writes OUT/<config>[-quick]/ (a `leaf run` directory: manifest.json, results.json, ...) and
 OUT/tables.md. Run it again to reuse finished stages. --quick: one seed and fewer samples
-(a smoke test: 79 s measured on 2 CPU cores shared with other jobs; the full demo 21 min 32 s
-there, at a load average of 4-5). `leaf report OUT/<config>` then shows the run's results and
-samples in a browser."""
+(a smoke test: 79 s measured on 2 CPU cores shared with other jobs; the full demo 6 min 56 s
+on 2 idle CPU cores, 21 min 32 s at a load average of 4-5). `leaf report OUT/<config>` then
+shows the run's results and samples in a browser."""
 
 
 def add_arguments(parser) -> None:
